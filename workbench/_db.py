@@ -1,0 +1,149 @@
+"""Short-lived, retried access to the one DuckDB catalog file shared by many processes.
+
+DuckDB lets one process at a time hold a file read-write (or several read-only). A JupyterLab
+kernel, Voilà visitor kernels, a papermill run and a worker all use the same catalog, so nobody
+keeps a connection open: each read or write takes an advisory file lock (shared for reads,
+exclusive for writes), opens the file, does its work and closes it. Waiting happens on our lock
+file, not as DuckDB lock errors; a DuckDB lock error (someone outside the workbench holding the
+file) is retried with backoff as well. Callers never see a lock error before `timeout` seconds.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+
+class CatalogBusyError(RuntimeError):
+    """The catalog stayed locked by another process for longer than the timeout."""
+
+
+_LOCK_ERROR_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "different configuration")
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in _LOCK_ERROR_MARKERS)
+
+
+class Database:
+    """The catalog file plus its lock file and change stamp."""
+
+    def __init__(self, path: Path, timeout: float = 120.0) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_suffix(".lock")
+        self.stamp_path = self.path.with_suffix(".version")
+        self.timeout = timeout
+        # One connection at a time per process: DuckDB caches one instance per file and
+        # refuses mixed read-only/read-write configurations inside a process.
+        self._process_lock = threading.RLock()
+        self._held = threading.local()
+
+    # -- locking -----------------------------------------------------------------------
+    @contextmanager
+    def _file_lock(self, exclusive: bool) -> Iterator[None]:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.timeout
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CatalogBusyError(
+                            f"the catalog {self.path} stayed locked by another process for {self.timeout:.0f} s"
+                        ) from None
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 1.6, 0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    if _is_lock_error(exc):
+                        raise CatalogBusyError(f"the catalog {self.path} is locked: {exc}") from exc
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.6, 0.2)
+
+    # -- public ------------------------------------------------------------------------
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short read connection; nests inside `write()` by reusing its connection."""
+        current = getattr(self._held, "con", None)
+        if current is not None:
+            yield current
+            return
+        if not self.path.exists():
+            with self.write() as con:
+                yield con
+            return
+        with self._process_lock, self._file_lock(exclusive=False):
+            con = self._open(read_only=True)
+            self._held.con = con
+            try:
+                yield con
+            finally:
+                self._held.con = None
+                con.close()
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction under the exclusive lock; committed (and the stamp bumped) on success."""
+        current = getattr(self._held, "con", None)
+        if current is not None and getattr(self._held, "writable", False):
+            yield current
+            return
+        if current is not None:
+            raise RuntimeError("cannot start a catalog write inside a catalog read")
+        with self._process_lock, self._file_lock(exclusive=True):
+            con = self._open(read_only=False)
+            self._held.con, self._held.writable = con, True
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+                self._bump_stamp()
+            finally:
+                self._held.con, self._held.writable = None, False
+                con.close()
+
+    def read_df(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> pd.DataFrame:
+        """Run a read query from core code (never from a browser) and return a DataFrame."""
+        with self.read() as con:
+            return con.execute(sql, params or []).df()
+
+    def stamp(self) -> str:
+        """The change stamp: differs after every committed write from any process."""
+        try:
+            return self.stamp_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def _bump_stamp(self) -> None:
+        tmp = self.stamp_path.with_name(f"{self.stamp_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(f"{time.time_ns()}-{os.getpid()}-{random.getrandbits(32):08x}")
+        os.replace(tmp, self.stamp_path)

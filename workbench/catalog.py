@@ -1,0 +1,508 @@
+"""The catalog: what is known about every LoRA, queried as DataFrames, edited with undo.
+
+Readers work on an in-memory snapshot of `lora_view`, refreshed only when another write
+(from any process) bumped the catalog's change stamp; so a gallery with many visitors never
+holds the file lock. Writes go through `Database.write()`: one short transaction each.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from workbench._db import Database
+from workbench._schema import migrate, needs_migration
+
+#: Fields a person may edit. A rescan never writes them.
+USER_FIELDS = (
+    "tags",
+    "notes",
+    "rating",
+    "favorite",
+    "preferred_weight",
+    "trigger_words",
+    "base_model_override",
+)
+
+#: Columns every query result carries (the stable contract the views and exports use).
+CONTRACT_COLUMNS = (
+    "id", "path", "name", "format", "network_type", "rank", "alpha", "base_model", "trigger_words",
+    "tags", "sha256", "autov2", "size_bytes", "mtime", "missing", "error",
+)
+
+SORT_KEYS = {
+    "name": "lower(name)",
+    "added": "added_at",
+    "modified": "mtime",
+    "size": "size_bytes",
+    "rating": "rating",
+    "usage": "usage_count",
+    "rank": "rank",
+    "base_model": "base_model",
+    "random": "hash(id + {seed})",
+    "relevance": "_relevance",
+}
+
+_MAX_TAG_LEN = 100
+_MAX_TAGS = 500
+_MAX_NOTES = 20_000
+_FUZZY_THRESHOLD = 0.86
+
+
+class CatalogError(ValueError):
+    """A request the catalog refuses (unknown id, bad field value); the message says why."""
+
+
+def _clean_str_list(value: Any, field: str) -> list[str]:
+    if isinstance(value, str):
+        value = [part for part in value.split(",")]
+    if not isinstance(value, (list, tuple)):
+        raise CatalogError(f"{field} must be a list of strings, got {type(value).__name__}")
+    cleaned: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise CatalogError(f"{field} must hold strings, got {type(item).__name__}")
+        item = " ".join(item.split())
+        if not item:
+            continue
+        if len(item) > _MAX_TAG_LEN:
+            raise CatalogError(f"{field} entries are at most {_MAX_TAG_LEN} characters")
+        if item not in cleaned:
+            cleaned.append(item)
+    if len(cleaned) > _MAX_TAGS:
+        raise CatalogError(f"at most {_MAX_TAGS} {field}")
+    return cleaned
+
+
+def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check and normalise user-editable fields; raises CatalogError with a clear message."""
+    clean: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key not in USER_FIELDS:
+            raise CatalogError(f"{key!r} is not an editable field (editable: {', '.join(USER_FIELDS)})")
+        if value is None:
+            clean[key] = None
+        elif key in ("tags", "trigger_words"):
+            clean[key] = _clean_str_list(value, key)
+        elif key == "notes":
+            if not isinstance(value, str) or len(value) > _MAX_NOTES:
+                raise CatalogError(f"notes must be text of at most {_MAX_NOTES} characters")
+            clean[key] = value
+        elif key == "rating":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 0 <= value <= 5:
+                raise CatalogError("rating must be a whole number from 0 to 5")
+            clean[key] = int(value)
+        elif key == "favorite":
+            if not isinstance(value, bool):
+                raise CatalogError("favorite must be true or false")
+            clean[key] = value
+        elif key == "preferred_weight":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not -10 <= value <= 10:
+                raise CatalogError("preferred_weight must be a number from -10 to 10")
+            clean[key] = float(value)
+        elif key == "base_model_override":
+            if not isinstance(value, str) or len(value.strip()) > 64:
+                raise CatalogError("base_model_override must be a short text (at most 64 characters)")
+            clean[key] = value.strip() or None
+    return clean
+
+
+class Catalog:
+    """Query and edit the LoRA catalog of one workbench home."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._ensure_schema()
+        self._mem = duckdb.connect(":memory:")
+        self._mem_lock = threading.Lock()
+        self._snapshot_stamp: str | None = None
+        self._my_edits: list[int] = []
+
+    def _ensure_schema(self) -> None:
+        if self.db.path.exists():
+            with self.db.read() as con:
+                if not needs_migration(con):
+                    return
+        with self.db.write() as con:
+            migrate(con)
+
+    # -- snapshot ------------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        """Reload the in-memory snapshot if any process changed the catalog since the last load."""
+        stamp = self.db.stamp()
+        if not force and stamp == self._snapshot_stamp:
+            return
+        with self.db.read() as con:
+            table = con.sql("SELECT * FROM lora_view").to_arrow_table()
+        with self._mem_lock:
+            self._mem.register("_fresh", table)
+            self._mem.execute(
+                """
+                CREATE OR REPLACE TABLE lora_view AS
+                SELECT *,
+                    lower(concat_ws(' ', name, file_name, array_to_string(trigger_words, ' '),
+                                    array_to_string(tags, ' '), description, creator, folder)) AS _haystack,
+                    lower(concat_ws(' ', name, array_to_string(trigger_words, ' '), array_to_string(tags, ' '))) AS _short,
+                    list_transform(tags, lambda t: lower(t)) AS _tags_lower
+                FROM _fresh
+                """
+            )
+            self._mem.unregister("_fresh")
+            self._snapshot_stamp = stamp
+
+    # -- queries -------------------------------------------------------------------------
+    def _where(
+        self,
+        text: str | None = None,
+        fuzzy: bool = False,
+        tags_all: Sequence[str] | None = None,
+        tags_any: Sequence[str] | None = None,
+        base_models: Sequence[str] | None = None,
+        folder: str | None = None,
+        formats: Sequence[str] | None = None,
+        favorites: bool | None = None,
+        missing: bool | None = None,
+        errors: bool | None = None,
+        has_preview: bool | None = None,
+        ids: Sequence[int] | None = None,
+        network_types: Sequence[str] | None = None,
+    ) -> tuple[str, list[Any], str, list[Any]]:
+        """Build a WHERE clause and a relevance expression, with parameters only (no user SQL)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        relevance, rel_params = "0", []
+        tokens = [t for t in (text or "").lower().split() if t]
+        if tokens and not fuzzy:
+            for token in tokens:
+                clauses.append("contains(_haystack, ?)")
+                params.append(token)
+            relevance = "(CASE WHEN lower(name) = ? THEN 3 WHEN starts_with(lower(name), ?) THEN 2 WHEN contains(_short, ?) THEN 1 ELSE 0 END)"
+            joined = " ".join(tokens)
+            rel_params = [joined, joined, joined]
+        elif tokens:
+            # Fuzzy: every query token must be close (Jaro-Winkler) to some word of name/triggers/tags.
+            parts = []
+            for token in tokens:
+                parts.append(
+                    "greatest(list_max(list_transform(regexp_split_to_array(_short, '[^a-z0-9]+'), lambda w: jaro_winkler_similarity(w, ?))), "
+                    "CASE WHEN contains(_haystack, ?) THEN 1.0 ELSE 0.0 END)"
+                )
+                params.extend([token, token])
+            score = " + ".join(parts)
+            clauses.append(f"(({score}) / {len(tokens)}) >= {_FUZZY_THRESHOLD}")
+            relevance = f"(({score}) / {len(tokens)})"
+            rel_params = [p for token in tokens for p in (token, token)]
+        if tags_all:
+            clauses.append("list_has_all(_tags_lower, ?)")
+            params.append([t.lower() for t in tags_all])
+        if tags_any:
+            clauses.append("list_has_any(_tags_lower, ?)")
+            params.append([t.lower() for t in tags_any])
+        for column, values in (("base_model", base_models), ("format", formats), ("network_type", network_types)):
+            if values:
+                clauses.append(f"list_contains(?, {column})")
+                params.append(list(values))
+        if folder:
+            folder = folder.strip("/")
+            clauses.append("(folder = ? OR starts_with(folder, ?))")
+            params.extend([folder, folder + "/"])
+        for column, value in (("favorite", favorites), ("missing", missing), ("has_preview", has_preview)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(bool(value))
+        if errors is not None:
+            clauses.append("error IS NOT NULL" if errors else "error IS NULL")
+        if ids is not None:
+            clauses.append("list_contains(?, id)")
+            params.append([int(i) for i in ids])
+        where = " AND ".join(clauses) if clauses else "true"
+        return where, params, relevance, rel_params
+
+    def query(
+        self,
+        text: str | None = None,
+        fuzzy: bool = False,
+        tags_all: Sequence[str] | None = None,
+        tags_any: Sequence[str] | None = None,
+        base_models: Sequence[str] | None = None,
+        folder: str | None = None,
+        formats: Sequence[str] | None = None,
+        favorites: bool | None = None,
+        missing: bool | None = None,
+        errors: bool | None = None,
+        has_preview: bool | None = None,
+        ids: Sequence[int] | None = None,
+        network_types: Sequence[str] | None = None,
+        sort: str = "name",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Filter, sort and page the catalog; returns one row per LoRA (see CONTRACT_COLUMNS)."""
+        if sort not in SORT_KEYS:
+            raise CatalogError(f"unknown sort {sort!r}; choose one of {', '.join(SORT_KEYS)}")
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise CatalogError("limit must be a non-negative integer")
+        if not isinstance(offset, int) or offset < 0:
+            raise CatalogError("offset must be a non-negative integer")
+        where, params, relevance, rel_params = self._where(
+            text, fuzzy, tags_all, tags_any, base_models, folder, formats, favorites, missing, errors,
+            has_preview, ids, network_types,
+        )
+        order = SORT_KEYS[sort].format(seed=int(seed))
+        direction = "DESC" if descending or sort == "relevance" else "ASC"
+        sql = (
+            f"SELECT * EXCLUDE (_haystack, _short, _tags_lower), {relevance} AS _relevance FROM lora_view "
+            f"WHERE {where} ORDER BY {order} {direction} NULLS LAST, lower(name), id"
+        )
+        all_params = rel_params + params
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            all_params += [limit, offset]
+        elif offset:
+            sql += " OFFSET ?"
+            all_params.append(offset)
+        self.refresh()
+        with self._mem_lock:
+            frame = self._mem.execute(sql, all_params).df()
+        return frame.drop(columns=["_relevance"]) if sort != "relevance" else frame.rename(columns={"_relevance": "relevance"})
+
+    def count(self, **filters: Any) -> int:
+        """How many LoRAs match the same filters `query` takes."""
+        filters = {k: v for k, v in filters.items() if k not in ("sort", "descending", "limit", "offset", "seed")}
+        where, params, _, _ = self._where(**filters)
+        self.refresh()
+        with self._mem_lock:
+            return int(self._mem.execute(f"SELECT count(*) FROM lora_view WHERE {where}", params).fetchall()[0][0])
+
+    def facets(self) -> dict[str, list[tuple[str, int]]]:
+        """Values with counts for the filter widgets: base models, formats, network types, folders, tags."""
+        self.refresh()
+        out: dict[str, list[tuple[str, int]]] = {}
+        with self._mem_lock:
+            for column in ("base_model", "format", "network_type", "folder"):
+                rows = self._mem.execute(
+                    f"SELECT coalesce({column}, '') AS v, count(*) AS n FROM lora_view GROUP BY 1 ORDER BY n DESC, v"
+                ).fetchall()
+                out[column] = [(v, int(n)) for v, n in rows]
+            rows = self._mem.execute(
+                "SELECT t, count(*) AS n FROM (SELECT unnest(tags) AS t FROM lora_view) GROUP BY t ORDER BY n DESC, t LIMIT 500"
+            ).fetchall()
+            out["tags"] = [(v, int(n)) for v, n in rows]
+        return out
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def get(self, lora_id: int) -> dict[str, Any]:
+        """Everything known about one LoRA: effective fields, their sources, metadata, sidecars, hashes, duplicates."""
+        lora_id = self._check_id(lora_id)
+        with self.db.read() as con:
+            view = con.execute("SELECT * FROM lora_view WHERE id = ?", [lora_id]).df()
+            raw = con.execute(
+                "SELECT metadata, sidecars, sidecar_errors, sources, training_tags, stats, header_len, module_count,"
+                " tensor_count, has_text_encoder, sha256_claimed, trigger_words AS file_trigger_words,"
+                " file_tags, base_model AS file_base_model, sidecar_sig FROM loras WHERE id = ?",
+                [lora_id],
+            ).df()
+            user = con.execute("SELECT * FROM user_fields WHERE lora_id = ?", [lora_id]).df()
+            dupes = con.execute(
+                "SELECT v2.id, v2.path, v2.name, 'sha256' AS by FROM lora_view v1 JOIN lora_view v2 "
+                "ON v1.sha256 = v2.sha256 AND v1.id <> v2.id WHERE v1.id = ? "
+                "UNION ALL SELECT v2.id, v2.path, v2.name, 'tensor_hash' FROM lora_view v1 JOIN lora_view v2 "
+                "ON v1.tensor_hash = v2.tensor_hash AND v1.id <> v2.id WHERE v1.id = ?",
+                [lora_id, lora_id],
+            ).df()
+        if view.empty:
+            raise CatalogError(f"LoRA {lora_id} is not in the catalog (removed?)")
+        record = _row_to_dict(view.iloc[0])
+        extra = _row_to_dict(raw.iloc[0])
+        for key in ("metadata", "sidecars", "sources", "training_tags", "stats"):
+            extra[key] = _loads(extra.get(key))
+        record.update(extra)
+        user_row = _row_to_dict(user.iloc[0]) if not user.empty else {}
+        sources = dict(record.get("sources") or {})
+        for field in USER_FIELDS:
+            target = "base_model" if field == "base_model_override" else field
+            if user_row.get(field) is not None:
+                sources[target] = "user"
+        record["sources"] = sources
+        record["user_fields"] = {f: user_row.get(f) for f in USER_FIELDS}
+        record["duplicates"] = dupes.to_dict("records")
+        return record
+
+    def duplicates(self, by: str = "sha256") -> pd.DataFrame:
+        """Groups of catalog entries sharing a file hash (`sha256`) or a tensor-data hash (`tensor_hash`)."""
+        if by not in ("sha256", "tensor_hash"):
+            raise CatalogError("duplicates(by=) takes 'sha256' or 'tensor_hash'")
+        self.refresh()
+        with self._mem_lock:
+            return self._mem.execute(
+                f"SELECT {by} AS hash, id, name, path, size_bytes, missing FROM lora_view WHERE {by} IN "
+                f"(SELECT {by} FROM lora_view WHERE {by} IS NOT NULL GROUP BY 1 HAVING count(*) > 1) "
+                f"ORDER BY {by}, path"
+            ).df()
+
+    def roots(self) -> list[str]:
+        """Library roots that were scanned into this catalog."""
+        with self.db.read() as con:
+            return [r[0] for r in con.execute("SELECT path FROM roots ORDER BY path").fetchall()]
+
+    # -- edits ---------------------------------------------------------------------------
+    def _check_id(self, lora_id: Any) -> int:
+        if isinstance(lora_id, bool) or not isinstance(lora_id, (int,)) and not hasattr(lora_id, "__index__"):
+            raise CatalogError(f"a LoRA id must be an integer, got {lora_id!r}")
+        return int(lora_id)
+
+    def update(self, lora_id: int, **fields: Any) -> int:
+        """Set user fields of one LoRA; returns the edit id (undo with `undo()`)."""
+        return self.bulk_update([lora_id], **fields)
+
+    def bulk_update(self, ids: Iterable[int], **fields: Any) -> int:
+        """Set the same user fields on many LoRAs in one undoable edit."""
+        clean = validate_user_fields(fields)
+        if not clean:
+            raise CatalogError("nothing to update")
+        id_list = self._ids(ids)
+        return self._edit("update", id_list, lambda current: {i: {**current.get(i, {}), **clean} for i in id_list})
+
+    def add_tags(self, ids: Iterable[int], tags: Sequence[str]) -> int:
+        """Add tags (to the effective tags each LoRA shows) in one undoable edit."""
+        new = _clean_str_list(list(tags), "tags")
+        return self._edit_list_field("tags", self._ids(ids), lambda old: old + [t for t in new if t not in old])
+
+    def remove_tags(self, ids: Iterable[int], tags: Sequence[str]) -> int:
+        """Remove tags in one undoable edit."""
+        gone = {t.lower() for t in _clean_str_list(list(tags), "tags")}
+        return self._edit_list_field("tags", self._ids(ids), lambda old: [t for t in old if t.lower() not in gone])
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Hide LoRAs from the catalog (files are never deleted); a rescan keeps them hidden; undoable."""
+        id_list = self._ids(ids)
+        return self._edit("remove", id_list, lambda current: {i: {**current.get(i, {}), "removed": True} for i in id_list})
+
+    def undo(self, edit_id: int | None = None) -> bool:
+        """Undo an edit: the given one, else the last one this Catalog object made. False if none."""
+        if edit_id is None:
+            if not self._my_edits:
+                return False
+            edit_id = self._my_edits.pop()
+        with self.db.write() as con:
+            rows = con.execute("SELECT before_state, undone FROM edits WHERE id = ?", [int(edit_id)]).fetchall()
+            if not rows or rows[0][1]:
+                return False
+            before: dict[str, dict[str, Any] | None] = json.loads(rows[0][0])
+            for key, row in before.items():
+                lora_id = int(key)
+                if row is None:
+                    con.execute("DELETE FROM user_fields WHERE lora_id = ?", [lora_id])
+                else:
+                    _write_user_row(con, lora_id, row)
+            con.execute("UPDATE edits SET undone = true WHERE id = ?", [int(edit_id)])
+        return True
+
+    def edit_log(self, limit: int = 50) -> pd.DataFrame:
+        """Recent edits (what changed, when, whether undone)."""
+        return self.db.read_df("SELECT * FROM edits ORDER BY id DESC LIMIT ?", [int(limit)])
+
+    def _ids(self, ids: Iterable[int]) -> list[int]:
+        id_list = sorted({self._check_id(i) for i in ids})
+        if not id_list:
+            raise CatalogError("no LoRA ids given")
+        return id_list
+
+    def _edit_list_field(self, field: str, ids: list[int], change: Any) -> int:
+        def compute(current: dict[int, dict[str, Any]], effective: dict[int, list[str]]) -> dict[int, dict[str, Any]]:
+            return {i: {**current.get(i, {}), field: change(list(effective.get(i) or []))} for i in ids}
+
+        return self._edit("update", ids, compute, effective_field=field)
+
+    def _edit(self, kind: str, ids: list[int], compute: Any, effective_field: str | None = None) -> int:
+        with self.db.write() as con:
+            found = {r[0] for r in con.execute("SELECT id FROM loras WHERE list_contains(?, id)", [ids]).fetchall()}
+            unknown = [i for i in ids if i not in found]
+            if unknown:
+                raise CatalogError(f"unknown LoRA id(s): {unknown[:10]}")
+            frame = con.execute("SELECT * FROM user_fields WHERE list_contains(?, lora_id)", [ids]).df()
+            current = {int(r["lora_id"]): _user_row(r) for r in frame.to_dict("records")}
+            if effective_field is not None:
+                eff = con.execute(
+                    f"SELECT l.id, coalesce(u.{effective_field}, l.{'file_tags' if effective_field == 'tags' else effective_field}) "
+                    "FROM loras l LEFT JOIN user_fields u ON u.lora_id = l.id WHERE list_contains(?, l.id)",
+                    [ids],
+                ).fetchall()
+                after = compute(current, {int(i): list(v) if v is not None else [] for i, v in eff})
+            else:
+                after = compute(current)
+            for lora_id, row in after.items():
+                _write_user_row(con, lora_id, row)
+            before = {str(i): current.get(i) for i in ids}
+            edit_id = con.execute(
+                "INSERT INTO edits (kind, lora_ids, before_state, after_state) VALUES (?, ?, ?, ?) RETURNING id",
+                [kind, ids, json.dumps(before, default=str), json.dumps({str(k): v for k, v in after.items()}, default=str)],
+            ).fetchall()[0][0]
+        self._my_edits.append(int(edit_id))
+        return int(edit_id)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        n = self.count()
+        facets = self.facets()
+        models = ", ".join(f"{html.escape(v or 'unknown')}: {c}" for v, c in facets["base_model"][:6])
+        return f"<b>LoRA catalog</b> {html.escape(str(self.db.path))}: {n} LoRAs ({models})"
+
+
+_USER_COLUMNS = (*USER_FIELDS, "removed")
+
+
+def _user_row(record: dict[str, Any]) -> dict[str, Any]:
+    row = {}
+    for field in _USER_COLUMNS:
+        value = record.get(field)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            if hasattr(value, "tolist"):
+                value = value.tolist()
+            row[field] = value
+    return row
+
+
+def _write_user_row(con: duckdb.DuckDBPyConnection, lora_id: int, row: dict[str, Any]) -> None:
+    values = [row.get(field) for field in _USER_COLUMNS]
+    con.execute(
+        f"INSERT OR REPLACE INTO user_fields (lora_id, {', '.join(_USER_COLUMNS)}, updated_at) "
+        f"VALUES (?, {', '.join('?' for _ in _USER_COLUMNS)}, current_timestamp)",
+        [lora_id, *values],
+    )
+
+
+def _loads(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _row_to_dict(row: pd.Series) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+            value = value.tolist()
+        elif value is pd.NaT:
+            value = None
+        elif isinstance(value, float) and math.isnan(value):
+            value = None
+        elif value is pd.NA:
+            value = None
+        out[str(key)] = value
+    return out
