@@ -1,0 +1,114 @@
+"""The `workbench` command line: scan, hash, export and everything the helpers' modules add.
+
+Each command is a small `_cmd_*` function calling the core; heavy imports stay inside them so
+`workbench --help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import workbench
+
+
+def _open(args: argparse.Namespace) -> workbench.Workbench:
+    return workbench.open(args.home)
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    wb = _open(args)
+    report = wb.scan(args.roots or None, workers=args.workers, progress=not args.quiet)
+    print(report)
+    for skipped in report.skipped_dirs:
+        print(f"skipped folder: {skipped}", file=sys.stderr)
+    if args.hash:
+        print(f"hashed {wb.hash(progress=not args.quiet)} files")
+    return 0
+
+
+def _cmd_hash(args: argparse.Namespace) -> int:
+    wb = _open(args)
+    print(f"hashed {wb.hash(progress=not args.quiet, workers=args.workers)} files")
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _cmd_export_catalog(args: argparse.Namespace) -> int:
+    wb = _open(args)
+    frame = wb.catalog.query(sort="name")
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+        return 0
+    for record in frame.to_dict("records"):
+        sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _cmd_duplicates(args: argparse.Namespace) -> int:
+    wb = _open(args)
+    frame = wb.catalog.duplicates(by=args.by)
+    print(frame.to_string(index=False) if len(frame) else "no duplicates")
+    return 0
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="workbench home (default: $WORKBENCH_HOME or the platform data folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="LoRA Workbench command line")
+    parser.add_argument("--version", action="version", version=f"lora-workbench {workbench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("scan", help="scan library folders into the catalog (incremental)")
+    p.add_argument("roots", nargs="*", help="library folders (default: the ones scanned before)")
+    _add_home(p)
+    p.add_argument("--workers", type=int, default=None, help="inspection processes (default: CPU count)")
+    p.add_argument("--hash", action="store_true", help="also compute missing file hashes")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("hash", help="compute missing SHA256 / AutoV2 / tensor hashes")
+    _add_home(p)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_hash)
+
+    p = sub.add_parser("export-catalog", help="print the catalog, one LoRA per line")
+    _add_home(p)
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.set_defaults(func=_cmd_export_catalog)
+
+    p = sub.add_parser("duplicates", help="list duplicate files by hash")
+    _add_home(p)
+    p.add_argument("--by", choices=["sha256", "tensor_hash"], default="sha256")
+    p.set_defaults(func=_cmd_duplicates)
+
+    # --- commands added by other modules: one function each, registered below ---
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
