@@ -1,0 +1,347 @@
+"""Reading and validating safetensors headers without touching tensor data.
+
+A safetensors file is an 8-byte little-endian length N, N bytes of UTF-8 JSON (the header), then
+the tensor data. Every check a loader would fail on is done here on the header alone, so a
+malformed file gets one clear sentence (``HeaderError``) instead of a crash later.
+
+Two ways to parse:
+
+* :func:`parse_header` parses the whole JSON (metadata and tensor entries).
+* :func:`split_metadata` finds only the ``__metadata__`` object in the raw bytes and returns it with
+  a digest of everything else (the *structure key*). Files written by one trainer share their
+  tensor entries byte for byte, so a caller that already analysed that structure can skip parsing
+  the ~800 tensor entries (see ``workbench.lora_file``).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+# ComfyUI-Lora-Manager refuses headers over 64 MiB (MAX_SAFETENSORS_HEADER_BYTES); real LoRA headers
+# are well under 1 MiB even with embedded cover images.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+# Bits per element, as in the safetensors Rust crate's Dtype.
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32,
+    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
+    "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4,
+}
+
+_MAX_NAME_IN_MESSAGE = 80
+
+
+class HeaderError(ValueError):
+    """The file is not a readable safetensors file; ``str(err)`` is a sentence for a human."""
+
+
+@dataclass(slots=True)
+class RawHeader:
+    """The header bytes of one file plus the sizes needed to validate offsets."""
+
+    header_len: int
+    file_size: int
+    raw: bytes
+
+    @property
+    def data_len(self) -> int:
+        """Size of the tensor data area that follows the header."""
+        return self.file_size - 8 - self.header_len
+
+
+@dataclass(slots=True)
+class SafetensorsHeader:
+    """A fully parsed and validated header."""
+
+    header_len: int
+    file_size: int
+    metadata: dict[str, str]
+    tensors: dict[str, dict[str, Any]] = field(repr=False)
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= _MAX_NAME_IN_MESSAGE else name[:_MAX_NAME_IN_MESSAGE] + "…")
+
+
+def describe_os_error(err: OSError) -> str:
+    """A short sentence for an OSError met while opening a file."""
+    code = err.errno
+    if code in (errno.EACCES, errno.EPERM):
+        return "cannot read file: permission denied"
+    if code == errno.ELOOP:
+        return "cannot open file: too many levels of symbolic links (symlink loop)"
+    if code == errno.ENOENT:
+        return "file does not exist (or is a broken symlink)"
+    if code == errno.EISDIR:
+        return "is a directory, not a file"
+    return f"cannot read file: {err.strerror or err}"
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_regular_file(path: Path | str) -> tuple[int, os.stat_result]:
+    """Open ``path`` read-only without ever blocking (FIFOs) and make sure it is a regular file.
+
+    Returns ``(fd, stat)``; the caller closes ``fd``. Raises ``HeaderError`` with a sentence.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise HeaderError(describe_os_error(err)) from None
+    try:
+        st = os.fstat(fd)
+    except OSError as err:
+        os.close(fd)
+        raise HeaderError(describe_os_error(err)) from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise HeaderError(f"is {_file_kind(st.st_mode)}, not a regular file")
+    return fd, st
+
+
+def _read_exact(fd: int, n: int, offset: int) -> bytes:
+    chunks = []
+    got = 0
+    while got < n:
+        chunk = os.pread(fd, n - got, offset + got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_raw_header(path: Path | str) -> RawHeader:
+    """Read the length prefix and the header bytes, checking them against the file size."""
+    fd, st = open_regular_file(path)
+    try:
+        size = st.st_size
+        if size == 0:
+            raise HeaderError("file is empty (0 bytes)")
+        try:
+            # One read covers the prefix and a typical header (~100 KB) in a single syscall.
+            head = os.pread(fd, 256 * 1024, 0)
+        except OSError as err:
+            raise HeaderError(describe_os_error(err)) from None
+        if len(head) < 8:
+            raise HeaderError(
+                f"file is {size} bytes, too short for the 8-byte header length prefix (truncated)")
+        header_len = int.from_bytes(head[:8], "little")
+        if header_len == 0:
+            raise HeaderError("header length is 0 (no JSON header)")
+        if header_len > MAX_HEADER_BYTES:
+            raise HeaderError(
+                f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MiB cap"
+                + (f" and the file size {size}" if header_len > size else ""))
+        if 8 + header_len > size:
+            raise HeaderError(
+                f"header length {header_len} exceeds file size {size} (truncated or not safetensors)")
+        if len(head) >= 8 + header_len:
+            raw = head[8:8 + header_len]
+        else:
+            try:
+                raw = head[8:] + _read_exact(fd, 8 + header_len - len(head), len(head))
+            except OSError as err:
+                raise HeaderError(describe_os_error(err)) from None
+        if len(raw) != header_len:
+            raise HeaderError(
+                f"header truncated: expected {header_len} bytes, read {len(raw)} (file changed while reading?)")
+        return RawHeader(header_len=header_len, file_size=size, raw=raw)
+    finally:
+        os.close(fd)
+
+
+def _json_error(raw: bytes, err: Exception) -> HeaderError:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as uerr:
+        return HeaderError(f"header is not valid UTF-8 (bad byte at offset {uerr.start})")
+    msg = str(err)
+    if "depth" in msg or "recursion" in msg:
+        return HeaderError("header JSON is nested too deeply")
+    return HeaderError(f"header is not valid JSON: {msg}")
+
+
+def _check_metadata(meta: Any) -> dict[str, str]:
+    if meta is None:
+        return {}
+    if type(meta) is not dict:
+        raise HeaderError(f"__metadata__ is a {_json_type(meta)}, not an object")
+    for key, value in meta.items():
+        if type(value) is not str:
+            raise HeaderError(f"__metadata__ value for {_short(key)} is a {_json_type(value)}, not a string")
+    return meta
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def parse_header(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
+    """Parse the header JSON into ``(metadata, tensor entries)``; entries are not yet validated."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise _json_error(raw, err) from None
+    if type(obj) is not dict:
+        raise HeaderError(f"header JSON is a {_json_type(obj)}, not an object")
+    meta = _check_metadata(obj.pop("__metadata__", None))
+    return meta, obj
+
+
+def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
+    """Check every tensor entry the way the safetensors loader does.
+
+    dtype known, shape a list of non-negative ints, data_offsets inside the data area and exactly
+    shape × dtype bytes long, no overlaps or gaps, and the data area fully used.
+    """
+    if not tensors:
+        raise HeaderError("header lists no tensors")
+    spans = []
+    for name, info in tensors.items():
+        if type(info) is not dict:
+            raise HeaderError(f"tensor {_short(name)}: entry is a {_json_type(info)}, not an object")
+        dtype = info.get("dtype")
+        bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
+        if bits is None:
+            raise HeaderError(f"tensor {_short(name)}: unknown dtype {dtype!r}")
+        shape = info.get("shape")
+        if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+            raise HeaderError(f"tensor {_short(name)}: shape {_clip(shape)} is not a list of non-negative integers")
+        offsets = info.get("data_offsets")
+        if (type(offsets) is not list or len(offsets) != 2
+                or not all(type(o) is int and o >= 0 for o in offsets)):
+            raise HeaderError(f"tensor {_short(name)}: data_offsets {_clip(offsets)} is not a pair of non-negative integers")
+        begin, end = offsets
+        if begin > end:
+            raise HeaderError(f"tensor {_short(name)}: data_offsets begin {begin} is after end {end}")
+        if end > data_len:
+            raise HeaderError(
+                f"tensor {_short(name)}: data ends at byte {end} but the data area is only {data_len} bytes (file truncated?)")
+        nbits = math.prod(shape) * bits
+        if nbits % 8 or nbits // 8 != end - begin:
+            raise HeaderError(
+                f"tensor {_short(name)}: data_offsets span {end - begin} bytes but shape {shape} of {dtype} needs "
+                f"{nbits / 8:g} bytes")
+        spans.append((begin, end, name))
+    spans.sort()
+    expected = 0
+    for begin, end, name in spans:
+        if begin < expected:
+            raise HeaderError(f"tensor {_short(name)}: data_offsets [{begin}, {end}] overlap the previous tensor (ends at {expected})")
+        if begin > expected:
+            raise HeaderError(f"tensor {_short(name)}: gap of {begin - expected} bytes before its data at {begin}")
+        expected = end
+    if expected != data_len:
+        raise HeaderError(f"tensors end at byte {expected} of the data area but it holds {data_len} bytes (trailing data)")
+
+
+def _clip(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+# `"__metadata__"` as an object key (preceded by `{` or `,`): raw `"` bytes inside JSON strings are
+# always escaped, so this cannot match inside a string value.
+_METADATA_KEY = re.compile(rb'[{,]\s*("__metadata__"\s*:\s*)\{')
+# A `}` that could close the metadata object: followed by `,"` (next key) or by the final `}`.
+_OBJECT_END = re.compile(rb'\}(?=\s*(?:,\s*"|\}\s*\Z))')
+_MAX_END_TRIES = 16
+
+
+def split_metadata(raw: bytes, data_len: int) -> tuple[dict[str, str] | None, bytes]:
+    """Parse only ``__metadata__`` and digest the rest of the header.
+
+    Returns ``(metadata or None, structure_key)``. ``metadata`` is None when the metadata object
+    could not be isolated (odd formatting, non-string values): the caller then parses everything.
+    The key covers the header with the metadata object cut out, plus the data-area size, so two
+    files with the same key have byte-identical tensor entries.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(data_len.to_bytes(8, "little"))
+    match = _METADATA_KEY.search(raw)
+    if match is None:
+        digest.update(raw)
+        return ({} if b'"__metadata__"' not in raw else None), digest.digest()
+    start = match.start(1)
+    obj_start = match.end()
+    view = memoryview(raw)
+    tries = 0
+    for end_match in _OBJECT_END.finditer(raw, obj_start):
+        tries += 1
+        if tries > _MAX_END_TRIES:
+            break
+        end = end_match.end()
+        try:
+            meta = orjson.loads(view[obj_start - 1:end])
+        except orjson.JSONDecodeError:
+            continue
+        if type(meta) is not dict or not all(type(v) is str for v in meta.values()):
+            break
+        digest.update(view[:start])
+        digest.update(b"\x00")
+        digest.update(view[end:])
+        return meta, digest.digest()
+    digest.update(raw)
+    return None, digest.digest()
+
+
+def read_header(path: Path | str) -> SafetensorsHeader:
+    """Read, parse and validate a header in one go (no caching). Raises ``HeaderError``."""
+    head = read_raw_header(path)
+    meta, tensors = parse_header(head.raw)
+    validate_tensors(tensors, head.data_len)
+    return SafetensorsHeader(header_len=head.header_len, file_size=head.file_size,
+                             metadata=meta, tensors=tensors)
+
+
+def read_scalar(path: Path | str, header_len: int, info: dict[str, Any]) -> float | None:
+    """Read one scalar tensor (a LoRA ``alpha``): at most 8 bytes, the only tensor data ever read."""
+    import struct
+
+    fmt = {"F16": "<e", "F32": "<f", "F64": "<d", "BF16": None, "I64": "<q", "I32": "<i"}.get(info.get("dtype"))
+    begin, end = info["data_offsets"]
+    if end - begin > 8 or (fmt is None and info.get("dtype") != "BF16"):
+        return None
+    try:
+        fd, _ = open_regular_file(path)
+    except HeaderError:
+        return None
+    try:
+        data = os.pread(fd, end - begin, 8 + header_len + begin)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != end - begin:
+        return None
+    if info.get("dtype") == "BF16":
+        if len(data) != 2:
+            return None
+        return struct.unpack("<f", b"\x00\x00" + data)[0]
+    if struct.calcsize(fmt) != len(data):
+        return None
+    value = float(struct.unpack(fmt, data)[0])
+    return value if math.isfinite(value) else None

@@ -1,0 +1,522 @@
+"""Sidecar files that other LoRA tools write beside ``<base>.safetensors``, read and merged.
+
+Kinds (the keys of ``sidecars``/``sources``):
+
+=====================  ==========================================================================
+``lm.metadata.json``   ``<base>.metadata.json`` of ComfyUI-Lora-Manager (user-edited name, notes,
+                       tags, usage tips; its ``civitai`` object is the Civitai model version).
+``a1111.json``         ``<base>.json`` of A1111 user metadata (``description``, ``sd version``,
+                       ``activation text``, ``preferred weight``, ``notes``, ``negative text``),
+                       with Civitai Browser+'s ``sha256``/``modelId``/``modelVersionId``.
+``civitai.info``       ``<base>.civitai.info`` of Civitai Helper: the Civitai model-version JSON
+                       (``{}`` = looked up, not found).
+``civitai.model.json`` ``<base>.json`` holding the Civitai *model* JSON (``modelVersions[]``), as
+                       written by SD.Next and imported by the original LoRA Manager; the version
+                       whose ``files[].name`` is this file is used, else the first.
+``description.txt``    ``<base>.txt`` (SD.Next) or ``<base>.description.txt`` (A1111): plain text.
+=====================  ==========================================================================
+
+``<base>.json`` is one file name with two shapes: it is ``civitai.model.json`` when it has a
+``modelVersions`` list, else ``a1111.json``.
+
+Merge precedence (first source holding a usable value wins, per field; lists are not unioned):
+
+* Descriptive fields — ``name``, ``description``, ``trigger_words``, ``tags``, ``base_model``,
+  ``preferred_weight``, ``negative_text``, ``notes``, ``usage_tips``, ``favorite``:
+  user fields (catalog, not here) > ``lm.metadata.json`` > ``a1111.json`` > ``civitai.info`` >
+  ``civitai.model.json`` > ``description.txt`` > ``header``.
+  Files a person edits in their LoRA tool come first, since they hold that person's corrections;
+  ComfyUI-Lora-Manager's file is richer and more recent than A1111's (it is rewritten from Civitai
+  and edited in place). Then Civitai's per-version data, which describes exactly this file, beats
+  the model-level JSON, whose version we have to guess. Header metadata is last: it is what the
+  trainer typed at training time (often a folder name).
+* Identity fields — ``civitai_model_id``, ``civitai_version_id``, ``sha256``, ``version_name``,
+  ``creator``, ``published_at``, ``nsfw``, ``preview_url``:
+  ``civitai.info`` > ``lm.metadata.json`` > ``civitai.model.json`` > ``a1111.json`` > ``header``.
+  Civitai Helper's file is the raw by-hash answer of the Civitai API, so it is authoritative for
+  what Civitai says this file is; Civitai Browser+'s ids in ``a1111.json`` are often the string
+  "Model not found".
+
+Every value is type-checked: a field of the wrong type is ignored and a ``sidecar_errors`` line
+says so; a sidecar that is unreadable, not UTF-8, not a JSON object, over
+:data:`SIDECAR_MAX_BYTES` or nested deeper than ``MAX_NESTED_DEPTH`` is skipped with a line.
+Nothing here raises for bad input.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import orjson
+
+from workbench.lora_analysis import normalize_base_model
+from workbench.training_metadata import MAX_NESTED_DEPTH, json_depth_exceeds, split_list
+
+SIDECAR_MAX_BYTES = 16 * 1024 * 1024
+
+DESCRIPTIVE_ORDER = ("lm.metadata.json", "a1111.json", "civitai.info", "civitai.model.json",
+                     "description.txt", "header")
+IDENTITY_ORDER = ("civitai.info", "lm.metadata.json", "civitai.model.json", "a1111.json", "header")
+IDENTITY_FIELDS = frozenset({"civitai_model_id", "civitai_version_id", "sha256", "version_name",
+                             "creator", "published_at", "nsfw", "preview_url"})
+
+_NOT_FOUND = re.compile(r"^\s*(model\s+)?not\s+found\s*$", re.IGNORECASE)
+_SHA256 = re.compile(r"^(0x)?([0-9a-fA-F]{64})$")
+
+# --- directory listings -------------------------------------------------------------------------
+
+_LISTING_CACHE: dict[str, tuple[int, dict[str, str]]] = {}
+_LISTING_CACHE_MAX = 64
+
+
+def sibling_names(directory: Path | str) -> dict[str, str]:
+    """Lower-cased name → real name of every entry in ``directory``.
+
+    Cached per process and revalidated by the directory's mtime, so scanning a folder of N LoRAs
+    lists it once instead of probing ~25 candidate names per file. Unreadable → empty.
+    """
+    key = os.fspath(directory)
+    try:
+        mtime = os.stat(key).st_mtime_ns
+    except OSError:
+        return {}
+    cached = _LISTING_CACHE.get(key)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        names = {name.lower(): name for name in os.listdir(key)}
+    except OSError:
+        names = {}
+    if len(_LISTING_CACHE) >= _LISTING_CACHE_MAX:
+        _LISTING_CACHE.pop(next(iter(_LISTING_CACHE)))
+    _LISTING_CACHE[key] = (mtime, names)
+    return names
+
+
+def _beside(path: Path, siblings: Mapping[str, str], suffix: str) -> Path | None:
+    real = siblings.get((path.stem + suffix).lower())
+    return path.with_name(real) if real is not None else None
+
+
+def find_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Existing sidecar files of ``path`` by file role (``<base>.json`` not yet classified)."""
+    path = Path(path)
+    if siblings is None:
+        siblings = sibling_names(path.parent)
+    found: dict[str, Path] = {}
+    for role, suffixes in (("lm.metadata.json", (".metadata.json",)), ("civitai.info", (".civitai.info",)),
+                           ("base.json", (".json",)), ("description.txt", (".txt", ".description.txt"))):
+        for suffix in suffixes:
+            hit = _beside(path, siblings, suffix)
+            if hit is not None:
+                found[role] = hit
+                break
+    return found
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class SidecarReport:
+    """Everything read beside one LoRA: raw parsed sidecars, normalised fields, problems."""
+
+    sidecars: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def _read_bytes(path: Path, label: str, errors: list[str]) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        errors.append(f"{label}: cannot read ({err.strerror or err})")
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            errors.append(f"{label}: not a regular file (skipped)")
+            return None
+        if st.st_size > SIDECAR_MAX_BYTES:
+            errors.append(f"{label}: {st.st_size} bytes is over the {SIDECAR_MAX_BYTES // (1024 * 1024)} MiB "
+                          f"sidecar cap (skipped)")
+            return None
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(SIDECAR_MAX_BYTES + 1)
+        if len(data) > SIDECAR_MAX_BYTES:
+            errors.append(f"{label}: over the {SIDECAR_MAX_BYTES // (1024 * 1024)} MiB sidecar cap (skipped)")
+            return None
+        return data
+    except OSError as err:
+        errors.append(f"{label}: cannot read ({err.strerror or err})")
+        return None
+    finally:
+        os.close(fd)
+
+
+def _load_json_object(path: Path, label: str, errors: list[str]) -> dict[str, Any] | None:
+    data = _read_bytes(path, label, errors)
+    if data is None:
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as uerr:
+            errors.append(f"{label}: not valid UTF-8 (bad byte at offset {uerr.start}; skipped)")
+            return None
+        msg = str(err)
+        if "depth" in msg or "recursion" in msg:
+            errors.append(f"{label}: JSON nested too deeply (skipped)")
+        else:
+            errors.append(f"{label}: not valid JSON ({msg}; skipped)")
+        return None
+    if type(obj) is not dict:
+        kind = type(obj).__name__.replace("NoneType", "null").replace("list", "array").replace("str", "string")
+        errors.append(f"{label}: JSON is a {kind}, not an object (skipped)")
+        return None
+    if json_depth_exceeds(obj, MAX_NESTED_DEPTH):
+        errors.append(f"{label}: JSON nested deeper than {MAX_NESTED_DEPTH} levels (skipped)")
+        return None
+    return obj
+
+
+def read_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> SidecarReport:
+    """Read and normalise every sidecar of ``path``; never raises."""
+    path = Path(path)
+    report = SidecarReport()
+    for role, sidecar_path in find_sidecars(path, siblings).items():
+        if role == "description.txt":
+            data = _read_bytes(sidecar_path, role, report.errors)
+            if data is None:
+                continue
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as err:
+                report.errors.append(f"{role}: not valid UTF-8 (bad byte at offset {err.start}; undecodable bytes replaced)")
+                text = data.decode("utf-8", errors="replace")
+            text = text.strip()
+            report.sidecars[role] = {"text": text}
+            if text:
+                report.fields[role] = {"description": text}
+            continue
+        obj = _load_json_object(sidecar_path, sidecar_path.name if role == "base.json" else role, report.errors)
+        if obj is None:
+            continue
+        if role == "base.json":
+            role = "civitai.model.json" if "modelVersions" in obj else "a1111.json"
+        parser = _PARSERS[role]
+        fields_ = _Fields(role, report.errors)
+        parser(obj, fields_, path)
+        report.sidecars[role] = obj
+        if fields_.values:
+            report.fields[role] = fields_.values
+    return report
+
+
+# --- typed field extraction ----------------------------------------------------------------------
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+class _Fields:
+    """Collects sanitised values for one source and a note for every value of the wrong type."""
+
+    def __init__(self, label: str, errors: list[str]):
+        self.label = label
+        self.errors = errors
+        self.values: dict[str, Any] = {}
+
+    def _wrong(self, key: str, value: Any, expected: str) -> None:
+        self.errors.append(f"{self.label}: {key} is a {_json_kind(value)}, expected {expected} (ignored)")
+
+    def set(self, name: str, value: Any) -> None:
+        if value is not None and value != "" and value != [] and name not in self.values:
+            self.values[name] = value
+
+    def text(self, obj: Mapping[str, Any], key: str, name: str) -> None:
+        value = obj.get(key)
+        if value is None:
+            return
+        if not isinstance(value, str):
+            self._wrong(key, value, "text")
+            return
+        self.set(name, value.strip())
+
+    def number(self, obj: Mapping[str, Any], key: str, name: str, *, zero_is_default: bool = False) -> None:
+        value = obj.get(key)
+        if value is None or value == "":
+            return
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                self._wrong(key, value, "a number")
+                return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self._wrong(key, value, "a number")
+            return
+        if zero_is_default and value == 0:
+            return
+        self.set(name, float(value))
+
+    def boolean(self, obj: Mapping[str, Any], key: str, name: str) -> None:
+        value = obj.get(key)
+        if value is None:
+            return
+        if not isinstance(value, bool):
+            self._wrong(key, value, "true/false")
+            return
+        self.set(name, value)
+
+    def ident(self, obj: Mapping[str, Any], key: str, name: str) -> None:
+        value = obj.get(key)
+        if value is None or value == "":
+            return
+        if isinstance(value, str):
+            if _NOT_FOUND.match(value):
+                self.errors.append(f"{self.label}: {key} is {value.strip()!r} (treated as absent)")
+                return
+            if value.strip().isdigit():
+                value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self._wrong(key, value, "a positive integer id")
+            return
+        self.set(name, value)
+
+    def sha256(self, value: Any, key: str) -> None:
+        if value is None or value == "":
+            return
+        if not isinstance(value, str):
+            self._wrong(key, value, "a SHA256 hex string")
+            return
+        match = _SHA256.match(value.strip())
+        if match is None:
+            if _NOT_FOUND.match(value):
+                self.errors.append(f"{self.label}: {key} is {value.strip()!r} (treated as absent)")
+            else:
+                self.errors.append(f"{self.label}: {key} {value[:80]!r} is not a SHA256 hex string (ignored)")
+            return
+        self.set("sha256", match.group(2).lower())
+
+    def str_list(self, obj: Mapping[str, Any], key: str, name: str, *, split_text: bool = False) -> None:
+        value = obj.get(key)
+        if value is None:
+            return
+        if isinstance(value, str) and split_text:
+            self.set(name, split_list(value))
+            return
+        if not isinstance(value, list):
+            self._wrong(key, value, "a list")
+            return
+        items: list[str] = []
+        dropped = 0
+        for item in value:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                item = item["name"]  # older Civitai tags: [{"name": ...}]
+            if isinstance(item, str):
+                item = item.strip()
+                if item and item not in items:
+                    items.append(item)
+            else:
+                dropped += 1
+        if dropped:
+            self.errors.append(f"{self.label}: {key} has {dropped} non-text item(s) (ignored)")
+        self.set(name, items)
+
+    def base_model(self, obj: Mapping[str, Any], key: str) -> None:
+        value = obj.get(key)
+        if value is None:
+            return
+        if not isinstance(value, str):
+            self._wrong(key, value, "text")
+            return
+        label = normalize_base_model(value)
+        if label:
+            self.set("base_model", label)
+            self.set("base_model_raw", value)
+
+    def mapping(self, obj: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+        value = obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self._wrong(key, value, "an object")
+            return None
+        return value
+
+
+def _civitai_version(version: Mapping[str, Any], f: _Fields, path: Path, prefix: str = "") -> None:
+    """Fields of a Civitai model-version object (civitai.info, LM ``civitai``, model JSON versions)."""
+    f.ident(version, "id", "civitai_version_id")
+    f.ident(version, "modelId", "civitai_model_id")
+    f.text(version, "name", "version_name")
+    f.base_model(version, "baseModel")
+    f.str_list(version, "trainedWords", "trigger_words")
+    f.text(version, "publishedAt", "published_at")
+    f.text(version, "description", "description")
+    model = f.mapping(version, "model")
+    if model:
+        f.text(model, "name", "name")
+        f.text(model, "description", "description")
+        f.boolean(model, "nsfw", "nsfw")
+        f.str_list(model, "tags", "tags")
+    creator = f.mapping(version, "creator")
+    if creator:
+        f.text(creator, "username", "creator")
+    files = version.get("files")
+    if isinstance(files, list):
+        chosen = _pick_file(files, path)
+        if chosen is not None:
+            hashes = chosen.get("hashes")
+            if isinstance(hashes, dict):
+                f.sha256(hashes.get("SHA256"), "files[].hashes.SHA256")
+    elif files is not None:
+        f._wrong("files", files, "a list")
+    images = version.get("images")
+    if isinstance(images, list):
+        for image in images:
+            if isinstance(image, dict) and isinstance(image.get("url"), str) and image["url"].startswith("http"):
+                f.set("preview_url", image["url"])
+                break
+    elif images is not None:
+        f._wrong("images", images, "a list")
+
+
+def _pick_file(files: list[Any], path: Path) -> dict[str, Any] | None:
+    dicts = [item for item in files if isinstance(item, dict)]
+    lowered = path.name.lower()
+    for item in dicts:
+        if isinstance(item.get("name"), str) and item["name"].lower() == lowered:
+            return item
+    for item in dicts:
+        if item.get("primary") is True:
+            return item
+    return dicts[0] if len(dicts) == 1 else None
+
+
+def _parse_civitai_info(obj: Mapping[str, Any], f: _Fields, path: Path) -> None:
+    _civitai_version(obj, f, path)
+
+
+def _parse_a1111(obj: Mapping[str, Any], f: _Fields, path: Path) -> None:
+    f.text(obj, "description", "description")
+    version = obj.get("sd version")
+    if version is not None and not isinstance(version, str):
+        f._wrong("sd version", version, "text")
+    elif version:
+        f.base_model(obj, "sd version")
+    f.str_list(obj, "activation text", "trigger_words", split_text=True)
+    f.number(obj, "preferred weight", "preferred_weight", zero_is_default=True)
+    f.text(obj, "negative text", "negative_text")
+    f.text(obj, "notes", "notes")
+    f.sha256(obj.get("sha256"), "sha256")
+    f.ident(obj, "modelId", "civitai_model_id")
+    f.ident(obj, "modelVersionId", "civitai_version_id")
+
+
+def _parse_civitai_model(obj: Mapping[str, Any], f: _Fields, path: Path) -> None:
+    f.ident(obj, "id", "civitai_model_id")
+    f.text(obj, "name", "name")
+    f.text(obj, "description", "description")
+    f.str_list(obj, "tags", "tags")
+    creator = f.mapping(obj, "creator")
+    if creator:
+        f.text(creator, "username", "creator")
+    if isinstance(obj.get("nsfw"), bool):
+        f.set("nsfw", obj["nsfw"])
+    # The original LoRA Manager also reads these A1111-style keys from the same JSON.
+    f.str_list(obj, "activation text", "trigger_words", split_text=True)
+    versions = obj.get("modelVersions")
+    if not isinstance(versions, list):
+        f._wrong("modelVersions", versions, "a list")
+        return
+    dicts = [v for v in versions if isinstance(v, dict)]
+    if len(dicts) != len(versions):
+        f.errors.append(f"{f.label}: modelVersions has {len(versions) - len(dicts)} non-object item(s) (ignored)")
+    chosen = None
+    lowered = path.name.lower()
+    for version in dicts:
+        files = version.get("files")
+        if isinstance(files, list) and any(isinstance(x, dict) and isinstance(x.get("name"), str)
+                                           and x["name"].lower() == lowered for x in files):
+            chosen = version
+            break
+    if chosen is None and dicts:
+        chosen = dicts[0]
+    if chosen is not None:
+        saved = f.values.pop("civitai_model_id", None)
+        _civitai_version(chosen, f, path)
+        if saved is not None:
+            f.values["civitai_model_id"] = saved
+
+
+def _parse_lm_metadata(obj: Mapping[str, Any], f: _Fields, path: Path) -> None:
+    f.text(obj, "model_name", "name")
+    f.text(obj, "modelDescription", "description")
+    f.base_model(obj, "base_model")
+    f.str_list(obj, "tags", "tags")
+    f.text(obj, "notes", "notes")
+    f.boolean(obj, "favorite", "favorite")
+    f.sha256(obj.get("sha256"), "sha256")
+    f.text(obj, "preview_url", "preview_url")
+    tips = obj.get("usage_tips")
+    if isinstance(tips, str) and tips.strip():
+        try:
+            tips = orjson.loads(tips)
+        except orjson.JSONDecodeError:
+            f.errors.append(f"{f.label}: usage_tips is not valid JSON (ignored)")
+            tips = None
+    if isinstance(tips, dict):
+        clean = {k: float(v) for k, v in tips.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        f.set("usage_tips", clean or None)
+        if "strength" in clean:
+            f.set("preferred_weight", clean["strength"])
+    elif tips not in (None, ""):
+        f._wrong("usage_tips", tips, "a JSON object string")
+    civitai = f.mapping(obj, "civitai")
+    if civitai:
+        _civitai_version(civitai, f, path)
+
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any], _Fields, Path], None]] = {
+    "civitai.info": _parse_civitai_info,
+    "a1111.json": _parse_a1111,
+    "civitai.model.json": _parse_civitai_model,
+    "lm.metadata.json": _parse_lm_metadata,
+}
+
+
+# --- merging -------------------------------------------------------------------------------------
+
+def merge_fields(fields_by_source: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge per-source fields by the documented precedence.
+
+    Returns ``(merged, sources)``: ``merged[field]`` is the winning value and ``sources[field]``
+    the source it came from (a key of ``fields_by_source``).
+    """
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    names = {name for values in fields_by_source.values() for name in values}
+    for name in sorted(names):
+        order = IDENTITY_ORDER if name in IDENTITY_FIELDS else DESCRIPTIVE_ORDER
+        for source in order + tuple(s for s in fields_by_source if s not in order):
+            values = fields_by_source.get(source)
+            if values and name in values:
+                merged[name] = values[name]
+                sources[name] = source
+                break
+    return merged, sources

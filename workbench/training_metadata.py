@@ -1,0 +1,199 @@
+"""Training metadata stored in a safetensors ``__metadata__`` map (kohya ``ss_*``, ``modelspec.*``, ``ssmd_*``).
+
+The map is str → str. Some values are JSON strings that need a second parse; numbers and
+booleans are strings ("8", "True", "None") and stay so in :func:`decode_metadata` — use the typed
+helpers (:func:`md_int`, :func:`md_float`, :func:`md_bool`, :func:`md_text`) to read them.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Mapping
+
+import orjson
+
+NESTED_JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_bucket_info",
+                    "ss_network_args", "ssmd_cover_images", "ss_reg_dataset_dirs")
+EMBEDDED_IMAGE_KEYS = ("ssmd_cover_images", "modelspec.thumbnail")
+MAX_NESTED_DEPTH = 64
+TRAINING_TAGS_LIMIT = 50
+
+
+def json_depth_exceeds(value: Any, limit: int = MAX_NESTED_DEPTH) -> bool:
+    """True when ``value`` nests lists/dicts deeper than ``limit`` (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
+
+
+def _decode_json_string(value: str) -> Any:
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    if json_depth_exceeds(decoded):
+        return value
+    return decoded
+
+
+def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of the metadata with nested JSON strings decoded and embedded images summarised.
+
+    Embedded images (``ssmd_cover_images``, ``modelspec.thumbnail``) can be megabytes of base64;
+    they are replaced by a short note here and read on demand with
+    ``workbench.previews.extract_embedded_preview``. Undecodable nested JSON stays a string.
+    """
+    out: dict[str, Any] = dict(raw)
+    for key in NESTED_JSON_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value[:1] in ("{", "["):
+            out[key] = _decode_json_string(value)
+    covers = out.get("ssmd_cover_images")
+    if covers is not None and covers != "" and covers != "[]":
+        count = len(covers) if isinstance(covers, list) else 1
+        size = len(raw.get("ssmd_cover_images", ""))
+        out["ssmd_cover_images"] = f"<{count} embedded image(s), {size} base64 characters>"
+    thumb = out.get("modelspec.thumbnail")
+    if isinstance(thumb, str) and len(thumb) > 256:
+        out["modelspec.thumbnail"] = f"<embedded image, {len(thumb)} characters>"
+    return out
+
+
+# --- typed helpers ----------------------------------------------------------------------------
+
+def md_text(md: Mapping[str, Any], key: str) -> str | None:
+    """A stripped string value; ``""`` and ``"None"`` count as absent."""
+    value = md.get(key)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if value and value != "None" else None
+
+
+def md_float(md: Mapping[str, Any], key: str) -> float | None:
+    """A finite float from a string or number value, else None."""
+    value = md.get(key)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        result = float(value)
+    else:
+        text = md_text(md, key)
+        if text is None:
+            return None
+        try:
+            result = float(text)
+        except ValueError:
+            return None
+    return result if math.isfinite(result) else None
+
+
+def md_int(md: Mapping[str, Any], key: str) -> int | None:
+    """An int from "16" or "16.0"; None for anything else."""
+    value = md_float(md, key)
+    if value is None or value != int(value):
+        return None
+    return int(value)
+
+
+def md_bool(md: Mapping[str, Any], key: str) -> bool | None:
+    """True/False from "True"/"False"/"1"/"0" (any case); None otherwise."""
+    value = md.get(key)
+    if isinstance(value, bool):
+        return value
+    text = (md_text(md, key) or "").lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
+def split_list(text: str | None) -> list[str]:
+    """Split a comma-separated list, dropping empties and repeats (order kept)."""
+    if not text:
+        return []
+    seen: dict[str, None] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if part:
+            seen.setdefault(part, None)
+    return list(seen)
+
+
+# --- tags --------------------------------------------------------------------------------------
+
+def tag_frequency(md: Mapping[str, Any]) -> dict[str, int]:
+    """Caption-tag counts summed over all dataset folders, most frequent first.
+
+    ``ss_tag_frequency`` is ``{dataset_dir: {tag: count}}`` (decoded or still a JSON string).
+    """
+    value = md.get("ss_tag_frequency")
+    if isinstance(value, str):
+        value = _decode_json_string(value)
+    if not isinstance(value, dict):
+        return {}
+    totals: Counter[str] = Counter()
+    for per_dir in value.values():
+        if not isinstance(per_dir, dict):
+            continue
+        for tag, count in per_dir.items():
+            if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count):
+                continue
+            tag = tag.strip()
+            if tag:
+                totals[tag] += int(count)
+    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
+
+
+def training_tags(md: Mapping[str, Any], limit: int = TRAINING_TAGS_LIMIT,
+                  frequency: Mapping[str, int] | None = None) -> list[tuple[str, int]]:
+    """The ``limit`` most frequent training tags as ``(tag, count)`` pairs."""
+    freq = tag_frequency(md) if frequency is None else frequency
+    return list(freq.items())[:limit]
+
+
+# --- descriptive fields -------------------------------------------------------------------------
+
+def header_fields(md: Mapping[str, Any]) -> dict[str, Any]:
+    """Name, description, trigger words, tags and author found in header metadata.
+
+    Same field names as ``workbench.sidecars`` so both can be merged (source ``'header'``).
+    """
+    fields: dict[str, Any] = {}
+    name = md_text(md, "ssmd_display_name") or md_text(md, "modelspec.title") or md_text(md, "ss_output_name")
+    if name:
+        fields["name"] = name
+    description = (md_text(md, "ssmd_description") or md_text(md, "modelspec.description")
+                   or md_text(md, "ss_training_comment"))
+    if description:
+        fields["description"] = description
+    triggers = split_list(md_text(md, "ssmd_keywords"))
+    phrase = md_text(md, "modelspec.trigger_phrase")
+    if phrase and phrase not in triggers:
+        triggers.append(phrase)
+    if triggers:
+        fields["trigger_words"] = triggers
+    tags = split_list(md_text(md, "ssmd_tags")) or split_list(md_text(md, "modelspec.tags"))
+    if tags:
+        fields["tags"] = tags
+    author = md_text(md, "ssmd_author") or md_text(md, "modelspec.author")
+    if author:
+        fields["creator"] = author
+    return fields
+
+
+def name_candidates(md: Mapping[str, Any]) -> list[str]:
+    """Every display-name the header offers, best first."""
+    names = [md_text(md, key) for key in ("ssmd_display_name", "modelspec.title", "ss_output_name")]
+    return [n for n in dict.fromkeys(names) if n]
