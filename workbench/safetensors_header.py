@@ -150,13 +150,12 @@ def read_raw_header(path: Path | str) -> RawHeader:
         header_len = int.from_bytes(head[:8], "little")
         if header_len == 0:
             raise HeaderError("header length is 0 (no JSON header)")
-        if header_len > MAX_HEADER_BYTES:
-            raise HeaderError(
-                f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MiB cap"
-                + (f" and the file size {size}" if header_len > size else ""))
         if 8 + header_len > size:
             raise HeaderError(
                 f"header length {header_len} exceeds file size {size} (truncated or not safetensors)")
+        if header_len > MAX_HEADER_BYTES:
+            raise HeaderError(
+                f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MiB cap")
         if len(head) >= 8 + header_len:
             raw = head[8:8 + header_len]
         else:
@@ -187,16 +186,16 @@ def _check_metadata(meta: Any) -> dict[str, str]:
     if meta is None:
         return {}
     if type(meta) is not dict:
-        raise HeaderError(f"__metadata__ is a {_json_type(meta)}, not an object")
+        raise HeaderError(f"__metadata__ is {_json_type(meta)}, not an object")
     for key, value in meta.items():
         if type(value) is not str:
-            raise HeaderError(f"__metadata__ value for {_short(key)} is a {_json_type(value)}, not a string")
+            raise HeaderError(f"__metadata__ value for {_short(key)} is {_json_type(value)}, not a string")
     return meta
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def parse_header(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
@@ -206,7 +205,7 @@ def parse_header(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
     except orjson.JSONDecodeError as err:
         raise _json_error(raw, err) from None
     if type(obj) is not dict:
-        raise HeaderError(f"header JSON is a {_json_type(obj)}, not an object")
+        raise HeaderError(f"header JSON is {_json_type(obj)}, not an object")
     meta = _check_metadata(obj.pop("__metadata__", None))
     return meta, obj
 
@@ -222,7 +221,7 @@ def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
     spans = []
     for name, info in tensors.items():
         if type(info) is not dict:
-            raise HeaderError(f"tensor {_short(name)}: entry is a {_json_type(info)}, not an object")
+            raise HeaderError(f"tensor {_short(name)}: entry is {_json_type(info)}, not an object")
         dtype = info.get("dtype")
         bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
         if bits is None:

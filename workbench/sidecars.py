@@ -179,8 +179,7 @@ def _load_json_object(path: Path, label: str, errors: list[str]) -> dict[str, An
             errors.append(f"{label}: not valid JSON ({msg}; skipped)")
         return None
     if type(obj) is not dict:
-        kind = type(obj).__name__.replace("NoneType", "null").replace("list", "array").replace("str", "string")
-        errors.append(f"{label}: JSON is a {kind}, not an object (skipped)")
+        errors.append(f"{label}: JSON is {_json_kind(obj)}, not an object (skipped)")
         return None
     if json_depth_exceeds(obj, MAX_NESTED_DEPTH):
         errors.append(f"{label}: JSON nested deeper than {MAX_NESTED_DEPTH} levels (skipped)")
@@ -225,10 +224,10 @@ def read_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> Side
 
 def _json_kind(value: Any) -> str:
     if isinstance(value, bool):
-        return "boolean"
+        return "a boolean"
     if isinstance(value, (int, float)):
-        return "number"
-    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+        return "a number"
+    return {dict: "an object", list: "an array", str: "a string", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 class _Fields:
@@ -240,7 +239,7 @@ class _Fields:
         self.values: dict[str, Any] = {}
 
     def _wrong(self, key: str, value: Any, expected: str) -> None:
-        self.errors.append(f"{self.label}: {key} is a {_json_kind(value)}, expected {expected} (ignored)")
+        self.errors.append(f"{self.label}: {key} is {_json_kind(value)}, expected {expected} (ignored)")
 
     def set(self, name: str, value: Any) -> None:
         if value is not None and value != "" and value != [] and name not in self.values:
