@@ -1,0 +1,176 @@
+"""Thumbnail cache: small WEBP images of LoRA previews under ``<home>/thumbnails/``.
+
+Thumbnails are built lazily, the first time a view asks for one, and keyed by the
+preview's resolved path, the requested size and the preview's mtime and size, so an
+edited preview gets a fresh thumbnail and a stale one is simply never read again.
+
+Only files under the allowed roots (library roots and the workbench home) are ever
+read: the gallery sends thumbnail bytes to browsers, so this is the one place that
+decides which files may leave the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Pixel edge of gallery thumbnails (the longest side).
+DEFAULT_SIZE = 256
+#: Largest edge a caller may ask for (detail panel previews).
+MAX_SIZE = 1024
+#: Preview files larger than this are not decoded (bytes).
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
+#: Images with more pixels than this are refused (decompression bombs).
+MAX_SOURCE_PIXELS = 64_000_000
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".avif"}
+_LORA_SUFFIXES = {".safetensors"}
+
+
+class ThumbnailCache:
+    """Builds and reads cached thumbnails of preview images.
+
+    Args:
+        home: workbench home; thumbnails live in ``home / "thumbnails"``.
+        allowed_roots: folders a preview may come from. The home is always allowed.
+    """
+
+    def __init__(self, home: os.PathLike | str, allowed_roots: Iterable[os.PathLike | str] = ()) -> None:
+        self.home = Path(home)
+        self.folder = self.home / "thumbnails"
+        roots = [self.home, *map(Path, allowed_roots)]
+        self.allowed_roots = [_resolve(r) for r in roots]
+
+    def is_allowed(self, path: os.PathLike | str) -> bool:
+        """True when ``path`` resolves (symlinks followed) inside an allowed root."""
+        resolved = _resolve(Path(path))
+        return any(resolved == root or root in resolved.parents for root in self.allowed_roots)
+
+    def key(self, preview_path: os.PathLike | str, size: int = DEFAULT_SIZE) -> str | None:
+        """Cache key of a preview at a size, or None if the preview cannot be read."""
+        path = _resolve(Path(preview_path))
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        raw = f"{path}\0{size}\0{st.st_mtime_ns}\0{st.st_size}".encode("utf-8", "surrogateescape")
+        return hashlib.sha1(raw).hexdigest()
+
+    def path_for(self, key: str) -> Path:
+        """Where the thumbnail with this key is (or will be) stored."""
+        return self.folder / key[:2] / f"{key}.webp"
+
+    def get(self, preview_path: os.PathLike | str | None, size: int = DEFAULT_SIZE) -> bytes | None:
+        """WEBP bytes of the preview's thumbnail, built on first use; None when there is none.
+
+        ``preview_path`` may be an image or a ``.safetensors`` file whose metadata embeds
+        a cover image (``ssmd_cover_images`` / ``modelspec.thumbnail``). Never raises for
+        bad or missing files.
+        """
+        if not preview_path:
+            return None
+        size = max(16, min(int(size), MAX_SIZE))
+        if not self.is_allowed(preview_path):
+            log.warning("thumbnail refused for a path outside the library roots: %r", str(preview_path))
+            return None
+        key = self.key(preview_path, size)
+        if key is None:
+            return None
+        cached = self.path_for(key)
+        try:
+            return cached.read_bytes()
+        except OSError:
+            pass
+        data = _render(Path(preview_path), size)
+        if data is None:
+            return None
+        _write_atomic(cached, data)
+        return data
+
+    def get_many(self, previews: dict[int, str | None], size: int = DEFAULT_SIZE) -> dict[int, bytes]:
+        """Thumbnails for ``{lora_id: preview_path}``; ids without a usable preview are left out."""
+        out: dict[int, bytes] = {}
+        for lora_id, preview in previews.items():
+            data = self.get(preview, size)
+            if data is not None:
+                out[lora_id] = data
+        return out
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def _source_bytes(path: Path) -> bytes | None:
+    suffix = path.suffix.lower()
+    if suffix in _LORA_SUFFIXES:
+        try:
+            from workbench.previews import extract_embedded_preview
+        except ImportError:
+            return None
+        try:
+            return extract_embedded_preview(path)
+        except Exception:  # a malformed file must not break the gallery
+            log.debug("no embedded preview in %s", path, exc_info=True)
+            return None
+    if suffix not in _IMAGE_SUFFIXES:
+        return None  # videos (mp4/webm) and anything else: no thumbnail
+    try:
+        if path.stat().st_size > MAX_SOURCE_BYTES:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _render(path: Path, size: int) -> bytes | None:
+    source = _source_bytes(path)
+    if not source:
+        return None
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(source)) as image:
+            width, height = image.size
+            if width * height > MAX_SOURCE_PIXELS:
+                return None
+            image.seek(0)
+            image.draft("RGB", (size, size))  # JPEG: decode at reduced scale
+            mode = "RGBA" if _has_alpha(image) else "RGB"
+            frame = (ImageOps.exif_transpose(image) or image).convert(mode)
+            frame.thumbnail((size, size), Image.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            frame.save(buffer, format="WEBP", quality=80, method=4)
+            return buffer.getvalue()
+    except Exception:  # PIL raises many types for hostile input
+        log.debug("cannot make a thumbnail of %s", path, exc_info=True)
+        return None
+
+
+def _has_alpha(image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        log.debug("cannot store thumbnail %s", target, exc_info=True)

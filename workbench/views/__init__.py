@@ -1,0 +1,27 @@
+"""Widgets over the workbench core (gallery, detail, library, status, and later tabs).
+
+Names are imported on first use, so ``import workbench.views.status`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "GalleryWidget": "workbench.views.gallery",
+    "DetailWidget": "workbench.views.detail",
+    "LibraryView": "workbench.views.library",
+    "library_view": "workbench.views.library",
+    "StatusView": "workbench.views.status",
+    "guarded": "workbench.views.status",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workbench.views' has no attribute {name!r}")
+    return getattr(import_module(module), name)

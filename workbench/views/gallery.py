@@ -1,0 +1,574 @@
+"""The gallery: one anywidget for the whole grid of LoRA cards.
+
+The browser keeps a virtual-scrolled grid and asks for pages of rows and for the
+thumbnails of the cards it shows; filtering, sorting and paging run in the catalog.
+Every message from the browser is an action from a fixed list, with arguments checked
+for type, range and existence before anything reaches the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anywidget
+import traitlets as t
+
+from workbench.thumbnails import DEFAULT_SIZE, ThumbnailCache
+from workbench.views._assets import asset_path
+from workbench.views.status import guarded
+
+log = logging.getLogger("workbench.views")
+
+#: Sort keys offered in the browser -> the catalog's ``sort`` argument.
+SORTS: dict[str, str] = {
+    "name": "name",
+    "added": "added",
+    "modified": "modified",
+    "size": "size",
+    "rating": "rating",
+    "usage": "usage",
+    "random": "random",
+}
+TAG_MODES = ("all", "any")
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+MAX_THUMBS_PER_REQUEST = 120
+MAX_TEXT = 200
+MAX_LIST = 50
+MAX_SELECTION = 100_000
+BULK_OPS = ("add_tags", "remove_tags", "favorite", "rating", "set_base_model", "remove")
+_TRISTATE_KEYS = ("favorites", "has_preview", "missing", "errors")
+
+DEFAULT_FILTERS: dict[str, Any] = {
+    "text": "",
+    "fuzzy": False,
+    "tags": [],
+    "tag_mode": "all",
+    "base_models": [],
+    "folder": "",
+    "formats": [],
+    "favorites": None,
+    "has_preview": None,
+    "missing": None,
+    "errors": None,
+    "sort": "name",
+    "descending": False,
+    "seed": 0,
+}
+
+
+# ----------------------------------------------------------------------------------------
+# validation of browser input
+# ----------------------------------------------------------------------------------------
+
+
+class InvalidMessage(ValueError):
+    """A browser message that does not fit the whitelist; it is dropped and logged."""
+
+
+def clean_text(value: Any, limit: int = MAX_TEXT) -> str:
+    """A bounded single string, or an error for anything that is not a string."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidMessage(f"expected a string, got {type(value).__name__}")
+    return value.replace("\x00", "").strip()[:limit]
+
+
+def clean_strings(value: Any, limit: int = MAX_LIST, item_limit: int = MAX_TEXT) -> list[str]:
+    """A bounded list of non-empty unique strings (a comma separated string is split)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)):
+        raise InvalidMessage(f"expected a list of strings, got {type(value).__name__}")
+    out: list[str] = []
+    for item in value[: limit * 2]:
+        text = clean_text(item, item_limit)
+        if text and text not in out:
+            out.append(text)
+    return out[:limit]
+
+
+def clean_int(value: Any, low: int, high: int) -> int:
+    """An int in [low, high]; bools and floats with a fraction are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMessage(f"expected an integer, got {type(value).__name__}")
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise InvalidMessage("expected an integer")
+    number = int(value)
+    if not low <= number <= high:
+        raise InvalidMessage(f"{number} is outside [{low}, {high}]")
+    return number
+
+
+def clean_ids(value: Any, limit: int = MAX_SELECTION) -> list[int]:
+    """A list of positive int ids (unique, order kept)."""
+    if not isinstance(value, (list, tuple)):
+        raise InvalidMessage("expected a list of ids")
+    if len(value) > limit:
+        raise InvalidMessage(f"more than {limit} ids")
+    seen: dict[int, None] = {}
+    for item in value:
+        seen[clean_int(item, 0, 2**62)] = None
+    return list(seen)
+
+
+def clean_tristate(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidMessage("expected true, false or null")
+
+
+def clean_filters(raw: Any) -> dict[str, Any]:
+    """Normalise a filter dict from the browser (unknown keys dropped, values checked)."""
+    if not isinstance(raw, dict):
+        raise InvalidMessage("filters must be an object")
+    filters = dict(DEFAULT_FILTERS)
+    if "text" in raw:
+        filters["text"] = clean_text(raw["text"])
+    if "fuzzy" in raw:
+        filters["fuzzy"] = bool(clean_tristate(raw["fuzzy"]))
+    if "tags" in raw:
+        filters["tags"] = clean_strings(raw["tags"], limit=20, item_limit=100)
+    if "tag_mode" in raw:
+        if raw["tag_mode"] not in TAG_MODES:
+            raise InvalidMessage("tag_mode must be 'all' or 'any'")
+        filters["tag_mode"] = raw["tag_mode"]
+    if "base_models" in raw:
+        filters["base_models"] = clean_strings(raw["base_models"], limit=50, item_limit=64)
+    if "folder" in raw:
+        filters["folder"] = clean_text(raw["folder"], 1000)
+    if "formats" in raw:
+        filters["formats"] = clean_strings(raw["formats"], limit=10, item_limit=20)
+    for key in _TRISTATE_KEYS:
+        if key in raw:
+            filters[key] = clean_tristate(raw[key])
+    if "sort" in raw:
+        if raw["sort"] not in SORTS:
+            raise InvalidMessage(f"unknown sort {raw['sort']!r}")
+        filters["sort"] = raw["sort"]
+    if "descending" in raw:
+        filters["descending"] = bool(clean_tristate(raw["descending"]))
+    if "seed" in raw:
+        filters["seed"] = clean_int(raw["seed"], 0, 2**31 - 1)
+    return filters
+
+
+def query_arguments(filters: dict[str, Any]) -> dict[str, Any]:
+    """Catalog ``query``/``count`` keyword arguments for a cleaned filter dict."""
+    tags = filters["tags"] or None
+    args: dict[str, Any] = {
+        "text": filters["text"] or None,
+        "fuzzy": filters["fuzzy"],
+        "tags_all": tags if filters["tag_mode"] == "all" else None,
+        "tags_any": tags if filters["tag_mode"] == "any" else None,
+        "base_models": filters["base_models"] or None,
+        "folder": filters["folder"] or None,
+        "formats": filters["formats"] or None,
+    }
+    for key in _TRISTATE_KEYS:
+        args[key] = filters[key]
+    return args
+
+
+# ----------------------------------------------------------------------------------------
+# catalog rows -> JSON for the browser
+# ----------------------------------------------------------------------------------------
+
+
+def json_value(value: Any) -> Any:
+    """A JSON-safe plain value (numpy scalars, NaN, timestamps and arrays converted)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist") and not isinstance(value, (bytes, bytearray)):
+        return json_value(value.tolist())
+    if isinstance(value, (list, tuple, set)):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        try:
+            return value.isoformat()
+        except ValueError:  # NaT
+            return None
+    if isinstance(value, (bytes, bytearray)):
+        return None
+    try:
+        if value != value:  # pandas NA / NaT
+            return None
+    except (TypeError, ValueError):
+        return None
+    return str(value)
+
+
+def _is_true(value: Any) -> bool:
+    value = json_value(value)
+    return bool(value) if value is not None else False
+
+
+def _short_list(value: Any, count: int, item_limit: int = 60) -> list[str]:
+    items = json_value(value)
+    if not isinstance(items, list):
+        return []
+    return [str(v)[:item_limit] for v in items[:count] if v is not None]
+
+
+def card_rows(frame: Any) -> list[dict[str, Any]]:
+    """The few fields a card shows, from a catalog query DataFrame."""
+    rows = []
+    for record in frame.to_dict("records"):
+        error = json_value(record.get("error"))
+        rows.append(
+            {
+                "id": int(record["id"]),
+                "name": str(json_value(record.get("name")) or json_value(record.get("file_name")) or "")[:MAX_TEXT],
+                "base_model": json_value(record.get("base_model")),
+                "rank": json_value(record.get("rank")),
+                "network_type": json_value(record.get("network_type")),
+                "format": json_value(record.get("format")),
+                "trigger_words": _short_list(record.get("trigger_words"), 4),
+                "tags": _short_list(record.get("tags"), 6, 40),
+                "favorite": _is_true(record.get("favorite")),
+                "rating": json_value(record.get("rating")) or 0,
+                "missing": _is_true(record.get("missing")),
+                "error": str(error)[:MAX_TEXT] if error else None,
+                "has_preview": _is_true(record.get("has_preview")),
+            }
+        )
+    return rows
+
+
+#: catalog facet names -> the names the browser uses
+_FACET_NAMES = {
+    "base_model": "base_models",
+    "format": "formats",
+    "network_type": "network_types",
+    "folder": "folders",
+    "tags": "tags",
+}
+
+
+def normalize_facets(raw: Any, top_tags: int = 500) -> dict[str, list[list[Any]]]:
+    """Facet lists as ``{"base_models": [[value, count], ...], ...}`` for the filter controls."""
+    out: dict[str, list[list[Any]]] = {}
+    if not isinstance(raw, dict):
+        return out
+    for name, values in raw.items():
+        name = _FACET_NAMES.get(str(name), str(name))
+        pairs: list[list[Any]] = []
+        if hasattr(values, "to_dict") and hasattr(values, "columns"):  # DataFrame
+            values = list(values.itertuples(index=False, name=None))
+        elif isinstance(values, dict):
+            values = list(values.items())
+        if not isinstance(values, (list, tuple)):
+            continue
+        for item in values:
+            if isinstance(item, dict):
+                item = (item.get("value", item.get("name")), item.get("count", 0))
+            if isinstance(item, (list, tuple)) and len(item) >= 2:
+                value, count = item[0], item[1]
+            else:
+                value, count = item, 0
+            value = json_value(value)
+            if value is None or value == "":
+                continue
+            pairs.append([str(value)[:MAX_TEXT], int(json_value(count) or 0)])
+        pairs.sort(key=lambda p: (-p[1], p[0]))
+        out[name] = pairs[:top_tags] if name == "tags" else pairs
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# the widget
+# ----------------------------------------------------------------------------------------
+
+
+class GalleryWidget(anywidget.AnyWidget):
+    """Virtual-scrolled grid of every LoRA in the catalog that matches the filters.
+
+    Args:
+        wb: an open ``workbench.Workbench``.
+        page_size: rows per page the browser fetches.
+    """
+
+    _esm = asset_path("gallery.js")
+    _css = asset_path("gallery.css")
+
+    filters = t.Dict(DEFAULT_FILTERS).tag(sync=True)
+    """Current search, filters and sort (see ``DEFAULT_FILTERS``)."""
+    total = t.Int(0).tag(sync=True)
+    """How many LoRAs match the filters."""
+    first_rows = t.List().tag(sync=True)
+    """Cards of the first page, so a fresh view can paint without a round trip."""
+    generation = t.Int(0).tag(sync=True)
+    """Bumped whenever the rows change; the browser drops pages of older generations."""
+    scroll_token = t.Int(0).tag(sync=True)
+    """Bumped when the filters change, telling the browser to scroll back to the top."""
+    page_size = t.Int(PAGE_SIZE).tag(sync=True)
+    facets = t.Dict().tag(sync=True)
+    """``{"base_models"|"formats"|"folders"|"tags": [[value, count], ...]}`` for the filter controls."""
+    sorts = t.List(list(SORTS)).tag(sync=True)
+    selected = t.List(t.Int()).tag(sync=True)
+    """Ids of the selected cards (bulk actions apply to them)."""
+    active_id = t.Int(None, allow_none=True).tag(sync=True)
+    """Id of the card opened in the detail panel."""
+    can_undo = t.Bool(False).tag(sync=True)
+    notice = t.Dict({"seq": 0, "text": "", "level": "info"}).tag(sync=True)
+    """Last message for the visitor (``seq`` makes repeats visible)."""
+
+    def __init__(self, wb: Any, page_size: int = PAGE_SIZE, thumbnail_size: int = DEFAULT_SIZE, **kwargs: Any) -> None:
+        super().__init__(page_size=max(10, min(int(page_size), MAX_PAGE_SIZE)), **kwargs)
+        self._wb = wb
+        self._thumbnail_size = thumbnail_size
+        self._thumbnails = ThumbnailCache(wb.home, wb.roots)
+        self._change_callbacks: list[Callable[[list[int] | None], None]] = []
+        self.on_msg(self._on_custom_msg)
+        self.refresh_facets()
+        self.refresh(reset_scroll=True)
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Any:
+        return self._wb.catalog
+
+    def on_change(self, callback: Callable[[list[int] | None], None]) -> None:
+        """Call ``callback(ids)`` after the gallery changed LoRAs (ids None: unknown/all)."""
+        self._change_callbacks.append(callback)
+
+    def query_frame(self, limit: int | None = None, offset: int = 0) -> Any:
+        """The catalog rows behind the grid, as a pandas DataFrame."""
+        filters = self.filters
+        return self.catalog.query(
+            **query_arguments(filters),
+            **self._sort_arguments(filters),
+            limit=limit,
+            offset=offset,
+        )
+
+    def refresh(self, reset_scroll: bool = False) -> None:
+        """Re-run the current query (after filters or data changed) and repaint the grid."""
+        args = query_arguments(self.filters)
+        total = int(self.catalog.count(**args))
+        first = card_rows(self.query_frame(limit=self.page_size, offset=0))
+        with self.hold_sync():
+            self.total = total
+            self.first_rows = first
+            self.generation += 1
+            if reset_scroll:
+                self.scroll_token += 1
+
+    def refresh_facets(self) -> None:
+        """Re-read the values the filter controls offer."""
+        self.facets = normalize_facets(self.catalog.facets())
+
+    def set_filters(self, **changes: Any) -> None:
+        """Change some filters from Python, e.g. ``gallery.set_filters(text="castle")``."""
+        self.filters = clean_filters({**self.filters, **changes})
+
+    def notify(self, text: str, level: str = "info") -> None:
+        """Show a short message under the grid."""
+        self.notice = {"seq": self.notice.get("seq", 0) + 1, "text": str(text)[:500], "level": level}
+
+    def notify_error(self, text: str) -> None:
+        self.notify(text, "error")
+
+    # -- traits -------------------------------------------------------------------------
+
+    @t.validate("filters")
+    def _validate_filters(self, proposal: Any) -> dict[str, Any]:
+        try:
+            return clean_filters(proposal["value"])
+        except InvalidMessage as exc:
+            raise t.TraitError(str(exc)) from exc
+
+    @t.validate("page_size")
+    def _validate_page_size(self, proposal: Any) -> int:
+        return max(10, min(int(proposal["value"]), MAX_PAGE_SIZE))
+
+    @t.validate("selected")
+    def _validate_selected(self, proposal: Any) -> list[int]:
+        return clean_ids(proposal["value"])
+
+    @t.observe("filters")
+    @guarded
+    def _filters_changed(self, change: Any) -> None:
+        self.refresh(reset_scroll=True)
+
+    # -- browser messages -----------------------------------------------------------------
+
+    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        self.handle_message(content)
+
+    @guarded
+    def handle_message(self, content: Any) -> None:
+        """Dispatch one browser message; anything not on the whitelist is dropped."""
+        if not isinstance(content, dict):
+            log.warning("gallery: dropped a message that is not an object")
+            return
+        action = content.get("action")
+        handler = self._ACTIONS.get(action) if isinstance(action, str) else None
+        if handler is None:
+            log.warning("gallery: dropped unknown action %r", str(action)[:40])
+            return
+        try:
+            handler(self, content)
+        except InvalidMessage as exc:
+            log.warning("gallery: dropped invalid %s message: %s", action, exc)
+
+    def _act_filter(self, content: dict[str, Any]) -> None:
+        self.filters = clean_filters(content.get("filters"))
+
+    def _act_rows(self, content: dict[str, Any]) -> None:
+        generation = clean_int(content.get("generation"), 0, 2**62)
+        offset = clean_int(content.get("offset"), 0, max(self.total, 0))
+        if generation != self.generation:
+            return  # the browser will ask again for the current generation
+        rows = card_rows(self.query_frame(limit=self.page_size, offset=offset))
+        self.send({"kind": "rows", "generation": generation, "offset": offset, "rows": rows})
+
+    def _act_thumbs(self, content: dict[str, Any]) -> None:
+        ids = clean_ids(content.get("ids"), limit=MAX_THUMBS_PER_REQUEST)
+        if not ids:
+            return
+        frame = self.catalog.query(ids=ids)
+        previews = {int(r["id"]): self._preview_source(r) for r in frame.to_dict("records")}
+        images = self._thumbnails.get_many(previews, self._thumbnail_size)
+        found = [i for i in ids if i in images]
+        self.send(
+            {"kind": "thumbs", "ids": found, "none": [i for i in ids if i not in images]},
+            buffers=[images[i] for i in found],
+        )
+
+    def _act_open(self, content: dict[str, Any]) -> None:
+        lora_id = clean_int(content.get("id"), 0, 2**62)
+        if not self._existing([lora_id]):
+            raise InvalidMessage(f"no LoRA with id {lora_id}")
+        self.active_id = lora_id
+
+    def _act_select(self, content: dict[str, Any]) -> None:
+        self.selected = clean_ids(content.get("ids"))
+
+    def _act_select_all(self, content: dict[str, Any]) -> None:
+        frame = self.catalog.query(**query_arguments(self.filters), limit=MAX_SELECTION)
+        self.selected = [int(i) for i in frame["id"].tolist()]
+
+    def _act_favorite(self, content: dict[str, Any]) -> None:
+        lora_id = clean_int(content.get("id"), 0, 2**62)
+        value = clean_tristate(content.get("value"))
+        if value is None or not self._existing([lora_id]):
+            raise InvalidMessage("favorite needs an existing id and true/false")
+        self.catalog.update(lora_id, favorite=value)
+        self._changed([lora_id], "Added to favorites." if value else "Removed from favorites.")
+
+    def _act_bulk(self, content: dict[str, Any]) -> None:
+        op = content.get("op")
+        if op not in BULK_OPS:
+            raise InvalidMessage(f"unknown bulk operation {str(op)[:40]!r}")
+        ids = self._existing(self.selected)
+        if not ids:
+            self.notify("Select some LoRAs first.")
+            return
+        value = content.get("value")
+        count = f"{len(ids):,} LoRA{'s' if len(ids) != 1 else ''}"
+        if op in ("add_tags", "remove_tags"):
+            tags = clean_strings(value, limit=20, item_limit=100)
+            if not tags:
+                raise InvalidMessage("no tags given")
+            if op == "add_tags":
+                self.catalog.add_tags(ids, tags)
+                message = f"Tagged {count} with {', '.join(tags)}."
+            else:
+                self.catalog.remove_tags(ids, tags)
+                message = f"Removed {', '.join(tags)} from {count}."
+        elif op == "favorite":
+            flag = clean_tristate(value)
+            if flag is None:
+                raise InvalidMessage("favorite needs true or false")
+            self.catalog.bulk_update(ids, favorite=flag)
+            message = f"{'Added' if flag else 'Removed'} {count} {'to' if flag else 'from'} favorites."
+        elif op == "rating":
+            rating = clean_int(value, 0, 5)
+            self.catalog.bulk_update(ids, rating=rating)
+            message = f"Rated {count} {rating}/5."
+        elif op == "set_base_model":
+            base = clean_text(value, 64)
+            self.catalog.bulk_update(ids, base_model_override=base or None)
+            message = f"Set the base model of {count} to {base}." if base else f"Cleared the base model of {count}."
+        else:  # remove
+            self.catalog.remove(ids)
+            self.selected = []
+            if self.active_id in ids:
+                self.active_id = None
+            message = f"Removed {count} from the catalog (the files stay on disk)."
+        self.refresh_facets()
+        self._changed(ids, message)
+
+    def _act_undo(self, content: dict[str, Any]) -> None:
+        result = self.catalog.undo()
+        if result is None or result is False:
+            self.notify("Nothing to undo.")
+            self.can_undo = False
+            return
+        self.refresh_facets()
+        self._changed(None, "Undone.", undoable=False)
+
+    def _act_refresh(self, content: dict[str, Any]) -> None:
+        self.refresh_facets()
+        self.refresh()
+
+    _ACTIONS: dict[str, Callable[[GalleryWidget, dict[str, Any]], None]] = {
+        "filter": _act_filter,
+        "rows": _act_rows,
+        "thumbs": _act_thumbs,
+        "open": _act_open,
+        "select": _act_select,
+        "select_all": _act_select_all,
+        "favorite": _act_favorite,
+        "bulk": _act_bulk,
+        "undo": _act_undo,
+        "refresh": _act_refresh,
+    }
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _sort_arguments(self, filters: dict[str, Any]) -> dict[str, Any]:
+        sort = SORTS[filters["sort"]]
+        args: dict[str, Any] = {"sort": sort, "descending": filters["descending"]}
+        if sort == "random":
+            args["seed"] = filters["seed"]
+        return args
+
+    def _existing(self, ids: Iterable[int]) -> list[int]:
+        wanted = list(ids)
+        if not wanted:
+            return []
+        frame = self.catalog.query(ids=wanted)
+        present = {int(i) for i in frame["id"].tolist()}
+        return [i for i in wanted if i in present]
+
+    def _preview_source(self, record: dict[str, Any]) -> str | None:
+        """The preview image file, else the LoRA file itself when its header embeds one."""
+        preview = json_value(record.get("preview_path"))
+        if preview:
+            return str(preview)
+        if _is_true(record.get("preview_embedded")) and json_value(record.get("path")):
+            return str(record["path"])
+        return None
+
+    def _changed(self, ids: list[int] | None, message: str, undoable: bool = True) -> None:
+        self.refresh()
+        self.can_undo = undoable or self.can_undo
+        self.notify(message)
+        for callback in list(self._change_callbacks):
+            callback(ids)
+

@@ -1,0 +1,65 @@
+"""The Library view: status line, gallery and detail panel wired together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets
+
+from workbench.views.detail import DetailWidget
+from workbench.views.gallery import PAGE_SIZE, GalleryWidget
+from workbench.views.status import StatusView, guarded
+
+
+class LibraryView(ipywidgets.VBox):
+    """Browse, filter, select and edit the LoRAs of a workbench.
+
+    Attributes:
+        gallery: the :class:`GalleryWidget` (its ``filters``, ``selected``, ``active_id``).
+        detail: the :class:`DetailWidget` of the opened card.
+        status: the one-line :class:`StatusView`.
+    """
+
+    def __init__(self, wb: Any, page_size: int = PAGE_SIZE, **kwargs: Any) -> None:
+        self.status = StatusView(wb)
+        self.gallery = GalleryWidget(wb, page_size=page_size, layout=ipywidgets.Layout(flex="3 1 0", min_width="0"))
+        self.detail = DetailWidget(
+            wb,
+            layout=ipywidgets.Layout(flex="2 1 0", min_width="280px", max_height="820px", overflow_y="auto"),
+        )
+        body = ipywidgets.HBox([self.gallery, self.detail], layout=ipywidgets.Layout(width="100%", gap="12px"))
+        super().__init__([self.status, body], **kwargs)
+        self.add_class("wb-library")
+        self.gallery.observe(self._opened, names=["active_id"])
+        self.gallery.on_change(self._gallery_changed)
+        self.detail.on_saved(self._detail_saved)
+        self.detail.on_open(self._detail_opens)
+
+    @guarded
+    def _opened(self, change: Any) -> None:
+        self.detail.load(change["new"])
+
+    @guarded
+    def _gallery_changed(self, ids: list[int] | None) -> None:
+        self.status.refresh()
+        current = self.detail.lora_id
+        if current is not None and (ids is None or current in ids):
+            self.detail.load(self.gallery.active_id)
+
+    @guarded
+    def _detail_saved(self, lora_id: int) -> None:
+        self.gallery.refresh_facets()
+        self.gallery.refresh()
+        self.status.refresh()
+
+    @guarded
+    def _detail_opens(self, lora_id: int) -> None:
+        self.gallery.active_id = lora_id
+
+    def notify_error(self, message: str) -> None:
+        self.gallery.notify_error(message)
+
+
+def library_view(wb: Any, page_size: int = PAGE_SIZE) -> LibraryView:
+    """The Library tab of the dashboard: gallery and detail panel over ``wb``'s catalog."""
+    return LibraryView(wb, page_size=page_size)
