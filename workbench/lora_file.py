@@ -158,6 +158,8 @@ def _apply_structure(path: Path, row: dict[str, Any], structure: dict[str, Any],
         alpha = read_scalar(path, row["header_len"], info)
     if alpha is None:
         alpha = training_metadata.md_float(md, "ss_network_alpha")
+    if alpha == 0 and rank:
+        alpha = float(rank)  # kohya/A1111: alpha 0 means "no scaling", i.e. alpha = rank
     row["alpha"] = alpha
     row["scale"] = alpha / rank if alpha is not None and rank else 1.0
     if row["network_type"] == "unknown":
