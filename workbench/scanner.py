@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import stat as stat_module
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -79,7 +78,6 @@ class _Found:
     size: int
     mtime_ns: int
     sidecar_sig: str
-    walk_error: str | None = None
 
 
 def walk_roots(roots: Sequence[Path], skipped: list[str] | None = None) -> dict[str, _Found]:
@@ -122,11 +120,14 @@ def _collect_dir(directory: str, root: str, entries: list[os.DirEntry[str]], fou
             is_dir = entry.is_dir()  # follows symlinks
         except OSError:
             is_dir = False
+        lower = entry.name.lower()
+        if is_dir and lower.endswith(LORA_SUFFIXES):
+            loras.append(entry)  # a folder named like a LoRA file: catalogued with a clear error
+            continue
         if is_dir:
             if not entry.name.startswith("."):
                 stack.append(os.path.realpath(entry.path) if entry.is_symlink() else entry.path)
             continue
-        lower = entry.name.lower()
         if lower.endswith(LORA_SUFFIXES):
             loras.append(entry)
         else:
@@ -136,21 +137,17 @@ def _collect_dir(directory: str, root: str, entries: list[os.DirEntry[str]], fou
     names.sort(key=lambda item: item[0])
     sorted_names = [n for n, _ in names]
     for entry in loras:
-        try:
-            real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
-        except OSError:
-            real = entry.path
+        real = entry.path
+        if entry.is_symlink():
+            target = os.path.realpath(entry.path)
+            real = target if os.path.exists(target) else entry.path  # a broken link keeps its own name
         if real in found:
             continue
-        walk_error = None
         try:
             st = entry.stat()
             size, mtime_ns = st.st_size, st.st_mtime_ns
-            if not stat_module.S_ISREG(st.st_mode):
-                walk_error = "not a regular file"
-        except OSError as exc:
+        except OSError:  # broken link, loop: inspect_lora names the problem
             size, mtime_ns = 0, 0
-            walk_error = f"cannot stat file: {exc.strerror or exc}"
         base = entry.name.rsplit(".", 1)[0].lower() + "."
         digest = hashlib.blake2b(digest_size=8)
         start = bisect_left(sorted_names, base)
@@ -163,7 +160,7 @@ def _collect_dir(directory: str, root: str, entries: list[os.DirEntry[str]], fou
                 digest.update(f"{name}\0{sst.st_size}\0{sst.st_mtime_ns}\n".encode())
             except OSError:
                 digest.update(f"{name}\0?\n".encode())
-        found[real] = _Found(real, root, folder, entry.name, size, mtime_ns, digest.hexdigest(), walk_error)
+        found[real] = _Found(real, root, folder, os.path.basename(real), size, mtime_ns, digest.hexdigest())
     return
 
 
@@ -171,13 +168,10 @@ def _inspect_record(item: _Found) -> dict[str, Any]:
     """Runs in a worker: inspect one file and flatten the result into catalog columns."""
     from workbench.lora_file import inspect_lora
 
-    if item.walk_error:
-        info: dict[str, Any] = {"error": item.walk_error, "format": _format_of(item.file_name)}
-    else:
-        try:
-            info = inspect_lora(Path(item.path))
-        except Exception as exc:  # inspect_lora promises not to raise; keep the scan alive if it does
-            info = {"error": f"could not inspect file: {type(exc).__name__}: {exc}", "format": _format_of(item.file_name)}
+    try:
+        info = inspect_lora(Path(item.path))
+    except Exception as exc:  # inspect_lora promises not to raise; keep the scan alive if it does
+        info = {"error": f"could not inspect file: {type(exc).__name__}: {exc}", "format": _format_of(item.file_name)}
     return _record_from_info(item, info)
 
 
