@@ -372,9 +372,7 @@ def _civitai_version(version: Mapping[str, Any], f: _Fields, path: Path, prefix:
         f.text(model, "description", "description")
         f.boolean(model, "nsfw", "nsfw")
         f.str_list(model, "tags", "tags")
-    creator = f.mapping(version, "creator")
-    if creator:
-        f.text(creator, "username", "creator")
+    _creator(version, f)
     files = version.get("files")
     if isinstance(files, list):
         chosen = _pick_file(files, path)
@@ -392,6 +390,16 @@ def _civitai_version(version: Mapping[str, Any], f: _Fields, path: Path, prefix:
                 break
     elif images is not None:
         f._wrong("images", images, "a list")
+
+
+def _creator(obj: Mapping[str, Any], f: _Fields) -> None:
+    """``creator`` is ``{"username": …}`` in the API, a plain name in some exports."""
+    if isinstance(obj.get("creator"), str):
+        f.text(obj, "creator", "creator")
+        return
+    creator = f.mapping(obj, "creator")
+    if creator:
+        f.text(creator, "username", "creator")
 
 
 def _pick_file(files: list[Any], path: Path) -> dict[str, Any] | None:
@@ -431,9 +439,7 @@ def _parse_civitai_model(obj: Mapping[str, Any], f: _Fields, path: Path) -> None
     f.text(obj, "name", "name")
     f.text(obj, "description", "description")
     f.str_list(obj, "tags", "tags")
-    creator = f.mapping(obj, "creator")
-    if creator:
-        f.text(creator, "username", "creator")
+    _creator(obj, f)
     if isinstance(obj.get("nsfw"), bool):
         f.set("nsfw", obj["nsfw"])
     # The original LoRA Manager also reads these A1111-style keys from the same JSON.

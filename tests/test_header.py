@@ -1,0 +1,92 @@
+"""safetensors header reading: the metadata-only fast path agrees with a full parse."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from malformed_corpus import header_entries, kohya_sd15_entries, write_raw, write_safetensors
+from workbench.safetensors_header import (HeaderError, parse_header, read_header, read_raw_header,
+                                          split_metadata, validate_tensors)
+
+TRICKY_VALUES = [
+    "plain",
+    '{"nested": {"json": [1, 2, {"x": "}"}]}}',
+    'ends with brace and comma }, "',
+    '}}',
+    'quote " and backslash \\ and }, "k": {"dtype": "F16"}',
+    "unicode ✓ ü 漢字 \u0000 nul",
+    "",
+]
+
+
+def _header_bytes(metadata, tensors, *, metadata_last=False, indent=False) -> bytes:
+    obj = dict(tensors)
+    if metadata_last:
+        obj["__metadata__"] = metadata
+    else:
+        obj = {"__metadata__": metadata, **obj}
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0)
+
+
+@pytest.mark.parametrize("metadata_last", [False, True])
+@pytest.mark.parametrize("indent", [False, True])
+def test_split_metadata_matches_full_parse(metadata_last, indent):
+    tensors, data_len = header_entries(kohya_sd15_entries(4, text_encoder=False))
+    metadata = {f"k{i}": value for i, value in enumerate(TRICKY_VALUES)}
+    raw = _header_bytes(metadata, tensors, metadata_last=metadata_last, indent=indent)
+    fast, key = split_metadata(raw, data_len)
+    full, parsed_tensors = parse_header(raw)
+    assert fast == full == metadata
+    assert parsed_tensors == tensors
+    # Same tensors, other metadata → same structure key; other tensors or data size → another key.
+    other = _header_bytes({"a": "b"}, tensors, metadata_last=metadata_last, indent=indent)
+    assert split_metadata(other, data_len)[1] == key
+    assert split_metadata(raw, data_len + 1)[1] != key
+    tensors2, data_len2 = header_entries(kohya_sd15_entries(8, text_encoder=False))
+    assert split_metadata(_header_bytes(metadata, tensors2, metadata_last=metadata_last, indent=indent),
+                          data_len)[1] != key
+
+
+def test_split_metadata_without_metadata_and_with_non_string_values():
+    tensors, data_len = header_entries(kohya_sd15_entries(4, text_encoder=False))
+    assert split_metadata(orjson.dumps(tensors), data_len)[0] == {}
+    raw = _header_bytes({"n": 8}, tensors)
+    assert split_metadata(raw, data_len)[0] is None  # caller falls back to the full parse
+    with pytest.raises(HeaderError, match="not a string"):
+        parse_header(raw)
+
+
+def test_metadata_key_inside_a_string_is_not_metadata():
+    tensors, data_len = header_entries(kohya_sd15_entries(4, text_encoder=False))
+    metadata = {"note": '{"__metadata__": {"fake": "yes"}}'}
+    raw = _header_bytes(metadata, tensors, metadata_last=True)
+    assert split_metadata(raw, data_len)[0] == metadata
+
+
+def test_read_header_roundtrip(tmp_path):
+    entries = kohya_sd15_entries(4)
+    path = write_safetensors(tmp_path / "x.safetensors", entries, {"ss_network_dim": "4"})
+    header = read_header(path)
+    assert header.metadata == {"ss_network_dim": "4"}
+    assert len(header.tensors) == len(entries)
+    assert header.header_len % 8 == 0  # padded like the safetensors writer
+    assert header.file_size == path.stat().st_size
+
+
+def test_large_header_read_in_two_steps(tmp_path):
+    tensors, data_len = header_entries({"t": ("F16", [2])})
+    raw = orjson.dumps({"__metadata__": {"big": "x" * 600_000}, **tensors})
+    path = write_raw(tmp_path / "big.safetensors", raw, data_len)
+    head = read_raw_header(path)
+    assert head.raw == raw and head.data_len == data_len
+
+
+def test_validate_accepts_zero_sized_tensors():
+    validate_tensors({"a": {"dtype": "F32", "shape": [0, 4], "data_offsets": [0, 0]},
+                      "b": {"dtype": "F16", "shape": [], "data_offsets": [0, 2]}}, 2)
+
+
+def test_validate_sub_byte_dtype():
+    validate_tensors({"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]}}, 2)
+    with pytest.raises(HeaderError, match="needs"):
+        validate_tensors({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, 2)
