@@ -33,11 +33,12 @@ __all__ = [
 ]
 
 # family -> (layout, base model). A family fixes the key naming and the network architecture.
-FAMILIES: tuple[str, ...] = ("kohya_sd1", "peft_sd1", "kohya_sdxl", "peft_sdxl", "kohya_flux", "peft_flux")
+FAMILIES: tuple[str, ...] = ("kohya_sd1", "peft_sd1", "kohya_sd2", "kohya_sdxl", "peft_sdxl", "kohya_flux", "peft_flux")
 LAYOUT_OF_FAMILY = {f: f.split("_")[0] for f in FAMILIES}
-BASE_MODEL_OF_FAMILY = {"kohya_sd1": "SD1", "peft_sd1": "SD1", "kohya_sdxl": "SDXL", "peft_sdxl": "SDXL",
+BASE_MODEL_OF_FAMILY = {"kohya_sd1": "SD1", "peft_sd1": "SD1", "kohya_sd2": "SD2", "kohya_sdxl": "SDXL", "peft_sdxl": "SDXL",
                         "kohya_flux": "FLUX", "peft_flux": "FLUX"}
 
+CIVITAI_BASE_MODEL = {"SD1": "SD 1.5", "SD2": "SD 2.1 768", "SDXL": "SDXL 1.0", "FLUX": "Flux.1 D"}
 DTYPE_SIZE = {"F16": 2, "BF16": 2, "F32": 4}
 
 
@@ -92,6 +93,7 @@ class _UNetSpec:
 
 
 SD1_UNET = _UNetSpec((320, 640, 1280, 1280), (1, 1, 1, 0), (0, 1, 1, 1), 1, 768, True)
+SD2_UNET = _UNetSpec((320, 640, 1280, 1280), (1, 1, 1, 0), (0, 1, 1, 1), 1, 1024, False)
 SDXL_UNET = _UNetSpec((320, 640, 1280), (0, 2, 10), (10, 2, 0), 10, 2048, False)
 
 
@@ -241,8 +243,8 @@ def module_table(family: str, text_encoder: bool = True, conv: bool = False) -> 
     ``conv`` adds the ResNet convolutions a LoCon adapts (SD U-Nets only).
     """
     mods: list[Module] = []
-    if family in ("kohya_sd1", "peft_sd1", "kohya_sdxl", "peft_sdxl"):
-        spec = SD1_UNET if family.endswith("sd1") else SDXL_UNET
+    if family in ("kohya_sd1", "peft_sd1", "kohya_sd2", "kohya_sdxl", "peft_sdxl"):
+        spec = {"sd1": SD1_UNET, "sd2": SD2_UNET, "sdxl": SDXL_UNET}[family.split("_")[1]]
         kohya = family.startswith("kohya")
         for path, d_in, d_out, kernel, role in _unet_modules(spec, conv):
             if not kohya and role in ("ff", "proj"):
@@ -256,6 +258,8 @@ def module_table(family: str, text_encoder: bool = True, conv: bool = False) -> 
         if text_encoder:
             if family.endswith("sd1"):
                 encoders = [("lora_te_" if kohya else "text_encoder.", 12, 768, 3072, "te1")]
+            elif family.endswith("sd2"):   # OpenCLIP ViT-H as diffusers loads it: 23 layers, width 1024
+                encoders = [("lora_te_", 23, 1024, 4096, "te1")]
             else:
                 encoders = [("lora_te1_" if kohya else "text_encoder.", 12, 768, 3072, "te1"),
                             ("lora_te2_" if kohya else "text_encoder_2.", 32, 1280, 5120, "te2")]
@@ -398,9 +402,12 @@ def _filter_modules(mods: Sequence[Module], module_filter: str | None) -> list[M
         return [m for m in mods if m.role.startswith(("attn", "te_attn", "double.attn", "single.attn"))]
     if module_filter.startswith("sparse:"):
         k = int(module_filter.split(":", 1)[1])
-        # Keep every k-th module and every cross-attention K/V, whose input width identifies SD1/SD2/SDXL.
-        keep = [m for i, m in enumerate(mods) if i % k == 0 or m.role in ("attn2.to_k", "attn2.to_v")]
-        return keep
+        # Keep every k-th module and the first cross-attention K and V, whose input width identifies SD1/SD2/SDXL.
+        first_kv = {}
+        for m in mods:
+            if m.role in ("attn2.to_k", "attn2.to_v"):
+                first_kv.setdefault(m.role, m.key)
+        return [m for i, m in enumerate(mods) if i % k == 0 or m.key in first_kv.values()]
     if module_filter.startswith("blocks:"):
         # FLUX trainers often adapt a handful of blocks only (e.g. AI-Toolkit "only_if_contains").
         wanted = module_filter.split(":", 1)[1].split(",")
@@ -412,7 +419,7 @@ def _filter_modules(mods: Sequence[Module], module_filter: str | None) -> list[M
 def _cached_body(family: str, network_type: str, rank: int, dtype: str, text_encoder: bool,
                  conv_rank: int | None, module_filter: str | None, rank_jitter_seed: int | None,
                  scalars_first: bool) -> tuple[str, int, tuple[tuple[TensorEntry, int, int], ...]]:
-    conv = network_type in ("LoCon", "LoHa", "LoKr") and family in ("kohya_sd1", "kohya_sdxl") and conv_rank is not None
+    conv = network_type in ("LoCon", "LoHa", "LoKr") and family in ("kohya_sd1", "kohya_sd2", "kohya_sdxl") and conv_rank is not None
     mods = _filter_modules(module_table(family, text_encoder, conv), module_filter)
     rank_of = None
     if rank_jitter_seed is not None:
@@ -481,6 +488,7 @@ def write_lora(path: Path, spec: LoraSpec, *, sparse: bool = True, data_seed: in
 # --------------------------------------------------------------------------------------------
 
 _ARCH = {"SD1": ("sd_v1", "stable-diffusion-v1/lora", "v1-5-pruned-emaonly.safetensors", "512,512"),
+         "SD2": ("sd_v2_v", "stable-diffusion-v2-768-v/lora", "v2-1_768-ema-pruned.safetensors", "768,768"),
          "SDXL": ("sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", "sd_xl_base_1.0.safetensors", "1024,1024"),
          "FLUX": ("flux1", "flux-1-dev/lora", "flux1-dev.safetensors", "1024,1024")}
 _MODULE_OF = {"LoRA": "networks.lora", "LoCon": "lycoris.kohya", "LoHa": "lycoris.kohya",
@@ -510,10 +518,11 @@ def kohya_metadata(rng: random.Random, *, name: str, base_model: str, network_ty
         "ss_network_module": "networks.lora_flux" if base_model == "FLUX" and network_type == "LoRA" else _MODULE_OF[network_type],
         "ss_network_dim": str(rank),
         "ss_network_alpha": _num(alpha),
-        "ss_network_args": json.dumps(net_args) if net_args else "null",
-        "ss_v2": "False",
+        "ss_v2": str(base_model == "SD2"),
         "ss_base_model_version": version,
     }
+    if net_args:   # sd-scripts only writes it when --network_args was given
+        md["ss_network_args"] = json.dumps(net_args)
     if minimal:
         return md
     started = 1_672_531_200 + rng.randrange(0, 86_400 * 900)
@@ -579,7 +588,7 @@ def kohya_metadata(rng: random.Random, *, name: str, base_model: str, network_ty
             "modelspec.title": title or name,
             "modelspec.resolution": res.replace(",", "x"),
             "modelspec.date": date,
-            "modelspec.prediction_type": "epsilon",
+            "modelspec.prediction_type": "v" if base_model == "SD2" else "epsilon",
         })
         if author:
             md["modelspec.author"] = author
@@ -708,7 +717,7 @@ class LibraryStats:
 
 def _folder(family: str, facts: dict, counts: dict[str, int]) -> str:
     """<base>/<kind>s/<author>/ with overflow into part_NN subfolders once a folder holds 200 files."""
-    base = {"SD1": "SD1.5", "SDXL": "SDXL", "FLUX": "Flux"}[BASE_MODEL_OF_FAMILY[family]]
+    base = {"SD1": "SD1.5", "SD2": "SD2", "SDXL": "SDXL", "FLUX": "Flux"}[BASE_MODEL_OF_FAMILY[family]]
     folder = f"{base}/{facts['kind']}s/{facts['author']}"
     seen = counts.get(folder, 0)
     counts[folder] = seen + 1
@@ -740,7 +749,7 @@ def write_library(root: Path | str, n: int, seed: int = 0, sparse: bool = True,
         stats.by_family[spec.family] = stats.by_family.get(spec.family, 0) + 1
         if rng.random() < sidecar_fraction:
             info = {"id": 100000 + i, "modelId": 50000 + i // 3, "name": f"v{facts['name'][-1]}",
-                    "baseModel": {"SD1": "SD 1.5", "SDXL": "SDXL 1.0", "FLUX": "Flux.1 D"}[spec.base_model],
+                    "baseModel": CIVITAI_BASE_MODEL[spec.base_model],
                     "trainedWords": [facts["trigger"]] if facts["trigger"] else [],
                     "model": {"name": facts["name"].replace("_", " ").title(), "type": "LORA", "nsfw": False},
                     "files": [{"name": path.name, "sizeKB": size / 1024, "type": "Model", "primary": True}],
