@@ -266,7 +266,9 @@ def _inspect_all(items: list[_Found], workers: int | None, progress: bool) -> It
                 yield _inspect_record(item)
                 bar.update()
             return
-        context = multiprocessing.get_context("forkserver")
+        # fork: children only parse files, start instantly and need no importable __main__
+        # (scripts without a main guard and notebooks both work); no catalog connection is open here.
+        context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             for record in pool.map(_inspect_record, items, chunksize=64):
                 yield record
