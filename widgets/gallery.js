@@ -168,9 +168,7 @@ function render({ model, el: root }) {
     bulkBase,
     baseList,
     button("Set base model", "wb-bulk-setbase", () => bulk("set_base_model", bulkBase.value)),
-    button("Remove from catalog", "wb-bulk-remove wb-danger", () => {
-      if (window.confirm(`Remove ${selected.size} LoRA(s) from the catalog? Files stay on disk.`)) bulk("remove", null);
-    }),
+    button("Remove from catalog", "wb-bulk-remove wb-danger", () => bulk("remove", null)),
     button("Select all", "wb-select-all", () => model.send({ action: "select_all" })),
     button("Select none", "wb-select-none", () => setSelection(new Set())),
   );

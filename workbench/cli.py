@@ -63,6 +63,17 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the Voilà dashboard (gallery helper's command)."""
+    from workbench.dashboard import serve_dashboard
+
+    try:
+        return serve_dashboard(args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser)
+    except OSError as exc:
+        print(f"workbench dashboard: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def _add_home(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="workbench home (default: $WORKBENCH_HOME or the platform data folder)")
 
@@ -97,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_duplicates)
 
     # --- commands added by other modules: one function each, registered below ---
+    # [gallery helper] dashboard
+    p = sub.add_parser("dashboard", help="serve the dashboard (Voila) for browsing and editing the library")
+    _add_home(p)
+    p.add_argument("--library", nargs="+", action="extend", default=[], metavar="ROOT",
+                   help="library folders to scan when the catalog is empty or they are new to it")
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.set_defaults(func=_cmd_dashboard)
+    # [/gallery helper]
     return parser
 
 

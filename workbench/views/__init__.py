@@ -13,6 +13,7 @@ _EXPORTS = {
     "DetailWidget": "workbench.views.detail",
     "LibraryView": "workbench.views.library",
     "library_view": "workbench.views.library",
+    "dashboard_tabs": "workbench.views.library",
     "StatusView": "workbench.views.status",
     "guarded": "workbench.views.status",
 }

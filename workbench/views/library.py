@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ipywidgets
@@ -9,6 +10,8 @@ import ipywidgets
 from workbench.views.detail import DetailWidget
 from workbench.views.gallery import PAGE_SIZE, GalleryWidget
 from workbench.views.status import StatusView, guarded
+
+log = logging.getLogger("workbench.views")
 
 
 class LibraryView(ipywidgets.VBox):
@@ -63,3 +66,45 @@ class LibraryView(ipywidgets.VBox):
 def library_view(wb: Any, page_size: int = PAGE_SIZE) -> LibraryView:
     """The Library tab of the dashboard: gallery and detail panel over ``wb``'s catalog."""
     return LibraryView(wb, page_size=page_size)
+
+
+def _as_tabs(built: Any, default_title: str) -> list[tuple[str, ipywidgets.Widget]]:
+    """Accept what a tab builder returns: a widget, ``(title, widget)`` pairs or ``{title: widget}``."""
+    if isinstance(built, ipywidgets.Widget):
+        return [(default_title, built)]
+    if isinstance(built, dict):
+        built = list(built.items())
+    pairs = []
+    for item in built or ():
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], ipywidgets.Widget):
+            pairs.append((str(item[0]), item[1]))
+    return pairs
+
+
+def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
+    """The dashboard: a Library tab, plus Recommend / Generate / History tabs when those views work.
+
+    A later capability whose view is not installed or fails to build is left out (and
+    logged on the server), never shown as a placeholder.
+    """
+    tabs: list[tuple[str, ipywidgets.Widget]] = [("Library", library_view(wb))]
+    builders = (
+        ("workbench.views.recommend", "recommend_tab", "Recommend"),
+        ("workbench.views.generate", "generation_tabs", "Generate"),
+    )
+    for module_name, function_name, title in builders:
+        try:
+            module = __import__(module_name, fromlist=[function_name])
+            builder = getattr(module, function_name)
+        except (ImportError, AttributeError):
+            log.info("dashboard: %s.%s is not available; no %s tab", module_name, function_name, title)
+            continue
+        try:
+            tabs.extend(_as_tabs(builder(wb), title))
+        except Exception:
+            log.exception("dashboard: %s.%s failed; no %s tab", module_name, function_name, title)
+    tab = ipywidgets.Tab(children=[widget for _, widget in tabs])
+    for index, (title, _) in enumerate(tabs):
+        tab.set_title(index, title)
+    tab.add_class("wb-dashboard")
+    return tab
