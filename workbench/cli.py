@@ -74,6 +74,15 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from workbench.report import run_report
+
+    out = run_report(args.out, home=args.home, library=args.library, rescan=not args.no_rescan,
+                     hash_files=args.hash, html=args.html)
+    print(f"report written to {out}")
+    return 0
+
+
 def _add_home(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="workbench home (default: $WORKBENCH_HOME or the platform data folder)")
 
@@ -106,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(p)
     p.add_argument("--by", choices=["sha256", "tensor_hash"], default="sha256")
     p.set_defaults(func=_cmd_duplicates)
+
+    p = sub.add_parser("report", help="run the papermill report notebook")
+    _add_home(p)
+    p.add_argument("--library", nargs="*", default=[], help="extra library roots to scan first")
+    p.add_argument("--out", default="report.ipynb", help="executed notebook to write")
+    p.add_argument("--html", default=None, help="also write an HTML version (code hidden)")
+    p.add_argument("--no-rescan", action="store_true")
+    p.add_argument("--hash", action="store_true", help="compute missing hashes first")
+    p.set_defaults(func=_cmd_report)
 
     # --- commands added by other modules: one function each, registered below ---
     # [gallery helper] dashboard

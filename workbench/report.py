@@ -1,0 +1,51 @@
+"""Run the curated report notebook with papermill (for schedules: cron, CI, Airflow...)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+_REPORT = "report.ipynb"
+
+
+def report_notebook() -> Path:
+    """The report notebook shipped in the repository's notebooks/ folder."""
+    candidates = [Path(__file__).resolve().parents[1] / "notebooks" / _REPORT, Path.cwd() / "notebooks" / _REPORT]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"cannot find notebooks/{_REPORT} (looked in {', '.join(map(str, candidates))})")
+
+
+def run_report(
+    out: str | os.PathLike[str],
+    *,
+    home: str | os.PathLike[str] | None = None,
+    library: list[str] | None = None,
+    rescan: bool = True,
+    hash_files: bool = False,
+    html: str | os.PathLike[str] | None = None,
+    timeout: int = 1800,
+) -> Path:
+    """Execute the report for one workbench home; writes the executed notebook (and optionally HTML)."""
+    import papermill
+
+    params: dict[str, Any] = {
+        "home": str(Path(home).resolve()) if home else None,
+        "library": [str(Path(p).resolve()) for p in (library or [])],
+        "rescan": rescan,
+        "hash_files": hash_files,
+    }
+    out_path = Path(out).resolve()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(report_notebook()), str(out_path), parameters=params, kernel_name="python3",
+        progress_bar=False, execution_timeout=timeout, cwd=str(out_path.parent),
+    )
+    if html:
+        from nbconvert import HTMLExporter
+        import nbformat
+
+        body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(out_path, as_version=4))
+        Path(html).write_text(body, encoding="utf-8")
+    return out_path
