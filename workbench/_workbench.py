@@ -57,6 +57,44 @@ class Workbench:
 
         return hash_in_background(self.db)
 
+    # generation
+    @property
+    def queue(self) -> Any:
+        """The generation queue (`workbench.jobs.JobQueue`); its worker thread starts on first submit."""
+        if getattr(self, "_queue", None) is None:
+            from workbench.jobs import JobQueue, catalog_resolver
+
+            self._queue = JobQueue(
+                self.db, self.home / "outputs", resolver=catalog_resolver(self.db),
+                backend_defaults={"diffusers": {"model": "tiny", "cache_dir": str(self.home / "models"),
+                                                "lora_dirs": [str(r) for r in self.roots]}},
+            )
+        return self._queue
+
+    @property
+    def history(self) -> Any:
+        """Generated images with their parameters (`workbench.history.History`)."""
+        if getattr(self, "_history", None) is None:
+            from workbench.history import History
+
+            self._history = History(self.db)
+        return self._history
+
+    def export(self, dest: str | os.PathLike[str], *, include_files: bool = False) -> Path:
+        """Write ratings, tags, notes, recipes (and optionally the files) to a checksummed zip."""
+        from workbench.archive import export_archive
+
+        return export_archive(self, dest, include_files=include_files)
+
+    def import_archive(
+        self, src: str | os.PathLike[str], *, dry_run: bool = False, conflict: str = "skip",
+        restore_to: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """Check an archive completely, then apply it (see workbench.archive.import_archive)."""
+        from workbench.archive import import_archive
+
+        return import_archive(self, src, dry_run=dry_run, conflict=conflict, restore_to=restore_to)
+
     def is_servable(self, path: str | os.PathLike[str]) -> bool:
         """True only for files inside a library root or the workbench home (what a view may show)."""
         try:

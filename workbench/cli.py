@@ -83,6 +83,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    print(f"archive written to {_open(args).export(args.out, include_files=args.with_files)}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from workbench.archive import ArchiveError
+
+    try:
+        report = _open(args).import_archive(args.archive, dry_run=args.dry_run, conflict=args.conflict, restore_to=args.restore_to)
+    except ArchiveError as exc:
+        print(f"workbench import: refused: {exc}", file=sys.stderr)
+        return 2
+    print(("dry run: " if args.dry_run else "") + str(report))
+    return 0
+
+
 def _add_home(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="workbench home (default: $WORKBENCH_HOME or the platform data folder)")
 
@@ -124,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rescan", action="store_true")
     p.add_argument("--hash", action="store_true", help="compute missing hashes first")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="export ratings, tags, notes and recipes (optionally files) to a zip")
+    _add_home(p)
+    p.add_argument("out", help="archive to write (.zip)")
+    p.add_argument("--with-files", action="store_true", help="include LoRA files, sidecars and previews")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("import", help="import an archive made by 'workbench export'")
+    _add_home(p)
+    p.add_argument("archive")
+    p.add_argument("--dry-run", action="store_true", help="check and report, change nothing")
+    p.add_argument("--conflict", choices=["skip", "overwrite", "merge"], default="skip")
+    p.add_argument("--restore-to", default=None, help="folder to restore included files into (then scanned)")
+    p.set_defaults(func=_cmd_import)
 
     # --- commands added by other modules: one function each, registered below ---
     # [gallery helper] dashboard
