@@ -8,28 +8,33 @@ result by the header's structure key. Metadata-based claims (``ss_network_dim``,
 """
 from __future__ import annotations
 
+import operator
 import re
 from collections import Counter
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 # --- key naming ------------------------------------------------------------------------------
 
 _KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_transformer_")
 _PEFT_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.", "transformer.", "base_model.model.")
-_CLONEOFSIMO = re.compile(r"^(unet|text_encoder|text_encoder_2):\d+:(down|up)$")
-
-# `<module><sep><param>`; non-greedy module so the longest known param wins.
-_PARAM = re.compile(
-    r"^(?P<module>.+?)[._](?P<param>"
+_PARAMS = (
     r"lora_down\.weight|lora_up\.weight|lora_mid\.weight|lora_A\.weight|lora_B\.weight|"
     r"lora\.down\.weight|lora\.up\.weight|lora_linear_layer\.down\.weight|lora_linear_layer\.up\.weight|"
     r"lora_magnitude_vector|alpha|dora_scale|"
     r"hada_w1_a|hada_w1_b|hada_w2_a|hada_w2_b|hada_t1|hada_t2|"
     r"lokr_w1|lokr_w1_a|lokr_w1_b|lokr_w2|lokr_w2_a|lokr_w2_b|lokr_t2|"
-    r"diff|diff_b|oft_blocks|oft_diag|on_input|weight|bias)$"
+    r"diff|diff_b|oft_blocks|oft_diag|on_input|weight|bias"
 )
-_DOWN_PARAMS = {"lora_down.weight", "lora_A.weight", "lora.down.weight", "lora_linear_layer.down.weight"}
-_UP_PARAMS = {"lora_up.weight", "lora_B.weight", "lora.up.weight", "lora_linear_layer.up.weight"}
+# One pass over all names joined by "\n": every line yields (cloneofsimo module, its param,
+# module, param, unmatched name). The module is non-greedy so the longest known param wins;
+# cloneofsimo names look like `unet:0:down`.
+_KEY_LINE = re.compile(
+    r"^(?:((?:unet|text_encoder(?:_2)?):\d+):(down|up)|(.+?)[._](" + _PARAMS + r")|(.*))$", re.MULTILINE)
+_DOWN_PARAMS = frozenset({"lora_down.weight", "lora_A.weight", "lora.down.weight", "lora_linear_layer.down.weight",
+                          "down"})
+_FACTOR_PARAMS = frozenset({"hada_w1_b", "lokr_w1_b", "lokr_w2_b"})  # LoHa/LoKr `_b` = [rank, in(...)]
+_PEFT_PARAMS = frozenset({"lora_A.weight", "lora_B.weight", "lora.down.weight", "lora.up.weight",
+                          "lora_linear_layer.down.weight", "lora_linear_layer.up.weight", "lora_magnitude_vector"})
 _TE_MARKERS = ("lora_te", "text_encoder")
 
 _CROSS_ATTN_WIDTH = {768: "SD1", 1024: "SD2", 2048: "SDXL", 1280: "SDXL"}
@@ -45,27 +50,66 @@ def base_model_family(name: str | None) -> str | None:
     return BASE_MODEL_FAMILY.get(name) if name else None
 
 
-def _classify_key(key: str) -> tuple[str, str, str]:
-    """Return ``(layout, module, param)`` for one tensor name."""
-    m = _CLONEOFSIMO.match(key)
-    if m:
-        return "cloneofsimo", key.rsplit(":", 1)[0], m.group(2)
-    m = _PARAM.match(key)
-    module, param = (m.group("module"), m.group("param")) if m else (key, "")
+class _KeyFacts(NamedTuple):
+    """What one tensor name says, independent of its shape (cached per name)."""
+
+    module: str
+    param: str
+    layout: str
+    text_encoder: bool
+    rank_source: bool  # a tensor whose shape[0] is the module's rank
+    cross_attn_kv: bool  # a U-Net cross-attention K/V input projection (width → base model)
+
+
+_KEY_FACTS_CACHE: dict[str, _KeyFacts] = {}
+_KEY_FACTS_CACHE_MAX = 200_000
+
+
+def _layout_of(key: str, param: str) -> str:
+    if param in ("down", "up"):
+        return "cloneofsimo"
     if key.startswith(_KOHYA_PREFIXES):
-        return "kohya", module, param
+        return "kohya"
     if key.endswith(("_lora.down.weight", "_lora.up.weight")):
-        return "diffusers_attn", module, param
-    if param in ("lora_A.weight", "lora_B.weight", "lora.down.weight", "lora.up.weight",
-                 "lora_linear_layer.down.weight", "lora_linear_layer.up.weight", "lora_magnitude_vector"):
-        return "peft", module, param
-    if key.startswith(_PEFT_PREFIXES) and param:
-        return "peft", module, param
-    return "unknown", module, param
+        return "diffusers_attn"
+    if param and (param in _PEFT_PARAMS or key.startswith(_PEFT_PREFIXES)):
+        return "peft"
+    return "unknown"
 
 
-def _is_text_encoder(module: str) -> bool:
-    return module.startswith(_TE_MARKERS)
+def _learn_keys(keys: list[str]) -> None:
+    text = "\n".join(keys)
+    if text.count("\n") != len(keys) - 1:  # a name containing a newline would shift the lines
+        text = "\n".join(key.replace("\n", " ") for key in keys)
+    for key, (c_mod, c_param, mod, param, rest) in zip(keys, _KEY_LINE.findall(text)):
+        module, param = c_mod or mod or rest, c_param or param
+        rank_source = param in _DOWN_PARAMS or param in _FACTOR_PARAMS
+        _KEY_FACTS_CACHE[key] = _KeyFacts(
+            module, param, _layout_of(key, param), module.startswith(_TE_MARKERS), rank_source,
+            rank_source and not param.startswith("lokr") and "attn2" in module
+            and ("to_k" in module or "to_v" in module))
+
+
+def key_facts(keys: list[str]) -> list[_KeyFacts]:
+    """Facts for each tensor name, cached per name.
+
+    Libraries reuse a handful of naming schemes, so after the first file of a scheme this is
+    dictionary lookups only (the regex costs a few microseconds per name).
+    """
+    cache = _KEY_FACTS_CACHE
+    new = [key for key in keys if key not in cache]
+    if new:
+        if len(cache) + len(new) > _KEY_FACTS_CACHE_MAX:
+            cache.clear()
+            new = list(dict.fromkeys(keys))
+        _learn_keys(new)
+    return list(map(cache.__getitem__, keys))
+
+
+def split_keys(keys: list[str]) -> tuple[list[str], list[str]]:
+    """``(modules, params)`` for tensor names; param is "" for names of no known form."""
+    facts = key_facts(keys)
+    return [f.module for f in facts], [f.param for f in facts]
 
 
 def analyse_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -75,53 +119,41 @@ def analyse_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     tensor_count, has_text_encoder, dtype (most common), alpha_tensor (name of the first
     per-module ``alpha`` or None), base_model, base_model_evidence (tensor route only).
     """
-    layouts: Counter[str] = Counter()
-    params: Counter[str] = Counter()
-    dtypes: Counter[str] = Counter()
+    keys = list(tensors)
+    infos = list(tensors.values())
+    facts = key_facts(keys)
+    param_counts = Counter(f.param for f in facts)
+    dtypes = Counter(map(operator.itemgetter("dtype"), infos))
+    module_set = {f.module for f in facts if f.param and f.param != "alpha"}
+    has_te = any(f.text_encoder for f in facts)
+    alpha_tensor = None
+    if param_counts["alpha"]:
+        alpha_tensor = next((key for key, f, info in zip(keys, facts, infos)
+                             if f.param == "alpha" and not info["shape"]), None)
+
     ranks: dict[str, int] = {}
-    modules: set[str] = set()
     cross_attn: list[tuple[int, str]] = []
     unnamed_widths: set[int] = set()
-    has_te = False
-    conv_kernel = False
-    alpha_tensor = None
-    for key, info in tensors.items():
-        layout, module, param = _classify_key(key)
-        layouts[layout] += 1
-        params[param] += 1
-        dtypes[info.get("dtype")] += 1
-        shape = info.get("shape") or []
-        if param and param not in ("alpha",):
-            modules.add(module)
-        if not has_te and _is_text_encoder(module):
-            has_te = True
-        if param == "alpha" and alpha_tensor is None and not shape:
-            alpha_tensor = key
-        down = param in _DOWN_PARAMS or param == "down"
-        if down and len(shape) >= 2:
-            ranks[module] = shape[0]
-            if len(shape) == 4 and (shape[2] > 1 or shape[3] > 1):
-                conv_kernel = True
-            if "attn2" in module and ("to_k" in module or "to_v" in module):
-                cross_attn.append((shape[1], key))
-            if layout == "cloneofsimo":
-                unnamed_widths.add(shape[1])
-        elif param == "lora_mid.weight":
+    conv_kernel = param_counts["lora_mid.weight"] > 0
+    for key, f, info in zip(keys, facts, infos):
+        if not f.rank_source:
+            continue
+        shape = info["shape"]
+        if len(shape) < 2:
+            continue
+        if f.param != "lokr_w1_b" or f.module not in ranks:  # LoKr: w2's rank beats w1's
+            ranks[f.module] = shape[0]
+        if len(shape) == 4 and (shape[2] > 1 or shape[3] > 1):
             conv_kernel = True
-        elif param in ("hada_w1_b", "lokr_w1_b", "lokr_w2_b") and len(shape) >= 2:
-            # LoHa/LoKr low-rank factors: `_b` is [rank, in(...)]; LoKr w2 beats w1 when both exist.
-            if param != "lokr_w1_b" or module not in ranks:
-                ranks[module] = shape[0]
-            if param == "hada_w1_b" and "attn2" in module and ("to_k" in module or "to_v" in module):
-                cross_attn.append((shape[1], key))
-            if len(shape) == 4 and (shape[2] > 1 or shape[3] > 1):
-                conv_kernel = True
+        if f.cross_attn_kv:
+            cross_attn.append((shape[1], key))
+        elif f.param == "down":
+            unnamed_widths.add(shape[1])
 
-    key_layout = layouts.most_common(1)[0][0] if layouts else "unknown"
-    if key_layout == "unknown" and len(layouts) > 1:
-        key_layout = next(lay for lay, _ in layouts.most_common() if lay != "unknown")
+    layouts = Counter(f.layout for f in facts)
+    key_layout = next((lay for lay, _ in layouts.most_common() if lay != "unknown"), "unknown")
     rank_counts = Counter(ranks.values())
-    network_type = _network_type(params, conv_kernel, bool(ranks))
+    network_type = _network_type(param_counts, conv_kernel, bool(ranks))
     base, evidence = _base_model_from_tensors(tensors, cross_attn, unnamed_widths, key_layout)
     return {
         "key_layout": key_layout,
@@ -129,7 +161,7 @@ def analyse_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "ranks": dict(rank_counts),
         "rank_min": min(rank_counts) if rank_counts else None,
         "rank_max": max(rank_counts) if rank_counts else None,
-        "module_count": len(modules),
+        "module_count": len(module_set),
         "tensor_count": len(tensors),
         "has_text_encoder": has_te,
         "dtype": dtypes.most_common(1)[0][0] if dtypes else None,

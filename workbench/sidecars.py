@@ -98,25 +98,24 @@ def sibling_names(directory: Path | str) -> dict[str, str]:
     return names
 
 
-def _beside(path: Path, siblings: Mapping[str, str], suffix: str) -> Path | None:
-    real = siblings.get((path.stem + suffix).lower())
-    return path.with_name(real) if real is not None else None
-
-
 def find_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Existing sidecar files of ``path`` by file role (``<base>.json`` not yet classified)."""
     path = Path(path)
     if siblings is None:
         siblings = sibling_names(path.parent)
+    stem = path.stem.lower()
     found: dict[str, Path] = {}
-    for role, suffixes in (("lm.metadata.json", (".metadata.json",)), ("civitai.info", (".civitai.info",)),
-                           ("base.json", (".json",)), ("description.txt", (".txt", ".description.txt"))):
+    for role, suffixes in _SIDECAR_SUFFIXES:
         for suffix in suffixes:
-            hit = _beside(path, siblings, suffix)
-            if hit is not None:
-                found[role] = hit
+            real = siblings.get(stem + suffix)
+            if real is not None:
+                found[role] = path.with_name(real)
                 break
     return found
+
+
+_SIDECAR_SUFFIXES = (("lm.metadata.json", (".metadata.json",)), ("civitai.info", (".civitai.info",)),
+                     ("base.json", (".json",)), ("description.txt", (".txt", ".description.txt")))
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ helpers (:func:`md_int`, :func:`md_float`, :func:`md_bool`, :func:`md_text`) to 
 from __future__ import annotations
 
 import math
-from collections import Counter
+import re
+from operator import itemgetter
 from typing import Any, Mapping
 
 import orjson
@@ -17,6 +18,9 @@ NESTED_JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_bu
 EMBEDDED_IMAGE_KEYS = ("ssmd_cover_images", "modelspec.thumbnail")
 MAX_NESTED_DEPTH = 64
 TRAINING_TAGS_LIMIT = 50
+
+# In tags joined by NUL: an empty tag, or one with leading/trailing whitespace.
+_UNTRIMMED = re.compile(r"(?:^|\x00)(?:\s|\x00|$)|\s(?:\x00|$)")
 
 
 def json_depth_exceeds(value: Any, limit: int = MAX_NESTED_DEPTH) -> bool:
@@ -41,7 +45,8 @@ def _decode_json_string(value: str) -> Any:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError:
         return value
-    if json_depth_exceeds(decoded):
+    # Depth can only exceed the limit if there are that many brackets; skip the walk otherwise.
+    if value.count("{") + value.count("[") > MAX_NESTED_DEPTH and json_depth_exceeds(decoded):
         return value
     return decoded
 
@@ -143,17 +148,27 @@ def tag_frequency(md: Mapping[str, Any]) -> dict[str, int]:
         value = _decode_json_string(value)
     if not isinstance(value, dict):
         return {}
-    totals: Counter[str] = Counter()
+    totals: dict[str, int] = {}
+    get = totals.get
     for per_dir in value.values():
-        if not isinstance(per_dir, dict):
+        if type(per_dir) is not dict:
             continue
         for tag, count in per_dir.items():
-            if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count):
-                continue
+            if type(count) is not int:
+                if type(count) is not float or not math.isfinite(count):
+                    continue
+                count = int(count)
+            totals[tag] = get(tag, 0) + count
+    if _UNTRIMMED.search("\x00".join(totals)):  # rare: a tag with outer whitespace, or an empty tag
+        cleaned: dict[str, int] = {}
+        for tag, count in totals.items():
             tag = tag.strip()
             if tag:
-                totals[tag] += int(count)
-    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
+                cleaned[tag] = cleaned.get(tag, 0) + count
+        totals = cleaned
+    items = sorted(totals.items())
+    items.sort(key=itemgetter(1), reverse=True)  # stable: equal counts stay alphabetical
+    return dict(items)
 
 
 def training_tags(md: Mapping[str, Any], limit: int = TRAINING_TAGS_LIMIT,
