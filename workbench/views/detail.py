@@ -251,16 +251,16 @@ class DetailWidget(anywidget.AnyWidget):
     base_models = t.List(list(KNOWN_BASE_MODELS)).tag(sync=True)
     notice = t.Dict({"seq": 0, "text": "", "level": "info"}).tag(sync=True)
 
-    def __init__(self, wb: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
         self._wb = wb
         self._thumbnails = ThumbnailCache(wb.home, wb.roots)
         self._saved_callbacks: list[Callable[[int], None]] = []
         self._open_callbacks: list[Callable[[int], None]] = []
+        super().__init__(**kwargs)
         self.on_msg(self._on_custom_msg)
         self._known_base_models()
-        if self.lora_id is not None:
-            self.load(self.lora_id)
+        if lora_id is not None:
+            self.load(lora_id)
 
     def on_saved(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(lora_id)`` after an edit was stored."""

@@ -28,9 +28,10 @@ class LibraryView(ipywidgets.VBox):
         self.gallery = GalleryWidget(wb, page_size=page_size, layout=ipywidgets.Layout(flex="3 1 0", min_width="0"))
         self.detail = DetailWidget(
             wb,
-            layout=ipywidgets.Layout(flex="2 1 0", min_width="280px", max_height="820px", overflow_y="auto"),
+            layout=ipywidgets.Layout(flex="2 1 0", min_width="280px", max_height="820px", overflow="auto",
+                                     margin="0 0 0 12px"),
         )
-        body = ipywidgets.HBox([self.gallery, self.detail], layout=ipywidgets.Layout(width="100%", gap="12px"))
+        body = ipywidgets.HBox([self.gallery, self.detail], layout=ipywidgets.Layout(width="100%"))
         super().__init__([self.status, body], **kwargs)
         self.add_class("wb-library")
         self.gallery.observe(self._opened, names=["active_id"])
