@@ -487,8 +487,11 @@ function render({ model, el: root }) {
         requestPage(pageIndex);
       }
     }
-    // prefetch the page after the visible window
-    if (end < total) requestPage(Math.floor(end / size));
+    // prefetch the two pages after the visible window (scrolling down is the common case)
+    for (let ahead = 0; ahead < 2; ahead++) {
+      const next = end + ahead * size;
+      if (next < total) requestPage(Math.floor(next / size));
+    }
     scroller.dataset.first = String(start);
     scroller.dataset.end = String(end);
   }
