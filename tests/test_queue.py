@@ -1,0 +1,186 @@
+"""The persisted queue on a real catalog with the real tiny pipeline; failures through the loopback fakes."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import workbench
+from tests.fake_servers import FakeA1111, pixels, shared_tiny, tiny_request
+from workbench.backends import LoraSpec
+from workbench.jobs import RetryPolicy
+from workbench import infotext
+
+
+@pytest.fixture()
+def wb(tmp_path):
+    backend, lora_dir = shared_tiny()
+    w = workbench.open(tmp_path / "home")
+    w.scan([lora_dir], progress=False, workers=1)
+    w.queue.set_backend("diffusers", backend)
+    w.queue.retry = RetryPolicy(max_attempts=3, base_delay=0.05)
+    yield w
+    w.queue.close()
+
+
+def test_job_runs_records_result_png_and_usage(wb):
+    jid = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_watercolor", 0.8)]))
+    state = wb.queue.wait(jid, timeout=60)
+    assert state["state"] == "succeeded" and state["progress"] == 1.0
+    row = wb.db.read_df("SELECT state, attempts, started_at, finished_at, error FROM jobs WHERE id=?", [jid]).iloc[0]
+    assert row["state"] == "succeeded" and row["attempts"] == 1 and row["finished_at"] >= row["started_at"]
+    res = wb.queue.result(jid)
+    png = pathlib.Path(res["path"]).read_bytes()
+    assert pathlib.Path(res["path"]).is_relative_to(wb.home / "outputs")
+    assert 'Lora hashes: "tiny_watercolor: ' in infotext.read_infotext(png)
+    usage = wb.history.usage()
+    assert list(usage["name"]) == ["tiny_watercolor"] and usage["uses"][0] == 1
+    assert int(wb.catalog.query(text="tiny_watercolor")["usage_count"].max()) == 1
+
+
+def test_same_seed_and_stack_identical_bytes_through_the_queue(wb):
+    req = tiny_request(loras=[LoraSpec("tiny_pixelart", 0.5)])
+    a, b = wb.queue.submit(req), wb.queue.submit(req)
+    c = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_pixelart", 1.5)]))
+    for j in (a, b, c):
+        wb.queue.wait(j, timeout=60)
+    pa, pb, pc = (pathlib.Path(wb.queue.result(j)["path"]).read_bytes() for j in (a, b, c))
+    assert pa == pb and pa != pc
+
+
+def test_cancel_running_job_stops_backend(wb):
+    jid = wb.queue.submit(tiny_request(steps=400))
+    deadline = time.monotonic() + 30
+    while wb.queue.get(jid)["step"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    wb.queue.cancel(jid)
+    state = wb.queue.wait(jid, timeout=30)
+    assert state["state"] == "cancelled" and state["step"] < 400
+    assert wb.db.read_df("SELECT state FROM jobs WHERE id=?", [jid])["state"][0] == "cancelled"
+    assert wb.queue.result(jid) is None
+
+
+def test_cancel_queued_job_and_retry_it(wb):
+    first = wb.queue.submit(tiny_request(steps=60))
+    second = wb.queue.submit(tiny_request())
+    wb.queue.cancel(second)
+    assert wb.queue.wait(second, 5)["state"] == "cancelled"
+    wb.queue.wait(first, 60)
+    wb.queue.retry_job(second)
+    assert wb.queue.wait(second, 60)["state"] == "succeeded"
+
+
+def test_permanent_error_fails_at_once_with_reason(wb):
+    jid = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_loha_lycoris")]))
+    state = wb.queue.wait(jid, 60)
+    assert state["state"] == "failed" and state["attempts"] == 1 and "LoHa" in state["error"]
+    assert "a1111" in wb.db.read_df("SELECT error FROM jobs WHERE id=?", [jid])["error"][0]
+
+
+def test_retry_with_backoff_on_http_500_then_success(wb):
+    backend, lora_dir = shared_tiny()
+    server = FakeA1111(backend, lora_dir)
+    try:
+        server.fail_next = 500
+        jid = wb.queue.submit(tiny_request(), backend="a1111", backend_options={"url": server.url, "poll_interval": 0.05})
+        state = wb.queue.wait(jid, 60)
+        assert state["state"] == "succeeded" and state["attempts"] == 2
+        # a server that is gone: retried max_attempts times, then failed with the reason
+        server.close()
+        jid = wb.queue.submit(tiny_request(), backend="a1111", backend_options={"url": server.url, "connect_timeout": 1})
+        state = wb.queue.wait(jid, 60)
+        assert state["state"] == "failed" and state["attempts"] == 3 and "refused the connection" in state["error"]
+    finally:
+        server.close() if not server.dead else None
+
+
+def test_backend_dying_mid_job_leaves_a_failed_job_never_a_hang(wb):
+    backend, lora_dir = shared_tiny()
+    server = FakeA1111(backend, lora_dir)
+    try:
+        server.die_at_step = 2
+        jid = wb.queue.submit(tiny_request(steps=40), backend="a1111", max_attempts=1,
+                              backend_options={"url": server.url, "poll_interval": 0.05, "timeout": 30})
+        state = wb.queue.wait(jid, 60)
+        assert state["state"] == "failed" and "dropped the connection" in state["error"]
+    finally:
+        server.close()
+
+
+def test_history_rate_favorite_reuse_delete_export(wb):
+    a = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_watercolor", 0.7)], seed=11))
+    b = wb.queue.submit(tiny_request(prompt="a red fox", seed=12))
+    wb.queue.wait(a, 60), wb.queue.wait(b, 60)
+    wb.queue.flush()
+    h = wb.history
+    assert len(h.list()) == 2
+    h.rate(a, 4)
+    h.favorite(a)
+    assert list(h.list(favorites=True)["id"]) == [a]
+    assert list(h.list(min_rating=3)["id"]) == [a]
+    assert list(h.list(lora="tiny_watercolor")["id"]) == [a]
+    assert list(h.list(text="red fox")["id"]) == [b]
+    again = h.reuse(a)
+    assert again.seed == 11 and again.loras[0].name == "tiny_watercolor" and again.loras[0].unet == 0.7
+    jid = wb.queue.submit(again)
+    wb.queue.wait(jid, 60)
+    assert h.png(jid) == h.png(a)
+    import io, json, zipfile
+    z = zipfile.ZipFile(io.BytesIO(h.export_zip()))
+    manifest = json.loads(z.read("manifest.json"))
+    assert len(manifest) == 3 and all(m["file"] in z.namelist() for m in manifest)
+    path = pathlib.Path(h.get(b)["path"])
+    h.delete(b)
+    assert not path.exists() and b not in set(h.list()["id"])
+
+
+RESTART_SCRIPT = r"""
+import sys, time, torch
+torch.set_num_threads(1)
+import workbench
+from tests.fake_servers import tiny_request
+from workbench.backends.diffusers_backend import DiffusersBackend
+wb = workbench.open(sys.argv[1])
+wb.queue.set_backend("diffusers", DiffusersBackend("tiny", cache_dir=sys.argv[2]))
+first = wb.queue.submit(tiny_request(steps=500))
+second = wb.queue.submit(tiny_request(seed=99))
+deadline = time.monotonic() + 120
+while wb.queue.get(first)["step"] < 1:
+    if wb.queue.get(first)["state"] != "running" and wb.queue.get(first)["state"] != "queued" or time.monotonic() > deadline:
+        print("failed", wb.queue.get(first), flush=True)
+        sys.exit(1)
+    time.sleep(0.05)
+wb.queue.flush()
+print(first, second, flush=True)
+time.sleep(600)
+"""
+
+
+def test_kernel_restart_recovers_queued_and_interrupted_jobs(tmp_path):
+    backend, lora_dir = shared_tiny()
+    from tests import fake_servers
+    home = tmp_path / "home"
+    workbench.open(home).catalog  # create the catalog
+    proc = subprocess.Popen([sys.executable, "-c", RESTART_SCRIPT, str(home), str(fake_servers._SHARED["cache"])],
+                            stdout=subprocess.PIPE, cwd=pathlib.Path(__file__).parents[1],
+                            env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+    try:
+        line = proc.stdout.readline().decode().split()
+        assert len(line) == 2, f"the kernel process did not start its jobs: {line}"
+        first, second = line
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    wb = workbench.open(home)
+    states = dict(wb.db.read_df("SELECT id, state FROM jobs").itertuples(index=False))
+    assert states == {first: "running", second: "queued"}
+    wb.queue.set_backend("diffusers", backend)
+    wb.queue.start()
+    assert wb.queue.get(first)["error"].startswith("interrupted")
+    wb.queue.cancel(first)  # 500 steps: do not wait for it
+    assert wb.queue.wait(first, 60)["state"] == "cancelled"
+    assert wb.queue.wait(second, 60)["state"] == "succeeded"
+    wb.queue.close()

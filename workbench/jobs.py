@@ -1,0 +1,517 @@
+"""The generation queue: jobs persisted in the catalog, run by a background thread of the kernel.
+
+Why it looks like this: DuckDB allows one writer process at a time and every catalog access opens
+the file briefly (~50 ms here), so the worker thread never waits on the catalog — state changes
+go through one recorder thread that batches them into short transactions while the next image is
+computed. Live progress lives in memory (and is persisted about once a second). Jobs survive a
+kernel restart: on start, queued jobs and jobs whose owner died mid-run are claimed and requeued.
+
+With ``executor="rq"`` the thread hands jobs to RQ workers on Redis (``workbench worker``) and
+records what they return; workers never open the catalog.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import heapq
+import json
+import os
+import pathlib
+import queue as _queue
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from workbench.backends.base import (
+    GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
+)
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled")
+_ACTIVE_OWNERS: set[str] = set()  # queue owners alive in this process
+
+
+@dataclasses.dataclass
+class RetryPolicy:
+    """How often and how late to retry jobs that failed with a retryable error (server down, HTTP 5xx, timeout)."""
+
+    max_attempts: int = 3
+    base_delay: float = 2.0
+    factor: float = 2.0
+    max_delay: float = 120.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * self.factor ** max(0, attempt - 1))
+
+
+@dataclasses.dataclass
+class Job:
+    """A job as the owner sees it (live progress included)."""
+
+    id: str
+    backend: str
+    request: GenerationRequest
+    backend_options: dict
+    state: str = "queued"
+    progress: float = 0.0
+    step: int = 0
+    steps: int = 0
+    error: str | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    created_at: _dt.datetime | None = None
+    started_at: _dt.datetime | None = None
+    finished_at: _dt.datetime | None = None
+    result_id: str | None = None
+    control: JobControl | None = dataclasses.field(default=None, repr=False)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "backend": self.backend, "state": self.state, "progress": self.progress,
+                "step": self.step, "steps": self.steps, "error": self.error, "attempts": self.attempts,
+                "max_attempts": self.max_attempts, "created_at": self.created_at, "started_at": self.started_at,
+                "finished_at": self.finished_at, "result_id": self.result_id, "prompt": self.request.prompt,
+                "loras": [s.to_dict() for s in self.request.loras], "seed": self.request.seed}
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now()
+
+
+def _owner_alive(owner: str | None) -> bool:
+    """Whether the queue owner that claimed a job is still running (same host: by pid; other hosts: assume yes)."""
+    if not owner:
+        return False
+    if owner in _ACTIVE_OWNERS:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # a queue of this process that is gone (closed or crashed)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobQueue:
+    """Persisted queue of generation jobs with one worker thread (or RQ workers).
+
+    ``backend_defaults``: per backend kind, the options used to open it (``{"diffusers": {"model": "tiny"}}``).
+    ``resolver``: name -> (lora_id | None, path) for LoRAs in the catalog (usage counting, diffusers paths).
+    """
+
+    def __init__(self, db, outputs_dir: str | pathlib.Path, *, backend_defaults: dict[str, dict] | None = None,
+                 resolver: Callable[[str], tuple[int | None, str | None]] | None = None,
+                 retry: RetryPolicy | None = None, executor: str = "thread", redis_url: str | None = None,
+                 rq_queue: str = "workbench", progress_interval: float = 1.0) -> None:
+        self.db = db
+        self.outputs_dir = pathlib.Path(outputs_dir)
+        self.backend_defaults = {k: dict(v) for k, v in (backend_defaults or {}).items()}
+        self.resolver = resolver
+        self.retry = retry or RetryPolicy()
+        self.executor = executor
+        self.redis_url = redis_url
+        self.rq_queue = rq_queue
+        self.progress_interval = progress_interval
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._jobs: dict[str, Job] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._cv = threading.Condition()
+        self._writes: _queue.Queue = _queue.Queue()
+        self._backends: dict[tuple, Any] = {}
+        self._thread: threading.Thread | None = None
+        self._recorder: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.listeners: list[Callable[[Job], None]] = []
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> "JobQueue":
+        """Start the recorder and worker threads (idempotent) and recover jobs left by a dead owner."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        _ACTIVE_OWNERS.add(self.owner)
+        self._recorder = threading.Thread(target=self._record_loop, name="workbench-recorder", daemon=True)
+        self._recorder.start()
+        self.recover()
+        self._thread = threading.Thread(target=self._work_loop, name="workbench-queue", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, wait: bool = True) -> None:
+        """Stop after the current job (queued jobs stay queued in the catalog for the next start)."""
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._thread is not None and wait:
+            self._thread.join(60)
+        self.flush()
+        self._writes.put(None)
+        if self._recorder is not None and wait:
+            self._recorder.join(30)
+        _ACTIVE_OWNERS.discard(self.owner)
+
+    def recover(self) -> list[str]:
+        """Claim queued jobs and jobs interrupted by their owner's death; requeue them here."""
+        rows = self.db.read_df(
+            "SELECT id, backend, params, state, attempts, max_attempts, worker, created_at FROM jobs "
+            "WHERE state IN ('queued', 'running') ORDER BY created_at")
+        claimed = []
+        for row in rows.to_dict("records"):
+            if row["id"] in self._jobs or _owner_alive(row["worker"]):
+                continue
+            params = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
+            job = Job(id=row["id"], backend=row["backend"], request=GenerationRequest.from_dict(params["request"]),
+                      backend_options=params.get("backend_options") or {}, attempts=int(row["attempts"] or 0),
+                      max_attempts=int(row["max_attempts"] or 1), created_at=row["created_at"])
+            note = "interrupted (its kernel or worker stopped); requeued" if row["state"] == "running" else None
+            job.error = note
+            with self.db.write() as con:
+                con.execute("UPDATE jobs SET state='queued', worker=?, error=?, progress=0, updated_at=? WHERE id=?",
+                            [self.owner, note, _now(), job.id])
+            self._jobs[job.id] = job
+            self._push(job.id, 0.0)
+            claimed.append(job.id)
+        return claimed
+
+    # ---------------------------------------------------------------- public API
+    def submit(self, request: GenerationRequest, backend: str = "diffusers", *, backend_options: dict | None = None,
+               max_attempts: int | None = None) -> str:
+        """Persist a job and queue it; returns its id. Starts the worker thread if needed."""
+        job = Job(id=uuid.uuid4().hex, backend=backend, request=request,
+                  backend_options=dict(backend_options or {}),
+                  max_attempts=max_attempts if max_attempts is not None else self.retry.max_attempts,
+                  created_at=_now())
+        params = {"request": request.to_dict(), "backend_options": job.backend_options}
+        with self.db.write() as con:
+            con.execute("INSERT INTO jobs (id, backend, params, state, progress, attempts, max_attempts, worker, "
+                        "created_at, updated_at) VALUES (?, ?, ?, 'queued', 0, 0, ?, ?, ?, ?)",
+                        [job.id, backend, json.dumps(params), job.max_attempts, self.owner, job.created_at, job.created_at])
+        self._jobs[job.id] = job
+        self.start()
+        self._push(job.id, 0.0)
+        return job.id
+
+    def get(self, job_id: str) -> dict:
+        """Live state of a job of this queue, else its catalog row."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job.to_dict()
+        rows = self.db.read_df("SELECT * FROM jobs WHERE id = ?", [job_id]).to_dict("records")
+        if not rows:
+            raise KeyError(f"no job {job_id}")
+        return rows[0]
+
+    def jobs(self, states: list[str] | None = None, limit: int = 200):
+        """Jobs as a DataFrame, newest first (from the catalog, with live progress of this queue's jobs)."""
+        self.flush()
+        sql = "SELECT id, backend, state, progress, error, attempts, max_attempts, created_at, started_at, finished_at, params FROM jobs"
+        args: list = []
+        if states:
+            sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
+            args += list(states)
+        df = self.db.read_df(sql + " ORDER BY created_at DESC LIMIT ?", args + [int(limit)])
+        for i, jid in enumerate(df["id"]):
+            job = self._jobs.get(jid)
+            if job is not None and job.state == "running":
+                df.at[i, "progress"] = job.progress
+        df["prompt"] = [json.loads(p)["request"]["prompt"] if isinstance(p, str) else "" for p in df["params"]]
+        return df.drop(columns=["params"])
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued or running job; a running one has its backend interrupted."""
+        job = self._jobs.get(job_id)
+        if job is None:  # owned elsewhere: the owner sees cancel_requested
+            with self.db.write() as con:
+                con.execute("UPDATE jobs SET cancel_requested=true, updated_at=? WHERE id=? AND state IN ('queued','running')",
+                            [_now(), job_id])
+            return
+        with self._cv:
+            if job.state == "queued":
+                self._finish(job, "cancelled", "cancelled before it started")
+                return
+        if job.state == "running" and job.control is not None:
+            job.control.cancel()
+            self._write(lambda con: con.execute("UPDATE jobs SET cancel_requested=true WHERE id=?", [job_id]))
+
+    def retry_job(self, job_id: str) -> str:
+        """Queue a failed or cancelled job again (same parameters, attempts reset)."""
+        self.flush()
+        row = self.get(job_id)
+        if row["state"] not in ("failed", "cancelled"):
+            raise ValueError(f"job {job_id} is {row['state']}; only failed or cancelled jobs are retried")
+        job = self._jobs.get(job_id)
+        if job is None:
+            rows = self.db.read_df("SELECT backend, params, max_attempts FROM jobs WHERE id=?", [job_id]).to_dict("records")
+            params = json.loads(rows[0]["params"])
+            job = Job(id=job_id, backend=rows[0]["backend"], request=GenerationRequest.from_dict(params["request"]),
+                      backend_options=params.get("backend_options") or {}, max_attempts=int(rows[0]["max_attempts"]))
+            self._jobs[job_id] = job
+        job.state, job.error, job.attempts, job.progress, job.done = "queued", None, 0, 0.0, threading.Event()
+        job.finished_at = None
+        with self.db.write() as con:
+            con.execute("UPDATE jobs SET state='queued', error=NULL, attempts=0, progress=0, cancel_requested=false, "
+                        "worker=?, finished_at=NULL, updated_at=? WHERE id=?", [self.owner, _now(), job_id])
+        self.start()
+        self._push(job_id, 0.0)
+        return job_id
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict:
+        """Block until the job is final; returns its state dict. Raises TimeoutError."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise KeyError(f"job {job_id} is not owned by this queue")
+        if not job.done.wait(timeout):
+            raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
+        self.flush()
+        return job.to_dict()
+
+    def result(self, job_id: str) -> dict | None:
+        self.flush()
+        rows = self.db.read_df("SELECT * FROM results WHERE job_id = ? AND NOT deleted", [job_id]).to_dict("records")
+        return rows[0] if rows else None
+
+    def flush(self) -> None:
+        """Wait until every recorded change is committed to the catalog."""
+        if self._recorder is not None and self._recorder.is_alive():
+            self._writes.join()
+
+    # ---------------------------------------------------------------- internals
+    def _push(self, job_id: str, not_before: float) -> None:
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._heap, (not_before, self._seq, job_id))
+            self._cv.notify_all()
+
+    def _next(self) -> Job | None:
+        with self._cv:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                while self._heap and self._jobs.get(self._heap[0][2]) is not None and \
+                        self._jobs[self._heap[0][2]].state != "queued":
+                    heapq.heappop(self._heap)
+                if self._heap and self._heap[0][0] <= now:
+                    _, _, jid = heapq.heappop(self._heap)
+                    job = self._jobs.get(jid)
+                    if job is not None and job.state == "queued":
+                        job.state = "running"
+                        return job
+                    continue
+                self._cv.wait(min(1.0, self._heap[0][0] - now) if self._heap else 1.0)
+            return None
+
+    def _write(self, fn: Callable) -> None:
+        self._writes.put(fn)
+
+    def _record_loop(self) -> None:
+        while True:
+            fn = self._writes.get()
+            batch = [fn]
+            while True:
+                try:
+                    batch.append(self._writes.get_nowait())
+                except _queue.Empty:
+                    break
+            stop = any(f is None for f in batch)
+            todo = [f for f in batch if f is not None]
+            try:
+                if todo:
+                    for attempt in range(5):
+                        try:
+                            with self.db.write() as con:
+                                for f in todo:
+                                    f(con)
+                            break
+                        except Exception:
+                            if attempt == 4:
+                                raise
+                            time.sleep(0.2 * (attempt + 1))
+            except Exception as exc:  # never lose the thread; the job rows stay 'running' and get recovered
+                import logging
+                logging.getLogger(__name__).exception("recording job state failed: %s", exc)
+            finally:
+                for _ in batch:
+                    self._writes.task_done()
+            if stop:
+                return
+
+    def _notify(self, job: Job) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(job)
+            except Exception:
+                pass
+
+    def _work_loop(self) -> None:
+        watcher = threading.Thread(target=self._watch_cancel_requests, name="workbench-cancel-watch", daemon=True)
+        watcher.start()
+        while not self._stop.is_set():
+            job = self._next()
+            if job is None:
+                return
+            self._run(job)
+
+    def _watch_cancel_requests(self) -> None:
+        """Cancels requested from another process arrive through the catalog."""
+        while not self._stop.wait(1.0):
+            running = [j for j in self._jobs.values() if j.state == "running" and j.control is not None]
+            if not running:
+                continue
+            try:
+                rows = self.db.read_df(
+                    f"SELECT id FROM jobs WHERE cancel_requested AND id IN ({', '.join('?' for _ in running)})",
+                    [j.id for j in running])
+            except Exception:
+                continue
+            for jid in rows["id"]:
+                job = self._jobs.get(jid)
+                if job is not None and job.control is not None:
+                    job.control.cancel()
+
+    def _run(self, job: Job) -> None:
+        job.attempts += 1
+        job.started_at = _now()
+        job.error = None
+        last_saved = [0.0]
+
+        def on_progress(control: JobControl) -> None:
+            job.progress, job.step, job.steps = control.progress, control.step, control.steps
+            self._notify(job)
+            if time.monotonic() - last_saved[0] >= self.progress_interval:
+                last_saved[0] = time.monotonic()
+                p = job.progress
+                self._write(lambda con: con.execute("UPDATE jobs SET progress=?, updated_at=? WHERE id=? AND state='running'",
+                                                    [p, _now(), job.id]))
+
+        job.control = JobControl(on_progress=on_progress)
+        started, attempts = job.started_at, job.attempts
+        self._write(lambda con: con.execute(
+            "UPDATE jobs SET state='running', attempts=?, started_at=?, updated_at=?, worker=? WHERE id=?",
+            [attempts, started, started, self.owner, job.id]))
+        self._notify(job)
+        try:
+            request = self._resolve_paths(job)
+            if self.executor == "rq":
+                from workbench.rq_jobs import run_via_rq
+                result = run_via_rq(self, job, request)
+            else:
+                result = self._backend(job.backend, job.backend_options).submit(request, job.control)
+        except JobCancelledError as exc:
+            self._finish(job, "cancelled", str(exc))
+            return
+        except GenerationError as exc:
+            if exc.retryable and job.attempts < job.max_attempts and not job.control.cancelled:
+                self._requeue(job, str(exc))
+            else:
+                self._finish(job, "failed", str(exc))
+            return
+        except Exception as exc:  # a bug or an unexpected library error: fail with the reason, never hang
+            self._finish(job, "failed", f"{type(exc).__name__}: {exc}")
+            return
+        self._record_result(job, result)
+
+    def _requeue(self, job: Job, error: str) -> None:
+        delay = self.retry.delay(job.attempts)
+        job.state, job.error, job.control = "queued", f"attempt {job.attempts} failed: {error}; retrying in {delay:.0f} s", None
+        err, when = job.error, _now() + _dt.timedelta(seconds=delay)
+        self._write(lambda con: con.execute("UPDATE jobs SET state='queued', error=?, next_attempt_at=?, updated_at=? WHERE id=?",
+                                            [err, when, _now(), job.id]))
+        self._notify(job)
+        self._push(job.id, time.monotonic() + delay)
+
+    def _finish(self, job: Job, state: str, error: str | None) -> None:
+        job.state, job.error, job.finished_at = state, error, _now()
+        job.control = None
+        fin = job.finished_at
+        self._write(lambda con: con.execute(
+            "UPDATE jobs SET state=?, error=?, finished_at=?, updated_at=? WHERE id=?", [state, error, fin, fin, job.id]))
+        job.done.set()
+        self._notify(job)
+
+    def _record_result(self, job: Job, result: GenerationResult) -> None:
+        day = _dt.date.today().isoformat()
+        folder = self.outputs_dir / day
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{job.id}.png"
+        path.write_bytes(result.png)
+        result_id = job.id
+        params = {**result.params, "backend": job.backend, "backend_options": job.backend_options,
+                  "lora_hashes": result.lora_hashes, "elapsed_s": round(result.elapsed_s, 4)}
+        usage = []
+        for spec in job.request.loras:
+            lora_id = self.resolver(spec.name)[0] if self.resolver else None
+            usage.append((lora_id, spec.unet))
+        fin = _now()
+        job.state, job.progress, job.finished_at, job.result_id, job.control = "succeeded", 1.0, fin, result_id, None
+
+        def write(con) -> None:
+            con.execute("INSERT OR REPLACE INTO results (id, job_id, path, params, infotext, seed, width, height, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [result_id, job.id, str(path), json.dumps(params), result.infotext, result.seed, result.width,
+                         result.height, fin])
+            con.execute("UPDATE jobs SET state='succeeded', progress=1, error=NULL, finished_at=?, updated_at=? WHERE id=?",
+                        [fin, fin, job.id])
+            for lora_id, weight in usage:
+                if lora_id is not None:
+                    con.execute("INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', ?, ?)",
+                                [lora_id, job.id, weight])
+
+        self._write(write)
+        job.done.set()
+        self._notify(job)
+
+    def _resolve_paths(self, job: Job) -> GenerationRequest:
+        """For in-process diffusers: pin catalog paths of the stack's LoRAs (workers share the filesystem)."""
+        if job.backend != "diffusers" or self.resolver is None:
+            return job.request
+        loras = []
+        for spec in job.request.loras:
+            path = spec.path or self.resolver(spec.name)[1]
+            loras.append(dataclasses.replace(spec, path=path) if path else spec)
+        return dataclasses.replace(job.request, loras=loras)
+
+    def set_backend(self, kind: str, backend) -> None:
+        """Use an already-open backend for jobs of this kind submitted without options (e.g. a loaded pipeline)."""
+        merged = self.backend_defaults.get(kind, {})
+        self._backends[(kind, json.dumps(merged, sort_keys=True, default=str))] = backend
+
+    def backend(self, kind: str, options: dict | None = None):
+        """The (cached) backend instance this queue uses for a kind + options."""
+        return self._backend(kind, options or {})
+
+    def _backend(self, kind: str, options: dict):
+        merged = {**self.backend_defaults.get(kind, {}), **options}
+        key = (kind, json.dumps(merged, sort_keys=True, default=str))
+        if key not in self._backends:
+            from workbench.backends import open_backend
+            self._backends[key] = open_backend(kind, **merged)
+        return self._backends[key]
+
+
+def catalog_resolver(db, ttl: float = 5.0) -> Callable[[str], tuple[int | None, str | None]]:
+    """name (display name, file stem or file name) -> (lora_id, path) from the catalog, briefly cached."""
+    cache: dict[str, tuple[float, tuple[int | None, str | None]]] = {}
+
+    def resolve(name: str) -> tuple[int | None, str | None]:
+        hit = cache.get(name)
+        if hit and time.monotonic() - hit[0] < ttl:
+            return hit[1]
+        rows = db.read_df(
+            "SELECT id, path FROM lora_view WHERE NOT missing AND (name = ? OR file_name = ? OR file_name = ? || '.safetensors' "
+            "OR regexp_replace(file_name, '\\.[^.]*$', '') = ?) ORDER BY (name = ?) DESC, id LIMIT 1",
+            [name, name, name, name, name]).to_dict("records")
+        value = (int(rows[0]["id"]), rows[0]["path"] or None) if rows else (None, None)
+        cache[name] = (time.monotonic(), value)
+        return value
+
+    return resolve
