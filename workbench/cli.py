@@ -167,7 +167,93 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]
+    # [generation helper] generate, worker
+    _add_generation_commands(sub)
+    # [/generation helper]
     return parser
+
+
+# [generation helper]
+def _cmd_generate(args: argparse.Namespace) -> int:
+    """Run one job through the queue and write its PNG."""
+    import shutil
+
+    from workbench.backends.base import GenerationRequest, LoraSpec
+    from workbench.prompt_syntax import A1111, parse_prompt
+
+    text, stack = parse_prompt(args.prompt, A1111)
+    for item in args.lora or []:
+        name, _, rest = item.partition(":")
+        weights = [float(x) for x in rest.split(":") if x] or [1.0]
+        stack = [s for s in stack if s.name != name] + [LoraSpec(name, weights[0], weights[1] if len(weights) > 1 else None)]
+    width, _, height = args.size.lower().partition("x")
+    request = GenerationRequest(prompt=text, negative_prompt=args.negative or "", loras=stack, seed=args.seed,
+                                steps=args.steps, cfg_scale=args.cfg, width=int(width), height=int(height or width),
+                                sampler=args.sampler)
+    wb = _open(args)
+    options: dict = {}
+    if args.backend == "diffusers":
+        options = {"model": args.model or "tiny"}
+    else:
+        if not args.url:
+            raise ValueError(f"--backend {args.backend} needs --url")
+        options = {"url": args.url}
+        if args.model:
+            options["model"] = args.model
+    queue = wb.queue
+    job_id = queue.submit(request, args.backend, backend_options=options, max_attempts=1)
+    try:
+        state = queue.wait(job_id, timeout=args.timeout)
+    finally:
+        queue.close()
+    if state["state"] != "succeeded":
+        print(f"workbench generate: job {job_id} {state['state']}: {state['error']}", file=sys.stderr)
+        return 1
+    result = queue.result(job_id)
+    shutil.copyfile(result["path"], args.out)
+    print(result["infotext"])
+    if args.backend == "diffusers" and (args.model or "tiny") == "tiny":
+        print("(tiny pipeline with RANDOM WEIGHTS: the image is noise-like and carries no meaning)")
+    print(f"wrote {args.out} (job {job_id})")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """Serve generation jobs from Redis (RQ); results go back to the catalog's owner, never to DuckDB here."""
+    from workbench.rq_jobs import run_worker
+
+    defaults = {"diffusers": {"model": args.model, "cache_dir": args.cache_dir,
+                              "lora_dirs": args.lora_dir or []}}
+    return run_worker(args.redis, args.queue or ["workbench"], burst=args.burst, backend_defaults=defaults)
+
+
+def _add_generation_commands(sub) -> None:
+    p = sub.add_parser("generate", help="generate one image through the queue and write the PNG")
+    _add_home(p)
+    p.add_argument("--backend", choices=["diffusers", "a1111", "comfyui"], default="diffusers")
+    p.add_argument("--model", help="diffusers folder or checkpoint, or 'tiny' (random weights); a1111/comfyui: checkpoint name")
+    p.add_argument("--url", help="server URL for a1111/comfyui")
+    p.add_argument("--prompt", required=True, help="prompt text; <lora:NAME:W> tags are honoured (A1111 dialect)")
+    p.add_argument("--negative", default="")
+    p.add_argument("--lora", action="append", metavar="NAME:WEIGHT[:TE]", help="add a LoRA (repeatable)")
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=7.0)
+    p.add_argument("--sampler", default="Euler")
+    p.add_argument("--size", default="512x512", help="WxH")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("worker", help="run an RQ generation worker on Redis (for several GPU machines)")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--queue", action="append", help="RQ queue name(s) (default: workbench)")
+    p.add_argument("--model", default="tiny", help="default diffusers model for jobs that name none")
+    p.add_argument("--cache-dir", default=None, help="where the tiny pipeline is built")
+    p.add_argument("--lora-dir", action="append", help="folders to resolve LoRA names in")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=_cmd_worker)
+# [/generation helper]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

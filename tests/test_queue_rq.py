@@ -1,0 +1,110 @@
+"""RQ workers on a real redis-server; the CLI's generate command. redis-server missing = FAIL (never skip)."""
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import workbench
+from tests import fake_servers
+from tests.fake_servers import shared_tiny, tiny_request
+from workbench import infotext
+from workbench.backends import LoraSpec
+from workbench.jobs import JobQueue, RetryPolicy
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is required for the RQ tests (apt-get install -y redis-server)"
+    port = _free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _start_worker(redis_url, lora_dir):
+    return subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--redis", redis_url, "--model", "tiny",
+                             "--cache-dir", str(fake_servers._SHARED["cache"]), "--lora-dir", str(lora_dir)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_rq_worker_returns_results_to_the_owner_and_dies_visibly(redis_url, tmp_path):
+    backend, lora_dir = shared_tiny()
+    wb = workbench.open(tmp_path / "home")
+    queue = JobQueue(wb.db, wb.home / "outputs", executor="rq", redis_url=redis_url, retry=RetryPolicy(max_attempts=1))
+    worker = _start_worker(redis_url, lora_dir)
+    try:
+        req = tiny_request(loras=[LoraSpec("tiny_watercolor", 0.6)])
+        jid = queue.submit(req)
+        state = queue.wait(jid, timeout=120)
+        assert state["state"] == "succeeded", state
+        png = pathlib.Path(queue.result(jid)["path"]).read_bytes()
+        assert png == backend.submit(req).png  # same bytes as in-process
+        assert "tiny_watercolor" in infotext.read_infotext(png)
+
+        # cancel reaches the worker's backend
+        jid = queue.submit(tiny_request(steps=400))
+        deadline = time.monotonic() + 60
+        while queue.get(jid)["step"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        queue.cancel(jid)
+        state = queue.wait(jid, timeout=60)
+        assert state["state"] == "cancelled" and state["step"] < 400
+
+        # a killed worker leaves a failed job with its reason, never a hang
+        jid = queue.submit(tiny_request(steps=400))
+        deadline = time.monotonic() + 60
+        while queue.get(jid)["step"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        state = queue.wait(jid, timeout=60)
+        assert state["state"] == "failed" and "stopped mid-job" in state["error"]
+        row = wb.db.read_df("SELECT state, error FROM jobs WHERE id=?", [jid]).iloc[0]
+        assert row["state"] == "failed" and "no heartbeat" in row["error"]
+    finally:
+        queue.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+
+
+def test_cli_generate_writes_png_with_infotext(tmp_path):
+    backend, lora_dir = shared_tiny()
+    home = tmp_path / "home"
+    workbench.open(home).scan([lora_dir], progress=False, workers=1)
+    out = tmp_path / "out.png"
+    env = {**ENV}
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "generate", "--home", str(home), "--backend", "diffusers",
+                           "--model", "tiny", "--prompt", "a lighthouse at dusk", "--lora", "tiny_watercolor:0.6",
+                           "--seed", "7", "--steps", "4", "--size", "64x64", "--sampler", "DDIM", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "RANDOM WEIGHTS" in proc.stdout
+    # the same request in-process gives the same bytes (the CLI resolved the LoRA from the catalog)
+    assert out.read_bytes() == backend.submit(tiny_request(loras=[LoraSpec("tiny_watercolor", 0.6)])).png
