@@ -140,3 +140,19 @@ def test_scan_cli_and_parallel_pool(home: Path, tmp_path: Path) -> None:
     assert len(frame) == 12 and frame["sha256"].notna().all()
     assert sorted(frame["base_model"].value_counts().to_dict().items()) == [("SD1", 6), ("SDXL", 6)]
     assert main(["scan", str(tmp_path / "nope"), "--home", str(home), "-q"]) == 2
+
+
+def test_two_processes_scanning_at_once_make_no_duplicates(home: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    lib = tmp_path / "lib"
+    for i in range(30):
+        write_kohya_lora(lib / f"l{i}.safetensors", seed=i)
+    workbench.open(home)
+    code = f"import workbench; workbench.open({str(home)!r}).scan([{str(lib)!r}], progress=False)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    frame = workbench.open(home).catalog.query()
+    assert len(frame) == 30 and frame["path"].is_unique

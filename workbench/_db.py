@@ -50,11 +50,12 @@ class Database:
 
     # -- locking -----------------------------------------------------------------------
     @contextmanager
-    def _file_lock(self, exclusive: bool) -> Iterator[None]:
+    def _file_lock(self, exclusive: bool, path: Path | None = None, timeout: float | None = None) -> Iterator[None]:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path or self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        timeout = self.timeout if timeout is None else timeout
         try:
-            deadline = time.monotonic() + self.timeout
+            deadline = time.monotonic() + timeout
             delay = 0.002
             while True:
                 try:
@@ -63,7 +64,7 @@ class Database:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise CatalogBusyError(
-                            f"the catalog {self.path} stayed locked by another process for {self.timeout:.0f} s"
+                            f"{path or self.path} stayed locked by another process for {timeout:.0f} s"
                         ) from None
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 1.6, 0.05)
@@ -130,6 +131,12 @@ class Database:
             finally:
                 self._held.con, self._held.writable = None, False
                 con.close()
+
+    @contextmanager
+    def task_lock(self, name: str, timeout: float = 3600.0) -> Iterator[None]:
+        """Serialise a long task (a scan) across processes without blocking catalog reads/writes."""
+        with self._file_lock(exclusive=True, path=self.path.with_name(f"{name}.lock"), timeout=timeout):
+            yield
 
     def read_df(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> pd.DataFrame:
         """Run a read query from core code (never from a browser) and return a DataFrame."""

@@ -36,7 +36,7 @@ CONTRACT_COLUMNS = (
 )
 
 SORT_KEYS = {
-    "name": "lower(name)",
+    "name": "_name_lower",
     "added": "added_at",
     "modified": "mtime",
     "size": "size_bytes",
@@ -44,7 +44,7 @@ SORT_KEYS = {
     "usage": "usage_count",
     "rank": "rank",
     "base_model": "base_model",
-    "random": "hash(id + {seed})",
+    "random": "hash(lora_view.id + {seed})",
     "relevance": "_relevance",
 }
 
@@ -148,10 +148,22 @@ class Catalog:
                     lower(concat_ws(' ', name, file_name, array_to_string(trigger_words, ' '),
                                     array_to_string(tags, ' '), description, creator, folder)) AS _haystack,
                     lower(concat_ws(' ', name, array_to_string(trigger_words, ' '), array_to_string(tags, ' '))) AS _short,
-                    list_transform(tags, lambda t: lower(t)) AS _tags_lower
+                    list_transform(tags, lambda t: lower(t)) AS _tags_lower,
+                    lower(name) AS _name_lower
                 FROM _fresh
                 """
             )
+            # Distinct words of names/triggers/tags: fuzzy search compares query words with these
+            # few thousand words instead of with every row's word list.
+            self._mem.execute(
+                """
+                CREATE OR REPLACE TABLE _word_index AS
+                SELECT DISTINCT id, word FROM (
+                    SELECT id, unnest(regexp_split_to_array(_short, '[^a-z0-9]+')) AS word FROM lora_view
+                ) WHERE length(word) > 1
+                """
+            )
+            self._mem.execute("CREATE OR REPLACE TABLE _words AS SELECT DISTINCT word FROM _word_index")
             self._mem.unregister("_fresh")
             self._snapshot_stamp = stamp
 
@@ -185,18 +197,10 @@ class Catalog:
             joined = " ".join(tokens)
             rel_params = [joined, joined, joined]
         elif tokens:
-            # Fuzzy: every query token must be close (Jaro-Winkler) to some word of name/triggers/tags.
-            parts = []
-            for token in tokens:
-                parts.append(
-                    "greatest(list_max(list_transform(regexp_split_to_array(_short, '[^a-z0-9]+'), lambda w: jaro_winkler_similarity(w, ?))), "
-                    "CASE WHEN contains(_haystack, ?) THEN 1.0 ELSE 0.0 END)"
-                )
-                params.extend([token, token])
-            score = " + ".join(parts)
-            clauses.append(f"(({score}) / {len(tokens)}) >= {_FUZZY_THRESHOLD}")
-            relevance = f"(({score}) / {len(tokens)})"
-            rel_params = [p for token in tokens for p in (token, token)]
+            # Fuzzy: every query word must be close (Jaro-Winkler) to a word of name/triggers/tags,
+            # or appear verbatim anywhere; rows are scored by the mean closeness.
+            clauses.append("_fz.id IS NOT NULL")
+            relevance = "_fz.score"
         if tags_all:
             clauses.append("list_has_all(_tags_lower, ?)")
             params.append([t.lower() for t in tags_all])
@@ -218,7 +222,7 @@ class Catalog:
         if errors is not None:
             clauses.append("error IS NOT NULL" if errors else "error IS NULL")
         if ids is not None:
-            clauses.append("list_contains(?, id)")
+            clauses.append("list_contains(?, lora_view.id)")
             params.append([int(i) for i in ids])
         where = " AND ".join(clauses) if clauses else "true"
         return where, params, relevance, rel_params
@@ -257,21 +261,58 @@ class Catalog:
         )
         order = SORT_KEYS[sort].format(seed=int(seed))
         direction = "DESC" if descending or sort == "relevance" else "ASC"
-        sql = (
-            f"SELECT * EXCLUDE (_haystack, _short, _tags_lower), {relevance} AS _relevance FROM lora_view "
-            f"WHERE {where} ORDER BY {order} {direction} NULLS LAST, lower(name), id"
+        # Two steps: order and page the ids (narrow), then fetch the wide rows of that page only.
+        id_sql = (
+            f"SELECT lora_view.id, {relevance} AS _relevance FROM lora_view{_fuzzy_join(text, fuzzy)} WHERE {where} "
+            f"ORDER BY {order} {direction} NULLS LAST, _name_lower, lora_view.id"
         )
-        all_params = rel_params + params
+        id_params = rel_params + params
         if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            all_params += [limit, offset]
+            id_sql += " LIMIT ? OFFSET ?"
+            id_params += [limit, offset]
         elif offset:
-            sql += " OFFSET ?"
-            all_params.append(offset)
+            id_sql += " OFFSET ?"
+            id_params.append(offset)
         self.refresh()
         with self._mem_lock:
-            frame = self._mem.execute(sql, all_params).df()
-        return frame.drop(columns=["_relevance"]) if sort != "relevance" else frame.rename(columns={"_relevance": "relevance"})
+            self._prepare_fuzzy(text if fuzzy else None)
+            ordered = self._mem.execute(id_sql, id_params).fetchall()
+            ids_page = [row[0] for row in ordered]
+            frame = self._mem.execute(
+                "SELECT * EXCLUDE (_haystack, _short, _tags_lower, _name_lower) FROM lora_view "
+                "WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                [ids_page],
+            ).df()
+        if len(frame):
+            frame = frame.set_index("id", drop=False).loc[ids_page].reset_index(drop=True)
+        if sort == "relevance":
+            frame["relevance"] = [row[1] for row in ordered]
+        return frame
+
+    def _prepare_fuzzy(self, text: str | None) -> None:
+        """Fill the temp table `_fuzzy(id, score)` for a fuzzy text query (caller holds _mem_lock)."""
+        if not text:
+            return
+        tokens = [t for t in text.lower().split() if t][:8]
+        self._mem.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _fuzzy AS
+            WITH tok AS (SELECT unnest(?::VARCHAR[]) AS t),
+            close_words AS (
+                SELECT t, word, jaro_winkler_similarity(word, t) AS s FROM tok, _words
+                WHERE jaro_winkler_similarity(word, t) >= {_FUZZY_THRESHOLD - 0.1}
+            ),
+            per_token AS (
+                SELECT w.id, c.t, max(c.s) AS s FROM close_words c JOIN _word_index w ON w.word = c.word GROUP BY ALL
+                UNION ALL
+                SELECT v.id, tok.t, 1.0 FROM lora_view v, tok WHERE contains(v._haystack, tok.t)
+            ),
+            best AS (SELECT id, t, max(s) AS s FROM per_token GROUP BY ALL)
+            SELECT id, sum(s) / {len(tokens)} AS score FROM best GROUP BY id
+            HAVING count(*) = {len(tokens)} AND sum(s) / {len(tokens)} >= {_FUZZY_THRESHOLD}
+            """,
+            [tokens],
+        )
 
     def count(self, **filters: Any) -> int:
         """How many LoRAs match the same filters `query` takes."""
@@ -279,7 +320,9 @@ class Catalog:
         where, params, _, _ = self._where(**filters)
         self.refresh()
         with self._mem_lock:
-            return int(self._mem.execute(f"SELECT count(*) FROM lora_view WHERE {where}", params).fetchall()[0][0])
+            self._prepare_fuzzy(filters.get("text") if filters.get("fuzzy") else None)
+            join = _fuzzy_join(filters.get("text"), bool(filters.get("fuzzy")))
+            return int(self._mem.execute(f"SELECT count(*) FROM lora_view{join} WHERE {where}", params).fetchall()[0][0])
 
     def facets(self) -> dict[str, list[tuple[str, int]]]:
         """Values with counts for the filter widgets: base models, formats, network types, folders, tags."""
@@ -460,6 +503,10 @@ class Catalog:
 
 
 _USER_COLUMNS = (*USER_FIELDS, "removed")
+
+
+def _fuzzy_join(text: str | None, fuzzy: bool) -> str:
+    return " LEFT JOIN _fuzzy _fz ON _fz.id = lora_view.id" if fuzzy and text and text.split() else ""
 
 
 def _user_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,14 @@ _REPORT = "report.ipynb"
 
 
 def report_notebook() -> Path:
-    """The report notebook shipped in the repository's notebooks/ folder."""
-    candidates = [Path(__file__).resolve().parents[1] / "notebooks" / _REPORT, Path.cwd() / "notebooks" / _REPORT]
+    """The report notebook: installed as `workbench.notebooks`, else the checkout's notebooks/ folder."""
+    from importlib import resources
+
+    candidates = [Path(__file__).resolve().parents[1] / "notebooks" / _REPORT]
+    try:
+        candidates.insert(0, Path(str(resources.files("workbench.notebooks") / _REPORT)))
+    except (ModuleNotFoundError, TypeError):
+        pass
     for path in candidates:
         if path.is_file():
             return path

@@ -304,7 +304,10 @@ def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
             con.unregister("_batch")
         if len(without_ids):
             con.register("_batch", without_ids)
-            con.execute(f"INSERT INTO loras ({', '.join(cols_no_id)}) SELECT {_select_list(cols_no_id)} FROM _batch")
+            con.execute(
+                f"INSERT INTO loras ({', '.join(cols_no_id)}) SELECT {_select_list(cols_no_id)} FROM _batch "
+                "WHERE path NOT IN (SELECT path FROM loras WHERE origin = 'scan')"
+            )
             con.unregister("_batch")
 
 
@@ -340,6 +343,13 @@ def scan(db: Database, roots: Sequence[Path], *, workers: int | None = None, pro
     report = ScanReport(roots=[str(r) for r in resolved])
     if not resolved:
         raise ValueError("no library roots given (pass folders to scan)")
+    with db.task_lock("scan"):  # a second kernel scanning at once waits, then finds nothing to do
+        _scan_locked(db, resolved, report, workers, progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers: int | None, progress: bool) -> None:
     found = walk_roots(resolved, report.skipped_dirs)
     report.seen = len(found)
     existing = _existing_rows(db)
@@ -410,8 +420,6 @@ def scan(db: Database, roots: Sequence[Path], *, workers: int | None = None, pro
             _write_records(db, batch)
             batch = []
     _write_records(db, batch)
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
