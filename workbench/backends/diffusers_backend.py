@@ -106,6 +106,12 @@ def pipeline_family(pipe, folder: pathlib.Path | None = None) -> str | None:
     return lora_files._CTX_FAMILY.get(ctx) if isinstance(ctx, int) else None
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
@@ -117,7 +123,7 @@ class DiffusersBackend:
 
     def __init__(self, model: str | pathlib.Path = "tiny", *, lora_dirs: list[pathlib.Path] | None = None,
                  resolver: Callable[[str], pathlib.Path] | None = None, cache_dir: str | pathlib.Path | None = None,
-                 max_adapters: int = 8, device: str | None = None, pipeline=None) -> None:
+                 max_adapters: int = 8, device: str | None = None, pipeline=None, num_threads: int | None = None) -> None:
         self.model = str(model)
         self.lora_dirs = [pathlib.Path(d) for d in (lora_dirs or [])]
         self.resolver = resolver
@@ -132,6 +138,9 @@ class DiffusersBackend:
         self._schedulers: dict[str, object] = {}
         self._has_te: dict[str, bool] = {}
         self.random_weights = self.model == "tiny"
+        # torch's intra-op thread count is per OS thread (OpenMP): a queue worker thread would otherwise use
+        # every core. Remember the creating thread's setting (tests/CI set 1) and apply it where jobs run.
+        self.num_threads = num_threads or _torch_threads()
 
     # ---------------------------------------------------------------- pipeline
     @property
@@ -256,6 +265,8 @@ class DiffusersBackend:
 
         control = control or JobControl()
         t0 = time.perf_counter()
+        if torch.get_num_threads() != self.num_threads:
+            torch.set_num_threads(self.num_threads)
         with self._lock:
             control.raise_if_cancelled()
             pipe = self.pipe
