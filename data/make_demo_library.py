@@ -38,7 +38,7 @@ from benchmarks.synthetic_library import (  # noqa: E402
 )
 
 MANIFEST_NAME = ".demo-manifest.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 EPOCH = 1_704_067_200          # 2024-01-01T00:00:00Z: file times are spread from here, one day apart
 
 # --------------------------------------------------------------------------------------------
@@ -627,7 +627,7 @@ def _write_entry(dest: Path, idx: int, e: Entry, hostile: bool) -> ManifestItem:
         _touch(p, ts)
         preview_rel = p.relative_to(dest).as_posix()
     _write_sidecars(lora, e, sidecars, rng, data, rel, ts, preview_rel)
-    for side in lora.parent.glob(glob_escape(lora.stem) + ".*"):
+    for side in lora.parent.glob(_glob_escape(lora.stem) + ".*"):
         _touch(side, ts)
     return ManifestItem(path=rel, title=e.title, base_model=base, key_layout=LAYOUT_OF_FAMILY[e.family],
                         network_type=e.network_type, rank=e.rank, alpha=alpha if kohya else None,
@@ -635,7 +635,7 @@ def _write_entry(dest: Path, idx: int, e: Entry, hostile: bool) -> ManifestItem:
                         sidecars=list(sidecars), preview=preview, hostile=hostile, module_filter=mfilter)
 
 
-def glob_escape(s: str) -> str:
+def _glob_escape(s: str) -> str:
     import glob
     return glob.escape(s)
 
@@ -710,7 +710,8 @@ def build_demo_library(dest: Path | str, force: bool = False, quiet: bool = Fals
         items.append(ManifestItem(path=rel, title=src.title, base_model=src.base_model, key_layout=src.key_layout,
                                   network_type=src.network_type, rank=src.rank, alpha=src.alpha,
                                   triggers=src.triggers, tags=src.tags, duplicate_of=src.path,
-                                  module_filter=src.module_filter))
+                                  module_filter=src.module_filter,
+                                  preview=src.preview if src.preview in ("ssmd_cover", "modelspec_thumbnail") else None))
     # A download cut short: the header claims more JSON than the file holds.
     broken = dest / MALFORMED
     broken.parent.mkdir(parents=True, exist_ok=True)

@@ -243,6 +243,14 @@ def test_inspect_lora_finds_the_intended_facts(demo):
         want = {k: it[k] for k in ("key_layout", "network_type", "rank")}
         if not it["tiny"]:
             got["base_model"], want["base_model"] = row.get("base_model"), it["base_model"]
+        preview, embedded = row.get("preview_path"), bool(row.get("preview_embedded"))
+        if it["preview"] in ("ssmd_cover", "modelspec_thumbnail"):
+            got["preview"], want["preview"] = embedded, True
+        elif it["preview"]:
+            got["preview"] = (Path(preview).name if preview else None, embedded)
+            want["preview"] = (f"{Path(it['path']).stem}.{it['preview']}", False)
+        else:
+            got["preview"], want["preview"] = (preview, embedded), (None, False)
         if got != want:
             wrong.append((it["path"], want, got))
     assert not wrong, wrong
