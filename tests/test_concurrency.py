@@ -65,7 +65,7 @@ def test_four_processes_read_and_write_for_twenty_seconds(home: Path, tmp_path: 
         results.append(json.loads(out.strip().splitlines()[-1]))
     assert time.monotonic() - started >= 20
     written = [(lora_id, tag) for r in results for lora_id, tag in r["written"]]
-    assert len(written) >= 40, "the processes barely got to write"
+    assert len(written) >= 16, "the processes barely got to write"
     assert results[0]["scans"] >= 1
     # every tag any process wrote is still there: no lost update
     frame = wb.catalog.query()

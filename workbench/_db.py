@@ -30,6 +30,11 @@ class CatalogBusyError(RuntimeError):
 _LOCK_ERROR_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked", "different configuration")
 
 
+# Every operation opens the file anew, so opening must be cheap: no extension autoloading
+# (JSON is built in), and a small thread pool (catalog transactions are small).
+_CONNECT_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False, "threads": 2}
+
+
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc)
     return any(marker in text for marker in _LOCK_ERROR_MARKERS)
@@ -77,7 +82,7 @@ class Database:
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only, config=_CONNECT_CONFIG)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     if _is_lock_error(exc):
