@@ -57,6 +57,22 @@ class Workbench:
 
         return hash_in_background(self.db)
 
+    # recommend
+    @property
+    def recommend(self) -> Any:
+        """Recommendations (`workbench.recommend.Recommender`): similar, for_prompt, by_trigger, feedback."""
+        if getattr(self, "_recommend", None) is None:
+            from workbench.recommend import Recommender
+
+            self._recommend = Recommender(self)
+        return self._recommend
+
+    def import_civitai(self, path: str | os.PathLike[str], *, progress: bool = True) -> Any:
+        """Add catalog entries from a Civitai /api/v1/models export (.json, .jsonl, .jsonl.gz)."""
+        from workbench.civitai_import import import_civitai
+
+        return import_civitai(self.db, path, progress=progress)
+
     # generation
     @property
     def queue(self) -> Any:
