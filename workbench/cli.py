@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     # [generation helper] generate, worker
     _add_generation_commands(sub)
     # [/generation helper]
+    # [recommend helper] recommend, import-civitai
+    _add_recommend_commands(sub)
+    # [/recommend helper]
     return parser
 
 
@@ -254,6 +257,59 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=_cmd_worker)
 # [/generation helper]
+
+
+# [recommend helper]
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    """Print recommendations for a prompt, a LoRA id or trigger text."""
+    rec = _open(args).recommend
+    if args.prompt is not None:
+        df = rec.for_prompt(args.prompt, k=args.k, base_model=args.base_model)
+    elif args.similar is not None:
+        try:
+            df = rec.similar(args.similar, k=args.k)
+        except LookupError as exc:  # unknown id or not embedded
+            print(f"workbench recommend: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 2
+    else:
+        df = rec.by_trigger(args.trigger, k=args.k, base_model=args.base_model)
+    cols = ["id", "name", "base_model", "score", "reason"]
+    if args.format == "jsonl":
+        for row in df[[*cols, "score_semantic", "score_trigger", "score_lexical", "score_popularity",
+                       "score_feedback", "trigger_words", "civitai_model_id", "path"]].to_dict("records"):
+            print(json.dumps(row, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v), ensure_ascii=False))
+    elif df.empty:
+        print("no recommendations")
+    else:
+        with __import__("pandas").option_context("display.max_colwidth", 60, "display.width", 200):
+            print(df[cols].assign(score=df["score"].round(3)).to_string(index=False))
+    return 0
+
+
+def _cmd_import_civitai(args: argparse.Namespace) -> int:
+    """Add catalog entries from Civitai /api/v1/models items."""
+    print(_open(args).import_civitai(args.file, progress=not args.quiet))
+    return 0
+
+
+def _add_recommend_commands(sub: Any) -> None:
+    p = sub.add_parser("recommend", help="recommend LoRAs for a prompt, like a LoRA, or by trigger words")
+    _add_home(p)
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--prompt", help="prompt text (<lora:...> tags are ignored)")
+    q.add_argument("--similar", type=int, metavar="ID", help="catalog id of a LoRA")
+    q.add_argument("--trigger", help="trigger words to look up")
+    p.add_argument("-k", type=int, default=10, help="how many (default 10)")
+    p.add_argument("--base-model", help="only LoRAs compatible with this base model (SD1, SDXL, ...)")
+    p.add_argument("--format", choices=["table", "jsonl"], default="table")
+    p.set_defaults(func=_cmd_recommend)
+
+    p = sub.add_parser("import-civitai", help="add catalog entries from a Civitai /api/v1/models export")
+    p.add_argument("file", help=".json, .jsonl or .jsonl.gz file of model items")
+    _add_home(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_import_civitai)
+# [/recommend helper]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
