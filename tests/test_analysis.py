@@ -168,3 +168,13 @@ def test_structure_cache_gives_identical_results(tmp_path):
         assert row1[key] == row2[key], key
     assert row1["name"] == "one" and row2["name"] == "two"
     assert row2["tag_frequency"] == {"c": 23}
+
+
+def test_alpha_read_beyond_the_first_read(tmp_path):
+    """A header over 256 KiB puts the alpha scalars outside the first read: they are read separately."""
+    md = kohya_metadata(rank=8, alpha=4)
+    md["ss_training_comment"] = "x" * 300_000
+    path = write_safetensors(tmp_path / "big.safetensors", kohya_sd15_entries(8), md, alpha_value=3.0)
+    row = inspect_lora(path)
+    assert row["header_len"] > 256 * 1024
+    assert row["alpha"] == 3.0 and row["scale"] == 3.0 / 8

@@ -90,3 +90,21 @@ def test_validate_sub_byte_dtype():
     validate_tensors({"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]}}, 2)
     with pytest.raises(HeaderError, match="needs"):
         validate_tensors({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, 2)
+
+
+@pytest.mark.parametrize("offsets,shape,data_len,message", [
+    ([0, 2**63], [4], 8, "data ends at byte"),
+    ([0, 2**64 - 1], [4], 8, "data ends at byte"),
+    ([0, 8.0], [4], 8, "not a pair"),
+    ([0, True], [4], 8, "not a pair"),
+    ([[0], 8], [4], 8, "not a pair"),
+    ([0, 8], [2**40, 2**40], 8, "needs"),
+    ([0, 8], [4, -1], 8, "non-negative"),
+    ([0, 8], [[4]], 8, "non-negative"),
+])
+def test_vectorised_check_never_accepts_what_the_loop_rejects(offsets, shape, data_len, message):
+    tensors = {"a": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]},
+               "b": {"dtype": "F16", "shape": shape, "data_offsets": [2 + o if type(o) is int else o for o in offsets]
+                     if all(type(o) is int for o in offsets) else offsets}}
+    with pytest.raises(HeaderError, match=message):
+        validate_tensors(tensors, 2 + data_len)

@@ -62,7 +62,7 @@ class _KeyFacts(NamedTuple):
 
 
 _KEY_FACTS_CACHE: dict[str, _KeyFacts] = {}
-_KEY_FACTS_CACHE_MAX = 200_000
+_KEY_FACTS_CACHE_MAX = 50_000
 
 
 def _layout_of(key: str, param: str) -> str:
@@ -112,58 +112,105 @@ def split_keys(keys: list[str]) -> tuple[list[str], list[str]]:
     return [f.module for f in facts], [f.param for f in facts]
 
 
+class _NameFacts(NamedTuple):
+    """Everything a file's set of tensor names says (cached per name list; shapes come per file)."""
+
+    param_counts: Counter[str]
+    module_count: int
+    has_text_encoder: bool
+    key_layout: str
+    rank_index: list[int]  # tensors whose shape[0] is their module's rank
+    rank_modules: list[str]
+    cross_attn_index: list[int]  # cross-attention K/V down tensors (input width → base model)
+    unnamed_down_index: list[int]  # cloneofsimo `:down` tensors
+    te_down_index: list[int]  # text-encoder down tensors (input width → SD1/SD2)
+    alpha_index: list[int]
+    name_base_model: tuple[str | None, str]  # verdict from names alone, before shapes
+    name_fallback: tuple[str | None, str]  # name verdict used only when shapes say nothing
+
+
+_NAME_FACTS_CACHE: dict[tuple[str, ...], _NameFacts] = {}
+_NAME_FACTS_CACHE_MAX = 128  # each holds its name tuple (~100 KB)
+
+
+def _name_facts(keys: list[str]) -> _NameFacts:
+    signature = tuple(keys)
+    cached = _NAME_FACTS_CACHE.get(signature)
+    if cached is not None:
+        return cached
+    facts = key_facts(keys)
+    param_counts = Counter(f.param for f in facts)
+    layouts = Counter(f.layout for f in facts)
+    rank_index = [i for i, f in enumerate(facts) if f.rank_source]
+    names = " ".join(keys)
+    if "double_blocks" in names or "single_blocks" in names or "single_transformer_blocks" in names:
+        name_verdict = ("FLUX", "tensor names: FLUX double_blocks/single_blocks")
+    elif "joint_blocks" in names or "context_block" in names:
+        name_verdict = ("SD3", "tensor names: SD3 MMDiT joint_blocks")
+    else:
+        name_verdict = (None, "")
+    if "lora_te1_" in names or "lora_te2_" in names or "text_encoder_2." in names:
+        fallback = ("SDXL", "tensor names: two text encoders (lora_te1_/lora_te2_)")
+    elif "input_blocks" in names or "output_blocks" in names or "middle_block" in names:
+        fallback = ("SDXL", "tensor names: SGM U-Net blocks (input_blocks/output_blocks)")
+    else:
+        fallback = (None, "")
+    result = _NameFacts(
+        param_counts=param_counts,
+        module_count=len({f.module for f in facts if f.param and f.param != "alpha"}),
+        has_text_encoder=any(f.text_encoder for f in facts),
+        key_layout=next((lay for lay, _ in layouts.most_common() if lay != "unknown"), "unknown"),
+        rank_index=rank_index,
+        rank_modules=[facts[i].module for i in rank_index],
+        cross_attn_index=[i for i in rank_index if facts[i].cross_attn_kv],
+        unnamed_down_index=[i for i in rank_index if facts[i].param == "down"
+                            and not facts[i].module.startswith("text_encoder")],
+        te_down_index=[i for i in rank_index if facts[i].text_encoder and not facts[i].param.startswith(("hada", "lokr"))],
+        alpha_index=[i for i, f in enumerate(facts) if f.param == "alpha"],
+        name_base_model=name_verdict,
+        name_fallback=fallback,
+    )
+    if len(_NAME_FACTS_CACHE) >= _NAME_FACTS_CACHE_MAX:
+        _NAME_FACTS_CACHE.pop(next(iter(_NAME_FACTS_CACHE)))
+    _NAME_FACTS_CACHE[signature] = result
+    return result
+
+
 def analyse_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Structure facts from validated tensor entries.
 
     Keys: key_layout, network_type, ranks ({rank: modules}), rank_min, rank_max, module_count,
     tensor_count, has_text_encoder, dtype (most common), alpha_tensor (name of the first
-    per-module ``alpha`` or None), base_model, base_model_evidence (tensor route only).
+    per-module scalar ``alpha`` or None), base_model, base_model_evidence (tensor route only).
     """
     keys = list(tensors)
     infos = list(tensors.values())
-    facts = key_facts(keys)
-    param_counts = Counter(f.param for f in facts)
-    dtypes = Counter(map(operator.itemgetter("dtype"), infos))
-    module_set = {f.module for f in facts if f.param and f.param != "alpha"}
-    has_te = any(f.text_encoder for f in facts)
-    alpha_tensor = None
-    if param_counts["alpha"]:
-        alpha_tensor = next((key for key, f, info in zip(keys, facts, infos)
-                             if f.param == "alpha" and not info["shape"]), None)
-
+    names = _name_facts(keys)
+    shapes = list(map(operator.itemgetter("shape"), infos))
+    rank_shapes = [shapes[i] for i in names.rank_index]
     ranks: dict[str, int] = {}
-    cross_attn: list[tuple[int, str]] = []
-    unnamed_widths: set[int] = set()
-    conv_kernel = param_counts["lora_mid.weight"] > 0
-    for key, f, info in zip(keys, facts, infos):
-        if not f.rank_source:
-            continue
-        shape = info["shape"]
-        if len(shape) < 2:
-            continue
-        if f.param != "lokr_w1_b" or f.module not in ranks:  # LoKr: w2's rank beats w1's
-            ranks[f.module] = shape[0]
-        if len(shape) == 4 and (shape[2] > 1 or shape[3] > 1):
-            conv_kernel = True
-        if f.cross_attn_kv:
-            cross_attn.append((shape[1], key))
-        elif f.param == "down":
-            unnamed_widths.add(shape[1])
-
-    layouts = Counter(f.layout for f in facts)
-    key_layout = next((lay for lay, _ in layouts.most_common() if lay != "unknown"), "unknown")
+    if names.param_counts["lokr_w1_b"]:
+        facts = key_facts(keys)
+        for index, module, shape in zip(names.rank_index, names.rank_modules, rank_shapes):
+            if len(shape) >= 2 and (facts[index].param != "lokr_w1_b" or module not in ranks):
+                ranks[module] = shape[0]  # LoKr: w2's rank beats w1's
+    else:
+        ranks = {module: shape[0] for module, shape in zip(names.rank_modules, rank_shapes) if len(shape) >= 2}
+    conv_kernel = names.param_counts["lora_mid.weight"] > 0 or any(
+        len(shape) == 4 and (shape[2] > 1 or shape[3] > 1) for shape in rank_shapes)
+    alpha_tensor = next((keys[i] for i in names.alpha_index if not shapes[i]), None)
+    dtypes = Counter(map(operator.itemgetter("dtype"), infos))
     rank_counts = Counter(ranks.values())
-    network_type = _network_type(param_counts, conv_kernel, bool(ranks))
-    base, evidence = _base_model_from_tensors(tensors, cross_attn, unnamed_widths, key_layout)
+    base, evidence = _base_model_from_shapes(names, shapes)
     return {
-        "key_layout": key_layout,
-        "network_type": network_type,
+        "key_layout": names.key_layout,
+        "network_type": _network_type(names.param_counts, conv_kernel, bool(ranks)),
         "ranks": dict(rank_counts),
         "rank_min": min(rank_counts) if rank_counts else None,
         "rank_max": max(rank_counts) if rank_counts else None,
-        "module_count": len(module_set),
-        "tensor_count": len(tensors),
-        "has_text_encoder": has_te,
+        "module_count": names.module_count,
+        "tensor_count": len(keys),
+        "has_text_encoder": names.has_text_encoder,
         "dtype": dtypes.most_common(1)[0][0] if dtypes else None,
         "alpha_tensor": alpha_tensor,
         "base_model": base,
@@ -192,34 +239,30 @@ def nominal_rank(ranks: Mapping[int, int]) -> int | None:
     return max(ranks.items(), key=lambda item: (item[1], item[0]))[0]
 
 
-def _base_model_from_tensors(tensors: Mapping[str, Any], cross_attn: list[tuple[int, str]],
-                             unnamed_widths: set[int], key_layout: str) -> tuple[str | None, str]:
-    names = " ".join(tensors) if len(tensors) < 20000 else " ".join(list(tensors)[:20000])
-    if "double_blocks" in names or "single_blocks" in names or "single_transformer_blocks" in names:
-        return "FLUX", "tensor names: FLUX double_blocks/single_blocks"
-    if "joint_blocks" in names or "context_block" in names:
-        return "SD3", "tensor names: SD3 MMDiT joint_blocks"
-    if cross_attn:
-        widths = Counter(width for width, _ in cross_attn)
+def _widths(shapes: list[Any], index: list[int]) -> Counter[int]:
+    return Counter(shapes[i][1] for i in index if len(shapes[i]) >= 2)
+
+
+def _base_model_from_shapes(names: _NameFacts, shapes: list[Any]) -> tuple[str | None, str]:
+    """Tensor route: FLUX/SD3 block names, cross-attention width, SDXL names, text-encoder width."""
+    if names.name_base_model[0]:
+        return names.name_base_model
+    widths = _widths(shapes, names.cross_attn_index)
+    if widths:
         width = widths.most_common(1)[0][0]
         family = _CROSS_ATTN_WIDTH.get(width)
         if family:
             return family, f"tensor shapes: cross-attention (attn2 to_k/to_v) input width {width}"
-    if "lora_te1_" in names or "lora_te2_" in names or "text_encoder_2." in names:
-        return "SDXL", "tensor names: two text encoders (lora_te1_/lora_te2_)"
-    if "input_blocks" in names or "output_blocks" in names or "middle_block" in names:
-        return "SDXL", "tensor names: SGM U-Net blocks (input_blocks/output_blocks)"
-    te_widths = Counter(info.get("shape", [0, 0])[1] for key, info in tensors.items()
-                        if key.startswith(("lora_te_", "text_encoder.", "text_encoder:"))
-                        and len(info.get("shape") or ()) >= 2
-                        and (key.endswith(("lora_down.weight", "lora_A.weight", ":down"))))
+    if names.name_fallback[0]:
+        return names.name_fallback
+    te_widths = _widths(shapes, names.te_down_index)
     for width, family in ((1024, "SD2"), (768, "SD1")):
         if te_widths.get(width):
             return family, f"tensor shapes: text-encoder input width {width}"
-    if key_layout == "cloneofsimo":
-        for width in (2048, 1024, 768):
-            if width in unnamed_widths:
-                return _CROSS_ATTN_WIDTH[width], f"tensor shapes: input width {width} among unnamed (cloneofsimo) modules"
+    unnamed = _widths(shapes, names.unnamed_down_index)
+    for width in (2048, 1024, 768):
+        if unnamed.get(width):
+            return _CROSS_ATTN_WIDTH[width], f"tensor shapes: input width {width} among unnamed (cloneofsimo) modules"
     return None, ""
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import math
 import operator
 import os
@@ -56,6 +55,7 @@ class RawHeader:
     header_len: int
     file_size: int
     raw: bytes
+    head: bytes = b""  # the first bytes of the file as read (up to 256 KiB), for small scalar reads
 
     @property
     def data_len(self) -> int:
@@ -169,7 +169,7 @@ def read_raw_header(path: Path | str) -> RawHeader:
         if len(raw) != header_len:
             raise HeaderError(
                 f"header truncated: expected {header_len} bytes, read {len(raw)} (file changed while reading?)")
-        return RawHeader(header_len=header_len, file_size=size, raw=raw)
+        return RawHeader(header_len=header_len, file_size=size, raw=raw, head=head)
     finally:
         os.close(fd)
 
@@ -262,8 +262,20 @@ def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
         raise HeaderError(f"tensors end at byte {expected} of the data area but it holds {data_len} bytes (trailing data)")
 
 
+_INT_LIST_CHARS = b"0123456789,[]"
+
+
+def _is_flat_int_lists(encoded: bytes, count: int) -> bool:
+    """``encoded`` (orjson of a list of ``count`` lists) holds only non-nested lists of non-negative ints.
+
+    orjson writes floats with "." or "e", booleans/null as words, negatives with "-", so only
+    digits, commas and brackets remain for ints; ``count + 1`` brackets rule out nesting.
+    """
+    return not encoded.translate(None, _INT_LIST_CHARS) and encoded.count(b"[") == count + 1
+
+
 def _tensors_look_valid(tensors: dict[str, Any], data_len: int) -> bool:
-    """Vectorised check of the common all-valid case (C-level map/numpy, no per-tensor Python code).
+    """Vectorised check of the common all-valid case (C-level map/regex/numpy, no per-tensor Python).
 
     False means "some entry is bad or unusual": the caller's per-tensor loop then finds which one
     and says why.
@@ -275,22 +287,25 @@ def _tensors_look_valid(tensors: dict[str, Any], data_len: int) -> bool:
             return False
         shapes = list(map(operator.itemgetter("shape"), infos))
         offsets = list(map(operator.itemgetter("data_offsets"), infos))
-        if set(map(type, shapes)) != {list} or set(map(type, offsets)) != {list} or set(map(len, offsets)) != {2}:
-            return False
-        dims = list(itertools.chain.from_iterable(shapes))
-        if not set(map(type, dims)) <= {int} or min(dims, default=0) < 0:
-            return False
-        flat = list(itertools.chain.from_iterable(offsets))
-        if set(map(type, flat)) != {int}:
-            return False
         bits = np.fromiter(map(DTYPE_BITS.__getitem__, map(operator.itemgetter("dtype"), infos)),
                            dtype=np.int64, count=count)
-        spans = np.fromiter(flat, dtype=np.int64, count=2 * count)
+        if set(map(type, shapes)) != {list} or set(map(len, offsets)) != {2}:
+            return False
+        offsets_json = orjson.dumps(offsets)
+        if not _is_flat_int_lists(offsets_json, count) or not _is_flat_int_lists(orjson.dumps(shapes), count):
+            return False
+        # orjson keeps ints only up to 2**64 - 1, so uint64 holds every offset; then bound it.
+        spans = np.fromstring(offsets_json.translate(None, b"[]").decode(), dtype=np.uint64, sep=",")
+        if spans.size != 2 * count or int(spans.max()) >= 2**62:
+            return False
+        spans = spans.astype(np.int64)
         nbits = np.fromiter(map(math.prod, shapes), dtype=np.int64, count=count) * bits
-    except (KeyError, TypeError, ValueError, OverflowError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # orjson.JSONEncodeError is a TypeError
+        return False
+    if spans.size != 2 * count:
         return False
     begin, end = spans[0::2], spans[1::2]
-    if (begin < 0).any() or (begin > end).any() or (end > data_len).any():
+    if (begin > end).any() or (end > data_len).any():
         return False
     if (nbits % 8).any() or ((nbits // 8) != (end - begin)).any():
         return False
@@ -358,24 +373,31 @@ def read_header(path: Path | str) -> SafetensorsHeader:
                              metadata=meta, tensors=tensors)
 
 
-def read_scalar(path: Path | str, header_len: int, info: dict[str, Any]) -> float | None:
-    """Read one scalar tensor (a LoRA ``alpha``): at most 8 bytes, the only tensor data ever read."""
+def read_scalar(path: Path | str, header_len: int, info: dict[str, Any], head: bytes = b"") -> float | None:
+    """Read one scalar tensor (a LoRA ``alpha``): at most 8 bytes, the only tensor data ever read.
+
+    Taken from ``head`` (the bytes already read with the header) when it covers them.
+    """
     import struct
 
     fmt = {"F16": "<e", "F32": "<f", "F64": "<d", "BF16": None, "I64": "<q", "I32": "<i"}.get(info.get("dtype"))
     begin, end = info["data_offsets"]
     if end - begin > 8 or (fmt is None and info.get("dtype") != "BF16"):
         return None
-    try:
-        fd, _ = open_regular_file(path)
-    except HeaderError:
-        return None
-    try:
-        data = os.pread(fd, end - begin, 8 + header_len + begin)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    start = 8 + header_len + begin
+    if start + (end - begin) <= len(head):
+        data = head[start:start + end - begin]
+    else:
+        try:
+            fd, _ = open_regular_file(path)
+        except HeaderError:
+            return None
+        try:
+            data = os.pread(fd, end - begin, start)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
     if len(data) != end - begin:
         return None
     if info.get("dtype") == "BF16":
