@@ -90,7 +90,7 @@ def _files(version: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "size_bytes": int(float(f["sizeKB"]) * 1024) if isinstance(f.get("sizeKB"), (int, float)) else None,
                 "primary": bool(f.get("primary")),
                 "type": f.get("type"),
-                "sha256": hashes.get("sha256"),
+                "sha256": hashes["sha256"].lower() if hashes.get("sha256") else None,  # as the hash cache spells it
                 "autov2": hashes.get("autov2"),
                 "hashes": hashes,
             }
@@ -195,10 +195,10 @@ def _sql_value(col: str, value: Any) -> Any:
 
 
 def _local_sha_index(con: Any) -> dict[str, int]:
-    """sha256 (upper) -> id of scanned rows, from the hash cache and from sidecar claims."""
+    """sha256 (lower case) -> id of scanned rows, from the hash cache and from sidecar claims."""
     rows = con.execute(
         """
-        SELECT upper(coalesce(h.sha256, l.sha256_claimed)) AS sha, l.id
+        SELECT lower(coalesce(h.sha256, l.sha256_claimed)) AS sha, l.id
         FROM loras l LEFT JOIN hashes h
           ON h.path = l.path AND h.size_bytes = l.size_bytes AND h.mtime_ns = l.mtime_ns
         WHERE l.path <> '' AND coalesce(h.sha256, l.sha256_claimed) IS NOT NULL

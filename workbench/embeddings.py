@@ -31,6 +31,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Payloads are short on purpose: name, triggers and tags carry the signal; long
 #: descriptions mostly add noise and cost (attention is quadratic in length).
 MAX_SEQ_LENGTH = 128
+#: Queries (prompts) keep the model's own limit (256 for MiniLM): a prompt's subject may come late.
+QUERY_MAX_SEQ_LENGTH = 256
 DESCRIPTION_CHARS = 300
 PAYLOAD_VERSION = "p1"  # bump when `payload` changes so every stored vector is refreshed
 
@@ -172,6 +174,29 @@ def resolve_model(model: str | os.PathLike[str] | None) -> tuple[str, str]:
     return text, text
 
 
+_MODELS: dict[tuple[str, str | None], Any] = {}
+_MODELS_LOCK = threading.Lock()
+_ENCODE_LOCKS: dict[int, threading.Lock] = {}
+
+
+def _load_model(source: str, device: str | None, threads: int | None) -> Any:
+    """Load a SentenceTransformer once per process (several workbenches share it)."""
+    with _MODELS_LOCK:
+        model = _MODELS.get((source, device))
+        if model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            if threads:
+                torch.set_num_threads(threads)
+            chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = SentenceTransformer(source, device=chosen)
+            _MODELS[(source, device)] = model
+        return model
+
+
 class Embedder:
     """A sentence-transformers model, loaded on first use (that is when torch gets imported)."""
 
@@ -194,18 +219,7 @@ class Embedder:
         """The loaded SentenceTransformer (GPU when there is one, unless a device was given)."""
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-                import torch
-                from sentence_transformers import SentenceTransformer
-
-                if self._threads:
-                    torch.set_num_threads(self._threads)
-                device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-                model = SentenceTransformer(self._source, device=device)
-                if self._max_seq_length:
-                    model.max_seq_length = min(self._max_seq_length, model.max_seq_length or self._max_seq_length)
-                self._model = model
+                self._model = _load_model(self._source, self._device, self._threads)
             return self._model
 
     @property
@@ -214,17 +228,27 @@ class Embedder:
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text."""
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, progress: bool = False, max_seq_length: int | None = None
+    ) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text (truncated at `max_seq_length` tokens)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
+        model = self.model
+        limit = max_seq_length or self._max_seq_length
+        with _ENCODE_LOCKS.setdefault(id(model), threading.Lock()):  # shared model: set length + encode as one step
+            saved = model.max_seq_length
+            model.max_seq_length = min(limit, saved) if limit and saved else (limit or saved)
+            try:
+                vectors = model.encode(
+                    list(texts),
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=progress,
+                )
+            finally:
+                model.max_seq_length = saved
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

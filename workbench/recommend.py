@@ -222,7 +222,7 @@ class Recommender:
         key = text.strip()
         vec = self._qcache.get(key)
         if vec is None:
-            vec = self.embedder.encode([key])[0]
+            vec = self.embedder.encode([key], max_seq_length=emb.QUERY_MAX_SEQ_LENGTH)[0]
             self._qcache[key] = vec
             while len(self._qcache) > 4096:
                 self._qcache.popitem(last=False)
@@ -234,7 +234,7 @@ class Recommender:
         """Embed many queries in batches ahead of time (benchmarks, batch jobs); later calls hit the cache."""
         todo = list(dict.fromkeys(t.strip() for t in texts if t.strip() and t.strip() not in self._qcache))
         if todo:
-            for key, vec in zip(todo, self.embedder.encode(todo, batch_size=batch_size, progress=progress)):
+            for key, vec in zip(todo, self.embedder.encode(todo, batch_size=batch_size, progress=progress, max_seq_length=emb.QUERY_MAX_SEQ_LENGTH)):
                 self._qcache[key] = vec
 
     # -- public API ----------------------------------------------------------------------
