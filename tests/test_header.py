@@ -108,3 +108,10 @@ def test_vectorised_check_never_accepts_what_the_loop_rejects(offsets, shape, da
                      if all(type(o) is int for o in offsets) else offsets}}
     with pytest.raises(HeaderError, match=message):
         validate_tensors(tensors, 2 + data_len)
+
+
+def test_structure_key_ignores_header_padding():
+    tensors, data_len = header_entries(kohya_sd15_entries(4, text_encoder=False))
+    short = _header_bytes({"a": "b"}, tensors)
+    longer = _header_bytes({"a": "bcd"}, tensors) + b"     "
+    assert split_metadata(short, data_len)[1] == split_metadata(longer, data_len)[1]

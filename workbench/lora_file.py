@@ -74,7 +74,7 @@ def _inspect(path: Path, row: dict[str, Any]) -> None:
     structure: dict[str, Any] | None = None
 
     if fmt == "safetensors":
-        structure, raw_metadata, first_bytes = _read_safetensors(path, row)
+        structure, raw_metadata = _read_safetensors(path, row)
         if raw_metadata:
             md = training_metadata.decode_metadata(raw_metadata)
             row["metadata"] = md
@@ -85,7 +85,7 @@ def _inspect(path: Path, row: dict[str, Any]) -> None:
             if header:
                 fields_by_source["header"] = header
         if structure is not None:
-            _apply_structure(path, row, structure, raw_metadata, first_bytes)
+            _apply_structure(path, row, structure, raw_metadata)
     else:
         row["error"] = PICKLE_NOTE.format(fmt=fmt)
 
@@ -111,13 +111,13 @@ def _inspect(path: Path, row: dict[str, Any]) -> None:
         row["preview_embedded"] = previews.embedded_preview(raw_metadata) is not None
 
 
-def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str], bytes]:
-    """Header → (structure analysis or None, raw metadata, first bytes read); sets ``row['error']``."""
+def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """Header → (structure analysis or None, raw metadata); sets ``row['error']`` on failure."""
     try:
         head = read_raw_header(path)
     except HeaderError as err:
         row["error"] = str(err)
-        return None, {}, b""
+        return None, {}
     row["header_len"] = head.header_len
     metadata, key = split_metadata(head.raw, head.data_len)
     structure = _STRUCTURE_CACHE.get(key) if metadata is not None else None
@@ -126,7 +126,7 @@ def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] |
             full_metadata, tensors = parse_header(head.raw)
         except HeaderError as err:
             row["error"] = str(err)
-            return None, {}, b""
+            return None, {}
         try:
             validate_tensors(tensors, head.data_len)
             structure = lora_analysis.analyse_tensors(tensors)
@@ -141,12 +141,11 @@ def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] |
         metadata = full_metadata
     if "error" in structure:
         row["error"] = structure["error"]
-        return None, metadata, b""
-    return structure, metadata, head.head
+        return None, metadata
+    return structure, metadata
 
 
-def _apply_structure(path: Path, row: dict[str, Any], structure: dict[str, Any], md: dict[str, str],
-                     first_bytes: bytes) -> None:
+def _apply_structure(path: Path, row: dict[str, Any], structure: dict[str, Any], md: dict[str, str]) -> None:
     for key in ("key_layout", "network_type", "rank_min", "rank_max", "module_count", "tensor_count",
                 "has_text_encoder", "dtype"):
         row[key] = structure[key]
@@ -156,7 +155,7 @@ def _apply_structure(path: Path, row: dict[str, Any], structure: dict[str, Any],
     alpha = None
     info = structure.get("alpha_info")
     if info is not None:
-        alpha = read_scalar(path, row["header_len"], info, first_bytes)
+        alpha = read_scalar(path, row["header_len"], info)
     if alpha is None:
         alpha = training_metadata.md_float(md, "ss_network_alpha")
     if alpha == 0 and rank:

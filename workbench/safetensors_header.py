@@ -55,7 +55,6 @@ class RawHeader:
     header_len: int
     file_size: int
     raw: bytes
-    head: bytes = b""  # the first bytes of the file as read (up to 256 KiB), for small scalar reads
 
     @property
     def data_len(self) -> int:
@@ -143,14 +142,13 @@ def read_raw_header(path: Path | str) -> RawHeader:
         if size == 0:
             raise HeaderError("file is empty (0 bytes)")
         try:
-            # One read covers the prefix and a typical header (~100 KB) in a single syscall.
-            head = os.pread(fd, 256 * 1024, 0)
+            prefix = os.pread(fd, 8, 0)
         except OSError as err:
             raise HeaderError(describe_os_error(err)) from None
-        if len(head) < 8:
+        if len(prefix) < 8:
             raise HeaderError(
                 f"file is {size} bytes, too short for the 8-byte header length prefix (truncated)")
-        header_len = int.from_bytes(head[:8], "little")
+        header_len = int.from_bytes(prefix, "little")
         if header_len == 0:
             raise HeaderError("header length is 0 (no JSON header)")
         if 8 + header_len > size:
@@ -159,17 +157,15 @@ def read_raw_header(path: Path | str) -> RawHeader:
         if header_len > MAX_HEADER_BYTES:
             raise HeaderError(
                 f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MiB cap")
-        if len(head) >= 8 + header_len:
-            raw = head[8:8 + header_len]
-        else:
-            try:
-                raw = head[8:] + _read_exact(fd, 8 + header_len - len(head), len(head))
-            except OSError as err:
-                raise HeaderError(describe_os_error(err)) from None
+        # Exactly the header: reading past it would pull tensor data from disk on a cold scan.
+        try:
+            raw = _read_exact(fd, header_len, 8)
+        except OSError as err:
+            raise HeaderError(describe_os_error(err)) from None
         if len(raw) != header_len:
             raise HeaderError(
                 f"header truncated: expected {header_len} bytes, read {len(raw)} (file changed while reading?)")
-        return RawHeader(header_len=header_len, file_size=size, raw=raw, head=head)
+        return RawHeader(header_len=header_len, file_size=size, raw=raw)
     finally:
         os.close(fd)
 
@@ -356,9 +352,14 @@ def split_metadata(raw: bytes, data_len: int) -> tuple[dict[str, str] | None, by
             continue
         if type(meta) is not dict or not all(type(v) is str for v in meta.values()):
             break
+        # Writers pad the header with spaces to a multiple of 8; the pad follows the metadata's
+        # length, so it is left out of the key.
+        tail = len(raw)
+        while tail > end and raw[tail - 1] in b" \t\r\n":
+            tail -= 1
         digest.update(view[:start])
         digest.update(b"\x00")
-        digest.update(view[end:])
+        digest.update(view[end:tail])
         return meta, digest.digest()
     digest.update(raw)
     return None, digest.digest()
@@ -373,31 +374,24 @@ def read_header(path: Path | str) -> SafetensorsHeader:
                              metadata=meta, tensors=tensors)
 
 
-def read_scalar(path: Path | str, header_len: int, info: dict[str, Any], head: bytes = b"") -> float | None:
-    """Read one scalar tensor (a LoRA ``alpha``): at most 8 bytes, the only tensor data ever read.
-
-    Taken from ``head`` (the bytes already read with the header) when it covers them.
-    """
+def read_scalar(path: Path | str, header_len: int, info: dict[str, Any]) -> float | None:
+    """Read one scalar tensor (a LoRA ``alpha``): at most 8 bytes, the only tensor data ever read."""
     import struct
 
     fmt = {"F16": "<e", "F32": "<f", "F64": "<d", "BF16": None, "I64": "<q", "I32": "<i"}.get(info.get("dtype"))
     begin, end = info["data_offsets"]
     if end - begin > 8 or (fmt is None and info.get("dtype") != "BF16"):
         return None
-    start = 8 + header_len + begin
-    if start + (end - begin) <= len(head):
-        data = head[start:start + end - begin]
-    else:
-        try:
-            fd, _ = open_regular_file(path)
-        except HeaderError:
-            return None
-        try:
-            data = os.pread(fd, end - begin, start)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+    try:
+        fd, _ = open_regular_file(path)
+    except HeaderError:
+        return None
+    try:
+        data = os.pread(fd, end - begin, 8 + header_len + begin)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if len(data) != end - begin:
         return None
     if info.get("dtype") == "BF16":
