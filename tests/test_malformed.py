@@ -106,3 +106,10 @@ def test_file_shrinking_between_stat_and_read(tmp_path):
         handle.truncate(20)
     row = inspect_lora(path, st)
     assert "exceeds file size 20" in row["error"]
+
+
+def test_rows_of_broken_files_serialise(corpus):
+    import orjson
+    dest, cases = corpus
+    for name in cases:
+        orjson.dumps(inspect_lora(dest / name))

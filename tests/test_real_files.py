@@ -120,3 +120,20 @@ def test_traintrain_metadata(tmp_path):
     assert row["base_model"] == "SD1"
     assert row["base_model_evidence"] == "metadata: ss_base_model_version=sd_v1"
     assert row["name"] == "LighthouseConceptLora" and row["sources"]["name"] == "header"
+
+
+CONTRACT_KEYS = {
+    "format", "header_len", "key_layout", "network_type", "rank", "rank_min", "rank_max", "alpha", "scale",
+    "base_model", "base_model_evidence", "module_count", "tensor_count", "has_text_encoder", "metadata",
+    "tag_frequency", "training_tags", "description", "trigger_words", "sidecars", "sidecar_errors", "merged",
+    "sources", "preview_path", "preview_embedded", "civitai_model_id", "civitai_version_id", "sha256_claimed",
+    "error",
+}
+EXTRA_KEYS = {"name", "name_candidates", "dtype", "base_model_detected"}
+
+
+def test_rows_have_the_contract_keys_and_serialise():
+    for path in sorted(LORAS.glob("*.safetensors")):
+        row = inspect_lora(path)
+        assert set(row) == CONTRACT_KEYS | EXTRA_KEYS
+        orjson.dumps(row)  # plain JSON types only: the scanner stores rows as JSON
