@@ -106,12 +106,6 @@ def key_facts(keys: list[str]) -> list[_KeyFacts]:
     return list(map(cache.__getitem__, keys))
 
 
-def split_keys(keys: list[str]) -> tuple[list[str], list[str]]:
-    """``(modules, params)`` for tensor names; param is "" for names of no known form."""
-    facts = key_facts(keys)
-    return [f.module for f in facts], [f.param for f in facts]
-
-
 class _NameFacts(NamedTuple):
     """Everything a file's set of tensor names says (cached per name list; shapes come per file)."""
 

@@ -37,6 +37,10 @@ Merge precedence (first source holding a usable value wins, per field; lists are
   what Civitai says this file is; Civitai Browser+'s ids in ``a1111.json`` are often the string
   "Model not found".
 
+The merged ``base_model`` is only a claim: ``workbench.lora_file`` keeps it when it agrees with
+the file's own evidence (header metadata, tensor shapes) or refines it (Pony is an SDXL
+finetune), and reports it in ``sidecar_errors`` when it contradicts the file.
+
 Every value is type-checked: a field of the wrong type is ignored and a ``sidecar_errors`` line
 says so; a sidecar that is unreadable, not UTF-8, not a JSON object, over
 :data:`SIDECAR_MAX_BYTES` or nested deeper than ``MAX_NESTED_DEPTH`` is skipped with a line.
