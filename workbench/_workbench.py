@@ -96,6 +96,15 @@ class Workbench:
             self._history = History(self.db)
         return self._history
 
+    @property
+    def recipes(self) -> Any:
+        """Named LoRA stacks with generation parameters, shareable as JSON (`workbench.recipes.Recipes`)."""
+        if getattr(self, "_recipes", None) is None:
+            from workbench.recipes import Recipes
+
+            self._recipes = Recipes(self.db)
+        return self._recipes
+
     def export(self, dest: str | os.PathLike[str], *, include_files: bool = False) -> Path:
         """Write ratings, tags, notes, recipes (and optionally the files) to a checksummed zip."""
         from workbench.archive import export_archive
