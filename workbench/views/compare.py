@@ -1,0 +1,128 @@
+"""The Compare tab: pick LoRAs, weights and seeds; the grid runs through the queue and is shown.
+
+``workbench.compare.compare`` waits for every cell, so it runs on a background thread: the
+kernel stays responsive (and the Queue tab shows the cells' progress) while the grid is built.
+"""
+from __future__ import annotations
+
+import html
+import io
+import threading
+from typing import Any
+
+import ipywidgets as w
+
+from workbench.backends import BackendChoice, GenerationRequest, configured_backends
+from workbench.views.status import guarded
+
+MAX_CELLS = 64
+MAX_NAMES = 2000
+
+
+def parse_numbers(text: str, kind: type, limit: int = 16) -> list:
+    """``"0, 0.5, 1"`` -> numbers; raises ValueError naming the bad entry."""
+    out = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(kind(part))
+        except ValueError:
+            raise ValueError(f"{part[:20]!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if not out:
+        raise ValueError("give at least one value")
+    if len(out) > limit:
+        raise ValueError(f"at most {limit} values")
+    return out
+
+
+class CompareView(w.VBox):
+    """Form for a LoRA × weight × seed grid and the resulting image."""
+
+    def __init__(self, wb: Any, backends: list[BackendChoice] | None = None, **kwargs: Any) -> None:
+        self._wb = wb
+        self.backends = backends or configured_backends(wb.home)
+        tiny = self.backends[0].random_weights
+        self.loras = w.SelectMultiple(options=[], description="LoRAs", rows=6, layout=w.Layout(width="420px"))
+        self.weights = w.Text(value="0, 0.5, 1", description="weights")
+        self.seeds = w.Text(value="1, 2", description="seeds")
+        self.prompt = w.Text(value="a lighthouse at dusk", description="prompt", layout=w.Layout(width="420px"))
+        self.steps = w.IntSlider(value=8 if tiny else 20, min=1, max=150, description="steps")
+        self.size = w.Dropdown(options=[64, 128, 256, 512, 768, 1024], value=64 if tiny else 512, description="size")
+        self.cols = w.Dropdown(options=[("columns: weight", "weight"), ("columns: seed", "seed"), ("columns: LoRA", "lora")],
+                               value="weight")
+        self.backend = w.Dropdown(options=[(b.label, i) for i, b in enumerate(self.backends)], value=0,
+                                  description="backend", layout=w.Layout(width="520px"))
+        self.run_button = w.Button(description="Run grid", button_style="primary", icon="th")
+        self.status = w.HTML()
+        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.result = None
+        self._thread: threading.Thread | None = None
+        note = ('<div style="background:#fff3cd;padding:4px 8px"><b>Random weights:</b> tiny test pipeline, '
+                "images carry no meaning.</div>") if tiny else ""
+        self.run_button.on_click(self._on_run)
+        super().__init__([w.HTML(note), self.backend, w.HBox([self.loras, w.VBox([self.weights, self.seeds, self.cols])]),
+                          self.prompt, w.HBox([self.steps, self.size]), self.run_button, self.status, self.image], **kwargs)
+        self.add_class("wb-compare")
+        self.refresh()
+
+    @guarded
+    def refresh(self) -> None:
+        frame = self._wb.catalog.query(missing=False, errors=False, sort="usage", descending=True, limit=MAX_NAMES)
+        self.loras.options = sorted({str(n) for n in frame["name"] if isinstance(n, str)})
+
+    def run(self) -> threading.Thread | None:
+        """Check the form and start the grid on a background thread (returned, e.g. to join in tests)."""
+        try:
+            weights = parse_numbers(self.weights.value, float)
+            seeds = parse_numbers(self.seeds.value, int)
+        except ValueError as exc:
+            self._say(html.escape(str(exc)), error=True)
+            return None
+        loras = list(self.loras.value)
+        if not loras:
+            self._say("Pick at least one LoRA.", error=True)
+            return None
+        if len(loras) * len(weights) * len(seeds) > MAX_CELLS:
+            self._say(f"At most {MAX_CELLS} images per grid.", error=True)
+            return None
+        if self._thread is not None and self._thread.is_alive():
+            self._say("A grid is still running.")
+            return None
+        choice = self.backends[self.backend.value]
+        base = GenerationRequest(prompt=self.prompt.value[:2000], steps=int(self.steps.value), width=int(self.size.value),
+                                 height=int(self.size.value), sampler="DDIM" if choice.random_weights else "Euler")
+        cols = self.cols.value
+        self._say(f"Running {len(loras) * len(weights) * len(seeds)} images… (see the Queue tab)")
+        self._thread = threading.Thread(target=self._build, args=(loras, weights, seeds, base, cols, choice), daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def notify_error(self, message: str) -> None:
+        self._say(html.escape(message), error=True)
+
+    @guarded
+    def _on_run(self, _button: Any) -> None:
+        self.run()
+
+    @guarded
+    def _build(self, loras: list, weights: list, seeds: list, base: GenerationRequest, cols: str,
+               choice: BackendChoice) -> None:
+        from workbench.compare import compare
+
+        try:
+            result = compare(self._wb, loras, weights, seeds, base=base, cols=cols, backend=choice.kind,
+                             backend_options=choice.options, progress=False)
+        except RuntimeError as exc:  # a cell failed: the reason is the job's error, safe to show escaped
+            self._say(html.escape(str(exc)[:500]), error=True)
+            return
+        buf = io.BytesIO()
+        result.image.save(buf, format="PNG")
+        self.result = result
+        self.image.value = buf.getvalue()
+        self._say(f"{len(result.cells)} images · saved as <code>{html.escape(result.path.name)}</code>")
+
+    def _say(self, text_html: str, error: bool = False) -> None:
+        color = "#b00020" if error else "inherit"
+        self.status.value = f'<span style="color:{color}">{text_html}</span>'

@@ -1,0 +1,205 @@
+"""The History tab: one anywidget grid of generated images (never one widget per image).
+
+The browser shows a page of result cards and asks for their thumbnails as binary buffers;
+filters, rating, favorite, reuse and delete are browser messages from a fixed list, checked
+before anything reaches ``wb.history``. Every string (prompts, LoRA names) goes into the DOM as
+text in ``widgets/history.js``; Python sends plain data, never HTML.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anywidget
+import ipywidgets as w
+import traitlets as t
+
+from workbench.thumbnails import ThumbnailCache
+from workbench.views._assets import asset_path
+from workbench.views.gallery import InvalidMessage, clean_int, clean_text, clean_tristate, json_value
+from workbench.views.status import guarded
+
+log = logging.getLogger("workbench.views")
+
+PAGE = 48
+THUMB_SIZE = 192
+MAX_THUMBS = 60
+DEFAULT_FILTERS: dict[str, Any] = {"text": "", "lora": "", "favorites": None, "min_rating": 0}
+
+
+def _clean_filters(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidMessage("filters must be an object")
+    out = dict(DEFAULT_FILTERS)
+    if "text" in raw:
+        out["text"] = clean_text(raw["text"])
+    if "lora" in raw:
+        out["lora"] = clean_text(raw["lora"])
+    if "favorites" in raw:
+        out["favorites"] = clean_tristate(raw["favorites"])
+    if "min_rating" in raw:
+        out["min_rating"] = clean_int(raw["min_rating"], 0, 5)
+    return out
+
+
+def _clean_id(value: Any) -> str:
+    if not isinstance(value, str) or not (1 <= len(value) <= 64) or not all(c in "0123456789abcdef" for c in value):
+        raise InvalidMessage("expected a result id")
+    return value
+
+
+class HistoryWidget(anywidget.AnyWidget):
+    """Grid of result cards; the browser half is ``widgets/history.js``."""
+
+    _esm = asset_path("history.js")
+    _css = asset_path("history.css")
+
+    items = t.List().tag(sync=True)
+    """Cards of the current page: id, prompt, seed, size, loras, rating, favorite, created, backend."""
+    total = t.Int(0).tag(sync=True)
+    filters = t.Dict(DEFAULT_FILTERS).tag(sync=True)
+    offset = t.Int(0).tag(sync=True)
+    page_size = t.Int(PAGE).tag(sync=True)
+    notice = t.Dict({"seq": 0, "text": "", "level": "info"}).tag(sync=True)
+
+    def __init__(self, wb: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._wb = wb
+        self._thumbs = ThumbnailCache(wb.home, [])  # results live under the workbench home only
+        self._reuse_callbacks: list[Callable[[Any], None]] = []
+        self.on_msg(lambda _w, content, _b: self.handle_message(content))
+        self.refresh()
+
+    # -- public ---------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the current page of results from the catalog."""
+        f = self.filters
+        args = dict(text=f["text"] or None, lora=f["lora"] or None, favorites=f["favorites"],
+                    min_rating=f["min_rating"] or None)
+        frame = self._wb.history.list(limit=self.page_size + 1, offset=self.offset, **args)
+        more = len(frame) > self.page_size
+        frame = frame.iloc[: self.page_size]
+        items = []
+        for row in frame.to_dict("records"):
+            items.append({
+                "id": str(row["id"]), "prompt": str(row["prompt"] or "")[:500], "seed": json_value(row["seed"]),
+                "size": f"{json_value(row['width'])}x{json_value(row['height'])}",
+                "loras": [str(x)[:120] for x in row["loras"][:8]], "rating": int(row["rating"] or 0),
+                "favorite": bool(row["favorite"]), "created": json_value(row["created_at"]),
+                "backend": str(row["backend"] or ""),
+            })
+        with self.hold_sync():
+            self.items = items
+            self.total = self.offset + len(items) + (1 if more else 0)
+
+    def on_reuse(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(GenerationRequest)`` when the visitor clicks Reuse on a result."""
+        self._reuse_callbacks.append(callback)
+
+    def notify(self, text: str, level: str = "info") -> None:
+        self.notice = {"seq": self.notice.get("seq", 0) + 1, "text": str(text)[:500], "level": level}
+
+    def notify_error(self, text: str) -> None:
+        self.notify(text, "error")
+
+    @t.observe("filters", "offset")
+    @guarded
+    def _changed(self, _change: Any) -> None:
+        self.refresh()
+
+    # -- browser messages -------------------------------------------------------------------
+    @guarded
+    def handle_message(self, content: Any) -> None:
+        """Dispatch one browser message; anything not on the whitelist is dropped."""
+        if not isinstance(content, dict) or not isinstance(content.get("action"), str):
+            log.warning("history: dropped a malformed message")
+            return
+        handler = self._ACTIONS.get(content["action"])
+        if handler is None:
+            log.warning("history: dropped unknown action %r", content["action"][:40])
+            return
+        try:
+            handler(self, content)
+        except InvalidMessage as exc:
+            log.warning("history: dropped invalid %s message: %s", content["action"], exc)
+        except KeyError:
+            self.notify("That image is gone.", "error")
+            self.refresh()
+
+    def _act_filter(self, content: dict) -> None:
+        filters = _clean_filters(content.get("filters"))
+        with self.hold_trait_notifications():
+            self.offset = 0
+            self.filters = filters
+
+    def _act_page(self, content: dict) -> None:
+        self.offset = clean_int(content.get("offset"), 0, 10**9)
+
+    def _act_thumbs(self, content: dict) -> None:
+        ids = content.get("ids")
+        if not isinstance(ids, list) or len(ids) > MAX_THUMBS:
+            raise InvalidMessage("ids must be a short list")
+        ids = [_clean_id(i) for i in ids]
+        found, buffers = [], []
+        for rid in ids:
+            try:
+                path = self._wb.history.get(rid)["path"]
+            except KeyError:
+                continue
+            data = self._thumbs.get(path, THUMB_SIZE) if path and self._wb.is_servable(path) else None
+            if data is not None:
+                found.append(rid)
+                buffers.append(data)
+        self.send({"kind": "thumbs", "ids": found}, buffers=buffers)
+
+    def _act_rate(self, content: dict) -> None:
+        rid, rating = _clean_id(content.get("id")), clean_int(content.get("value"), 0, 5)
+        self._wb.history.rate(rid, rating)
+        self.refresh()
+
+    def _act_favorite(self, content: dict) -> None:
+        rid, value = _clean_id(content.get("id")), clean_tristate(content.get("value"))
+        if value is None:
+            raise InvalidMessage("favorite needs true or false")
+        self._wb.history.favorite(rid, value)
+        self.refresh()
+
+    def _act_reuse(self, content: dict) -> None:
+        request = self._wb.history.reuse(_clean_id(content.get("id")))
+        for callback in list(self._reuse_callbacks):
+            callback(request)
+
+    def _act_delete(self, content: dict) -> None:
+        self._wb.history.delete(_clean_id(content.get("id")))
+        self.notify("Deleted.")
+        self.refresh()
+
+    _ACTIONS: dict[str, Callable[["HistoryWidget", dict], None]] = {
+        "filter": _act_filter, "page": _act_page, "thumbs": _act_thumbs, "rate": _act_rate,
+        "favorite": _act_favorite, "reuse": _act_reuse, "delete": _act_delete,
+    }
+
+
+class HistoryView(w.VBox):
+    """The History tab (the grid; kept as a box so more controls can join it)."""
+
+    def __init__(self, wb: Any, **kwargs: Any) -> None:
+        self._wb = wb
+        self.grid = HistoryWidget(wb)
+        super().__init__([self.grid], **kwargs)
+        self.add_class("wb-history")
+
+    def on_reuse(self, callback: Callable[[Any], None]) -> None:
+        self.grid.on_reuse(callback)
+
+    def notify(self, text: str) -> None:
+        self.grid.notify(text)
+
+    def notify_error(self, text: str) -> None:
+        self.grid.notify_error(text)
+
+    @guarded
+    def refresh(self) -> None:
+        self.grid.refresh()
+
