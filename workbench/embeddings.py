@@ -353,7 +353,7 @@ def load_vectors(db: Database, model_name: str, ids: Iterable[int] | None = None
         sql += " AND list_contains(?, lora_id)"
         params.append([int(i) for i in ids])
     with db.read() as con:
-        table = con.execute(sql + " ORDER BY lora_id", params).fetch_arrow_table()
+        table = con.sql(sql + " ORDER BY lora_id", params=params).to_arrow_table()
     if table.num_rows == 0:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     out_ids = table.column("lora_id").to_numpy().astype(np.int64)

@@ -88,6 +88,14 @@ FROM lora_view v JOIN loras l ON l.id = v.id
 """
 
 
+def _with_feedback(reason: str, feedback: float) -> str:
+    if feedback > 0.05:
+        return f"{reason}; liked (or used) for this or a similar query"
+    if feedback < -0.05:
+        return f"{reason}; disliked for this or a similar query"
+    return reason
+
+
 class Recommender:
     """Recommendations over one workbench's catalog (``wb.recommend``)."""
 
@@ -158,9 +166,8 @@ class Recommender:
         self._lexdocs = docs
         self._lex = LexicalIndex(docs)
         downloads = frame["downloads"].fillna(0).to_numpy(dtype=np.float64)
-        usage = frame["usage_count"].fillna(0).to_numpy(dtype=np.float64)
-        prior = np.log1p(downloads) / math.log1p(1e6) + 0.5 * np.log1p(usage) / math.log1p(20)
-        self._prior = np.clip(prior, 0, 2).astype(np.float32)
+        self._download_prior = np.clip(np.log1p(downloads) / math.log1p(1e6), 0, 1.5).astype(np.float32)
+        self._prior = self._download_prior.copy()
         self._family = [_family(b) for b in frame["base_model"]]
         self._payloads = {
             int(r["id"]): emb.payload(r)
@@ -202,6 +209,13 @@ class Recommender:
             )
         except Exception:  # jobs written in another shape: implicit signals are a bonus, not a requirement
             used = pd.DataFrame(columns=["prompt", "lora_id"])
+        counts = self.db.read_df("SELECT lora_id, count(*) AS n FROM usage_events GROUP BY lora_id")
+        usage = np.zeros(len(self._pos), dtype=np.float64)
+        for lora_id, n in counts.itertuples(index=False):
+            if int(lora_id) in self._pos:
+                usage[self._pos[int(lora_id)]] = n
+        self._docs["usage_count"] = usage.astype(np.int64)  # type: ignore[index]
+        self._prior = self._download_prior + (0.5 * np.log1p(usage) / math.log1p(20)).astype(np.float32)
         for prompt, lora_id in used.itertuples(index=False):
             text = strip_lora_tags(prompt or "").strip()
             if text:
@@ -454,7 +468,7 @@ class Recommender:
         rows["score"] = [float(total[at[i]]) for i in rows["id"]]
         for name, values in parts.items():
             rows[name] = [float(values[at[i]]) for i in rows["id"]]
-        rows["reason"] = [explain(int(cand[at[i]])) for i in rows["id"]]
+        rows["reason"] = [_with_feedback(explain(int(cand[at[i]])), float(parts["score_feedback"][at[i]])) for i in rows["id"]]
         return rows
 
     def _mmr(self, cand: np.ndarray, total: np.ndarray, order: np.ndarray, k: int, diversity: float) -> np.ndarray:

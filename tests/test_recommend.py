@@ -1,0 +1,225 @@
+"""Recommendations end to end: real MiniLM embeddings, real FAISS, real DuckDB catalog.
+
+One small catalog (real Civitai items + a few hand-made ones) is embedded once per module;
+tests that write (feedback, usage, edits) work on a copy of that home.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import workbench
+from workbench.civitai_import import import_items, read_items
+from workbench.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _item(mid: int, name: str, words: list[str], tags: list[str], desc: str, base: str = "SD 1.5", dl: int = 100) -> dict:
+    return {
+        "id": mid, "name": name, "description": desc, "tags": tags, "creator": "tester", "type": "LORA",
+        "stats": {"downloadCount": dl},
+        "modelVersions": [{"id": mid * 10, "baseModel": base, "trainedWords": words,
+                           "files": [{"name": f"{name.lower().replace(' ', '_')}.safetensors", "primary": True,
+                                      "sizeKB": 100.0, "hashes": {"SHA256": f"{mid:064x}"}}]}],
+    }
+
+
+MADE = [
+    _item(900001, "Ink Wash Painting", ["inkwash style"], ["style", "ink", "chinese painting"],
+          "<p>Traditional Chinese <b>ink wash</b> painting, sumi-e brush strokes on rice paper.</p>"),
+    _item(900002, "Sumi-e Brush Landscape", ["sumie landscape"], ["style", "ink", "landscape"],
+          "Japanese sumi-e ink brush landscapes: mountains, mist, monochrome ink."),
+    _item(900003, "Chinese Ink Mountains", ["inkmount"], ["style", "ink", "mountains"],
+          "Ink painting of misty mountains and rivers in the Chinese shanshui tradition."),
+    _item(900004, "Cyber Neon City", ["neoncity"], ["style", "cyberpunk", "city"],
+          "Neon lights, rainy cyberpunk streets, futuristic city at night."),
+    _item(900005, "Cyberpunk Street XL", ["cyberstreet"], ["style", "cyberpunk", "city"],
+          "Cyberpunk night streets with neon signs, for SDXL.", base="SDXL 1.0"),
+    _item(900006, "Watercolor Flowers", ["wcflowers"], ["style", "watercolor", "flowers"],
+          "Soft watercolor flowers and botanical illustrations."),
+]
+
+
+@pytest.fixture(scope="module")
+def base_home(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    home = tmp_path_factory.mktemp("rec") / "home"
+    wb = workbench.open(home)
+    real = list(itertools.islice(read_items(shared_data / "civitai" / "loras_2023.jsonl.gz"), 24))
+    import_items(wb.db, real + MADE)
+    assert wb.recommend.embed(progress=False) == 30
+    return home
+
+
+@pytest.fixture
+def wb(base_home: Path, tmp_path: Path) -> workbench.Workbench:
+    """A private copy of the embedded home (so writes stay in this test)."""
+    home = tmp_path / "home"
+    shutil.copytree(base_home, home)
+    return workbench.open(home)
+
+
+def _id(wb: workbench.Workbench, civitai_id: int) -> int:
+    df = wb.catalog.query()
+    return int(df.loc[df["civitai_model_id"] == civitai_id, "id"].iloc[0])
+
+
+SCORE_COLUMNS = ["score", "score_semantic", "score_trigger", "score_lexical", "score_popularity", "score_feedback", "reason"]
+
+
+def test_for_prompt_finds_trigger_and_explains(wb: workbench.Workbench) -> None:
+    df = wb.recommend.for_prompt("masterpiece, 1girl, inkwash style, mountains, <lora:foo:0.8>", k=5)
+    assert set(SCORE_COLUMNS) <= set(df.columns)
+    assert {"id", "name", "path", "trigger_words", "tags", "base_model", "missing"} <= set(df.columns)
+    assert df.iloc[0]["civitai_model_id"] == 900001
+    assert "inkwash style" in df.iloc[0]["reason"]
+    assert list(df["score"]) == sorted(df["score"], reverse=True)
+    # semantic evidence without any shared word: ink painting LoRAs for a brush-painting prompt
+    df = wb.recommend.for_prompt("black and white brush painting of foggy peaks", k=3)
+    assert set(df["civitai_model_id"]) & {900001, 900002, 900003}
+
+
+def test_base_model_filter_and_exclude(wb: workbench.Workbench) -> None:
+    df = wb.recommend.for_prompt("cyberpunk city at night, neon", k=10)
+    assert {900004, 900005} <= set(df["civitai_model_id"])
+    df = wb.recommend.for_prompt("cyberpunk city at night, neon", k=10, base_model="SD1")
+    assert 900005 not in set(df["civitai_model_id"]) and 900004 in set(df["civitai_model_id"])
+    df = wb.recommend.for_prompt("cyberpunk city at night, neon", k=10, base_model="Pony")  # SDXL family
+    assert 900005 in set(df["civitai_model_id"]) and 900004 not in set(df["civitai_model_id"])
+    neon = _id(wb, 900004)
+    assert neon not in set(wb.recommend.for_prompt("cyberpunk city, neon", k=10, exclude=[neon])["id"])
+
+
+def test_similar_and_by_trigger(wb: workbench.Workbench) -> None:
+    ink = _id(wb, 900001)
+    df = wb.recommend.similar(ink, k=5)
+    assert ink not in set(df["id"])
+    assert set(df["civitai_model_id"].iloc[:2]) <= {900002, 900003}
+    assert "shared tags" in df.iloc[0]["reason"] and "ink" in df.iloc[0]["reason"]
+    xl = _id(wb, 900005)
+    assert set(wb.recommend.similar(xl, k=10)["base_model"].dropna()) <= {"SDXL"}  # auto: same family only
+    assert len(wb.recommend.similar(xl, k=10, base_model=None)) == 10
+    df = wb.recommend.by_trigger("neoncity", k=3)
+    assert df.iloc[0]["civitai_model_id"] == 900004 and "neoncity" in df.iloc[0]["reason"]
+    with pytest.raises(KeyError):
+        wb.recommend.similar(10**9)
+
+
+def test_diversity_reorders_but_keeps_the_best(wb: workbench.Workbench) -> None:
+    plain = wb.recommend.for_prompt("ink painting style, mountains", k=6)
+    diverse = wb.recommend.for_prompt("ink painting style, mountains", k=6, diversity=0.7)
+    assert diverse.iloc[0]["id"] == plain.iloc[0]["id"]
+    assert list(diverse["id"]) != list(plain["id"])
+
+
+def test_dislike_drops_a_result_for_the_same_and_similar_queries(wb: workbench.Workbench) -> None:
+    query = "ink wash painting of mountains, sumi-e"
+    before = list(wb.recommend.for_prompt(query, k=5)["id"])
+    top = before[0]
+    wb.recommend.feedback(query, top, -1)
+    after = list(wb.recommend.for_prompt(query, k=5)["id"])
+    assert top != after[0] and (top not in after or after.index(top) > 0)
+    similar_query = "ink wash painting of misty mountains, sumi-e style"
+    df = wb.recommend.for_prompt(similar_query, k=5)
+    row = df[df["id"] == top]
+    assert row.empty or (row["score_feedback"].iloc[0] < 0 and df["id"].iloc[0] != top)
+    # unrelated queries are untouched
+    assert (wb.recommend.for_prompt("cyberpunk neon city", k=5)["score_feedback"] == 0).all()
+    # persisted: a fresh workbench on the same home ranks the same way
+    fresh = workbench.open(wb.home)
+    assert list(fresh.recommend.for_prompt(query, k=5)["id"]) == after
+    log = fresh.recommend.feedback_log()
+    assert list(log[["query", "lora_id", "value"]].iloc[0]) == [query, top, -1]
+
+
+def test_like_lifts_the_liked_lora_and_its_neighbours(wb: workbench.Workbench) -> None:
+    query = "soft pastel painting, flowers in a garden"
+    ink, sumie = _id(wb, 900001), _id(wb, 900002)
+    before = wb.recommend.for_prompt(query, k=30).set_index("id")
+    wb.recommend.feedback(query, ink, +1)
+    after = wb.recommend.for_prompt(query, k=30).set_index("id")
+    assert after.loc[ink, "score"] > before.loc[ink, "score"]
+    assert list(after.index).index(ink) < list(before.index).index(ink)
+    # the liked LoRA's neighbour (another ink style) rises too, without being rated itself
+    assert after.loc[sumie, "score_feedback"] > 0
+    assert list(after.index).index(sumie) < list(before.index).index(sumie)
+    assert "liked" in after.loc[ink, "reason"]
+
+
+def test_similar_feedback_and_implicit_usage(wb: workbench.Workbench) -> None:
+    ink, mount = _id(wb, 900001), _id(wb, 900003)
+    before = wb.recommend.similar(ink, k=10).set_index("id")
+    wb.recommend.feedback(ink, mount, -1)  # int query -> 'similar' kind
+    after = wb.recommend.similar(ink, k=10).set_index("id")
+    assert mount not in after.index or after.loc[mount, "score"] < before.loc[mount, "score"]
+
+    # a generation that used a LoRA for a prompt is an implicit thumbs-up for similar prompts
+    query = "city skyline at night"
+    neon = _id(wb, 900004)
+    before = wb.recommend.for_prompt(query, k=30).set_index("id")
+    with wb.db.write() as con:
+        con.execute("INSERT INTO jobs (id, backend, params, state) VALUES ('j1', 'a1111', ?, 'succeeded')",
+                    [json.dumps({"request": {"prompt": "city skyline at night <lora:neoncity:0.7>"}})])
+        con.execute("INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', 'j1', 0.7)", [neon])
+    after = wb.recommend.for_prompt(query, k=30).set_index("id")
+    assert after.loc[neon, "score_feedback"] > 0 and after.loc[neon, "score"] > before.loc[neon, "score"]
+    assert "used in 1 generation" in after.loc[neon, "reason"]
+
+
+def test_catalog_changes_are_picked_up_incrementally(wb: workbench.Workbench) -> None:
+    rec = wb.recommend
+    rec.for_prompt("anything", k=1)
+    stamps = dict(wb.db.read_df("SELECT lora_id, updated_at FROM embeddings").itertuples(index=False))
+    # another process (here: another Workbench) adds a LoRA and edits one behind our back
+    other = workbench.open(wb.home)
+    import_items(other.db, [_item(900077, "Pixel Art Sprites", ["pixelsprite"], ["style", "pixel art"],
+                                  "8-bit pixel art game sprites")])
+    other.catalog.update(_id(other, 900006), tags=["style", "botanical"])
+    df = rec.by_trigger("pixelsprite", k=1)
+    assert df.iloc[0]["civitai_model_id"] == 900077
+    assert len(rec.index) == 31
+    rows = dict(wb.db.read_df("SELECT lora_id, updated_at FROM embeddings").itertuples(index=False))
+    assert len(rows) == 31
+    # only the new and the edited LoRA were embedded again
+    redone = {i for i, t in rows.items() if stamps.get(i) != t}
+    assert redone == {_id(wb, 900077), _id(wb, 900006)}
+    # index rebuilt when its files are missing
+    shutil.rmtree(wb.home / "index")
+    fresh = workbench.open(wb.home)
+    assert len(fresh.recommend.similar(_id(fresh, 900001), k=3)) == 3
+    assert (wb.home / "index").is_dir()
+
+
+def test_similar_does_not_import_torch(wb: workbench.Workbench) -> None:
+    wb.recommend.refresh()  # index persisted and in sync
+    ink = _id(wb, 900001)
+    code = (
+        "import sys, workbench\n"
+        f"wb = workbench.open({str(wb.home)!r})\n"
+        f"df = wb.recommend.similar({ink}, k=3)\n"
+        "assert len(df) == 3, df\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_recommend(wb: workbench.Workbench, capsys: pytest.CaptureFixture[str]) -> None:
+    home = str(wb.home)
+    assert cli_main(["recommend", "--home", home, "--trigger", "neoncity", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Cyber Neon City" in out and "score" in out
+    assert cli_main(["recommend", "--home", home, "--prompt", "ink wash", "-k", "3", "--format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 3 and {"id", "name", "score", "reason", "score_semantic"} <= set(rows[0])
+    assert cli_main(["recommend", "--home", home, "--similar", str(_id(wb, 900001)), "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Sumi-e" in out or "Chinese Ink" in out
+    assert cli_main(["recommend", "--home", home, "--similar", "999999999"]) == 2
