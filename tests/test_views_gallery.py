@@ -266,7 +266,7 @@ def test_guarded_callbacks_log_and_show_only_a_generic_message(wb: workbench.Wor
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret path /home/me/private")
 
-    monkeypatch.setattr(wb.catalog, "count", broken)
+    monkeypatch.setattr(wb.catalog, "page", broken)
     with caplog.at_level(logging.ERROR, logger="workbench.views"):
         gallery.handle_message({"action": "filter", "filters": {"text": "x"}})
     assert gallery.notice == {"seq": gallery.notice["seq"], "text": GENERIC_ERROR, "level": "error"}

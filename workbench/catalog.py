@@ -121,6 +121,9 @@ class Catalog:
         self._mem = duckdb.connect(":memory:")
         self._mem_lock = threading.Lock()
         self._snapshot_stamp: str | None = None
+        self._table: Any = None
+        self._positions = pd.Index([])
+        self._words_ready = False
         self._my_edits: list[int] = []
 
     def _ensure_schema(self) -> None:
@@ -133,18 +136,24 @@ class Catalog:
 
     # -- snapshot ------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
-        """Reload the in-memory snapshot if any process changed the catalog since the last load."""
+        """Reload the snapshot if any process changed the catalog since the last load.
+
+        The snapshot has two halves: the Arrow table of `lora_view` (every column; pages are cut
+        from it by position) and a narrow in-memory DuckDB table holding only what filters and
+        sorts read, so ordering 50,000 rows never drags descriptions and JSON along.
+        """
         stamp = self.db.stamp()
         if not force and stamp == self._snapshot_stamp:
             return
         with self.db.read() as con:
-            table = con.sql("SELECT * FROM lora_view").to_arrow_table()
+            table = con.sql("SELECT * FROM lora_view ORDER BY id").to_arrow_table()
         with self._mem_lock:
             self._mem.register("_fresh", table)
             self._mem.execute(
                 """
                 CREATE OR REPLACE TABLE lora_view AS
-                SELECT *,
+                SELECT id, name, path, folder, base_model, format, network_type, favorite, missing, has_preview,
+                    error, added_at, mtime, size_bytes, rating, usage_count, rank, sha256, tensor_hash, tags,
                     lower(concat_ws(' ', name, file_name, array_to_string(trigger_words, ' '),
                                     array_to_string(tags, ' '), description, creator, folder)) AS _haystack,
                     lower(concat_ws(' ', name, array_to_string(trigger_words, ' '), array_to_string(tags, ' '))) AS _short,
@@ -153,19 +162,32 @@ class Catalog:
                 FROM _fresh
                 """
             )
-            # Distinct words of names/triggers/tags: fuzzy search compares query words with these
-            # few thousand words instead of with every row's word list.
-            self._mem.execute(
-                """
-                CREATE OR REPLACE TABLE _word_index AS
-                SELECT DISTINCT id, word FROM (
-                    SELECT id, unnest(regexp_split_to_array(_short, '[^a-z0-9]+')) AS word FROM lora_view
-                ) WHERE length(word) > 1
-                """
-            )
-            self._mem.execute("CREATE OR REPLACE TABLE _words AS SELECT DISTINCT word FROM _word_index")
             self._mem.unregister("_fresh")
+            self._table = table
+            self._positions = pd.Index(table.column("id").to_numpy())
+            self._words_ready = False
             self._snapshot_stamp = stamp
+
+    def _ensure_word_index(self) -> None:
+        """Distinct words of names/triggers/tags, built on the first fuzzy query after a refresh:
+        fuzzy search compares query words with these instead of with every row (caller holds _mem_lock)."""
+        if self._words_ready:
+            return
+        self._mem.execute(
+            """
+            CREATE OR REPLACE TABLE _word_index AS
+            SELECT DISTINCT id, word FROM (
+                SELECT id, unnest(regexp_split_to_array(_short, '[^a-z0-9]+')) AS word FROM lora_view
+            ) WHERE length(word) > 1
+            """
+        )
+        self._mem.execute("CREATE OR REPLACE TABLE _words AS SELECT DISTINCT word FROM _word_index")
+        self._words_ready = True
+
+    def _rows(self, ids: Sequence[int]) -> pd.DataFrame:
+        """Full rows for ids, in that order, cut from the Arrow snapshot (caller holds _mem_lock)."""
+        positions = self._positions.get_indexer(list(ids))
+        return self._table.take(positions[positions >= 0]).to_pandas()
 
     # -- queries -------------------------------------------------------------------------
     def _where(
@@ -263,7 +285,8 @@ class Catalog:
         direction = "DESC" if descending or sort == "relevance" else "ASC"
         # Two steps: order and page the ids (narrow), then fetch the wide rows of that page only.
         id_sql = (
-            f"SELECT lora_view.id, {relevance} AS _relevance FROM lora_view{_fuzzy_join(text, fuzzy)} WHERE {where} "
+            f"SELECT lora_view.id, {relevance} AS _relevance, count(*) OVER () AS _total "
+            f"FROM lora_view{_fuzzy_join(text, fuzzy)} WHERE {where} "
             f"ORDER BY {order} {direction} NULLS LAST, _name_lower, lora_view.id"
         )
         id_params = rel_params + params
@@ -277,23 +300,24 @@ class Catalog:
         with self._mem_lock:
             self._prepare_fuzzy(text if fuzzy else None)
             ordered = self._mem.execute(id_sql, id_params).fetchall()
-            ids_page = [row[0] for row in ordered]
-            frame = self._mem.execute(
-                "SELECT * EXCLUDE (_haystack, _short, _tags_lower, _name_lower) FROM lora_view "
-                "WHERE id IN (SELECT unnest(?::BIGINT[]))",
-                [ids_page],
-            ).df()
-        if len(frame):
-            frame = frame.set_index("id", drop=False).loc[ids_page].reset_index(drop=True)
+            frame = self._rows([row[0] for row in ordered])
         if sort == "relevance":
             frame["relevance"] = [row[1] for row in ordered]
+        frame.attrs["total"] = int(ordered[0][2]) if ordered else (0 if not offset else None)
         return frame
+
+    def page(self, limit: int = 100, offset: int = 0, **filters: Any) -> tuple[pd.DataFrame, int]:
+        """One page of `query` plus how many rows match in all, computed in the same pass."""
+        frame = self.query(limit=limit, offset=offset, **filters)
+        total = frame.attrs.get("total")
+        return frame, int(total) if total is not None else self.count(**filters)
 
     def _prepare_fuzzy(self, text: str | None) -> None:
         """Fill the temp table `_fuzzy(id, score)` for a fuzzy text query (caller holds _mem_lock)."""
         if not text:
             return
         tokens = [t for t in text.lower().split() if t][:8]
+        self._ensure_word_index()
         self._mem.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _fuzzy AS

@@ -371,9 +371,10 @@ class GalleryWidget(anywidget.AnyWidget):
 
     def refresh(self, reset_scroll: bool = False) -> None:
         """Re-run the current query (after filters or data changed) and repaint the grid."""
-        args = query_arguments(self.filters)
-        total = int(self.catalog.count(**args))
-        first = card_rows(self.query_frame(limit=self.page_size, offset=0))
+        frame, total = self.catalog.page(
+            limit=self.page_size, offset=0, **query_arguments(self.filters), **self._sort_arguments(self.filters)
+        )
+        first = card_rows(frame)
         with self.hold_sync():
             self.total = total
             self.first_rows = first
