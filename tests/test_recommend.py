@@ -223,3 +223,34 @@ def test_cli_recommend(wb: workbench.Workbench, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "Sumi-e" in out or "Chinese Ink" in out
     assert cli_main(["recommend", "--home", home, "--similar", "999999999"]) == 2
+
+
+def test_panel_cards_feedback_stack_and_escaping(wb: workbench.Workbench) -> None:
+    from workbench.views.recommend import RecommendPanel, card_html, recommend_tab
+
+    evil = _item(900666, "<img src=x onerror=alert(1)>", ["<script>alert(2)</script>"], ["<b>bold</b>"], "x")
+    import_items(wb.db, [evil])
+    panel = recommend_tab(wb)
+    assert isinstance(panel, RecommendPanel)
+    panel.mode.value = "trigger"
+    panel.text.value = "<script>alert(2)</script>"
+    df = panel.run()
+    assert int(df.iloc[0]["civitai_model_id"]) == 900666
+    html_out = "".join(c.children[0].value for c in panel.cards.children)
+    assert "<script>" not in html_out and "<img src=x" not in html_out and "&lt;script&gt;" in html_out
+    assert "<b>bold</b>" not in card_html(df.iloc[0].to_dict())
+    # thumbs down from the panel re-ranks
+    top = int(df.iloc[0]["id"])
+    panel.rate(top, -1)
+    assert wb.recommend.feedback_log().iloc[0]["lora_id"] == top
+    assert panel.results.empty or int(panel.results.iloc[0]["id"]) != top or len(panel.results) == 1
+    # add to stack and similar mode
+    added = []
+    panel.on_add = added.append
+    panel.mode.value = "prompt"
+    panel.text.value = "ink wash painting"
+    first = panel.run().iloc[0].to_dict()
+    panel.add_to_stack(first)
+    assert added and added[0]["id"] == int(first["id"]) and "<lora:" in panel.stack_text.value
+    panel.show_similar(int(first["id"]))
+    assert len(panel.cards.children) == len(panel.results) > 0

@@ -55,6 +55,7 @@ class RankWeights:
     # neighbours by `neighbour_share` x their cosine to it.
     feedback_min_similarity: float = 0.55
     neighbour_share: float = 0.5
+    same_query_boost: float = 2.0  # feedback on the identical query counts double
     implicit_value: float = 0.5  # a generation that used a LoRA counts as half a thumbs-up
     candidates: int = 200
 
@@ -416,7 +417,10 @@ class Recommender:
                 qsim = float(fvec @ qvec)
             if qsim < w.feedback_min_similarity:
                 continue
-            strength = value * (qsim - w.feedback_min_similarity) / (1 - w.feedback_min_similarity) if qsim < 1 else value
+            if qsim >= 0.999:  # the very same query: the person's verdict on exactly this ranking
+                strength = w.same_query_boost * value
+            else:
+                strength = value * (qsim - w.feedback_min_similarity) / (1 - w.feedback_min_similarity)
             j = pos_in_cand.get(lora_id)
             if j is not None:
                 out[j] += strength
