@@ -53,11 +53,39 @@ def _start_worker(redis_url, lora_dir):
                             cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_rq_worker_returns_results_to_the_owner_and_dies_visibly(redis_url, tmp_path):
+@pytest.fixture(scope="module", autouse=True)
+def worker(redis_url):
+    """One worker process for the module, started first: its torch import overlaps the in-process CLI test."""
+    _, lora_dir = shared_tiny()
+    proc = _start_worker(redis_url, lora_dir)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_cli_generate_writes_png_with_infotext(tmp_path, capsys):
+    """In-process through ``cli.main`` (a subprocess would only add a second torch import)."""
+    from workbench import cli
+
+    backend, lora_dir = shared_tiny()
+    home = tmp_path / "home"
+    workbench.open(home).scan([lora_dir], progress=False, workers=1)
+    out = tmp_path / "out.png"
+    code = cli.main(["generate", "--home", str(home), "--backend", "diffusers", "--model", "tiny",
+                     "--prompt", "a lighthouse at dusk", "--lora", "tiny_watercolor:0.6", "--seed", "7", "--steps", "4",
+                     "--size", "64x64", "--sampler", "DDIM", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "RANDOM WEIGHTS" in printed.out
+    # the same request in-process gives the same bytes (the CLI resolved the LoRA from the catalog)
+    assert out.read_bytes() == backend.submit(tiny_request(loras=[LoraSpec("tiny_watercolor", 0.6)])).png
+
+
+def test_rq_worker_returns_results_to_the_owner_and_dies_visibly(redis_url, worker, tmp_path):
     backend, lora_dir = shared_tiny()
     wb = workbench.open(tmp_path / "home")
     queue = JobQueue(wb.db, wb.home / "outputs", executor="rq", redis_url=redis_url, retry=RetryPolicy(max_attempts=1))
-    worker = _start_worker(redis_url, lora_dir)
     try:
         req = tiny_request(loras=[LoraSpec("tiny_watercolor", 0.6)])
         jid = queue.submit(req)
@@ -89,22 +117,3 @@ def test_rq_worker_returns_results_to_the_owner_and_dies_visibly(redis_url, tmp_
         assert row["state"] == "failed" and "no heartbeat" in row["error"]
     finally:
         queue.close()
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
-
-
-def test_cli_generate_writes_png_with_infotext(tmp_path):
-    backend, lora_dir = shared_tiny()
-    home = tmp_path / "home"
-    workbench.open(home).scan([lora_dir], progress=False, workers=1)
-    out = tmp_path / "out.png"
-    env = {**ENV}
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "generate", "--home", str(home), "--backend", "diffusers",
-                           "--model", "tiny", "--prompt", "a lighthouse at dusk", "--lora", "tiny_watercolor:0.6",
-                           "--seed", "7", "--steps", "4", "--size", "64x64", "--sampler", "DDIM", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "RANDOM WEIGHTS" in proc.stdout
-    # the same request in-process gives the same bytes (the CLI resolved the LoRA from the catalog)
-    assert out.read_bytes() == backend.submit(tiny_request(loras=[LoraSpec("tiny_watercolor", 0.6)])).png

@@ -174,7 +174,7 @@ def compare(wb, loras: Sequence[str | None], weights: Sequence[float] = (0.0, 0.
     states = []
     try:
         for jid in cells["job_id"]:
-            states.append(queue.wait(jid, max(0.0, deadline - time.monotonic())))
+            states.append(queue.wait(jid, max(0.0, deadline - time.monotonic()), flush=False))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -3,8 +3,11 @@
 Why it looks like this: DuckDB allows one writer process at a time and every catalog access opens
 the file briefly (~50 ms here), so the worker thread never waits on the catalog — state changes
 go through one recorder thread that batches them into short transactions while the next image is
-computed. Live progress lives in memory (and is persisted about once a second). Jobs survive a
-kernel restart: on start, queued jobs and jobs whose owner died mid-run are claimed and requeued.
+computed. A short job costs one catalog transaction (its final state, result and usage, shared
+with neighbouring jobs' writes); a job running longer than ``progress_interval`` is also recorded
+as running and its progress persisted at that interval. Live progress lives in memory. Jobs
+survive a kernel restart: on start, queued jobs and jobs whose owner died mid-run are claimed and
+requeued.
 
 With ``executor="rq"`` the thread hands jobs to RQ workers on Redis (``workbench worker``) and
 records what they return; workers never open the catalog.
@@ -67,6 +70,8 @@ class Job:
     result_id: str | None = None
     control: JobControl | None = dataclasses.field(default=None, repr=False)
     done: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+    persisted_running: bool = dataclasses.field(default=False, repr=False)
+    running_since: float = dataclasses.field(default=0.0, repr=False)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "backend": self.backend, "state": self.state, "progress": self.progress,
@@ -112,7 +117,7 @@ class JobQueue:
     def __init__(self, db, outputs_dir: str | pathlib.Path, *, backend_defaults: dict[str, dict] | None = None,
                  resolver: Callable[[str], tuple[int | None, str | None]] | None = None,
                  retry: RetryPolicy | None = None, executor: str = "thread", redis_url: str | None = None,
-                 rq_queue: str = "workbench", progress_interval: float = 1.0) -> None:
+                 rq_queue: str = "workbench", progress_interval: float = 2.0) -> None:
         self.db = db
         self.outputs_dir = pathlib.Path(outputs_dir)
         self.backend_defaults = {k: dict(v) for k, v in (backend_defaults or {}).items()}
@@ -133,6 +138,9 @@ class JobQueue:
         self._recorder: threading.Thread | None = None
         self._stop = threading.Event()
         self.listeners: list[Callable[[Job], None]] = []
+        self._own_stamp = ""
+        self.full_check_s = 10.0
+        self.linger_s = 0.02
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "JobQueue":
@@ -192,13 +200,14 @@ class JobQueue:
                   backend_options=dict(backend_options or {}),
                   max_attempts=max_attempts if max_attempts is not None else self.retry.max_attempts,
                   created_at=_now())
-        params = {"request": request.to_dict(), "backend_options": job.backend_options}
-        with self.db.write() as con:
-            con.execute("INSERT INTO jobs (id, backend, params, state, progress, attempts, max_attempts, worker, "
-                        "created_at, updated_at) VALUES (?, ?, ?, 'queued', 0, 0, ?, ?, ?, ?)",
-                        [job.id, backend, json.dumps(params), job.max_attempts, self.owner, job.created_at, job.created_at])
-        self._jobs[job.id] = job
+        params = json.dumps({"request": request.to_dict(), "backend_options": job.backend_options})
+        row = [job.id, backend, params, job.max_attempts, self.owner, job.created_at, job.created_at]
         self.start()
+        # Persisted by the recorder (submits arriving together share one transaction); `flush()` waits for it.
+        self._write(lambda con: con.execute(
+            "INSERT INTO jobs (id, backend, params, state, progress, attempts, max_attempts, worker, created_at, "
+            "updated_at) VALUES (?, ?, ?, 'queued', 0, 0, ?, ?, ?, ?)", row))
+        self._jobs[job.id] = job
         self._push(job.id, 0.0)
         return job.id
 
@@ -266,14 +275,19 @@ class JobQueue:
         self._push(job_id, 0.0)
         return job_id
 
-    def wait(self, job_id: str, timeout: float | None = None) -> dict:
-        """Block until the job is final; returns its state dict. Raises TimeoutError."""
+    def wait(self, job_id: str, timeout: float | None = None, *, flush: bool = True) -> dict:
+        """Block until the job is final; returns its state dict. Raises TimeoutError.
+
+        With ``flush`` (default) the job's final state and result are in the catalog on return;
+        a caller waiting for many jobs may pass ``flush=False`` and call :meth:`flush` once.
+        """
         job = self._jobs.get(job_id)
         if job is None:
             raise KeyError(f"job {job_id} is not owned by this queue")
         if not job.done.wait(timeout):
             raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
-        self.flush()
+        if flush:
+            self.flush()
         return job.to_dict()
 
     def result(self, job_id: str) -> dict | None:
@@ -282,7 +296,10 @@ class JobQueue:
         return rows[0] if rows else None
 
     def flush(self) -> None:
-        """Wait until every recorded change is committed to the catalog."""
+        """Wait until every recorded change (running jobs' state included) is committed to the catalog."""
+        for job in list(self._jobs.values()):
+            if job.state == "running" and not job.persisted_running:
+                self._persist_running(job)
         if self._recorder is not None and self._recorder.is_alive():
             self._writes.join()
 
@@ -317,10 +334,16 @@ class JobQueue:
         while True:
             fn = self._writes.get()
             batch = [fn]
+            # Linger briefly: a job's final write and the next job's first write arrive together and
+            # then share one transaction (each catalog open costs tens of milliseconds).
+            linger_until = time.monotonic() + self.linger_s
             while True:
                 try:
-                    batch.append(self._writes.get_nowait())
+                    batch.append(self._writes.get(timeout=max(0.0, linger_until - time.monotonic()))
+                                 if fn is not None else self._writes.get_nowait())
                 except _queue.Empty:
+                    break
+                if batch[-1] is None:
                     break
             stop = any(f is None for f in batch)
             todo = [f for f in batch if f is not None]
@@ -331,6 +354,7 @@ class JobQueue:
                             with self.db.write() as con:
                                 for f in todo:
                                     f(con)
+                            self._own_stamp = self.db.stamp()
                             break
                         except Exception:
                             if attempt == 4:
@@ -362,11 +386,27 @@ class JobQueue:
             self._run(job)
 
     def _watch_cancel_requests(self) -> None:
-        """Cancels requested from another process arrive through the catalog."""
+        """Record long-running jobs as running, and pick up cancels requested from another process.
+
+        Such cancels arrive through the catalog. Reading it costs a file open, so the watcher first
+        compares the change stamp (a tiny file) with the stamps this queue's own commits produced,
+        and reads the catalog only after someone else wrote (or every ``full_check_s`` as a safety
+        net). A cancel from this process never touches the catalog: it sets the job's event.
+        """
+        seen, last_full = self.db.stamp(), time.monotonic()
         while not self._stop.wait(1.0):
-            running = [j for j in self._jobs.values() if j.state == "running" and j.control is not None]
+            running = [j for j in list(self._jobs.values()) if j.state == "running" and j.control is not None]
+            for job in running:
+                if not job.persisted_running and time.monotonic() - job.running_since >= self.progress_interval:
+                    self._persist_running(job)
             if not running:
                 continue
+            stamp = self.db.stamp()
+            foreign = stamp != seen and stamp != self._own_stamp
+            if not foreign and time.monotonic() - last_full < self.full_check_s:
+                seen = stamp
+                continue
+            seen, last_full = stamp, time.monotonic()
             try:
                 rows = self.db.read_df(
                     f"SELECT id FROM jobs WHERE cancel_requested AND id IN ({', '.join('?' for _ in running)})",
@@ -382,22 +422,18 @@ class JobQueue:
         job.attempts += 1
         job.started_at = _now()
         job.error = None
-        last_saved = [0.0]
+        job.persisted_running = False
+        job.running_since = time.monotonic()
+        last_saved = [job.running_since]
 
         def on_progress(control: JobControl) -> None:
             job.progress, job.step, job.steps = control.progress, control.step, control.steps
             self._notify(job)
             if time.monotonic() - last_saved[0] >= self.progress_interval:
                 last_saved[0] = time.monotonic()
-                p = job.progress
-                self._write(lambda con: con.execute("UPDATE jobs SET progress=?, updated_at=? WHERE id=? AND state='running'",
-                                                    [p, _now(), job.id]))
+                self._persist_running(job)
 
         job.control = JobControl(on_progress=on_progress)
-        started, attempts = job.started_at, job.attempts
-        self._write(lambda con: con.execute(
-            "UPDATE jobs SET state='running', attempts=?, started_at=?, updated_at=?, worker=? WHERE id=?",
-            [attempts, started, started, self.owner, job.id]))
         self._notify(job)
         try:
             request = self._resolve_paths(job)
@@ -420,21 +456,44 @@ class JobQueue:
             return
         self._record_result(job, result)
 
+    def _persist_running(self, job: Job) -> None:
+        """Record that a job runs (first time: state, attempt, start; then its progress).
+
+        A job that finishes within ``progress_interval`` never needs this: its one final write
+        carries everything, which keeps short jobs at one catalog transaction each.
+        """
+        with self._cv:
+            if job.state != "running":
+                return
+            first = not job.persisted_running
+            job.persisted_running = True
+            p, attempts, started = job.progress, job.attempts, job.started_at
+        if first:
+            self._write(lambda con: con.execute(
+                "UPDATE jobs SET state='running', attempts=?, started_at=?, progress=?, updated_at=?, worker=? "
+                "WHERE id=? AND state IN ('queued', 'running')",
+                [attempts, started, p, _now(), self.owner, job.id]))
+        else:
+            self._write(lambda con: con.execute("UPDATE jobs SET progress=?, updated_at=? WHERE id=? AND state='running'",
+                                                [p, _now(), job.id]))
+
     def _requeue(self, job: Job, error: str) -> None:
         delay = self.retry.delay(job.attempts)
         job.state, job.error, job.control = "queued", f"attempt {job.attempts} failed: {error}; retrying in {delay:.0f} s", None
-        err, when = job.error, _now() + _dt.timedelta(seconds=delay)
-        self._write(lambda con: con.execute("UPDATE jobs SET state='queued', error=?, next_attempt_at=?, updated_at=? WHERE id=?",
-                                            [err, when, _now(), job.id]))
+        err, when, attempts, started = job.error, _now() + _dt.timedelta(seconds=delay), job.attempts, job.started_at
+        self._write(lambda con: con.execute(
+            "UPDATE jobs SET state='queued', error=?, next_attempt_at=?, attempts=?, started_at=?, updated_at=? WHERE id=?",
+            [err, when, attempts, started, _now(), job.id]))
         self._notify(job)
         self._push(job.id, time.monotonic() + delay)
 
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         job.state, job.error, job.finished_at = state, error, _now()
         job.control = None
-        fin = job.finished_at
+        fin, attempts, started = job.finished_at, job.attempts, job.started_at
         self._write(lambda con: con.execute(
-            "UPDATE jobs SET state=?, error=?, finished_at=?, updated_at=? WHERE id=?", [state, error, fin, fin, job.id]))
+            "UPDATE jobs SET state=?, error=?, attempts=?, started_at=coalesce(?, started_at), finished_at=?, updated_at=?, "
+            "worker=? WHERE id=?", [state, error, attempts, started, fin, fin, self.owner, job.id]))
         job.done.set()
         self._notify(job)
 
@@ -453,14 +512,15 @@ class JobQueue:
             usage.append((lora_id, spec.unet))
         fin = _now()
         job.state, job.progress, job.finished_at, job.result_id, job.control = "succeeded", 1.0, fin, result_id, None
+        attempts, started = job.attempts, job.started_at
 
         def write(con) -> None:
             con.execute("INSERT OR REPLACE INTO results (id, job_id, path, params, infotext, seed, width, height, created_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [result_id, job.id, str(path), json.dumps(params), result.infotext, result.seed, result.width,
                          result.height, fin])
-            con.execute("UPDATE jobs SET state='succeeded', progress=1, error=NULL, finished_at=?, updated_at=? WHERE id=?",
-                        [fin, fin, job.id])
+            con.execute("UPDATE jobs SET state='succeeded', progress=1, error=NULL, attempts=?, started_at=?, finished_at=?, "
+                        "updated_at=?, worker=? WHERE id=?", [attempts, started, fin, fin, self.owner, job.id])
             for lora_id, weight in usage:
                 if lora_id is not None:
                     con.execute("INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', ?, ?)",
@@ -474,9 +534,14 @@ class JobQueue:
         """For in-process diffusers: pin catalog paths of the stack's LoRAs (workers share the filesystem)."""
         if job.backend != "diffusers" or self.resolver is None:
             return job.request
+        from workbench.backends.lora_files import remember_short_hash
+
         loras = []
         for spec in job.request.loras:
             path = spec.path or self.resolver(spec.name)[1]
+            known = getattr(self.resolver, "tensor_hash", lambda _p: None)(path) if path else None
+            if known is not None:
+                remember_short_hash(path, known[0], known[1], known[2][:12])
             loras.append(dataclasses.replace(spec, path=path) if path else spec)
         return dataclasses.replace(job.request, loras=loras)
 
@@ -498,20 +563,48 @@ class JobQueue:
         return self._backends[key]
 
 
-def catalog_resolver(db, ttl: float = 5.0) -> Callable[[str], tuple[int | None, str | None]]:
-    """name (display name, file stem or file name) -> (lora_id, path) from the catalog, briefly cached."""
-    cache: dict[str, tuple[float, tuple[int | None, str | None]]] = {}
+class CatalogResolver:
+    """name (display name, file stem or file name) -> (lora_id, path) from the catalog, cached.
 
-    def resolve(name: str) -> tuple[int | None, str | None]:
-        hit = cache.get(name)
-        if hit and time.monotonic() - hit[0] < ttl:
+    Also knows the catalog's tensor hash of each file (from ``wb.hash()``), so infotext's
+    ``Lora hashes`` never re-reads a file the catalog already hashed. An entry is reused for
+    ``ttl`` seconds while its file still exists; a moved file is looked up again.
+    """
+
+    def __init__(self, db, ttl: float = 30.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, tuple[int | None, str | None]]] = {}
+        self._hashes: dict[str, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, tensor hash)
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> tuple[int | None, str | None]:
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit and time.monotonic() - hit[0] < self.ttl and (hit[1][1] is None or os.path.exists(hit[1][1])):
             return hit[1]
-        rows = db.read_df(
-            "SELECT id, path FROM lora_view WHERE NOT missing AND (name = ? OR file_name = ? OR file_name = ? || '.safetensors' "
-            "OR regexp_replace(file_name, '\\.[^.]*$', '') = ?) ORDER BY (name = ?) DESC, id LIMIT 1",
+        rows = self.db.read_df(
+            "SELECT v.id, v.path, l.size_bytes, l.mtime_ns, v.tensor_hash FROM lora_view v JOIN loras l ON l.id = v.id "
+            "WHERE NOT v.missing AND (v.name = ? OR v.file_name = ? OR v.file_name = ? || '.safetensors' "
+            "OR regexp_replace(v.file_name, '\\.[^.]*$', '') = ?) ORDER BY (v.name = ?) DESC, v.id LIMIT 1",
             [name, name, name, name, name]).to_dict("records")
-        value = (int(rows[0]["id"]), rows[0]["path"] or None) if rows else (None, None)
-        cache[name] = (time.monotonic(), value)
+        value: tuple[int | None, str | None] = (None, None)
+        if rows:
+            row = rows[0]
+            value = (int(row["id"]), row["path"] or None)
+            if row["path"] and isinstance(row["tensor_hash"], str):
+                with self._lock:
+                    self._hashes[row["path"]] = (int(row["size_bytes"]), int(row["mtime_ns"]), row["tensor_hash"])
+        with self._lock:
+            self._cache[name] = (time.monotonic(), value)
         return value
 
-    return resolve
+    def tensor_hash(self, path: str) -> tuple[int, int, str] | None:
+        """(size, mtime_ns, tensor hash) the catalog recorded for a resolved path, if hashed."""
+        with self._lock:
+            return self._hashes.get(path)
+
+
+def catalog_resolver(db, ttl: float = 30.0) -> CatalogResolver:
+    """The resolver ``wb.queue`` uses (kept as a function for existing callers)."""
+    return CatalogResolver(db, ttl)

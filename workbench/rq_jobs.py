@@ -146,6 +146,10 @@ def run_worker(redis_url: str, queues: list[str] | None = None, *, burst: bool =
     from rq import Queue, SimpleWorker
 
     _WORKER_DEFAULTS.update(backend_defaults or {})
+    if (backend_defaults or {}).get("diffusers", {}).get("model"):
+        # Load the pipeline before taking jobs: importing torch/diffusers inside the first job can hold
+        # the GIL long enough to starve the heartbeat, and the owner would take the worker for dead.
+        _backend("diffusers", {}).pipe
     conn = redis.Redis.from_url(redis_url)
     worker = SimpleWorker([Queue(q, connection=conn) for q in (queues or ["workbench"])], connection=conn)
     try:

@@ -190,6 +190,16 @@ def lora_short_hash(path: str | pathlib.Path) -> str:
     return short
 
 
+def remember_short_hash(path: str | pathlib.Path, size: int, mtime_ns: int, short: str) -> None:
+    """Seed the short-hash cache with a hash computed elsewhere (the catalog's ``hashes`` table).
+
+    Keyed by (path, size, mtime_ns) like computed hashes, so a file changed since it was hashed
+    is hashed again rather than labelled with a stale hash.
+    """
+    with _HASH_LOCK:
+        _HASH_CACHE[(str(pathlib.Path(path)), int(size), int(mtime_ns))] = short
+
+
 def find_lora_file(name: str, dirs: list[pathlib.Path]) -> pathlib.Path:
     """Resolve a LoRA name (file stem or ``ss_output_name`` alias) in the given folders (recursive)."""
     candidates = []
