@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'figure':<34}{'measured':>14}   {'target':<14}")
     print(f"{'raw baseline (s)':<34}{baseline:>14.2f}")
     print(f"{'cold scan (s)':<34}{r['cold_s']:>14.2f}")
-    print(f"{'cold / baseline':<34}{cold_ratio:>14.2f}   <= {TARGET_COLD_RATIO:<11} {_mark(cold_ratio <= TARGET_COLD_RATIO)}")
+    print(f"{'cold / baseline':<34}{cold_ratio:>14.3f}   <= {TARGET_COLD_RATIO:<11} {_mark(cold_ratio <= TARGET_COLD_RATIO)}")
     print(f"{'files/s (cold)':<34}{files / r['cold_s']:>14.0f}")
     print(f"{'no-change rescan (s)':<34}{r['rescan_s']:>14.2f}   <= {TARGET_RESCAN_S:<11} "
           f"{_mark(r['rescan_s'] <= TARGET_RESCAN_S)}")
