@@ -29,6 +29,7 @@ LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 #: Below this many files to inspect, worker processes cost more than they save.
 _POOL_THRESHOLD = 400
 _BATCH_ROWS = 2000
+_CHUNK = 64
 
 _COLUMNS = (
     "id", "path", "root", "folder", "file_name", "name", "format", "size_bytes", "mtime", "mtime_ns",
@@ -254,36 +255,48 @@ def _record_from_info(item: _Found, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _inspect_all(items: list[_Found], workers: int | None, progress: bool) -> Iterator[dict[str, Any]]:
+def _inspect_chunk(items: list[_Found]) -> list[dict[str, Any]]:
+    return [_inspect_record(item) for item in items]
+
+
+def _inspect_all(items: list[_Found], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+    """Inspect files, in the pool when there are enough; at most a few chunks in flight (bounded memory)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(items), desc="Inspecting LoRAs", unit="file", disable=not progress or not items)
     try:
-        if workers is None:
-            workers = min(os.cpu_count() or 1, 8)
         if workers <= 1 or len(items) < _POOL_THRESHOLD:
             for item in items:
                 yield _inspect_record(item)
                 bar.update()
             return
+        chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+        chunks.reverse()  # pop() from the end takes them in walk order
         # fork: children only parse files, start instantly and need no importable __main__
         # (scripts without a main guard and notebooks both work); no catalog connection is open here.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for record in pool.map(_inspect_record, items, chunksize=64):
-                yield record
-                bar.update()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            pending: set[Any] = set()
+            while chunks or pending:
+                while chunks and len(pending) < 4 * workers:
+                    pending.add(pool.submit(_inspect_chunk, chunks.pop()))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    records = future.result()
+                    yield from records
+                    bar.update(len(records))
     finally:
         bar.close()
 
 
 def _existing_rows(db: Database) -> dict[str, dict[str, Any]]:
+    columns = ("id", "path", "root", "file_name", "size_bytes", "mtime_ns", "sidecar_sig", "missing", "added_at", "error")
     with db.read() as con:
-        frame = con.execute(
-            "SELECT id, path, root, file_name, size_bytes, mtime_ns, sidecar_sig, missing, added_at, error "
-            "FROM loras WHERE origin = 'scan' AND path <> ''"
-        ).df()
-    return {row["path"]: row for row in frame.to_dict("records")}
+        rows = con.execute(
+            f"SELECT {', '.join(columns)} FROM loras WHERE origin = 'scan' AND path <> ''"
+        ).fetchall()
+    return {row[1]: dict(zip(columns, row)) for row in rows}
 
 
 def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
@@ -343,13 +356,15 @@ def scan(db: Database, roots: Sequence[Path], *, workers: int | None = None, pro
     report = ScanReport(roots=[str(r) for r in resolved])
     if not resolved:
         raise ValueError("no library roots given (pass folders to scan)")
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
     with db.task_lock("scan"):  # a second kernel scanning at once waits, then finds nothing to do
         _scan_locked(db, resolved, report, workers, progress)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers: int | None, progress: bool) -> None:
+def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers: int, progress: bool) -> None:
     found = walk_roots(resolved, report.skipped_dirs)
     report.seen = len(found)
     existing = _existing_rows(db)
