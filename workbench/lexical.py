@@ -103,8 +103,8 @@ class FieldWeights:
     k1: float = 1.2
     b: float = 0.5
     description_chars: int = 600
-    phrase_p: float = 3.0
-    token_p: float = 2.0
+    phrase_p: float = 5.0
+    token_p: float = 3.0
 
 
 @dataclass
