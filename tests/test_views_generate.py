@@ -135,8 +135,7 @@ def test_history_reuse_fills_the_form_and_actions_are_checked(wb):
     form, history = tabs["Generate"], tabs["History"].grid
     job = wb.queue.submit(tiny_request(prompt="a red fox", seed=21, steps=5, loras=[LoraSpec("tiny_pixelart", 0.45)]))
     wb.queue.wait(job, 120)
-    wb.queue.flush()
-    history.refresh()
+    _wait_until(lambda: history.items, 20)  # the Queue tab's listener refreshed the History tab
     assert [i["id"] for i in history.items] == [job] and history.items[0]["prompt"] == "a red fox"
     sent = []
     history.send = lambda content, buffers=None: sent.append((content, buffers))

@@ -73,7 +73,7 @@ class GenerateView(w.VBox):
         self.recipe_pick = w.Dropdown(options=[], description="recipe", layout=w.Layout(width="300px"))
         self.load_recipe_button = w.Button(description="Load recipe", icon="folder-open")
         self.message = w.HTML()
-        if any(b.random_weights for b in self.backends) and self.default_steps_small():
+        if self.backends[0].random_weights:  # the tiny pipeline: start with settings that finish in about a second
             self.steps.value, self.width.value, self.height.value, self.sampler.value = 8, 64, 64, "DDIM"
         self.add_button.on_click(self._on_add)
         self.generate_button.on_click(self._on_generate)
@@ -91,10 +91,6 @@ class GenerateView(w.VBox):
         self.add_class("wb-generate")
         self._show_backend()
         self.refresh()
-
-    def default_steps_small(self) -> bool:
-        """The tiny pipeline is the default: start with settings that finish in about a second."""
-        return self.backends[0].random_weights
 
     # -- public -----------------------------------------------------------------------------
     @guarded

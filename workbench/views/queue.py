@@ -79,7 +79,7 @@ class QueueView(w.VBox):
         self.refresh()
 
     def on_finished(self, callback: Callable[[Any], None]) -> None:
-        """Call ``callback(job)`` (on the queue's thread) when a job of this queue ends."""
+        """Call ``callback(job)`` (on a background thread) when a job of this queue ends."""
         self._finished_callbacks.append(callback)
 
     @guarded
@@ -118,13 +118,18 @@ class QueueView(w.VBox):
                     row.bar.value = float(job.progress)  # a step: only this bar changes
                     return
             self._schedule_refresh()
-            if job.state in ("succeeded", "failed", "cancelled"):
-                for callback in list(self._finished_callbacks):
-                    guarded(callback)(job)
+            if job.state in ("succeeded", "failed", "cancelled") and self._finished_callbacks:
+                # off the worker thread: callbacks read the catalog (e.g. the history grid refreshes)
+                threading.Thread(target=self._run_finished, args=(job,), daemon=True).start()
         except Exception:  # never break the queue's thread
             import logging
 
             logging.getLogger("workbench.views").exception("queue view update failed")
+
+    def _run_finished(self, job: Any) -> None:
+        self._wb.queue.flush()  # the job's result is in the catalog before anyone reads it
+        for callback in list(self._finished_callbacks):
+            guarded(callback)(job)
 
     def _schedule_refresh(self) -> None:
         with self._lock:
