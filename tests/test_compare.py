@@ -92,3 +92,20 @@ def test_labels_are_drawn_and_hostile_text_is_only_pixels():
     assert (arr[:, :left] < 128).any()  # dark label pixels left of the cells
     top = grid.height - 2 * 36 - 4
     assert (arr[:top, left:] < 128).any()  # and column labels above them
+
+
+def test_cli_compare_writes_the_grid(tmp_path, capsys):
+    from workbench import cli
+
+    _, lora_dir = shared_tiny()
+    home = tmp_path / "home"
+    workbench.open(home).scan([lora_dir], progress=False, workers=1)
+    code = cli.main(["compare", "--home", str(home), "--lora", "tiny_watercolor", "--lora", "tiny_pixelart",
+                     "--weights", "0,1", "--seeds", "5", "--prompt", "a fox", "--steps", "3", "--size", "64x64",
+                     "--sampler", "DDIM", "--out", str(tmp_path / "grid.png"), "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "RANDOM WEIGHTS" in printed.out and "tiny_pixelart" in printed.out
+    grid = Image.open(tmp_path / "grid.png")
+    assert len(json.loads(grid.info["workbench-compare"])["cells"]) == 4
+    assert grid.width >= 2 * 64 and grid.height >= 2 * 64

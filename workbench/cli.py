@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]
-    # [generation helper] generate, worker
+    # [generation helper] generate, compare, worker
     _add_generation_commands(sub)
     # [/generation helper]
     # [recommend helper] recommend, import-civitai
@@ -230,6 +230,38 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(args.redis, args.queue or ["workbench"], burst=args.burst, backend_defaults=defaults)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """A LoRA x weight x seed grid through the queue; writes the labelled PNG and prints the cells."""
+    import shutil
+
+    from workbench.backends.base import GenerationRequest
+    from workbench.compare import compare
+
+    width, _, height = args.size.lower().partition("x")
+    base = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative or "", steps=args.steps,
+                             cfg_scale=args.cfg, width=int(width), height=int(height or width), sampler=args.sampler)
+    options = {"model": args.model or "tiny"} if args.backend == "diffusers" else {"url": args.url}
+    if args.backend != "diffusers" and not args.url:
+        raise ValueError(f"--backend {args.backend} needs --url")
+    wb = _open(args)
+    try:
+        result = compare(wb, args.lora, [float(x) for x in args.weights.split(",") if x.strip()],
+                         [int(x) for x in args.seeds.split(",") if x.strip()], base=base, cols=args.cols,
+                         backend=args.backend, backend_options=options, progress=not args.quiet)
+    except RuntimeError as exc:
+        print(f"workbench compare: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        wb.queue.close()
+    if args.out:
+        shutil.copyfile(result.path, args.out)
+    print(result.cells[["row", "col", "lora", "weight", "seed", "result_id"]].to_string(index=False))
+    if args.backend == "diffusers" and (args.model or "tiny") == "tiny":
+        print("(tiny pipeline with RANDOM WEIGHTS: the images are noise-like and carry no meaning)")
+    print(f"wrote {args.out or result.path}")
+    return 0
+
+
 def _add_generation_commands(sub) -> None:
     p = sub.add_parser("generate", help="generate one image through the queue and write the PNG")
     _add_home(p)
@@ -247,6 +279,25 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("compare", help="LoRA x weight x seed comparison grid through the queue")
+    _add_home(p)
+    p.add_argument("--lora", action="append", required=True, help="LoRA to compare (repeatable)")
+    p.add_argument("--weights", default="0,0.5,1", help="comma separated weights")
+    p.add_argument("--seeds", default="1", help="comma separated fixed seeds")
+    p.add_argument("--cols", choices=["weight", "seed", "lora"], default="weight", help="axis along the columns")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="")
+    p.add_argument("--backend", choices=["diffusers", "a1111", "comfyui"], default="diffusers")
+    p.add_argument("--model", help="diffusers folder or checkpoint, or 'tiny' (random weights)")
+    p.add_argument("--url", help="server URL for a1111/comfyui")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=7.0)
+    p.add_argument("--sampler", default="Euler")
+    p.add_argument("--size", default="512x512", help="WxH")
+    p.add_argument("--out", help="also copy the grid PNG here (it is always saved under <home>/compare)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("worker", help="run an RQ generation worker on Redis (for several GPU machines)")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
