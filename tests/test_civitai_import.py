@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -141,9 +142,8 @@ def test_catalog_only_entry_merges_when_file_appears(tmp_path: Path) -> None:
     assert only["missing"] and only["path"] == ""
     wb.catalog.update(int(only["id"]), notes="keep me")
     wb.scan([lib], workers=1, progress=False)
-    wb.hash(progress=False, workers=1)
-    assert len(wb.catalog.query()) == 2
-    assert link_local_files(wb.db) == 1
+    wb.hash(progress=False, workers=1)  # hashing joins the catalog-only entry to the file
+    assert link_local_files(wb.db) == 0
     df = wb.catalog.query()
     assert len(df) == 1
     row = df.iloc[0]
@@ -152,6 +152,11 @@ def test_catalog_only_entry_merges_when_file_appears(tmp_path: Path) -> None:
     # re-importing now joins instead of re-creating the catalog-only entry
     report = import_items(wb.db, [_item_for(sha)])
     assert report.joined == 1 and len(wb.catalog.query()) == 1
+    # a rescan of the changed file keeps what Civitai said where the files say nothing
+    os.utime(row["path"], ns=(10**18, 10**18))
+    assert wb.scan(progress=False).changed == 1
+    row = wb.catalog.query().iloc[0]
+    assert row["civitai_model_id"] == 990001 and row["creator"] == "someone" and row["notes"] == "keep me"
 
 
 def test_cli_import_civitai(tmp_path: Path, real_items: list[dict], capsys: pytest.CaptureFixture[str]) -> None:

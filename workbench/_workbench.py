@@ -47,9 +47,13 @@ class Workbench:
 
     def hash(self, ids: Iterable[int] | None = None, *, progress: bool = True, workers: int | None = None) -> int:
         """Compute missing file hashes (SHA256, AutoV1/V2, tensor hash); returns how many files were hashed."""
+        from workbench.civitai_import import link_local_files
         from workbench.hashes import hash_catalog
 
-        return hash_catalog(self.db, ids=ids, progress=progress, workers=workers)
+        hashed = hash_catalog(self.db, ids=ids, progress=progress, workers=workers)
+        if hashed:
+            link_local_files(self.db)  # imported Civitai entries join the files they describe
+        return hashed
 
     def hash_in_background(self) -> Any:
         """Start hashing in a daemon thread; returns the thread (join it to wait)."""

@@ -312,8 +312,16 @@ def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
     with db.write() as con:
         if len(with_ids):
             con.register("_batch", with_ids.astype({"id": "int64"}))
+            # What a Civitai import joined into a row outlives a rescan when the files say nothing instead.
+            kept = ", ".join(_KEPT_ON_RESCAN)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _kept AS SELECT id, {kept} FROM loras WHERE id IN (SELECT id FROM _batch)")
             con.execute("DELETE FROM loras WHERE id IN (SELECT id FROM _batch)")
             con.execute(f"INSERT INTO loras ({', '.join(_COLUMNS)}) SELECT {_select_list(_COLUMNS)} FROM _batch")
+            con.execute(
+                "UPDATE loras SET " + ", ".join(f"{c} = coalesce(loras.{c}, k.{c})" for c in _KEPT_ON_RESCAN)
+                + " FROM _kept k WHERE loras.id = k.id"
+            )
+            con.execute("DROP TABLE _kept")
             con.unregister("_batch")
         if len(without_ids):
             con.register("_batch", without_ids)
@@ -324,6 +332,7 @@ def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
             con.unregister("_batch")
 
 
+_KEPT_ON_RESCAN = ("civitai_model_id", "civitai_version_id", "creator", "stats", "description", "trigger_words", "file_tags")
 _LIST_COLUMNS = {"trigger_words", "file_tags", "sidecar_errors"}
 _JSON_COLUMNS = {"training_tags", "metadata", "sidecars", "sources", "stats"}
 _CASTS = {
