@@ -186,9 +186,47 @@ def test_kernel_restart_recovers_queued_and_interrupted_jobs(tmp_path):
     states = dict(wb.db.read_df("SELECT id, state FROM jobs").itertuples(index=False))
     assert states == {first: "running", second: "queued"}
     wb.queue.set_backend("diffusers", backend)
+    assert sorted(wb.queue.recover()) == sorted([first, second])  # what start() does first
+    assert wb.queue.get(first)["error"].startswith("interrupted") and wb.queue.get(second)["error"] is None
     wb.queue.start()
-    assert wb.queue.get(first)["error"].startswith("interrupted")
     wb.queue.cancel(first)  # 500 steps: do not wait for it
     assert wb.queue.wait(first, 60)["state"] == "cancelled"
     assert wb.queue.wait(second, 60)["state"] == "succeeded"
     wb.queue.close()
+
+
+def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypatch):
+    """The queue's overhead guard: each catalog open costs tens of ms on a loaded machine."""
+    from workbench._db import Database
+
+    req = tiny_request(loras=[LoraSpec("tiny_watercolor", 0.5)])
+    wb.queue.wait(wb.queue.submit(req), 60)  # warm: resolver cache, adapter loaded
+    wb.queue.full_check_s = 3600  # the cancel watcher's periodic safety read stays out of this count
+    opens = []
+    real_open = Database._open
+    monkeypatch.setattr(Database, "_open", lambda self, read_only: opens.append(read_only) or real_open(self, read_only))
+    ids = [wb.queue.submit(req.with_seed(i)) for i in range(6)]
+    for jid in ids:
+        assert wb.queue.wait(jid, 60)["state"] == "succeeded"
+    assert opens.count(True) == 0, "no catalog reads while short jobs run"
+    assert opens.count(False) <= len(ids) + 2, f"{opens.count(False)} write transactions for {len(ids)} jobs"
+    rows = wb.db.read_df("SELECT state, attempts, started_at FROM jobs WHERE id IN (SELECT unnest(?))", [ids])
+    assert list(rows["state"]) == ["succeeded"] * 6 and rows["attempts"].eq(1).all() and rows["started_at"].notna().all()
+
+
+def test_infotext_lora_hashes_come_from_the_catalog_without_reading_the_file(wb, monkeypatch):
+    from workbench.backends import lora_files
+
+    wb.hash(progress=False, workers=1)
+    tensor_hash = wb.catalog.query(text="tiny_neon_unet_only")["tensor_hash"].iloc[0]
+    lora_files._HASH_CACHE.clear()
+
+    class NoHashing:
+        @staticmethod
+        def sha256(*_a):
+            raise AssertionError("the LoRA file was hashed again")
+
+    monkeypatch.setattr(lora_files, "hashlib", NoHashing)
+    jid = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_neon_unet_only", 0.5)]))
+    assert wb.queue.wait(jid, 60)["state"] == "succeeded"
+    assert f"tiny_neon_unet_only: {tensor_hash[:12]}" in wb.queue.result(jid)["infotext"]

@@ -139,6 +139,7 @@ class JobQueue:
         self._stop = threading.Event()
         self.listeners: list[Callable[[Job], None]] = []
         self._own_stamp = ""
+        self._committing = False
         self.full_check_s = 10.0
         self.linger_s = 0.02
 
@@ -351,10 +352,14 @@ class JobQueue:
                 if todo:
                     for attempt in range(5):
                         try:
-                            with self.db.write() as con:
-                                for f in todo:
-                                    f(con)
-                            self._own_stamp = self.db.stamp()
+                            self._committing = True
+                            try:
+                                with self.db.write() as con:
+                                    for f in todo:
+                                        f(con)
+                                self._own_stamp = self.db.stamp()
+                            finally:
+                                self._committing = False
                             break
                         except Exception:
                             if attempt == 4:
@@ -401,6 +406,8 @@ class JobQueue:
                     self._persist_running(job)
             if not running:
                 continue
+            if self._committing:
+                continue  # our own commit may have bumped the stamp already; look again next round
             stamp = self.db.stamp()
             foreign = stamp != seen and stamp != self._own_stamp
             if not foreign and time.monotonic() - last_full < self.full_check_s:
