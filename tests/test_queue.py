@@ -28,7 +28,7 @@ def wb(tmp_path):
 
 def test_job_runs_records_result_png_and_usage(wb):
     jid = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_watercolor", 0.8)]))
-    state = wb.queue.wait(jid, timeout=60)
+    state = wb.queue.wait(jid, timeout=60, flush=True)
     assert state["state"] == "succeeded" and state["progress"] == 1.0
     row = wb.db.read_df("SELECT state, attempts, started_at, finished_at, error FROM jobs WHERE id=?", [jid]).iloc[0]
     assert row["state"] == "succeeded" and row["attempts"] == 1 and row["finished_at"] >= row["started_at"]
@@ -57,7 +57,7 @@ def test_cancel_running_job_stops_backend(wb):
     while wb.queue.get(jid)["step"] < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     wb.queue.cancel(jid)
-    state = wb.queue.wait(jid, timeout=30)
+    state = wb.queue.wait(jid, timeout=30, flush=True)
     assert state["state"] == "cancelled" and state["step"] < 400
     assert wb.db.read_df("SELECT state FROM jobs WHERE id=?", [jid])["state"][0] == "cancelled"
     assert wb.queue.result(jid) is None
@@ -75,7 +75,7 @@ def test_cancel_queued_job_and_retry_it(wb):
 
 def test_permanent_error_fails_at_once_with_reason(wb):
     jid = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_loha_lycoris")]))
-    state = wb.queue.wait(jid, 60)
+    state = wb.queue.wait(jid, 60, flush=True)
     assert state["state"] == "failed" and state["attempts"] == 1 and "LoHa" in state["error"]
     assert "a1111" in wb.db.read_df("SELECT error FROM jobs WHERE id=?", [jid])["error"][0]
 
@@ -209,6 +209,7 @@ def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypat
     for jid in ids:
         assert wb.queue.wait(jid, 60)["state"] == "succeeded"
     assert opens.count(True) == 0, "no catalog reads while short jobs run"
+    wb.queue.flush()
     assert opens.count(False) <= len(ids) + 2, f"{opens.count(False)} write transactions for {len(ids)} jobs"
     rows = wb.db.read_df("SELECT state, attempts, started_at FROM jobs WHERE id IN (SELECT unnest(?))", [ids])
     assert list(rows["state"]) == ["succeeded"] * 6 and rows["attempts"].eq(1).all() and rows["started_at"].notna().all()

@@ -111,7 +111,7 @@ def test_rq_worker_returns_results_to_the_owner_and_dies_visibly(redis_url, work
             time.sleep(0.05)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
-        state = queue.wait(jid, timeout=60)
+        state = queue.wait(jid, timeout=60, flush=True)
         assert state["state"] == "failed" and "stopped mid-job" in state["error"]
         row = wb.db.read_df("SELECT state, error FROM jobs WHERE id=?", [jid]).iloc[0]
         assert row["state"] == "failed" and "no heartbeat" in row["error"]

@@ -97,7 +97,11 @@ class Workbench:
         if getattr(self, "_history", None) is None:
             from workbench.history import History
 
-            self._history = History(self.db)
+            def flush_queue() -> None:  # results the queue recorded are committed before history reads
+                if getattr(self, "_queue", None) is not None:
+                    self._queue.flush()
+
+            self._history = History(self.db, before_read=flush_queue)
         return self._history
 
     @property

@@ -9,6 +9,7 @@ import io
 import json
 import pathlib
 import zipfile
+from typing import Callable
 
 import pandas as pd
 
@@ -18,13 +19,19 @@ from workbench.backends.base import GenerationRequest
 class History:
     """Queries and edits over generated images (``wb.history``)."""
 
-    def __init__(self, db) -> None:
+    def __init__(self, db, before_read: Callable[[], None] | None = None) -> None:
         self.db = db
+        self._before_read = before_read  # the queue's flush: results it recorded are visible here
+
+    def _sync(self) -> None:
+        if self._before_read is not None:
+            self._before_read()
 
     def list(self, *, text: str | None = None, lora: str | None = None, favorites: bool | None = None,
              min_rating: int | None = None, backend: str | None = None, include_deleted: bool = False,
              limit: int = 200, offset: int = 0) -> pd.DataFrame:
         """Results newest first, filtered in DuckDB: prompt text, LoRA name in the stack, favorite, rating, backend."""
+        self._sync()
         where, args = [], []
         if not include_deleted:
             where.append("NOT r.deleted")
@@ -55,6 +62,7 @@ class History:
         return df
 
     def get(self, result_id: str) -> dict:
+        self._sync()
         rows = self.db.read_df("SELECT * FROM results WHERE id = ?", [result_id]).to_dict("records")
         if not rows:
             raise KeyError(f"no result {result_id}")
@@ -71,6 +79,7 @@ class History:
         self._set(result_id, "favorite", bool(value))
 
     def _set(self, result_id: str, column: str, value) -> None:
+        self._sync()
         with self.db.write() as con:
             n = con.execute(f"UPDATE results SET {column} = ? WHERE id = ? RETURNING id", [value, result_id]).fetchall()
         if not n:
@@ -119,6 +128,7 @@ class History:
 
     def usage(self) -> pd.DataFrame:
         """Generations per LoRA (from ``usage_events``), most used first."""
+        self._sync()
         return self.db.read_df(
             "SELECT e.lora_id, any_value(v.name) AS name, count(*) AS uses, avg(e.weight) AS mean_weight, max(e.created_at) AS last_used "
             "FROM usage_events e LEFT JOIN lora_view v ON v.id = e.lora_id WHERE e.kind = 'generate' "

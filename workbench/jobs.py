@@ -14,6 +14,7 @@ records what they return; workers never open the catalog.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime as _dt
 import heapq
@@ -25,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable
 
 from workbench.backends.base import (
@@ -107,6 +109,18 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
+def _flush_at_exit(ref: "weakref.ref[JobQueue]", timeout: float = 15.0) -> None:
+    """Commit recorded job states when the interpreter exits (the recorder is a daemon thread)."""
+    queue = ref()
+    if queue is None or queue._recorder is None or not queue._recorder.is_alive():
+        return
+    queue._flush_now.set()
+    deadline = time.monotonic() + timeout
+    while queue._writes.unfinished_tasks and time.monotonic() < deadline:
+        queue._flush_now.set()
+        time.sleep(0.02)
+
+
 class JobQueue:
     """Persisted queue of generation jobs with one worker thread (or RQ workers).
 
@@ -117,7 +131,8 @@ class JobQueue:
     def __init__(self, db, outputs_dir: str | pathlib.Path, *, backend_defaults: dict[str, dict] | None = None,
                  resolver: Callable[[str], tuple[int | None, str | None]] | None = None,
                  retry: RetryPolicy | None = None, executor: str = "thread", redis_url: str | None = None,
-                 rq_queue: str = "workbench", progress_interval: float = 2.0) -> None:
+                 rq_queue: str = "workbench", progress_interval: float = 2.0,
+                 commit_interval: float = 2.0) -> None:
         self.db = db
         self.outputs_dir = pathlib.Path(outputs_dir)
         self.backend_defaults = {k: dict(v) for k, v in (backend_defaults or {}).items()}
@@ -142,6 +157,9 @@ class JobQueue:
         self._committing = False
         self.full_check_s = 10.0
         self.linger_s = 0.02
+        self.commit_interval = commit_interval
+        self._last_commit = 0.0
+        self._flush_now = threading.Event()
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "JobQueue":
@@ -150,6 +168,7 @@ class JobQueue:
             return self
         self._stop.clear()
         _ACTIVE_OWNERS.add(self.owner)
+        atexit.register(_flush_at_exit, weakref.ref(self))
         self._recorder = threading.Thread(target=self._record_loop, name="workbench-recorder", daemon=True)
         self._recorder.start()
         self.recover()
@@ -166,6 +185,7 @@ class JobQueue:
             self._thread.join(60)
         self.flush()
         self._writes.put(None)
+        self._flush_now.set()
         if self._recorder is not None and wait:
             self._recorder.join(30)
         _ACTIVE_OWNERS.discard(self.owner)
@@ -276,11 +296,12 @@ class JobQueue:
         self._push(job_id, 0.0)
         return job_id
 
-    def wait(self, job_id: str, timeout: float | None = None, *, flush: bool = True) -> dict:
+    def wait(self, job_id: str, timeout: float | None = None, *, flush: bool = False) -> dict:
         """Block until the job is final; returns its state dict. Raises TimeoutError.
 
-        With ``flush`` (default) the job's final state and result are in the catalog on return;
-        a caller waiting for many jobs may pass ``flush=False`` and call :meth:`flush` once.
+        The catalog gets the job's final state within ``commit_interval``; reads through the
+        workbench (``result``, ``jobs``, ``wb.history``) flush first. ``flush=True`` commits before
+        returning, for callers that read the catalog with their own SQL or hand over to another process.
         """
         job = self._jobs.get(job_id)
         if job is None:
@@ -302,6 +323,7 @@ class JobQueue:
             if job.state == "running" and not job.persisted_running:
                 self._persist_running(job)
         if self._recorder is not None and self._recorder.is_alive():
+            self._flush_now.set()
             self._writes.join()
 
     # ---------------------------------------------------------------- internals
@@ -331,21 +353,35 @@ class JobQueue:
     def _write(self, fn: Callable) -> None:
         self._writes.put(fn)
 
+    def _next_batch(self) -> list:
+        """The writes for one transaction: everything that arrives until ``commit_interval`` after the
+        previous commit (at least ``linger_s``), cut short by ``flush()`` or ``close()``.
+
+        Each catalog open costs tens of milliseconds of CPU, so a stream of short jobs shares
+        transactions instead of paying one each; readers through the workbench flush first.
+        """
+        first = self._writes.get()
+        batch = [first]
+        deadline = max(time.monotonic() + self.linger_s, self._last_commit + self.commit_interval)
+        while first is not None and batch[-1] is not None:
+            left = deadline - time.monotonic()
+            if self._flush_now.is_set() or left <= 0:
+                break
+            try:
+                batch.append(self._writes.get(timeout=min(left, 0.05)))
+            except _queue.Empty:
+                continue
+        self._flush_now.clear()  # a flush asked after this point gets the next batch at once
+        while batch[-1] is not None:
+            try:
+                batch.append(self._writes.get_nowait())
+            except _queue.Empty:
+                break
+        return batch
+
     def _record_loop(self) -> None:
         while True:
-            fn = self._writes.get()
-            batch = [fn]
-            # Linger briefly: a job's final write and the next job's first write arrive together and
-            # then share one transaction (each catalog open costs tens of milliseconds).
-            linger_until = time.monotonic() + self.linger_s
-            while True:
-                try:
-                    batch.append(self._writes.get(timeout=max(0.0, linger_until - time.monotonic()))
-                                 if fn is not None else self._writes.get_nowait())
-                except _queue.Empty:
-                    break
-                if batch[-1] is None:
-                    break
+            batch = self._next_batch()
             stop = any(f is None for f in batch)
             todo = [f for f in batch if f is not None]
             try:
@@ -358,6 +394,7 @@ class JobQueue:
                                     for f in todo:
                                         f(con)
                                 self._own_stamp = self.db.stamp()
+                                self._last_commit = time.monotonic()
                             finally:
                                 self._committing = False
                             break
