@@ -231,3 +231,40 @@ def test_infotext_lora_hashes_come_from_the_catalog_without_reading_the_file(wb,
     jid = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_neon_unet_only", 0.5)]))
     assert wb.queue.wait(jid, 60)["state"] == "succeeded"
     assert f"tiny_neon_unet_only: {tensor_hash[:12]}" in wb.queue.result(jid)["infotext"]
+
+
+EXIT_SCRIPT = r"""
+import io, sys
+from PIL import Image
+import workbench
+from tests.fake_servers import tiny_request
+from workbench.backends import GenerationResult
+
+class OneColour:  # stands in for a backend: this test is about recording, not pictures
+    kind = "diffusers"
+    def submit(self, request, control):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, format="PNG")
+        return GenerationResult(png=buf.getvalue(), seed=request.seed, width=8, height=8, infotext="x", params={})
+
+wb = workbench.open(sys.argv[1])
+wb.queue.set_backend("diffusers", OneColour())
+wb.queue.commit_interval = 60  # nothing would be committed before exit without the atexit flush
+ids = [wb.queue.submit(tiny_request(seed=s)) for s in (1, 2, 3)]
+for i in ids:
+    wb.queue.wait(i, 60)
+print(" ".join(ids), flush=True)
+"""
+
+
+def test_recorded_results_are_committed_when_the_process_exits(tmp_path):
+    home = tmp_path / "home"
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(home)], capture_output=True, text=True, timeout=120,
+                          cwd=pathlib.Path(__file__).parents[1],
+                          env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ids = proc.stdout.split()
+    wb = workbench.open(home)
+    states = dict(wb.db.read_df("SELECT id, state FROM jobs").itertuples(index=False))
+    assert states == {i: "succeeded" for i in ids}
+    assert sorted(wb.history.list()["id"]) == sorted(ids)
