@@ -209,6 +209,8 @@ def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypat
     for jid in ids:
         assert wb.queue.wait(jid, 60)["state"] == "succeeded"
     assert opens.count(True) == 0, "no catalog reads while short jobs run"
+    live = wb.queue.jobs(limit=20, flush=False)  # what the Queue tab shows: current states, no commit forced
+    assert set(live[live["id"].isin(ids)]["state"]) == {"succeeded"} and len(live[live["id"].isin(ids)]) == 6
     wb.queue.flush()
     assert opens.count(False) <= len(ids) + 2, f"{opens.count(False)} write transactions for {len(ids)} jobs"
     rows = wb.db.read_df("SELECT state, attempts, started_at FROM jobs WHERE id IN (SELECT unnest(?))", [ids])

@@ -242,21 +242,37 @@ class JobQueue:
             raise KeyError(f"no job {job_id}")
         return rows[0]
 
-    def jobs(self, states: list[str] | None = None, limit: int = 200):
-        """Jobs as a DataFrame, newest first (from the catalog, with live progress of this queue's jobs)."""
-        self.flush()
-        sql = "SELECT id, backend, state, progress, error, attempts, max_attempts, created_at, started_at, finished_at, params FROM jobs"
+    def jobs(self, states: list[str] | None = None, limit: int = 200, *, flush: bool = True):
+        """Jobs as a DataFrame, newest first: the catalog's rows, with this queue's jobs as they are now.
+
+        ``flush=False`` skips committing first (a live view refreshing often): this queue's own
+        jobs still show their current state from memory, other owners' as last committed.
+        """
+        import pandas as pd
+
+        if flush:
+            self.flush()
+        sql = ("SELECT id, backend, state, progress, error, attempts, max_attempts, created_at, started_at, finished_at, "
+               "params FROM jobs")
         args: list = []
         if states:
             sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
             args += list(states)
         df = self.db.read_df(sql + " ORDER BY created_at DESC LIMIT ?", args + [int(limit)])
-        for i, jid in enumerate(df["id"]):
-            job = self._jobs.get(jid)
-            if job is not None and job.state == "running":
-                df.at[i, "progress"] = job.progress
         df["prompt"] = [json.loads(p)["request"]["prompt"] if isinstance(p, str) else "" for p in df["params"]]
-        return df.drop(columns=["params"])
+        df = df.drop(columns=["params"])
+        live = {j.id: j for j in list(self._jobs.values()) if not states or j.state in states}
+        if not live:
+            return df
+        columns = ["id", "backend", "state", "progress", "error", "attempts", "max_attempts", "created_at",
+                   "started_at", "finished_at", "prompt"]
+        rows = [{c: v for c, v in j.to_dict().items() if c in columns} for j in live.values()]
+        mine = pd.DataFrame(rows, columns=columns)
+        for column in ("created_at", "started_at", "finished_at"):
+            mine[column] = pd.to_datetime(mine[column])
+            df[column] = pd.to_datetime(df[column])
+        df = pd.concat([mine, df[~df["id"].isin(live)]] if len(df) else [mine], ignore_index=True)
+        return df.sort_values("created_at", ascending=False, kind="stable").head(int(limit)).reset_index(drop=True)
 
     def cancel(self, job_id: str) -> None:
         """Cancel a queued or running job; a running one has its backend interrupted."""
@@ -282,10 +298,12 @@ class JobQueue:
             raise ValueError(f"job {job_id} is {row['state']}; only failed or cancelled jobs are retried")
         job = self._jobs.get(job_id)
         if job is None:
-            rows = self.db.read_df("SELECT backend, params, max_attempts FROM jobs WHERE id=?", [job_id]).to_dict("records")
+            rows = self.db.read_df("SELECT backend, params, max_attempts, created_at FROM jobs WHERE id=?",
+                                   [job_id]).to_dict("records")
             params = json.loads(rows[0]["params"])
             job = Job(id=job_id, backend=rows[0]["backend"], request=GenerationRequest.from_dict(params["request"]),
-                      backend_options=params.get("backend_options") or {}, max_attempts=int(rows[0]["max_attempts"]))
+                      backend_options=params.get("backend_options") or {}, max_attempts=int(rows[0]["max_attempts"]),
+                      created_at=rows[0]["created_at"])
             self._jobs[job_id] = job
         job.state, job.error, job.attempts, job.progress, job.done = "queued", None, 0, 0.0, threading.Event()
         job.finished_at = None

@@ -87,7 +87,7 @@ class QueueView(w.VBox):
         """Re-read the newest jobs from the catalog (live progress included) and refill the rows."""
         with self._lock:
             self._last_refresh = time.monotonic()
-            frame = self._wb.queue.jobs(limit=len(self.rows))
+            frame = self._wb.queue.jobs(limit=len(self.rows), flush=False)  # live states from memory, no commit
             jobs = frame.to_dict("records")
             counts = frame["state"].value_counts().to_dict() if len(frame) else {}
             self.header.value = ("<b>Queue</b> · " + " · ".join(f"{html.escape(str(k))}: {int(v)}"
