@@ -67,6 +67,9 @@ class QueueView(w.VBox):
         self._last_refresh = 0.0
         self._refresh_timer: threading.Timer | None = None
         self._finished_callbacks: list[Callable[[Any], None]] = []
+        self._finished_pending = False
+        self._last_finished: Any = None
+        self.finished_delay_s = 1.0
         self.header = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.refresh_button.on_click(lambda _b: self.refresh())
@@ -79,7 +82,7 @@ class QueueView(w.VBox):
         self.refresh()
 
     def on_finished(self, callback: Callable[[Any], None]) -> None:
-        """Call ``callback(job)`` (on a background thread) when a job of this queue ends."""
+        """Call ``callback(job)`` (on a background thread, about a second later, once for jobs ending together)."""
         self._finished_callbacks.append(callback)
 
     @guarded
@@ -119,15 +122,26 @@ class QueueView(w.VBox):
                     return
             self._schedule_refresh()
             if job.state in ("succeeded", "failed", "cancelled") and self._finished_callbacks:
-                # off the worker thread: callbacks read the catalog (e.g. the history grid refreshes)
-                threading.Thread(target=self._run_finished, args=(job,), daemon=True).start()
+                # off the worker thread, and coalesced: callbacks read the catalog (the history grid
+                # refreshes), so jobs finishing close together share one flush and one refresh
+                with self._lock:
+                    self._last_finished = job
+                    if self._finished_pending:
+                        return
+                    self._finished_pending = True
+                timer = threading.Timer(self.finished_delay_s, self._run_finished)
+                timer.daemon = True
+                timer.start()
         except Exception:  # never break the queue's thread
             import logging
 
             logging.getLogger("workbench.views").exception("queue view update failed")
 
-    def _run_finished(self, job: Any) -> None:
-        self._wb.queue.flush()  # the job's result is in the catalog before anyone reads it
+    def _run_finished(self) -> None:
+        with self._lock:
+            self._finished_pending = False
+            job = self._last_finished
+        self._wb.queue.flush()  # the jobs' results are in the catalog before anyone reads them
         for callback in list(self._finished_callbacks):
             guarded(callback)(job)
 
