@@ -1,4 +1,4 @@
-"""Widgets over the workbench core (gallery, detail, library, status, and later tabs).
+"""Widgets over the workbench core: gallery, detail, library, status, recommend, generate, queue, history, compare.
 
 Names are imported on first use, so ``import workbench.views.status`` stays cheap.
 """
@@ -16,6 +16,14 @@ _EXPORTS = {
     "dashboard_tabs": "workbench.views.library",
     "StatusView": "workbench.views.status",
     "guarded": "workbench.views.status",
+    "RecommendPanel": "workbench.views.recommend",
+    "recommend_tab": "workbench.views.recommend",
+    "GenerateView": "workbench.views.generate",
+    "generation_tabs": "workbench.views.generate",
+    "QueueView": "workbench.views.queue",
+    "HistoryView": "workbench.views.history",
+    "HistoryWidget": "workbench.views.history",
+    "CompareView": "workbench.views.compare",
 }
 
 __all__ = sorted(_EXPORTS)
