@@ -281,6 +281,10 @@ class Catalog:
             text, fuzzy, tags_all, tags_any, base_models, folder, formats, favorites, missing, errors,
             has_preview, ids, network_types,
         )
+        if ids is not None and sort == "name" and not descending and not any(
+            (text, tags_all, tags_any, base_models, folder, formats, network_types)
+        ) and all(v is None for v in (favorites, missing, errors, has_preview)):
+            return self._rows_by_id(ids, limit, offset)
         order = SORT_KEYS[sort].format(seed=int(seed))
         direction = "DESC" if descending or sort == "relevance" else "ASC"
         # Two steps: order and page the ids (narrow), then fetch the wide rows of that page only.
@@ -304,6 +308,18 @@ class Catalog:
         if sort == "relevance":
             frame["relevance"] = [row[1] for row in ordered]
         frame.attrs["total"] = int(ordered[0][2]) if ordered else (0 if not offset else None)
+        return frame
+
+    def _rows_by_id(self, ids: Sequence[int], limit: int | None, offset: int) -> pd.DataFrame:
+        """Fast path for "these LoRAs, by name": positions in the snapshot, no table scan."""
+        self.refresh()
+        with self._mem_lock:
+            frame = self._rows(sorted({int(i) for i in ids}))
+        if len(frame):
+            frame = frame.assign(_key=frame["name"].str.lower()).sort_values(["_key", "id"]).drop(columns="_key")
+        total = len(frame)
+        frame = frame.iloc[offset : None if limit is None else offset + limit].reset_index(drop=True)
+        frame.attrs["total"] = total
         return frame
 
     def page(self, limit: int = 100, offset: int = 0, **filters: Any) -> tuple[pd.DataFrame, int]:

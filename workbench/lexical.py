@@ -16,6 +16,8 @@ scoring 50,000 LoRAs takes about a millisecond.  No torch, no scipy.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -59,14 +61,20 @@ def normalize_phrase(text: str) -> str:
 
 def trigger_phrases(trigger_words: Iterable[str]) -> list[str]:
     """Distinct phrases of a LoRA's trigger words (a trained word may hold several, comma-separated)."""
+    return list(_trigger_phrases(tuple(str(w) for w in (trigger_words if trigger_words is not None else ()))))
+
+
+@functools.lru_cache(maxsize=65536)
+def _trigger_phrases(trigger_words: tuple[str, ...]) -> tuple[str, ...]:
+    # Recommendations explain hundreds of candidates per call: normalise each LoRA's words once.
     out: list[str] = []
-    for word in trigger_words or ():
+    for word in trigger_words:
         for part in _PHRASE_SPLIT.split(str(word)):
             phrase = normalize_phrase(part)
             n = phrase.count(" ") + 1
             if phrase and n <= MAX_PHRASE_TOKENS and phrase not in out:
                 out.append(phrase)
-    return out
+    return tuple(out)
 
 
 def prompt_ngrams(prompt: str, max_n: int = MAX_PHRASE_TOKENS) -> set[str]:
