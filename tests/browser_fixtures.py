@@ -101,7 +101,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_library: Path) -> I
 def chromium() -> Iterator[Any]:
     """Debian's chromium driven by Playwright (fails, never skips, when it is not installed)."""
     if not (Path(CHROMIUM).exists() and (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK))):
-        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install -y chromium (never `playwright install`)")
+        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install -y chromium (the browser comes from Debian, never from Playwright)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
