@@ -35,9 +35,9 @@ def main() -> int:
 
     import torch
 
-    from workbench.backends import GenerationRequest, LoraIncompatibleError, LoraSpec
-    from workbench.backends.diffusers_backend import DiffusersBackend
-    from workbench.tiny_pipeline import write_tiny_loras
+    from workbench.generate import GenerationRequest, LoraIncompatibleError, LoraSpec
+    from workbench.generate import DiffusersBackend
+    from workbench.generate import write_tiny_loras
 
     work = pathlib.Path(args.out or tempfile.mkdtemp(prefix="wb-cuda-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -29,9 +29,9 @@ def main() -> int:
 
     torch.set_num_threads(1)
     import workbench
-    from workbench.backends import GenerationRequest, LoraSpec
-    from workbench.backends.diffusers_backend import DiffusersBackend
-    from workbench.tiny_pipeline import write_tiny_loras
+    from workbench.generate import GenerationRequest, LoraSpec
+    from workbench.generate import DiffusersBackend
+    from workbench.generate import write_tiny_loras
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="wb-bench-gen-"))
     loras = tmp / "loras"

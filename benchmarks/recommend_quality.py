@@ -61,7 +61,7 @@ def _baseline(items: list[dict], queries: np.ndarray, threads: int, cache_dir: P
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from workbench.embeddings import default_model_path
+    from workbench.search import default_model_path
 
     torch.set_num_threads(threads)
     texts = []
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     import workbench
-    from workbench.civitai_import import read_items
-    from workbench.recommend import strip_lora_tags
+    from workbench.catalog import read_items
+    from workbench.search import strip_lora_tags
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="wb-quality-"))
     wb = workbench.open(home)

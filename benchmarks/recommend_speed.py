@@ -39,7 +39,7 @@ def synth_items(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     base: list[dict] = []
     if DATA.exists():
-        from workbench.civitai_import import read_items
+        from workbench.catalog import read_items
 
         base = list(read_items(DATA))
     out = []
@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import workbench
-    from workbench import embeddings as emb
-    from workbench.civitai_import import import_items
-    from workbench.recommend import Recommender
+    from workbench.search import MAX_SEQ_LENGTH
+    from workbench.catalog import import_items
+    from workbench.search import Recommender
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="wb-speed-"))
     wb = workbench.open(home)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     rec._load_docs()  # noqa: SLF001 - payloads for the bare comparison
     texts = list(rec._payloads.values())[: args.bare_sample]  # noqa: SLF001
     model = rec.embedder.model
-    model.max_seq_length = emb.MAX_SEQ_LENGTH
+    model.max_seq_length = MAX_SEQ_LENGTH
     model.encode(texts[:256], batch_size=64)  # warm-up
     t = time.perf_counter()
     model.encode(texts, batch_size=64, normalize_embeddings=True)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if device != "cpu":
         sample = texts[:1000]
         cpu_model = cpu.embedder.model
-        cpu_model.max_seq_length = emb.MAX_SEQ_LENGTH
+        cpu_model.max_seq_length = MAX_SEQ_LENGTH
         t = time.perf_counter()
         cpu_model.encode(sample, batch_size=64, normalize_embeddings=True)
         cpu_rate = len(sample) / (time.perf_counter() - t)

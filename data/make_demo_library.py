@@ -659,7 +659,7 @@ def _canonicalise_header(path: Path) -> None:
 def _write_tiny(dest: Path, items: list[ManifestItem]) -> str | None:
     """LoRAs shaped for the tiny random-weight pipeline (generation helper's module)."""
     try:
-        from workbench.tiny_pipeline import TINY_LORAS, write_tiny_loras
+        from workbench.generate import TINY_LORAS, write_tiny_loras
     except ImportError as exc:   # torch/safetensors or the module itself missing
         return f"tiny-pipeline LoRAs skipped ({exc})"
     try:

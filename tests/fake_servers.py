@@ -23,10 +23,10 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 
-from workbench.backends.base import GenerationRequest, JobCancelledError, JobControl, LoraSpec
-from workbench.backends.diffusers_backend import DiffusersBackend
-from workbench.backends import lora_files
-from workbench.prompt_syntax import A1111, parse_prompt
+from workbench.generate import GenerationRequest, JobCancelledError, JobControl, LoraSpec
+from workbench.generate import DiffusersBackend
+from workbench.files import read_header
+from workbench.generate import A1111, parse_prompt
 
 CHECKPOINT = "tiny-sd1-random.safetensors"
 
@@ -78,7 +78,7 @@ class _FakeServer:
         out = {}
         for p in sorted(self.lora_dir.rglob("*.safetensors")):
             out[p.stem] = p
-            alias = lora_files.read_header(p)[1].get("ss_output_name")
+            alias = read_header(p).metadata.get("ss_output_name")
             if alias:
                 out.setdefault(alias, p)
         return out
@@ -194,7 +194,7 @@ class FakeA1111(_FakeServer):
             def get(self):
                 out = []
                 for p in sorted(s.lora_dir.rglob("*.safetensors")):
-                    meta = lora_files.read_header(p)[1]
+                    meta = read_header(p).metadata
                     out.append({"name": p.stem, "alias": meta.get("ss_output_name") or p.stem, "path": str(p), "metadata": meta})
                 self.finish(json.dumps(out))
 
@@ -401,7 +401,7 @@ def shared_tiny(root: pathlib.Path | None = None) -> tuple[DiffusersBackend, pat
 
     import torch
 
-    from workbench.tiny_pipeline import write_tiny_loras
+    from workbench.generate import write_tiny_loras
 
     torch.set_num_threads(1)
     if "backend" not in _SHARED:

@@ -5,9 +5,9 @@ import pytest
 
 from malformed_corpus import (kohya_metadata, kohya_sd15_entries, kohya_sdxl_entries, header_entries,
                               write_safetensors)
-from workbench import lora_analysis
-from workbench.lora_analysis import analyse_tensors, base_model_from_metadata, normalize_base_model
-from workbench.lora_file import inspect_lora
+from workbench.files import base_model_family
+from workbench.files import analyse_tensors, base_model_from_metadata, normalize_base_model
+from workbench.files import inspect_lora
 
 
 def _analyse(entries):
@@ -110,7 +110,7 @@ def test_base_model_from_metadata_order():
     # A name hint never turns an SD1 claim into something else.
     assert base_model_from_metadata({"ss_base_model_version": "sd_v1", "ss_sd_model_name": "pony.ckpt"})[0] == "SD1"
     assert base_model_from_metadata({"ss_sd_model_name": "v1-5-pruned-emaonly.safetensors"})[0] == "SD1"
-    assert lora_analysis.base_model_family("Pony") == "SDXL"
+    assert base_model_family("Pony") == "SDXL"
 
 
 def test_inspect_kohya_file_rank_alpha_scale(tmp_path):

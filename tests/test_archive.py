@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import workbench
-from workbench.archive import ArchiveError
+from workbench.catalog import ArchiveError
 from workbench.cli import main
 
 from lora_factory import write_kohya_lora

@@ -5,10 +5,10 @@ import pytest
 from safetensors.torch import save_file
 
 from tests.fake_servers import pixels, shared_tiny, tiny_request
-from workbench import infotext
-from workbench.backends import JobCancelledError, JobControl, LoraIncompatibleError, LoraNotFoundError, LoraSpec
-from workbench.backends.lora_files import inspect_file, normalize_family
-from workbench.tiny_pipeline import TINY_BASE_MODEL, make_lora_tensors, kohya_metadata
+from workbench.generate import parse_infotext, read_infotext
+from workbench.generate import JobCancelledError, JobControl, LoraIncompatibleError, LoraNotFoundError, LoraSpec
+from workbench.generate.backends._lora_files import inspect_file, normalize_family
+from workbench.generate import TINY_BASE_MODEL, make_lora_tensors, kohya_metadata
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +54,9 @@ def test_stack_of_two_and_kohya_alias_resolution(tiny):
 def test_png_carries_infotext_with_lora_hashes_and_random_weights_label(tiny):
     backend, _ = tiny
     res = backend.submit(tiny_request(loras=[LoraSpec("tiny_watercolor", 0.6, te=0.3)], negative_prompt="blurry"))
-    text = infotext.read_infotext(res.png)
+    text = read_infotext(res.png)
     assert text == res.infotext
-    parsed = infotext.parse_infotext(text)
+    parsed = parse_infotext(text)
     assert parsed["prompt"] == "a lighthouse at dusk <lora:tiny_watercolor:0.3:0.6>"
     assert parsed["negative_prompt"] == "blurry"
     assert parsed["params"]["Seed"] == "7" and parsed["params"]["Size"] == "64x64"

@@ -7,12 +7,12 @@ import time
 import pytest
 
 from tests.fake_servers import FakeA1111, FakeComfyUI, pixels, shared_tiny, tiny_request
-from workbench import infotext
-from workbench.backends import (
+from workbench.generate import parse_infotext, read_infotext
+from workbench.generate import (
     BackendUnavailableError, GenerationError, JobCancelledError, JobControl, LoraNotFoundError, LoraSpec,
 )
-from workbench.backends.a1111 import A1111Backend
-from workbench.backends.comfyui import ComfyUIBackend, build_graph
+from workbench.generate import A1111Backend
+from workbench.generate import ComfyUIBackend, build_graph
 
 SHARED_API = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "api"
 
@@ -51,7 +51,7 @@ def test_a1111_round_trip_deterministic_and_weight_sensitive(a1111):
     assert abs(pixels(other.png) - pixels(r1.png)).mean() > 1.0
     sent = a1111.requests[-1]
     assert sent["prompt"] == "a lighthouse at dusk <lora:tiny_watercolor:0.2>" and sent["sampler_name"] == "DDIM"
-    assert "Lora hashes" in infotext.parse_infotext(r1.infotext)["params"]
+    assert "Lora hashes" in parse_infotext(r1.infotext)["params"]
 
 
 def test_a1111_lists_loras_with_metadata_and_health(a1111):
@@ -129,7 +129,7 @@ def test_a1111_recorded_response_shape_parses():
     data = json.loads((SHARED_API / "a1111" / "txt2img_response_a1111_v1.4.0.json").read_text())
     info = json.loads(data["info"])
     assert info["index_of_first_image"] == 0 and "Lora hashes" not in info["extra_generation_params"]
-    parsed = infotext.parse_infotext(info["infotexts"][0])
+    parsed = parse_infotext(info["infotexts"][0])
     assert parsed["prompt"] == "1 girl" and parsed["params"]["Seed"] == "3580849116"
     assert parsed["params"]["Model"] == "realisticVisionV20_v20"
 
@@ -167,7 +167,7 @@ def test_comfy_round_trip_progress_and_determinism(comfy):
     assert abs(pixels(other.png) - pixels(r1.png)).mean() > 1.0
     graph = comfy.requests[-1]["prompt"]
     assert graph["100"]["inputs"]["lora_name"] == "tiny_pixelart.safetensors"
-    assert infotext.read_infotext(r1.png) == r1.infotext
+    assert read_infotext(r1.png) == r1.infotext
 
 
 def test_comfy_unknown_lora_rejected_by_server_node_errors(comfy, monkeypatch):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import workbench
-from workbench.civitai_import import import_items, item_to_record, link_local_files, read_items
+from workbench.catalog import import_items, item_to_record, link_local_files, read_items
 from workbench.cli import main as cli_main
 
 from lora_factory import write_safetensors

@@ -10,9 +10,9 @@ from PIL import Image
 
 import workbench
 from tests.fake_servers import shared_tiny, tiny_request
-from workbench.backends import GenerationRequest, LoraSpec
-from workbench.compare import assemble_grid, compare, plan_cells
-from workbench.jobs import RetryPolicy
+from workbench.generate import GenerationRequest, LoraSpec
+from workbench.generate import assemble_grid, compare, plan_cells
+from workbench.generate import RetryPolicy
 
 
 @pytest.fixture(scope="module")

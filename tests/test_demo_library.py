@@ -220,20 +220,20 @@ def test_tiny_pipeline_loras_are_included_when_available(demo):
     _, items = demo
     tiny = [it for it in items if it["tiny"]]
     try:
-        import workbench.tiny_pipeline as tp
+        from workbench.generate import TINY_LORAS
         import safetensors  # noqa: F401
         import torch  # noqa: F401
     except ImportError as exc:  # make install brings torch and safetensors: a missing one is a failure
         pytest.fail(f"the tiny pipeline cannot import: {exc}")
-    assert sorted(Path(it["path"]).stem for it in tiny) == sorted(row[0] for row in tp.TINY_LORAS)
+    assert sorted(Path(it["path"]).stem for it in tiny) == sorted(row[0] for row in TINY_LORAS)
 
 
 def test_inspect_lora_finds_the_intended_facts(demo):
-    lora_file = pytest.importorskip("workbench.lora_file")
+    from workbench.files import inspect_lora
     dest, items = demo
     wrong = []
     for it in items:
-        row = lora_file.inspect_lora(dest / it["path"])
+        row = inspect_lora(dest / it["path"])
         if it["malformed"]:
             assert row["error"], it["path"]
             continue

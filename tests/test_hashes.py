@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 import workbench
-from workbench.hashes import file_hashes
+from workbench.files import file_hashes
 
 from lora_factory import write_kohya_lora
 

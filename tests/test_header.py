@@ -5,8 +5,7 @@ import orjson
 import pytest
 
 from malformed_corpus import header_entries, kohya_sd15_entries, write_raw, write_safetensors
-from workbench.safetensors_header import (HeaderError, parse_header, read_header, read_raw_header,
-                                          split_metadata, validate_tensors)
+from workbench.files import HeaderError, parse_header, read_header, read_raw_header, split_metadata, validate_tensors
 
 TRICKY_VALUES = [
     "plain",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.vector_index import VectorIndex
+from workbench.search import VectorIndex
 
 
 def _unit(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from malformed_corpus import PICKLE_MARKER_NAME, build_malformed_corpus, write_safetensors, _tiny_entries
-from workbench import safetensors_header
-from workbench.lora_file import inspect_lora
+from workbench.files import _header as safetensors_header
+from workbench.files import inspect_lora
 
 
 @pytest.fixture(scope="module")

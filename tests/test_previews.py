@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from malformed_corpus import kohya_sd15_entries, write_safetensors
-from workbench.lora_file import inspect_lora
-from workbench.previews import PREVIEW_SUFFIXES, decode_image_payload, extract_embedded_preview, find_preview_file
+from workbench.files import inspect_lora
+from workbench.files import PREVIEW_SUFFIXES, decode_image_payload, extract_embedded_preview, find_preview_file
 
 
 def _png(color=(200, 10, 10)) -> bytes:

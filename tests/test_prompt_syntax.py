@@ -1,11 +1,9 @@
 """<lora:…> tags in both dialects, trigger words, infotext round trips."""
 import pytest
 
-from workbench import infotext
-from workbench.backends import LoraSpec
-from workbench.prompt_syntax import (
-    A1111, COMFYUI, PromptSyntaxError, compose_prompt, convert, format_tag, parse_prompt, parse_tag,
-)
+from workbench.generate import build_infotext, format_lora_hashes, parse_infotext, parse_lora_hashes
+from workbench.generate import LoraSpec
+from workbench.generate import A1111, COMFYUI, PromptSyntaxError, compose_prompt, convert, format_tag, parse_prompt, parse_tag
 
 
 def test_a1111_fields_are_te_then_unet():
@@ -58,10 +56,10 @@ def test_trigger_words_inserted_once_and_configurable():
 
 def test_infotext_round_trip_with_quoted_lora_hashes():
     params = {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.0, "Seed": 1, "Size": "512x512",
-              "Lora hashes": infotext.format_lora_hashes({"a": "0123456789ab", "b": "ba9876543210"})}
-    text = infotext.build_infotext("a cat <lora:a:0.5>\nsecond line", "ugly, blurry", params)
+              "Lora hashes": format_lora_hashes({"a": "0123456789ab", "b": "ba9876543210"})}
+    text = build_infotext("a cat <lora:a:0.5>\nsecond line", "ugly, blurry", params)
     assert 'Lora hashes: "a: 0123456789ab, b: ba9876543210"' in text
-    parsed = infotext.parse_infotext(text)
+    parsed = parse_infotext(text)
     assert parsed["prompt"] == "a cat <lora:a:0.5>\nsecond line" and parsed["negative_prompt"] == "ugly, blurry"
-    assert infotext.parse_lora_hashes(parsed["params"]["Lora hashes"]) == {"a": "0123456789ab", "b": "ba9876543210"}
+    assert parse_lora_hashes(parsed["params"]["Lora hashes"]) == {"a": "0123456789ab", "b": "ba9876543210"}
     assert parsed["params"]["Sampler"] == "Euler a"

@@ -10,9 +10,9 @@ import pytest
 
 import workbench
 from tests.fake_servers import FakeA1111, pixels, shared_tiny, tiny_request
-from workbench.backends import LoraSpec
-from workbench.jobs import RetryPolicy
-from workbench import infotext
+from workbench.generate import LoraSpec
+from workbench.generate import RetryPolicy
+from workbench.generate import read_infotext
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def test_job_runs_records_result_png_and_usage(wb):
     res = wb.queue.result(jid)
     png = pathlib.Path(res["path"]).read_bytes()
     assert pathlib.Path(res["path"]).is_relative_to(wb.home / "outputs")
-    assert 'Lora hashes: "tiny_watercolor: ' in infotext.read_infotext(png)
+    assert 'Lora hashes: "tiny_watercolor: ' in read_infotext(png)
     usage = wb.history.usage()
     assert list(usage["name"]) == ["tiny_watercolor"] and usage["uses"][0] == 1
     assert int(wb.catalog.query(text="tiny_watercolor")["usage_count"].max()) == 1
@@ -197,7 +197,7 @@ def test_kernel_restart_recovers_queued_and_interrupted_jobs(tmp_path):
 
 def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypatch):
     """The queue's overhead guard: each catalog open costs tens of ms on a loaded machine."""
-    from workbench._db import Database
+    from workbench.catalog import Database
 
     req = tiny_request(loras=[LoraSpec("tiny_watercolor", 0.5)])
     wb.queue.wait(wb.queue.submit(req), 60)  # warm: resolver cache, adapter loaded
@@ -218,7 +218,7 @@ def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypat
 
 
 def test_infotext_lora_hashes_come_from_the_catalog_without_reading_the_file(wb, monkeypatch):
-    from workbench.backends import lora_files
+    from workbench.generate.backends import _lora_files as lora_files
 
     wb.hash(progress=False, workers=1)
     tensor_hash = wb.catalog.query(text="tiny_neon_unet_only")["tensor_hash"].iloc[0]
@@ -240,7 +240,7 @@ import io, sys
 from PIL import Image
 import workbench
 from tests.fake_servers import tiny_request
-from workbench.backends import GenerationResult
+from workbench.generate import GenerationResult
 
 class OneColour:  # stands in for a backend: this test is about recording, not pictures
     kind = "diffusers"

@@ -13,9 +13,9 @@ import pytest
 import workbench
 from tests import fake_servers
 from tests.fake_servers import shared_tiny, tiny_request
-from workbench import infotext
-from workbench.backends import LoraSpec
-from workbench.jobs import JobQueue, RetryPolicy
+from workbench.generate import read_infotext
+from workbench.generate import LoraSpec
+from workbench.generate import JobQueue, RetryPolicy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -93,7 +93,7 @@ def test_rq_worker_returns_results_to_the_owner_and_dies_visibly(redis_url, work
         assert state["state"] == "succeeded", state
         png = pathlib.Path(queue.result(jid)["path"]).read_bytes()
         assert png == backend.submit(req).png  # same bytes as in-process
-        assert "tiny_watercolor" in infotext.read_infotext(png)
+        assert "tiny_watercolor" in read_infotext(png)
 
         # cancel reaches the worker's backend
         jid = queue.submit(tiny_request(steps=400))

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from malformed_corpus import write_safetensors
-from workbench import training_metadata
-from workbench.lora_file import inspect_lora
+from workbench.files import md_bool, md_float, md_int
+from workbench.files import inspect_lora
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LORAS = DATA / "loras"
@@ -111,9 +111,9 @@ def test_traintrain_metadata(tmp_path):
     md = row["metadata"]
     assert md["ss_network_module"] == "network.lora"
     assert md["ss_tag_frequency"] == {"1": {"lighthouse": 12}}
-    assert training_metadata.md_int(md, "ss_max_train_steps") == 1000
-    assert training_metadata.md_bool(md, "ss_v2") is False
-    assert training_metadata.md_float(md, "ss_min_snr_gamma") == 5.0
+    assert md_int(md, "ss_max_train_steps") == 1000
+    assert md_bool(md, "ss_v2") is False
+    assert md_float(md, "ss_min_snr_gamma") == 5.0
     assert row["tag_frequency"] == {"lighthouse": 12}
     assert row["training_tags"] == [("lighthouse", 12)]
     assert row["rank"] == 16 and row["alpha"] == 8.0 and row["scale"] == 0.5

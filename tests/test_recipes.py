@@ -7,8 +7,8 @@ import pytest
 
 import workbench
 from lora_factory import write_kohya_lora
-from workbench.backends import LoraSpec
-from workbench.recipes import Recipe, RecipeError, parse_recipe
+from workbench.generate import LoraSpec
+from workbench.generate import Recipe, RecipeError, parse_recipe
 
 HOSTILE = "<script>alert(1)</script>"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import workbench
-from workbench.civitai_import import import_items, read_items
+from workbench.catalog import import_items, read_items
 from workbench.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]

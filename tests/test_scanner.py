@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import workbench
-import workbench.lora_file
+import workbench.files
 
 from lora_factory import write_kohya_lora
 from malformed_corpus import build_malformed_corpus
@@ -78,8 +78,8 @@ def test_incremental_rescan_reopens_only_changed_files(home: Path, tmp_path: Pat
     wb = workbench.open(home)
     wb.scan([lib], progress=False)
     opened: list[str] = []
-    real_inspect = workbench.lora_file.inspect_lora
-    monkeypatch.setattr(workbench.lora_file, "inspect_lora", lambda p, st=None: opened.append(Path(p).name) or real_inspect(p, st))
+    real_inspect = workbench.files.inspect_lora
+    monkeypatch.setattr(workbench.files, "inspect_lora", lambda p, st=None: opened.append(Path(p).name) or real_inspect(p, st))
     report = wb.scan(progress=False)
     assert opened == [] and report.unchanged == 5
     os.utime(lib / "l1.safetensors", ns=(10**18, 10**18))
@@ -123,7 +123,7 @@ def test_missing_files_are_marked_then_relinked(home: Path, tmp_path: Path) -> N
 
 
 def test_scan_cli_and_parallel_pool(home: Path, tmp_path: Path) -> None:
-    from workbench import scanner
+    from workbench.catalog import _scan as scanner
     from workbench.cli import main
 
     lib = tmp_path / "lib"

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from malformed_corpus import kohya_metadata, kohya_sd15_entries, kohya_sdxl_entries, write_safetensors
-from workbench import sidecars
-from workbench.lora_file import inspect_lora
+from workbench.files import _sidecars as sidecars
+from workbench.files import inspect_lora
 
 CIVITAI_DUMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "civitai" / "loras_2023.jsonl.gz"
 

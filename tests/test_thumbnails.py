@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from lora_factory import write_kohya_lora
-from workbench.thumbnails import ThumbnailCache
+from workbench.files import ThumbnailCache
 
 
 def png_bytes(size: tuple[int, int] = (640, 480), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -40,7 +40,7 @@ def test_builds_small_webp_once_and_reads_it_back(home: Path, library: Path, mon
     stored = list((home / "thumbnails").rglob("*.webp"))
     assert len(stored) == 1 and stored[0].read_bytes() == data
 
-    import workbench.thumbnails as thumbnails
+    import workbench.files._thumbnails as thumbnails
 
     monkeypatch.setattr(thumbnails, "_render", lambda *a: pytest.fail("cached thumbnail was rebuilt"))
     assert cache.get(library / "castle.png", 128) == data

@@ -7,7 +7,7 @@ import pytest
 
 import workbench
 from tests.fake_servers import shared_tiny
-from workbench.jobs import RetryPolicy
+from workbench.generate import LoraSpec, RetryPolicy
 from workbench.views.compare import CompareView, parse_numbers
 from workbench.views.generate import GenerateView, generation_tabs
 from workbench.views.queue import QueueView
@@ -128,7 +128,7 @@ def test_queue_view_cancel_and_retry_buttons_act_on_the_queue(wb):
 
 def test_history_reuse_fills_the_form_and_actions_are_checked(wb):
     from tests.fake_servers import tiny_request
-    from workbench.backends import LoraSpec
+    from workbench.generate import LoraSpec
 
     tabs = dict(generation_tabs(wb))
     assert list(tabs) == ["Generate", "Queue", "History", "Compare"]
@@ -173,7 +173,7 @@ def test_hostile_strings_are_escaped_in_every_view(wb):
         view.refresh()
         markup = _all_html(view)
         assert SCRIPT not in markup and "&lt;script&gt;" in markup
-        failed = wb.queue.submit(tiny_request(prompt="x", loras=[__import__("workbench").backends.LoraSpec(IMG)]))
+        failed = wb.queue.submit(tiny_request(prompt="x", loras=[LoraSpec(IMG)]))
         wb.queue.wait(failed, 60)
         view.refresh()
         assert IMG not in _all_html(view)  # the error names the LoRA: escaped too

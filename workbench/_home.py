@@ -16,3 +16,25 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     path = Path(home).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def bundled_file(folder: str, name: str) -> Path:
+    """A file shipped beside the code: ``notebooks/`` or ``widgets/``.
+
+    A source checkout's own folder wins (so a checkout, or a git worktree run with ``PYTHONPATH``, always
+    serves its own notebooks and widget modules); an installed wheel has them as ``workbench.<folder>``.
+    """
+    from importlib import resources
+
+    candidates = [_CHECKOUT / folder / name]
+    try:
+        candidates.append(Path(str(resources.files(f"workbench.{folder}") / name)))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{folder}/{name} not found (looked in {', '.join(map(str, candidates))})")

@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench._db import Database
+from workbench.catalog import Database
 from workbench._home import resolve_home
 from workbench.catalog import Catalog
 
 if TYPE_CHECKING:
-    from workbench.scanner import ScanReport
+    from workbench.catalog import ScanReport
 
 
 class Workbench:
@@ -37,7 +37,7 @@ class Workbench:
         progress: bool = True,
     ) -> ScanReport:
         """Scan library roots (default: the ones scanned before) into the catalog, incrementally."""
-        from workbench.scanner import scan
+        from workbench.catalog import scan
 
         if roots is None:
             roots = self.roots
@@ -47,8 +47,8 @@ class Workbench:
 
     def hash(self, ids: Iterable[int] | None = None, *, progress: bool = True, workers: int | None = None) -> int:
         """Compute missing file hashes (SHA256, AutoV1/V2, tensor hash); returns how many files were hashed."""
-        from workbench.civitai_import import link_local_files
-        from workbench.hashes import hash_catalog
+        from workbench.catalog import link_local_files
+        from workbench.catalog import hash_catalog
 
         hashed = hash_catalog(self.db, ids=ids, progress=progress, workers=workers)
         if hashed:
@@ -57,32 +57,32 @@ class Workbench:
 
     def hash_in_background(self) -> Any:
         """Start hashing in a daemon thread; returns the thread (join it to wait)."""
-        from workbench.hashes import hash_in_background
+        from workbench.catalog import hash_in_background
 
         return hash_in_background(self.db)
 
     # recommend
     @property
     def recommend(self) -> Any:
-        """Recommendations (`workbench.recommend.Recommender`): similar, for_prompt, by_trigger, feedback."""
+        """Recommendations (`workbench.search._recommend.Recommender`): similar, for_prompt, by_trigger, feedback."""
         if getattr(self, "_recommend", None) is None:
-            from workbench.recommend import Recommender
+            from workbench.search import Recommender
 
             self._recommend = Recommender(self)
         return self._recommend
 
     def import_civitai(self, path: str | os.PathLike[str], *, progress: bool = True) -> Any:
         """Add catalog entries from a Civitai /api/v1/models export (.json, .jsonl, .jsonl.gz)."""
-        from workbench.civitai_import import import_civitai
+        from workbench.catalog import import_civitai
 
         return import_civitai(self.db, path, progress=progress)
 
     # generation
     @property
     def queue(self) -> Any:
-        """The generation queue (`workbench.jobs.JobQueue`); its worker thread starts on first submit."""
+        """The generation queue (`workbench.generate._jobs.JobQueue`); its worker thread starts on first submit."""
         if getattr(self, "_queue", None) is None:
-            from workbench.jobs import JobQueue, catalog_resolver
+            from workbench.generate import JobQueue, catalog_resolver
 
             self._queue = JobQueue(
                 self.db, self.home / "outputs", resolver=catalog_resolver(self.db),
@@ -93,9 +93,9 @@ class Workbench:
 
     @property
     def history(self) -> Any:
-        """Generated images with their parameters (`workbench.history.History`)."""
+        """Generated images with their parameters (`workbench.generate._history.History`)."""
         if getattr(self, "_history", None) is None:
-            from workbench.history import History
+            from workbench.generate import History
 
             def flush_queue() -> None:  # results the queue recorded are committed before history reads
                 if getattr(self, "_queue", None) is not None:
@@ -106,16 +106,16 @@ class Workbench:
 
     @property
     def recipes(self) -> Any:
-        """Named LoRA stacks with generation parameters, shareable as JSON (`workbench.recipes.Recipes`)."""
+        """Named LoRA stacks with generation parameters, shareable as JSON (`workbench.generate._recipes.Recipes`)."""
         if getattr(self, "_recipes", None) is None:
-            from workbench.recipes import Recipes
+            from workbench.generate import Recipes
 
             self._recipes = Recipes(self.db)
         return self._recipes
 
     def export(self, dest: str | os.PathLike[str], *, include_files: bool = False) -> Path:
         """Write ratings, tags, notes, recipes (and optionally the files) to a checksummed zip."""
-        from workbench.archive import export_archive
+        from workbench.catalog import export_archive
 
         return export_archive(self, dest, include_files=include_files)
 
@@ -123,8 +123,8 @@ class Workbench:
         self, src: str | os.PathLike[str], *, dry_run: bool = False, conflict: str = "skip",
         restore_to: str | os.PathLike[str] | None = None,
     ) -> Any:
-        """Check an archive completely, then apply it (see workbench.archive.import_archive)."""
-        from workbench.archive import import_archive
+        """Check an archive completely, then apply it (see workbench.catalog._archive.import_archive)."""
+        from workbench.catalog import import_archive
 
         return import_archive(self, src, dry_run=dry_run, conflict=conflict, restore_to=restore_to)
 

@@ -89,7 +89,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from workbench.archive import ArchiveError
+    from workbench.catalog import ArchiveError
 
     try:
         report = _open(args).import_archive(args.archive, dry_run=args.dry_run, conflict=args.conflict, restore_to=args.restore_to)
@@ -181,8 +181,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     """Run one job through the queue and write its PNG."""
     import shutil
 
-    from workbench.backends.base import GenerationRequest, LoraSpec
-    from workbench.prompt_syntax import A1111, parse_prompt
+    from workbench.generate import GenerationRequest, LoraSpec
+    from workbench.generate import A1111, parse_prompt
 
     text, stack = parse_prompt(args.prompt, A1111)
     for item in args.lora or []:
@@ -223,7 +223,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     """Serve generation jobs from Redis (RQ); results go back to the catalog's owner, never to DuckDB here."""
-    from workbench.rq_jobs import run_worker
+    from workbench.generate import run_worker
 
     defaults = {"diffusers": {"model": args.model, "cache_dir": args.cache_dir,
                               "lora_dirs": args.lora_dir or []}}
@@ -234,8 +234,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """A LoRA x weight x seed grid through the queue; writes the labelled PNG and prints the cells."""
     import shutil
 
-    from workbench.backends.base import GenerationRequest
-    from workbench.compare import compare
+    from workbench.generate import GenerationRequest
+    from workbench.generate import compare
 
     width, _, height = args.size.lower().partition("x")
     base = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative or "", steps=args.steps,

@@ -21,29 +21,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from workbench._home import bundled_file
 
 HOME_ENV = "WORKBENCH_HOME"
 LIBRARY_ENV = "WORKBENCH_LIBRARY"
 DEFAULT_PORT = 8866
 DEFAULT_HOST = "127.0.0.1"
-_REPO_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def dashboard_notebook() -> Path:
-    """Path of ``dashboard.ipynb``: the installed ``workbench.notebooks`` package, else the checkout."""
-    try:
-        candidate = resources.files("workbench.notebooks") / "dashboard.ipynb"
-        if candidate.is_file():
-            return Path(str(candidate))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    fallback = _REPO_NOTEBOOKS / "dashboard.ipynb"
-    if fallback.is_file():
-        return fallback
-    raise FileNotFoundError("dashboard.ipynb not found (neither workbench.notebooks nor notebooks/ in the checkout)")
+    """Path of ``dashboard.ipynb`` (the checkout's, else the installed package's)."""
+    return bundled_file("notebooks", "dashboard.ipynb")
 
 
 def library_roots_from_env(value: str | None = None) -> list[Path]:

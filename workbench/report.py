@@ -5,22 +5,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from workbench._home import bundled_file
+
 _REPORT = "report.ipynb"
 
 
 def report_notebook() -> Path:
-    """The report notebook: installed as `workbench.notebooks`, else the checkout's notebooks/ folder."""
-    from importlib import resources
-
-    candidates = [Path(__file__).resolve().parents[1] / "notebooks" / _REPORT]
-    try:
-        candidates.insert(0, Path(str(resources.files("workbench.notebooks") / _REPORT)))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"cannot find notebooks/{_REPORT} (looked in {', '.join(map(str, candidates))})")
+    """The report notebook (the checkout's, else the installed package's)."""
+    return bundled_file("notebooks", _REPORT)
 
 
 def run_report(

@@ -1,6 +1,6 @@
 """The Compare tab: pick LoRAs, weights and seeds; the grid runs through the queue and is shown.
 
-``workbench.compare.compare`` waits for every cell, so it runs on a background thread: the
+``workbench.generate._compare.compare`` waits for every cell, so it runs on a background thread: the
 kernel stays responsive (and the Queue tab shows the cells' progress) while the grid is built.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.backends import BackendChoice, GenerationRequest, configured_backends
+from workbench.generate import BackendChoice, GenerationRequest, configured_backends
 from workbench.views.status import guarded
 
 MAX_CELLS = 64
@@ -109,7 +109,7 @@ class CompareView(w.VBox):
     @guarded
     def _build(self, loras: list, weights: list, seeds: list, base: GenerationRequest, cols: str,
                choice: BackendChoice) -> None:
-        from workbench.compare import compare
+        from workbench.generate import compare
 
         try:
             result = compare(self._wb, loras, weights, seeds, base=base, cols=cols, backend=choice.kind,

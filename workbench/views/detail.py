@@ -18,7 +18,7 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from workbench.thumbnails import ThumbnailCache
+from workbench.files import ThumbnailCache
 from workbench.views._assets import asset_path
 from workbench.views.gallery import InvalidMessage, clean_int, clean_strings, clean_text, clean_tristate, json_value
 from workbench.views.status import guarded
@@ -98,8 +98,8 @@ def _timestamp(value: Any) -> str:
 
 def prompt_tags(name: str, weight: float, trigger_words: list[str]) -> dict[str, str]:
     """``<lora:…>`` text in both dialects, with and without trigger words."""
-    from workbench.backends.base import LoraSpec
-    from workbench.prompt_syntax import A1111, COMFYUI, PromptSyntaxError, compose_prompt, format_tag
+    from workbench.generate import LoraSpec
+    from workbench.generate import A1111, COMFYUI, PromptSyntaxError, compose_prompt, format_tag
 
     spec = LoraSpec(name=name, unet=weight)
     out: dict[str, str] = {}

@@ -16,7 +16,7 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from workbench.thumbnails import DEFAULT_SIZE, ThumbnailCache
+from workbench.files import DEFAULT_SIZE, ThumbnailCache
 from workbench.views._assets import asset_path
 from workbench.views.status import guarded
 

@@ -1,8 +1,8 @@
 """The Generate tab: a form that builds a request and submits it to ``wb.queue``, plus recipes.
 
 The form holds no generation logic: trigger words come from ``wb.recipes``, ``<lora:…>`` tags
-typed into the prompt are parsed by ``workbench.prompt_syntax``, jobs go to ``wb.queue``. The
-backends offered are the configured ones (``workbench.backends.configured_backends``); the tiny
+typed into the prompt are parsed by ``workbench.generate._prompt_syntax``, jobs go to ``wb.queue``. The
+backends offered are the configured ones (``workbench.generate.backends.configured_backends``); the tiny
 test pipeline is always labelled "random weights".
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.backends import BackendChoice, GenerationRequest, LoraSpec, configured_backends
+from workbench.generate import BackendChoice, GenerationRequest, LoraSpec, configured_backends
 from workbench.views.status import guarded
 
 log = logging.getLogger("workbench.views")
@@ -115,8 +115,8 @@ class GenerateView(w.VBox):
 
     def request(self) -> GenerationRequest:
         """The request the form describes (tags in the prompt join the stack; trigger words inserted)."""
-        from workbench.prompt_syntax import parse_prompt
-        from workbench.recipes import Recipe
+        from workbench.generate import parse_prompt
+        from workbench.generate import Recipe
 
         text, tagged = parse_prompt(self.prompt.value[:MAX_PROMPT])
         stack = {s.name: s for s in self.stack()}
@@ -173,7 +173,7 @@ class GenerateView(w.VBox):
 
     @guarded
     def _on_save_recipe(self, _button: Any) -> None:
-        from workbench.recipes import RecipeError
+        from workbench.generate import RecipeError
 
         name = self.recipe_name.value.strip()
         if not name:
@@ -208,7 +208,7 @@ class GenerateView(w.VBox):
 
     # -- helpers ----------------------------------------------------------------------------
     def _form_request_without_triggers(self) -> GenerationRequest:
-        from workbench.prompt_syntax import parse_prompt
+        from workbench.generate import parse_prompt
 
         text, tagged = parse_prompt(self.prompt.value[:MAX_PROMPT])
         stack = {s.name: s for s in self.stack()}

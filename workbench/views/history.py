@@ -15,7 +15,7 @@ import anywidget
 import ipywidgets as w
 import traitlets as t
 
-from workbench.thumbnails import ThumbnailCache
+from workbench.files import ThumbnailCache
 from workbench.views._assets import asset_path
 from workbench.views.gallery import InvalidMessage, clean_int, clean_text, clean_tristate, json_value
 from workbench.views.status import guarded

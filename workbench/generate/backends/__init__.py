@@ -1,4 +1,4 @@
-"""Generation backends behind one small protocol (see :mod:`workbench.backends.base`)."""
+"""Generation backends behind one small protocol (see :mod:`workbench.generate._types`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,10 +6,10 @@ import json
 import os
 import pathlib
 
-from workbench.backends.base import (
-    Backend, BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError,
-    JobControl, LoraIncompatibleError, LoraInfo, LoraNotFoundError, LoraSpec,
-)
+from workbench.generate._types import Backend
+from workbench.generate.backends._a1111 import A1111Backend
+from workbench.generate.backends._comfyui import ComfyUIBackend, build_graph
+from workbench.generate.backends._diffusers import DiffusersBackend
 
 KINDS = ("diffusers", "a1111", "comfyui")
 
@@ -17,13 +17,10 @@ KINDS = ("diffusers", "a1111", "comfyui")
 def open_backend(kind: str, **options) -> Backend:
     """A backend by kind: ``diffusers`` (model=, lora_dirs=, cache_dir=), ``a1111``/``comfyui`` (url=)."""
     if kind == "diffusers":
-        from workbench.backends.diffusers_backend import DiffusersBackend
         return DiffusersBackend(**options)
     if kind == "a1111":
-        from workbench.backends.a1111 import A1111Backend
         return A1111Backend(**options)
     if kind == "comfyui":
-        from workbench.backends.comfyui import ComfyUIBackend
         return ComfyUIBackend(**options)
     raise ValueError(f"unknown backend {kind!r}; use one of {', '.join(KINDS)}")
 
@@ -87,6 +84,5 @@ def configured_backends(home: str | os.PathLike[str] | None = None) -> list[Back
     return [_choice("diffusers")]
 
 
-__all__ = ["Backend", "BackendUnavailableError", "GenerationError", "GenerationRequest", "GenerationResult",
-           "JobCancelledError", "JobControl", "LoraIncompatibleError", "LoraInfo", "LoraNotFoundError", "LoraSpec",
-           "KINDS", "open_backend", "BackendChoice", "configured_backends"]
+__all__ = ["KINDS", "A1111Backend", "BackendChoice", "ComfyUIBackend", "DiffusersBackend", "build_graph",
+           "configured_backends", "open_backend"]

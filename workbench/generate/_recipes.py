@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.backends.base import GenerationRequest, LoraSpec
-from workbench.prompt_syntax import insert_trigger_words
+from workbench.generate._types import GenerationRequest, LoraSpec
+from workbench.generate._prompt_syntax import insert_trigger_words
 
 FORMAT = "lora-workbench-recipe"
 VERSION = 1

@@ -13,7 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
-from workbench.backends.base import GenerationRequest
+from workbench.generate._types import GenerationRequest
 
 
 class History:

@@ -4,10 +4,10 @@ Ranking fuses four kinds of evidence, each kept as its own column so a person ca
 why a LoRA came up:
 
 * ``score_trigger``: the prompt contains one of the LoRA's trigger phrases (IDF-weighted,
-  see `workbench.lexical`); the strongest single signal on real Civitai prompts.
+  see `workbench.search._lexical`); the strongest single signal on real Civitai prompts.
 * ``score_lexical``: BM25F over name, file name, trigger words, tags, description.
 * ``score_semantic``: cosine between sentence embeddings of the query and the LoRA's payload
-  (FAISS index, `workbench.vector_index`).
+  (FAISS index, `workbench.search._vector_index`).
 * ``score_popularity``: Civitai downloads and local use, a weak prior that breaks ties.
 * ``score_feedback``: thumbs up/down on the same or similar queries, and LoRAs used in
   generations for similar prompts (implicit positives); a liked LoRA also lifts its neighbours.
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from workbench import embeddings as emb
-from workbench.lexical import LexDoc, LexicalIndex, content_tokens, prompt_ngrams, trigger_phrases
-from workbench.vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
+from workbench.search import _embeddings as emb
+from workbench.search._lexical import LexDoc, LexicalIndex, content_tokens, prompt_ngrams, trigger_phrases
+from workbench.search._vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
 if TYPE_CHECKING:
     from workbench._workbench import Workbench
@@ -66,7 +66,7 @@ def strip_lora_tags(prompt: str) -> str:
 
 
 def _family(base_model: Any) -> str | None:
-    from workbench.lora_analysis import base_model_family
+    from workbench.files import base_model_family
 
     if not isinstance(base_model, str) or not base_model:
         return None

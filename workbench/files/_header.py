@@ -10,7 +10,7 @@ Two ways to parse:
 * :func:`split_metadata` finds only the ``__metadata__`` object in the raw bytes and returns it with
   a digest of everything else (the *structure key*). Files written by one trainer share their
   tensor entries byte for byte, so a caller that already analysed that structure can skip parsing
-  the ~800 tensor entries (see ``workbench.lora_file``).
+  the ~800 tensor entries (see ``workbench.files._inspect``).
 """
 from __future__ import annotations
 

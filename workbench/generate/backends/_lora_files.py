@@ -15,8 +15,8 @@ import pathlib
 import struct
 import threading
 
-from workbench.backends.base import LoraIncompatibleError, LoraNotFoundError
-from workbench.tiny_pipeline import TINY_BASE_MODEL, TINY_BASE_MODEL_VERSION, TINY_CROSS_ATTENTION_DIM
+from workbench.generate._types import LoraIncompatibleError, LoraNotFoundError
+from workbench.generate._tiny_pipeline import TINY_BASE_MODEL, TINY_BASE_MODEL_VERSION, TINY_CROSS_ATTENTION_DIM
 
 _MAX_HEADER = 64 * 1024 * 1024
 LORA_SUFFIXES = (".safetensors",)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from workbench._db import Database
+from workbench.catalog._db import Database
 
 #: File suffixes catalogued as LoRAs. Pickle formats are listed but never opened.
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -167,7 +167,7 @@ def _collect_dir(directory: str, root: str, entries: list[os.DirEntry[str]], fou
 
 def _inspect_record(item: _Found) -> dict[str, Any]:
     """Runs in a worker: inspect one file and flatten the result into catalog columns."""
-    from workbench.lora_file import inspect_lora
+    from workbench.files import inspect_lora
 
     try:
         info = inspect_lora(Path(item.path))

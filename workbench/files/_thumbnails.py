@@ -115,7 +115,7 @@ def _source_bytes(path: Path) -> bytes | None:
     suffix = path.suffix.lower()
     if suffix in _LORA_SUFFIXES:
         try:
-            from workbench.previews import extract_embedded_preview
+            from workbench.files._previews import extract_embedded_preview
         except ImportError:
             return None
         try:

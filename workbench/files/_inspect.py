@@ -1,8 +1,8 @@
 """Everything the workbench can learn about one LoRA file without loading it: :func:`inspect_lora`.
 
 Pure (no database) and safe for a process pool. Per process it keeps two small caches: directory
-listings (``workbench.sidecars.sibling_names``) and the tensor-structure analysis keyed by the
-header with ``__metadata__`` cut out (``workbench.safetensors_header.split_metadata``). Files from
+listings (``workbench.files._sidecars.sibling_names``) and the tensor-structure analysis keyed by the
+header with ``__metadata__`` cut out (``workbench.files._header.split_metadata``). Files from
 one trainer and config share that structure byte for byte, so most files of a library skip the
 JSON parse of their ~800 tensor entries.
 """
@@ -12,8 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from workbench import lora_analysis, previews, sidecars, training_metadata
-from workbench.safetensors_header import (HeaderError, parse_header, read_raw_header, read_scalar,
+from workbench.files import _analysis as lora_analysis
+
+from workbench.files import _previews as previews
+
+from workbench.files import _sidecars as sidecars
+
+from workbench.files import _training as training_metadata
+from workbench.files._header import (HeaderError, parse_header, read_raw_header, read_scalar,
                                           split_metadata, validate_tensors)
 
 PICKLE_FORMATS = {".ckpt": "ckpt", ".pt": "pt", ".pth": "pt", ".bin": "bin"}

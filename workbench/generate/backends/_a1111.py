@@ -14,12 +14,12 @@ import time
 
 import httpx
 
-from workbench import infotext as _infotext
-from workbench.backends.base import (
+from workbench.generate import _infotext as _infotext
+from workbench.generate._types import (
     BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
     LoraInfo, LoraNotFoundError, LoraSpec,
 )
-from workbench.prompt_syntax import A1111, compose_prompt
+from workbench.generate._prompt_syntax import A1111, compose_prompt
 
 
 def http_error(backend: str, url: str, exc: BaseException) -> BackendUnavailableError:

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from workbench.safetensors_header import HeaderError, parse_header, read_raw_header
-from workbench.sidecars import sibling_names
+from workbench.files._header import HeaderError, parse_header, read_raw_header
+from workbench.files._sidecars import sibling_names
 
 PREVIEW_SUFFIXES = (
     ".preview.png", ".preview.jpg", ".preview.jpeg", ".preview.webp", ".preview.gif", ".preview.mp4",

@@ -56,7 +56,7 @@ def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
 
     Embedded images (``ssmd_cover_images``, ``modelspec.thumbnail``) can be megabytes of base64;
     they are replaced by a short note here and read on demand with
-    ``workbench.previews.extract_embedded_preview``. Undecodable nested JSON stays a string.
+    ``workbench.files._previews.extract_embedded_preview``. Undecodable nested JSON stays a string.
     """
     out: dict[str, Any] = dict(raw)
     for key in NESTED_JSON_KEYS:
@@ -183,7 +183,7 @@ def training_tags(md: Mapping[str, Any], limit: int = TRAINING_TAGS_LIMIT,
 def header_fields(md: Mapping[str, Any]) -> dict[str, Any]:
     """Name, description, trigger words, tags and author found in header metadata.
 
-    Same field names as ``workbench.sidecars`` so both can be merged (source ``'header'``).
+    Same field names as ``workbench.files._sidecars`` so both can be merged (source ``'header'``).
     """
     fields: dict[str, Any] = {}
     name = md_text(md, "ssmd_display_name") or md_text(md, "modelspec.title") or md_text(md, "ss_output_name")

@@ -3,7 +3,7 @@
 A1111/SD.Next: ``<lora:NAME:TE[:UNET[:DYN]]>`` (second field text encoder, third U-Net, U-Net
 defaults to TE) plus named ``te=``, ``unet=``, ``dyn=``. ComfyUI-Lora-Manager:
 ``<lora:NAME:MODEL[:CLIP]>`` (second field model/U-Net, third clip). Tags are parsed into
-:class:`~workbench.backends.base.LoraSpec` (``unet``/``te`` multipliers), so a prompt written in
+:class:`~workbench.generate._types.LoraSpec` (``unet``/``te`` multipliers), so a prompt written in
 one dialect can be written back in the other without changing what runs.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from workbench.backends.base import LoraSpec
+from workbench.generate._types import LoraSpec
 
 A1111 = "a1111"
 COMFYUI = "comfyui"

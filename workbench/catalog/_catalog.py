@@ -15,8 +15,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from workbench._db import Database
-from workbench._schema import migrate, needs_migration
+from workbench.catalog._db import Database
+from workbench.catalog._schema import migrate, needs_migration
 
 #: Fields a person may edit. A rescan never writes them.
 USER_FIELDS = (

@@ -79,7 +79,7 @@ def build_tiny_pipeline(cache_dir: str | pathlib.Path) -> pathlib.Path:
     """Build the tiny random-weight pipeline once and cache it as a local diffusers folder.
 
     Returns the folder (``<cache_dir>/tiny-sd1-random``); reuses it when already built by the same
-    recipe. Load it with ``workbench.backends.diffusers_backend.load_pipeline``.
+    recipe. Load it with ``workbench.generate.backends._diffusers.load_pipeline``.
     """
     folder = pathlib.Path(cache_dir) / TINY_MODEL_NAME
     marker = folder / _MARKER

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.backends.base import GenerationRequest, LoraSpec
+from workbench.generate._types import GenerationRequest, LoraSpec
 
 AXES = ("lora", "weight", "seed", "prompt")
 _PAD = 4

@@ -14,13 +14,13 @@ import uuid
 
 import httpx
 
-from workbench import infotext as _infotext
-from workbench.backends.a1111 import http_error, response_error
-from workbench.backends.base import (
+from workbench.generate import _infotext as _infotext
+from workbench.generate.backends._a1111 import http_error, response_error
+from workbench.generate._types import (
     BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
     LoraInfo, LoraNotFoundError,
 )
-from workbench.prompt_syntax import A1111, compose_prompt
+from workbench.generate._prompt_syntax import A1111, compose_prompt
 
 # A1111 sampler name -> (ComfyUI sampler_name, scheduler)
 SAMPLERS = {

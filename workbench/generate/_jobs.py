@@ -29,7 +29,7 @@ import uuid
 import weakref
 from typing import Any, Callable
 
-from workbench.backends.base import (
+from workbench.generate._types import (
     GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
 )
 
@@ -500,7 +500,7 @@ class JobQueue:
         try:
             request = self._resolve_paths(job)
             if self.executor == "rq":
-                from workbench.rq_jobs import run_via_rq
+                from workbench.generate._rq import run_via_rq
                 result = run_via_rq(self, job, request)
             else:
                 result = self._backend(job.backend, job.backend_options).submit(request, job.control)
@@ -596,7 +596,7 @@ class JobQueue:
         """For in-process diffusers: pin catalog paths of the stack's LoRAs (workers share the filesystem)."""
         if job.backend != "diffusers" or self.resolver is None:
             return job.request
-        from workbench.backends.lora_files import remember_short_hash
+        from workbench.generate.backends._lora_files import remember_short_hash
 
         loras = []
         for spec in job.request.loras:
@@ -620,7 +620,7 @@ class JobQueue:
         merged = {**self.backend_defaults.get(kind, {}), **options}
         key = (kind, json.dumps(merged, sort_keys=True, default=str))
         if key not in self._backends:
-            from workbench.backends import open_backend
+            from workbench.generate.backends import open_backend
             self._backends[key] = open_backend(kind, **merged)
         return self._backends[key]
 

@@ -17,13 +17,13 @@ import threading
 import time
 from typing import Callable
 
-from workbench import infotext as _infotext
-from workbench.backends import lora_files
-from workbench.backends.base import (
+from workbench.generate import _infotext as _infotext
+from workbench.generate.backends import _lora_files as lora_files
+from workbench.generate._types import (
     GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl, LoraIncompatibleError,
     LoraInfo,
 )
-from workbench.tiny_pipeline import TINY_BASE_MODEL, TINY_MODEL_NAME, build_tiny_pipeline, is_tiny_pipeline_folder
+from workbench.generate._tiny_pipeline import TINY_BASE_MODEL, TINY_MODEL_NAME, build_tiny_pipeline, is_tiny_pipeline_folder
 
 # A1111 sampler name -> (diffusers scheduler class, extra config)
 SAMPLERS: dict[str, tuple[str, dict]] = {
@@ -292,7 +292,7 @@ class DiffusersBackend:
                 raise JobCancelledError(f"cancelled at step {control.step}/{steps}") from None
             image = out.images[0]
         params = self.infotext_params(request, seed, hashes)
-        from workbench.prompt_syntax import A1111, compose_prompt
+        from workbench.generate._prompt_syntax import A1111, compose_prompt
 
         text = _infotext.build_infotext(compose_prompt(request.prompt, request.loras, A1111, triggers="none"),
                                         request.negative_prompt, params)

@@ -4,7 +4,7 @@ Only the header's ``{name: {dtype, shape}}`` entries are used; tensors are never
 :func:`analyse_tensors` is pure and depends on nothing but the entries, so callers may cache its
 result by the header's structure key. Metadata-based claims (``ss_network_dim``,
 ``ss_base_model_version``…) are combined with it in :func:`base_model_from_metadata` and by
-``workbench.lora_file``.
+``workbench.files._inspect``.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from typing import Any
 
-from workbench.backends.base import (
+from workbench.generate._types import (
     BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
 )
 
@@ -28,7 +28,7 @@ _BACKENDS: dict[tuple, Any] = {}
 def _backend(kind: str, options: dict):
     import json
 
-    from workbench.backends import open_backend
+    from workbench.generate.backends import open_backend
 
     merged = {**_WORKER_DEFAULTS.get(kind, {}), **options}
     key = (kind, json.dumps(merged, sort_keys=True, default=str))

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from workbench.catalog import USER_FIELDS, validate_user_fields
+from workbench.catalog._catalog import USER_FIELDS, validate_user_fields
 
 if TYPE_CHECKING:
     from workbench._workbench import Workbench

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workbench._db import Database
+    from workbench.catalog._db import Database
 
 
 @dataclass
@@ -73,7 +73,7 @@ def read_items(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
 
 def _base_model(label: Any) -> str | None:
-    from workbench.lora_analysis import normalize_base_model
+    from workbench.files import normalize_base_model
 
     return normalize_base_model(label) if isinstance(label, str) else None
 

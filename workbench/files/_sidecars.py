@@ -37,7 +37,7 @@ Merge precedence (first source holding a usable value wins, per field; lists are
   what Civitai says this file is; Civitai Browser+'s ids in ``a1111.json`` are often the string
   "Model not found".
 
-The merged ``base_model`` is only a claim: ``workbench.lora_file`` keeps it when it agrees with
+The merged ``base_model`` is only a claim: ``workbench.files._inspect`` keeps it when it agrees with
 the file's own evidence (header metadata, tensor shapes) or refines it (Pony is an SDXL
 finetune), and reports it in ``sidecar_errors`` when it contradicts the file.
 
@@ -58,8 +58,8 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from workbench.lora_analysis import normalize_base_model
-from workbench.training_metadata import MAX_NESTED_DEPTH, json_depth_exceeds, split_list
+from workbench.files._analysis import normalize_base_model
+from workbench.files._training import MAX_NESTED_DEPTH, json_depth_exceeds, split_list
 
 SIDECAR_MAX_BYTES = 16 * 1024 * 1024
 

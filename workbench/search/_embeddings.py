@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from workbench._db import Database
+    from workbench.catalog import Database
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Payloads are short on purpose: name, triggers and tags carry the signal; long

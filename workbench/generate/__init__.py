@@ -1,0 +1,38 @@
+"""Generating with LoRAs: the domain types, prompt syntax and infotext, the job queue and its RQ workers,
+history, recipes, comparison grids, the tiny test pipeline and the backends. Imports only
+:mod:`workbench.files` and :mod:`workbench.catalog` of the rest of the package."""
+from __future__ import annotations
+
+from workbench.generate._compare import CompareResult, assemble_grid, compare, plan_cells
+from workbench.generate._history import History
+from workbench.generate._infotext import (
+    build_infotext, format_lora_hashes, parse_infotext, parse_lora_hashes, png_with_infotext, read_infotext,
+)
+from workbench.generate._jobs import Job, JobQueue, RetryPolicy, catalog_resolver
+from workbench.generate._prompt_syntax import (
+    A1111, COMFYUI, PromptSyntaxError, compose_prompt, convert, format_tag, insert_trigger_words, parse_prompt,
+    parse_tag,
+)
+from workbench.generate._recipes import Recipe, RecipeError, Recipes, parse_recipe
+from workbench.generate._rq import run_worker
+from workbench.generate._tiny_pipeline import (
+    TINY_BASE_MODEL, TINY_LORAS, kohya_metadata, make_lora_tensors, write_tiny_loras,
+)
+from workbench.generate._types import (
+    Backend, BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError,
+    JobControl, LoraIncompatibleError, LoraInfo, LoraNotFoundError, LoraSpec,
+)
+from workbench.generate.backends import (
+    A1111Backend, BackendChoice, ComfyUIBackend, DiffusersBackend, build_graph, configured_backends, open_backend,
+)
+
+__all__ = [
+    "A1111", "COMFYUI", "A1111Backend", "ComfyUIBackend", "DiffusersBackend", "build_graph", "TINY_BASE_MODEL", "TINY_LORAS", "Backend", "BackendChoice", "BackendUnavailableError",
+    "CompareResult", "GenerationError", "GenerationRequest", "GenerationResult", "History", "Job",
+    "JobCancelledError", "JobControl", "JobQueue", "LoraIncompatibleError", "LoraInfo", "LoraNotFoundError",
+    "LoraSpec", "PromptSyntaxError", "Recipe", "RecipeError", "Recipes", "RetryPolicy", "assemble_grid",
+    "build_infotext", "catalog_resolver", "compare", "compose_prompt", "configured_backends", "convert",
+    "format_lora_hashes", "format_tag", "insert_trigger_words", "kohya_metadata", "make_lora_tensors",
+    "open_backend", "parse_infotext", "parse_lora_hashes", "parse_prompt", "parse_recipe", "parse_tag",
+    "plan_cells", "png_with_infotext", "read_infotext", "run_worker", "write_tiny_loras",
+]
