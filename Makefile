@@ -7,7 +7,7 @@ DEMO_HOME ?= .demo-home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps demo test bench
+.PHONY: install system-deps demo test lint bench
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ demo: install $(DEMO_LIBRARY)/.built
 
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/scan.py

@@ -6,6 +6,7 @@ same seed + stack -> identical bytes; weight change -> different image; weight 0
 a LoHa file refused before loading; then times a 20-step image and an adapter switch.
 Prints one JSON object. Usage: python benchmarks/diffusers_cuda_check.py [--device cuda] [--out DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,20 +36,29 @@ def main() -> int:
 
     import torch
 
-    from workbench.generate import GenerationRequest, LoraIncompatibleError, LoraSpec
-    from workbench.generate import DiffusersBackend
-    from workbench.generate import write_tiny_loras
+    from workbench.generate import (
+        DiffusersBackend,
+        GenerationRequest,
+        LoraIncompatibleError,
+        LoraSpec,
+        write_tiny_loras,
+    )
 
     work = pathlib.Path(args.out or tempfile.mkdtemp(prefix="wb-cuda-"))
     work.mkdir(parents=True, exist_ok=True)
-    loras = {p.stem: p for p in write_tiny_loras(work / "loras")}
+    write_tiny_loras(work / "loras")
     backend = DiffusersBackend("tiny", lora_dirs=[work / "loras"], cache_dir=work / "cache", device=args.device)
-    report: dict = {"device": args.device, "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-                    "pipeline_device": str(backend.pipe.device)}
+    report: dict = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+        "pipeline_device": str(backend.pipe.device),
+    }
 
     def run(stack, seed=7, steps=8):
-        req = GenerationRequest(prompt="a watercolor lighthouse", loras=stack, seed=seed, steps=steps, width=64, height=64)
+        req = GenerationRequest(
+            prompt="a watercolor lighthouse", loras=stack, seed=seed, steps=steps, width=64, height=64
+        )
         return backend.submit(req)
 
     base = run([])

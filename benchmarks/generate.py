@@ -4,6 +4,7 @@ Compares N jobs through ``wb.queue`` (persisted, recorded, PNG written, history 
 N bare ``pipe(...)`` calls in the same process, and measures switching LoRAs between jobs.
 Target: queue/bare <= 1.05. Usage: ``python benchmarks/generate.py [--jobs 20] [--steps 20]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     import workbench
-    from workbench.generate import GenerationRequest, LoraSpec
-    from workbench.generate import DiffusersBackend
-    from workbench.generate import write_tiny_loras
+    from workbench.generate import DiffusersBackend, GenerationRequest, LoraSpec, write_tiny_loras
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="wb-bench-gen-"))
     loras = tmp / "loras"
@@ -42,14 +41,21 @@ def main() -> int:
     wb.scan([loras], progress=False, workers=1)
     queue = wb.queue
     queue.set_backend("diffusers", backend)
-    req = GenerationRequest(prompt="a lighthouse at dusk", seed=1, steps=args.steps, width=args.size,
-                            height=args.size, sampler="DDIM")
+    req = GenerationRequest(
+        prompt="a lighthouse at dusk", seed=1, steps=args.steps, width=args.size, height=args.size, sampler="DDIM"
+    )
     backend.submit(req)  # warm-up: scheduler, first call
     pipe.scheduler = backend._scheduler("DDIM")
 
     def bare(seed: int) -> None:
-        pipe(prompt=req.prompt, num_inference_steps=args.steps, guidance_scale=7.0, width=args.size,
-             height=args.size, generator=torch.Generator().manual_seed(seed))
+        pipe(
+            prompt=req.prompt,
+            num_inference_steps=args.steps,
+            guidance_scale=7.0,
+            width=args.size,
+            height=args.size,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     queue.start()
     rounds = []
@@ -69,13 +75,19 @@ def main() -> int:
     queue_s = statistics.median(r[1] for r in rounds)
     wall_ratio = statistics.median(r[1] / r[0] for r in rounds)
     cpu_ratio = statistics.median(r[3] / r[2] for r in rounds)
-    print(f"tiny pipeline, {args.size}px, {args.steps} DDIM steps, {args.jobs} jobs, 1 thread, median of {args.rounds} rounds")
+    print(
+        f"tiny pipeline, {args.size}px, {args.steps} DDIM steps, {args.jobs} jobs, 1 thread, median of {args.rounds} rounds"
+    )
     print(f"bare pipeline calls : {bare_s:8.3f} s  ({bare_s / args.jobs * 1000:.1f} ms/image)")
-    print(f"through the queue   : {queue_s:8.3f} s  ({queue_s / args.jobs * 1000:.1f} ms/image, persisted + PNG + history)")
+    print(
+        f"through the queue   : {queue_s:8.3f} s  ({queue_s / args.jobs * 1000:.1f} ms/image, persisted + PNG + history)"
+    )
     print(f"overhead ratio      : {wall_ratio:8.3f}  wall clock, median of per-round ratios (target <= 1.05)")
     print(f"CPU time ratio      : {cpu_ratio:8.3f}  process CPU, all threads (what the queue adds when cores are busy)")
-    print("per round (bare s, queue s, bare CPU s, queue CPU s):",
-          ", ".join(f"({a:.2f}, {b:.2f}, {c:.2f}, {d:.2f})" for a, b, c, d in rounds))
+    print(
+        "per round (bare s, queue s, bare CPU s, queue CPU s):",
+        ", ".join(f"({a:.2f}, {b:.2f}, {c:.2f}, {d:.2f})" for a, b, c, d in rounds),
+    )
 
     if args.queue_only:
         queue.close()
@@ -107,7 +119,9 @@ def main() -> int:
         fresh._activate(GenerationRequest.from_dict({**req.to_dict(), "loras": [(a if i % 2 else b).to_dict()]}))
     reload_ms = (time.perf_counter() - t0) / 6 * 1000
     print(f"job with same LoRA each time        : {same * 1000:8.1f} ms")
-    print(f"job alternating two cached LoRAs    : {alternating * 1000:8.1f} ms  (switch cost {1000 * (alternating - same):+.1f} ms)")
+    print(
+        f"job alternating two cached LoRAs    : {alternating * 1000:8.1f} ms  (switch cost {1000 * (alternating - same):+.1f} ms)"
+    )
     print(f"set_adapters switch (cached)        : {set_adapters_ms:8.2f} ms")
     print(f"switch with reload from disk (LRU=1): {reload_ms:8.1f} ms")
     queue.close()

@@ -17,11 +17,8 @@ Only the dev split is used (weights were tuned on it; there is no other split he
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -67,7 +64,9 @@ def _baseline(items: list[dict], queries: np.ndarray, threads: int, cache_dir: P
     texts = []
     for it in items:
         words = [w for v in it.get("modelVersions") or [] for w in v.get("trainedWords") or []]
-        texts.append(f"{it['name']}. {', '.join(words)}. {', '.join(it.get('tags') or [])}. {it.get('description') or ''}")
+        texts.append(
+            f"{it['name']}. {', '.join(words)}. {', '.join(it.get('tags') or [])}. {it.get('description') or ''}"
+        )
     key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     cache = cache_dir / f"baseline-items-{key}.npy"
     t = time.perf_counter()
@@ -75,14 +74,19 @@ def _baseline(items: list[dict], queries: np.ndarray, threads: int, cache_dir: P
         vectors = np.load(cache)
     else:
         model = SentenceTransformer(str(default_model_path()), device="cpu")
-        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=True).astype(np.float32)
+        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=True).astype(
+            np.float32
+        )
         cache_dir.mkdir(parents=True, exist_ok=True)
         np.save(cache, vectors)
     seconds = time.perf_counter() - t
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     _, top = index.search(queries, 10)
-    meta = [(it["id"], {_stem(f.get("name")) for v in it.get("modelVersions") or [] for f in v.get("files") or []}) for it in items]
+    meta = [
+        (it["id"], {_stem(f.get("name")) for v in it.get("modelVersions") or [] for f in v.get("files") or []})
+        for it in items
+    ]
     return [[meta[j] for j in row if j >= 0] for row in top], seconds
 
 
@@ -91,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="evaluate a random sample of N prompts (0 = all)")
     ap.add_argument("--home", help="workbench home to use (reused if it already holds the import and vectors)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "workbench-bench-cache"),
-                    help="where baseline vectors are cached between runs (never committed)")
+    ap.add_argument(
+        "--cache-dir",
+        default=str(Path(tempfile.gettempdir()) / "workbench-bench-cache"),
+        help="where baseline vectors are cached between runs (never committed)",
+    )
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args(argv)
 
@@ -115,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     embedded = rec.embed(progress=True)
     embed_s = time.perf_counter() - t
-    print(f"catalog: {wb.catalog.count()} LoRAs (import {import_s:.1f} s); embedded {embedded} payloads in {embed_s:.1f} s"
-          + ("" if embedded else " (vectors already in this home)"))
+    print(
+        f"catalog: {wb.catalog.count()} LoRAs (import {import_s:.1f} s); embedded {embedded} payloads in {embed_s:.1f} s"
+        + ("" if embedded else " (vectors already in this home)")
+    )
 
     prompts = pd.read_csv(DATA / "prompts_dev.csv.gz")
     if args.limit:
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.encode_queries(queries, batch_size=64, progress=True)
     qenc_s = time.perf_counter() - t
     civitai_files = {}
-    docs = rec._docs  # noqa: SLF001 - id -> file stems for scoring only
+    docs = rec._docs
     for r in docs.itertuples(index=False):
         files = list(r.civitai_files) if r.civitai_files is not None else []
         civitai_files[int(r.id)] = {_stem(f) for f in [r.file_name, *files] if f}
@@ -141,26 +150,40 @@ def main(argv: list[str] | None = None) -> int:
     ours = []
     for q in queries:
         df = rec.for_prompt(q, k=10)
-        ours.append([(int(m) if pd.notna(m) else None, civitai_files.get(int(i), set()))
-                     for i, m in zip(df["id"], df["civitai_model_id"])])
+        ours.append(
+            [
+                (int(m) if pd.notna(m) else None, civitai_files.get(int(i), set()))
+                for i, m in zip(df["id"], df["civitai_model_id"])
+            ]
+        )
     rank_s = time.perf_counter() - t
     ours_m = _score(ours, truth_ids, truth_stems)
-    print(f"query embedding {qenc_s:.1f} s for {len(queries)} prompts (batched); ranking {rank_s:.1f} s "
-          f"({1000 * rank_s / max(len(queries), 1):.1f} ms per for_prompt call)")
+    print(
+        f"query embedding {qenc_s:.1f} s for {len(queries)} prompts (batched); ranking {rank_s:.1f} s "
+        f"({1000 * rank_s / max(len(queries), 1):.1f} ms per for_prompt call)"
+    )
 
-    lines = [f"{'':<28}{'hit@1':>8}{'hit@10':>8}{'MRR@10':>8}",
-             f"{'workbench for_prompt':<28}{ours_m['hit@1']:>8.3f}{ours_m['hit@10']:>8.3f}{ours_m['mrr@10']:>8.3f}"]
+    lines = [
+        f"{'':<28}{'hit@1':>8}{'hit@10':>8}{'MRR@10':>8}",
+        f"{'workbench for_prompt':<28}{ours_m['hit@1']:>8.3f}{ours_m['hit@10']:>8.3f}{ours_m['mrr@10']:>8.3f}",
+    ]
     if not args.no_baseline:
-        qvecs = np.stack([rec._qcache[q] for q in queries]).astype(np.float32)  # noqa: SLF001 - same model, same 256-token limit
+        qvecs = np.stack([rec._qcache[q] for q in queries]).astype(np.float32)
         base, base_s = _baseline(items, qvecs, args.threads, Path(args.cache_dir))
         base_m = _score(base, truth_ids, truth_stems)
-        lines.append(f"{'baseline MiniLM flat IP':<28}{base_m['hit@1']:>8.3f}{base_m['hit@10']:>8.3f}{base_m['mrr@10']:>8.3f}")
+        lines.append(
+            f"{'baseline MiniLM flat IP':<28}{base_m['hit@1']:>8.3f}{base_m['hit@10']:>8.3f}{base_m['mrr@10']:>8.3f}"
+        )
         ratio = ours_m["hit@10"] / max(base_m["hit@10"], 1e-9)
-        lines.append(f"hit@10 ratio ours/baseline: {ratio:.2f}x (target >= 2.5x)  "
-                     f"[baseline item embedding {base_s:.1f} s{' (cached)' if base_s < 5 else ''}]")
+        lines.append(
+            f"hit@10 ratio ours/baseline: {ratio:.2f}x (target >= 2.5x)  "
+            f"[baseline item embedding {base_s:.1f} s{' (cached)' if base_s < 5 else ''}]"
+        )
     print("\n".join(lines))
-    print(f"embedding the {len(items)} Civitai payloads took {embed_s:.1f} s "
-          f"({'measured now' if embedded else 'already embedded in --home; run without --home to time it'})")
+    print(
+        f"embedding the {len(items)} Civitai payloads took {embed_s:.1f} s "
+        f"({'measured now' if embedded else 'already embedded in --home; run without --home to time it'})"
+    )
     return 0
 
 

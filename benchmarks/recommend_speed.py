@@ -29,10 +29,12 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "civitai" / "loras_2023.jsonl.gz"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-_WORDS = ("ink wash watercolor cyberpunk neon city anime girl boy portrait landscape mountain forest castle armor "
-          "dragon knight witch school uniform kimono dress hair eyes smile night rain snow flower garden pixel art "
-          "sketch oil painting photorealistic detailed lighting cinematic retro vintage chibi mecha robot cat fox "
-          "elf angel demon sword gun car street ocean beach sunset cloud sky star galaxy").split()
+_WORDS = (
+    "ink wash watercolor cyberpunk neon city anime girl boy portrait landscape mountain forest castle armor "
+    "dragon knight witch school uniform kimono dress hair eyes smile night rain snow flower garden pixel art "
+    "sketch oil painting photorealistic detailed lighting cinematic retro vintage chibi mecha robot cat fox "
+    "elf angel demon sword gun car street ocean beach sunset cloud sky star galaxy"
+).split()
 
 
 def synth_items(n: int, seed: int = 0) -> list[dict]:
@@ -56,13 +58,29 @@ def synth_items(n: int, seed: int = 0) -> list[dict]:
             item["modelVersions"] = [dict(v, id=20_000_000 + i) for v in (src.get("modelVersions") or [])[:1]]
         else:
             words = rng.sample(_WORDS, 6)
-            item = {"id": 10_000_000 + i, "name": f"{words[0].title()} {words[1].title()} {i}",
-                    "description": " ".join(rng.choices(_WORDS, k=30)), "tags": words[2:5], "creator": "synth",
-                    "stats": {"downloadCount": rng.randint(0, 100_000)},
-                    "modelVersions": [{"id": 20_000_000 + i, "baseModel": rng.choice(["SD 1.5", "SDXL 1.0"]),
-                                       "trainedWords": [f"{words[0]}{i}", words[5]],
-                                       "files": [{"name": f"{words[0]}_{i}.safetensors", "primary": True, "sizeKB": 100.0,
-                                                  "hashes": {"SHA256": f"{i:064x}"}}]}]}
+            item = {
+                "id": 10_000_000 + i,
+                "name": f"{words[0].title()} {words[1].title()} {i}",
+                "description": " ".join(rng.choices(_WORDS, k=30)),
+                "tags": words[2:5],
+                "creator": "synth",
+                "stats": {"downloadCount": rng.randint(0, 100_000)},
+                "modelVersions": [
+                    {
+                        "id": 20_000_000 + i,
+                        "baseModel": rng.choice(["SD 1.5", "SDXL 1.0"]),
+                        "trainedWords": [f"{words[0]}{i}", words[5]],
+                        "files": [
+                            {
+                                "name": f"{words[0]}_{i}.safetensors",
+                                "primary": True,
+                                "sizeKB": 100.0,
+                                "hashes": {"SHA256": f"{i:064x}"},
+                            }
+                        ],
+                    }
+                ],
+            }
         out.append(item)
     return out
 
@@ -85,22 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import workbench
-    from workbench.search import MAX_SEQ_LENGTH
     from workbench.catalog import import_items
-    from workbench.search import Recommender
+    from workbench.search import MAX_SEQ_LENGTH, Recommender
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="wb-speed-"))
     wb = workbench.open(home)
     t = time.perf_counter()
     items = synth_items(args.n)
     report = import_items(wb.db, items)
-    print(f"catalog: {wb.catalog.count()} LoRAs ({report}) in {time.perf_counter() - t:.1f} s; "
-          f"source: {'perturbed Civitai items' if DATA.exists() else 'generated words'}")
+    print(
+        f"catalog: {wb.catalog.count()} LoRAs ({report}) in {time.perf_counter() - t:.1f} s; "
+        f"source: {'perturbed Civitai items' if DATA.exists() else 'generated words'}"
+    )
 
     rec = Recommender(wb, device=args.embed_device, progress=False)
     device = "cuda" if (args.embed_device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda" else "cpu"
-    rec._load_docs()  # noqa: SLF001 - payloads for the bare comparison
-    texts = list(rec._payloads.values())[: args.bare_sample]  # noqa: SLF001
+    rec._load_docs()
+    texts = list(rec._payloads.values())[: args.bare_sample]
     model = rec.embedder.model
     model.max_seq_length = MAX_SEQ_LENGTH
     model.encode(texts[:256], batch_size=64)  # warm-up
@@ -112,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     n = rec.embed(progress=True)
     embed_s = time.perf_counter() - t
     ours_rate = n / embed_s
-    print(f"embedded {n} payloads on {device} in {embed_s:.1f} s (includes payload building, DB writes and the "
-          f"{rec.index.kind} index build) -> {ours_rate:.0f}/s; bare model.encode {bare_rate:.0f}/s on {len(texts)} of the same texts")
+    print(
+        f"embedded {n} payloads on {device} in {embed_s:.1f} s (includes payload building, DB writes and the "
+        f"{rec.index.kind} index build) -> {ours_rate:.0f}/s; bare model.encode {bare_rate:.0f}/s on {len(texts)} of the same texts"
+    )
 
     # CPU latencies: a CPU recommender over the same home (vectors and index already there)
     cpu = Recommender(wb, device="cpu", progress=False)
     cpu.refresh()
-    ids = [int(i) for i in cpu._docs["id"].sample(200, random_state=1)]  # noqa: SLF001
+    ids = [int(i) for i in cpu._docs["id"].sample(200, random_state=1)]
     cpu.similar(ids[0])
     lat_sim = []
     for i in ids:
@@ -147,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'figure':<46}{'value':>12}  target")
     print(f"{'embed all ' + str(n) + ' (' + device + ')':<46}{embed_s / 60:>10.2f} min  <= 15 min")
     if cpu_rate:
-        print(f"{'embed all (CPU, extrapolated from 1000)':<46}{args.n / cpu_rate / 60:>10.2f} min  <= 15 min ({threads} threads)")
+        print(
+            f"{'embed all (CPU, extrapolated from 1000)':<46}{args.n / cpu_rate / 60:>10.2f} min  <= 15 min ({threads} threads)"
+        )
     print(f"{'throughput vs bare model.encode':<46}{ours_rate / bare_rate:>11.2f}x  >= 0.9x")
     print(f"{'similar p50 (' + rec.index.kind + ')':<46}{_p50(lat_sim):>9.2f} ms  <= 5 ms")
     print(f"{'for_prompt p50 (CPU, embedding included)':<46}{_p50(lat_prompt):>9.2f} ms  <= 60 ms ({threads} threads)")

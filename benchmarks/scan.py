@@ -12,6 +12,7 @@
 
 Prints seconds, ratios to the baseline, files/s and peak memory, each next to its target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-LIBRARY_VERSION = 1      # bump when synthetic_library changes what it writes
+LIBRARY_VERSION = 1  # bump when synthetic_library changes what it writes
 TARGET_COLD_RATIO = 0.5
 TARGET_RESCAN_S = 3.0
 TARGET_PEAK_MB = 500.0
@@ -44,21 +45,31 @@ def ensure_library(base: Path, n: int, seed: int, sidecar_fraction: float) -> Pa
     marker = root / ".complete"
     if marker.exists():
         info = json.loads(marker.read_text())
-        print(f"library: reusing {root} ({info['files']} LoRAs, {info['apparent_gib']:.0f} GiB apparent, "
-              f"{info['disk_mib']:.0f} MiB on disk)")
+        print(
+            f"library: reusing {root} ({info['files']} LoRAs, {info['apparent_gib']:.0f} GiB apparent, "
+            f"{info['disk_mib']:.0f} MiB on disk)"
+        )
         return root
     if root.exists():
         shutil.rmtree(root)
     print(f"library: writing {n} sparse LoRA files to {root} ...", flush=True)
     stats = write_library(root, n, seed=seed, sparse=True, sidecar_fraction=sidecar_fraction, progress=True)
     disk = sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())
-    info = {"files": stats.files, "sidecars": stats.sidecars, "previews": stats.previews,
-            "apparent_gib": stats.apparent_bytes / 2**30, "disk_mib": disk / 2**20, "by_family": stats.by_family,
-            "seconds": stats.seconds}
+    info = {
+        "files": stats.files,
+        "sidecars": stats.sidecars,
+        "previews": stats.previews,
+        "apparent_gib": stats.apparent_bytes / 2**30,
+        "disk_mib": disk / 2**20,
+        "by_family": stats.by_family,
+        "seconds": stats.seconds,
+    }
     marker.write_text(json.dumps(info))
-    print(f"library: {stats.files} LoRAs ({stats.by_family}), {stats.sidecars} .civitai.info, "
-          f"{stats.previews} previews, {info['apparent_gib']:.0f} GiB apparent / {info['disk_mib']:.0f} MiB on disk, "
-          f"written in {stats.seconds:.0f} s")
+    print(
+        f"library: {stats.files} LoRAs ({stats.by_family}), {stats.sidecars} .civitai.info, "
+        f"{stats.previews} previews, {info['apparent_gib']:.0f} GiB apparent / {info['disk_mib']:.0f} MiB on disk, "
+        f"written in {stats.seconds:.0f} s"
+    )
     return root
 
 
@@ -106,7 +117,7 @@ class TreeMemorySampler(threading.Thread):
             rss = pss = 0
             for p in procs:
                 try:
-                    if tick % 5 == 0:   # PSS reads smaps_rollup: sample it less often
+                    if tick % 5 == 0:  # PSS reads smaps_rollup: sample it less often
                         pss += p.memory_full_info().pss
                     rss += p.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -141,12 +152,28 @@ def _child(root: Path, home: Path, workers: int | None) -> None:
     facets = wb.catalog.facets()
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print("RESULT " + json.dumps({
-        "import_s": import_s, "cold_s": cold_s, "rescan_s": rescan_s, "cold": str(cold), "rescan": str(again),
-        "cold_new": cold.new, "rescan_unchanged": again.unchanged, "rescan_changed": again.changed + again.new,
-        "rows": rows, "errors": errors, "base_models": _facet(facets, "base_model"),
-        "self_maxrss_mb": self_kb / 1024, "children_maxrss_mb": child_kb / 1024,
-    }, default=str), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "import_s": import_s,
+                "cold_s": cold_s,
+                "rescan_s": rescan_s,
+                "cold": str(cold),
+                "rescan": str(again),
+                "cold_new": cold.new,
+                "rescan_unchanged": again.unchanged,
+                "rescan_changed": again.changed + again.new,
+                "rows": rows,
+                "errors": errors,
+                "base_models": _facet(facets, "base_model"),
+                "self_maxrss_mb": self_kb / 1024,
+                "children_maxrss_mb": child_kb / 1024,
+            },
+            default=str,
+        ),
+        flush=True,
+    )
 
 
 def _facet(facets: dict, key: str):
@@ -167,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/wb-bench-lib"), help="cache folder for the library")
     ap.add_argument("--workers", type=int, default=None, help="scanner worker processes (default: scanner's choice)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sidecar-fraction", type=float, default=0.2,
-                    help="share of LoRAs that also get a .civitai.info (and, independently, a preview)")
+    ap.add_argument(
+        "--sidecar-fraction",
+        type=float,
+        default=0.2,
+        help="share of LoRAs that also get a .civitai.info (and, independently, a preview)",
+    )
     ap.add_argument("--one-baseline", action="store_true", help="run the raw baseline once (before the scan)")
     ap.add_argument("--_child", nargs=2, metavar=("ROOT", "HOME"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -180,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     root = ensure_library(args.dir, args.n, args.seed, args.sidecar_fraction)
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-          f"(shared machine: figures move with the load)")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"(shared machine: figures move with the load)"
+    )
 
     base1, files = raw_baseline(root)
     print(f"raw baseline (1 thread, walk+open+read header+json.loads): {base1:.2f} s for {files} files")
@@ -204,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print(out)
         print(f"scan child failed with exit code {proc.returncode}")
         return 1
-    r = json.loads(result_lines[-1][len("RESULT "):])
+    r = json.loads(result_lines[-1][len("RESULT ") :])
 
     baseline = base1
     if not args.one_baseline:
@@ -224,20 +257,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'figure':<34}{'measured':>14}   {'target':<14}")
     print(f"{'raw baseline (s)':<34}{baseline:>14.2f}")
     print(f"{'cold scan (s)':<34}{r['cold_s']:>14.2f}")
-    print(f"{'cold / baseline':<34}{cold_ratio:>14.3f}   <= {TARGET_COLD_RATIO:<11} {_mark(cold_ratio <= TARGET_COLD_RATIO)}")
+    print(
+        f"{'cold / baseline':<34}{cold_ratio:>14.3f}   <= {TARGET_COLD_RATIO:<11} {_mark(cold_ratio <= TARGET_COLD_RATIO)}"
+    )
     print(f"{'files/s (cold)':<34}{files / r['cold_s']:>14.0f}")
-    print(f"{'no-change rescan (s)':<34}{r['rescan_s']:>14.2f}   <= {TARGET_RESCAN_S:<11} "
-          f"{_mark(r['rescan_s'] <= TARGET_RESCAN_S)}")
+    print(
+        f"{'no-change rescan (s)':<34}{r['rescan_s']:>14.2f}   <= {TARGET_RESCAN_S:<11} "
+        f"{_mark(r['rescan_s'] <= TARGET_RESCAN_S)}"
+    )
     print(f"{'rescan / baseline':<34}{r['rescan_s'] / baseline:>14.3f}")
-    print(f"{'peak RSS, process tree sum (MB)':<34}{peak_rss:>14.0f}   <= {TARGET_PEAK_MB:<11.0f} "
-          f"{_mark(peak_rss <= TARGET_PEAK_MB)}")
-    print(f"{'peak PSS, process tree sum (MB)':<34}{peak_pss:>14.0f}   <= {TARGET_PEAK_MB:<11.0f} "
-          f"{_mark(peak_pss <= TARGET_PEAK_MB)}")
+    print(
+        f"{'peak RSS, process tree sum (MB)':<34}{peak_rss:>14.0f}   <= {TARGET_PEAK_MB:<11.0f} "
+        f"{_mark(peak_rss <= TARGET_PEAK_MB)}"
+    )
+    print(
+        f"{'peak PSS, process tree sum (MB)':<34}{peak_pss:>14.0f}   <= {TARGET_PEAK_MB:<11.0f} "
+        f"{_mark(peak_pss <= TARGET_PEAK_MB)}"
+    )
     print(f"{'maxrss scan process (MB)':<34}{r['self_maxrss_mb']:>14.0f}")
     print(f"{'maxrss largest worker (MB)':<34}{r['children_maxrss_mb']:>14.0f}")
     ok_counts = r["rows"] == files and r["cold_new"] == files and r["rescan_unchanged"] == files
-    print(f"{'catalog rows == files':<34}{str(ok_counts):>14}   (rows {r['rows']}, new {r['cold_new']}, "
-          f"unchanged on rescan {r['rescan_unchanged']})")
+    print(
+        f"{'catalog rows == files':<34}{str(ok_counts):>14}   (rows {r['rows']}, new {r['cold_new']}, "
+        f"unchanged on rescan {r['rescan_unchanged']})"
+    )
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs")
     return 0 if ok_counts else 2

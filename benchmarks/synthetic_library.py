@@ -11,6 +11,7 @@ Headers are written template-style without torch: the tensor part of the JSON de
 (family, network type, rank, dtype, ...) and is cached; only ``__metadata__`` changes per file.
 Everything is driven by ``random.Random(seed)``, so a seed always gives the same bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,21 +23,41 @@ import random
 import struct
 import time
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 __all__ = [
-    "FAMILIES", "Module", "TensorEntry", "LoraSpec", "BASE_MODEL_OF_FAMILY", "LAYOUT_OF_FAMILY",
-    "module_table", "tensor_entries", "kohya_metadata", "peft_metadata", "build_header",
-    "write_lora", "random_spec", "write_library", "LibraryStats", "tiny_png",
+    "FAMILIES",
+    "Module",
+    "TensorEntry",
+    "LoraSpec",
+    "BASE_MODEL_OF_FAMILY",
+    "LAYOUT_OF_FAMILY",
+    "module_table",
+    "tensor_entries",
+    "kohya_metadata",
+    "peft_metadata",
+    "build_header",
+    "write_lora",
+    "random_spec",
+    "write_library",
+    "LibraryStats",
+    "tiny_png",
 ]
 
 # family -> (layout, base model). A family fixes the key naming and the network architecture.
 FAMILIES: tuple[str, ...] = ("kohya_sd1", "peft_sd1", "kohya_sd2", "kohya_sdxl", "peft_sdxl", "kohya_flux", "peft_flux")
 LAYOUT_OF_FAMILY = {f: f.split("_")[0] for f in FAMILIES}
-BASE_MODEL_OF_FAMILY = {"kohya_sd1": "SD1", "peft_sd1": "SD1", "kohya_sd2": "SD2", "kohya_sdxl": "SDXL", "peft_sdxl": "SDXL",
-                        "kohya_flux": "FLUX", "peft_flux": "FLUX"}
+BASE_MODEL_OF_FAMILY = {
+    "kohya_sd1": "SD1",
+    "peft_sd1": "SD1",
+    "kohya_sd2": "SD2",
+    "kohya_sdxl": "SDXL",
+    "peft_sdxl": "SDXL",
+    "kohya_flux": "FLUX",
+    "peft_flux": "FLUX",
+}
 
 CIVITAI_BASE_MODEL = {"SD1": "SD 1.5", "SD2": "SD 2.1 768", "SDXL": "SDXL 1.0", "FLUX": "Flux.1 D"}
 DTYPE_SIZE = {"F16": 2, "BF16": 2, "F32": 4}
@@ -45,12 +66,13 @@ DTYPE_SIZE = {"F16": 2, "BF16": 2, "F32": 4}
 @dataclass(frozen=True)
 class Module:
     """One adapted layer: its key prefix as the trainer writes it, and the layer's geometry."""
+
     key: str
     d_in: int
     d_out: int
-    kernel: tuple[int, int] | None = None   # Conv2d kernel; None for Linear
-    part: str = "unet"                       # unet | te1 | te2 | transformer
-    role: str = ""                           # e.g. "attn2.to_k" (cross-attention K), used to pick subsets
+    kernel: tuple[int, int] | None = None  # Conv2d kernel; None for Linear
+    part: str = "unet"  # unet | te1 | te2 | transformer
+    role: str = ""  # e.g. "attn2.to_k" (cross-attention K), used to pick subsets
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,7 @@ class TensorEntry:
 # Architectures, in diffusers dotted module paths
 # --------------------------------------------------------------------------------------------
 
+
 def _transformer_block(prefix: str, c: int, ctx: int) -> list[tuple[str, int, int, str]]:
     """Linear layers of one BasicTransformerBlock (self-attn, cross-attn, GEGLU feed-forward)."""
     out = []
@@ -84,11 +107,11 @@ def _transformer_block(prefix: str, c: int, ctx: int) -> list[tuple[str, int, in
 @dataclass(frozen=True)
 class _UNetSpec:
     block_out: tuple[int, ...]
-    down_attn: tuple[int, ...]      # transformer depth per down block (0 = no attention)
-    up_attn: tuple[int, ...]        # transformer depth per up block
+    down_attn: tuple[int, ...]  # transformer depth per down block (0 = no attention)
+    up_attn: tuple[int, ...]  # transformer depth per up block
     mid_depth: int
     ctx: int
-    conv_proj: bool                 # proj_in/proj_out are 1x1 convs (SD1) or Linear (SDXL)
+    conv_proj: bool  # proj_in/proj_out are 1x1 convs (SD1) or Linear (SDXL)
     layers_per_block: int = 2
 
 
@@ -152,8 +175,12 @@ def _sgm_path(diffusers_path: str, spec: _UNetSpec) -> str:
     """diffusers U-Net path -> SGM (input_blocks/middle_block/output_blocks) path, as kohya SDXL names it."""
     p = diffusers_path.split(".")
     n = spec.layers_per_block
-    resnet_leaf = {"conv1": ["in_layers", "2"], "conv2": ["out_layers", "3"],
-                   "time_emb_proj": ["emb_layers", "1"], "conv_shortcut": ["skip_connection"]}
+    resnet_leaf = {
+        "conv1": ["in_layers", "2"],
+        "conv2": ["out_layers", "3"],
+        "time_emb_proj": ["emb_layers", "1"],
+        "conv_shortcut": ["skip_connection"],
+    }
     if p[0] == "down_blocks":
         b = int(p[1])
         if p[2] == "downsamplers":
@@ -200,10 +227,18 @@ def _flux_kohya_modules() -> list[Module]:
     mods = []
     for i in range(FLUX_DOUBLE_BLOCKS):
         for side in ("img", "txt"):
-            for name, d_in, d_out in (("attn_proj", h, h), ("attn_qkv", h, 3 * h), ("mlp_0", h, 4 * h),
-                                      ("mlp_2", 4 * h, h), ("mod_lin", h, 6 * h)):
-                mods.append(Module(f"lora_unet_double_blocks_{i}_{side}_{name}", d_in, d_out, None, "unet",
-                                   f"double.{side}_{name}"))
+            for name, d_in, d_out in (
+                ("attn_proj", h, h),
+                ("attn_qkv", h, 3 * h),
+                ("mlp_0", h, 4 * h),
+                ("mlp_2", 4 * h, h),
+                ("mod_lin", h, 6 * h),
+            ):
+                mods.append(
+                    Module(
+                        f"lora_unet_double_blocks_{i}_{side}_{name}", d_in, d_out, None, "unet", f"double.{side}_{name}"
+                    )
+                )
     for i in range(FLUX_SINGLE_BLOCKS):
         for name, d_in, d_out in (("linear1", h, 7 * h), ("linear2", 5 * h, h), ("modulation_lin", h, 3 * h)):
             mods.append(Module(f"lora_unet_single_blocks_{i}_{name}", d_in, d_out, None, "unet", f"single.{name}"))
@@ -216,8 +251,16 @@ def _flux_peft_modules() -> list[Module]:
     mods = []
     for i in range(FLUX_DOUBLE_BLOCKS):
         p = f"transformer.transformer_blocks.{i}"
-        for name in ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-                     "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v"):
+        for name in (
+            "attn.add_k_proj",
+            "attn.add_q_proj",
+            "attn.add_v_proj",
+            "attn.to_add_out",
+            "attn.to_k",
+            "attn.to_out.0",
+            "attn.to_q",
+            "attn.to_v",
+        ):
             mods.append(Module(f"{p}.{name}", h, h, None, "transformer", f"double.{name}"))
         for ff in ("ff", "ff_context"):
             mods.append(Module(f"{p}.{ff}.net.0.proj", h, 4 * h, None, "transformer", f"double.{ff}"))
@@ -248,7 +291,7 @@ def module_table(family: str, text_encoder: bool = True, conv: bool = False) -> 
         kohya = family.startswith("kohya")
         for path, d_in, d_out, kernel, role in _unet_modules(spec, conv):
             if not kohya and role in ("ff", "proj"):
-                continue   # diffusers' train_dreambooth_lora* targets to_q/to_k/to_v/to_out.0 only
+                continue  # diffusers' train_dreambooth_lora* targets to_q/to_k/to_v/to_out.0 only
             if kohya:
                 p = _sgm_path(path, spec) if spec is SDXL_UNET else path
                 key = "lora_unet_" + p.replace(".", "_")
@@ -258,11 +301,13 @@ def module_table(family: str, text_encoder: bool = True, conv: bool = False) -> 
         if text_encoder:
             if family.endswith("sd1"):
                 encoders = [("lora_te_" if kohya else "text_encoder.", 12, 768, 3072, "te1")]
-            elif family.endswith("sd2"):   # OpenCLIP ViT-H as diffusers loads it: 23 layers, width 1024
+            elif family.endswith("sd2"):  # OpenCLIP ViT-H as diffusers loads it: 23 layers, width 1024
                 encoders = [("lora_te_", 23, 1024, 4096, "te1")]
             else:
-                encoders = [("lora_te1_" if kohya else "text_encoder.", 12, 768, 3072, "te1"),
-                            ("lora_te2_" if kohya else "text_encoder_2.", 32, 1280, 5120, "te2")]
+                encoders = [
+                    ("lora_te1_" if kohya else "text_encoder.", 12, 768, 3072, "te1"),
+                    ("lora_te2_" if kohya else "text_encoder_2.", 32, 1280, 5120, "te2"),
+                ]
             for prefix, layers, hidden, mlp, part in encoders:
                 for path, d_in, d_out, role in _clip_modules(layers, hidden, mlp, full=kohya):
                     key = prefix + (path.replace(".", "_") if kohya else path)
@@ -283,6 +328,7 @@ def module_table(family: str, text_encoder: bool = True, conv: bool = False) -> 
 # Tensors of one network type over a module table
 # --------------------------------------------------------------------------------------------
 
+
 def _factor(dim: int, factor: int = -1) -> tuple[int, int]:
     """LyCORIS ``factorization``: split dim into (m, n), m <= n, as close to sqrt as allowed."""
     if factor > 0 and dim % factor == 0:
@@ -294,9 +340,15 @@ def _factor(dim: int, factor: int = -1) -> tuple[int, int]:
     return m, dim // m
 
 
-def tensor_entries(modules: Sequence[Module], network_type: str, rank: int, dtype: str = "F16",
-                   conv_rank: int | None = None, rank_of: Callable[[Module], int] | None = None,
-                   peft: bool = False) -> list[TensorEntry]:
+def tensor_entries(
+    modules: Sequence[Module],
+    network_type: str,
+    rank: int,
+    dtype: str = "F16",
+    conv_rank: int | None = None,
+    rank_of: Callable[[Module], int] | None = None,
+    peft: bool = False,
+) -> list[TensorEntry]:
     """Tensor names and shapes a trainer writes for these modules.
 
     LoRA/LoCon/DoRA: ``lora_down.weight`` [r, in(,kh,kw)], ``lora_up.weight`` [out, r(,1,1)], ``alpha`` [];
@@ -340,7 +392,10 @@ def tensor_entries(modules: Sequence[Module], network_type: str, rank: int, dtyp
 # Header assembly
 # --------------------------------------------------------------------------------------------
 
-def _layout_entries(entries: Sequence[TensorEntry], scalars_first: bool) -> tuple[list[tuple[TensorEntry, int, int]], int]:
+
+def _layout_entries(
+    entries: Sequence[TensorEntry], scalars_first: bool
+) -> tuple[list[tuple[TensorEntry, int, int]], int]:
     """Assign data offsets. Sorted by name like the safetensors writer; ``scalars_first`` puts the
     alpha scalars at the start of the data area (valid safetensors) so a sparse file can hold real
     alpha values without writing anywhere else."""
@@ -358,8 +413,10 @@ def _tensor_json_body(placed: Sequence[tuple[TensorEntry, int, int]]) -> str:
     """The tensor part of the header JSON (no braces), in key order."""
     parts = []
     for e, b, end in sorted(placed, key=lambda p: p[0].key):
-        parts.append('"%s":{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
-                     % (e.key, e.dtype, ",".join(map(str, e.shape)), b, end))
+        parts.append(
+            '"%s":{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
+            % (e.key, e.dtype, ",".join(map(str, e.shape)), b, end)
+        )
     return ",".join(parts)
 
 
@@ -375,14 +432,17 @@ def build_header(body: str, metadata: dict[str, str] | None) -> bytes:
 @dataclass
 class LoraSpec:
     """Everything that determines one synthetic LoRA file."""
+
     family: str
-    network_type: str = "LoRA"      # LoRA | LoCon | LoHa | LoKr | DoRA
+    network_type: str = "LoRA"  # LoRA | LoCon | LoHa | LoKr | DoRA
     rank: int = 16
     alpha: float = 8.0
     dtype: str = "F16"
     text_encoder: bool = True
     conv_rank: int | None = None
-    module_filter: str | None = None   # None = all; "attn" = attention only; "sparse:<k>" = every k-th module + cross-attn K/V
+    module_filter: str | None = (
+        None  # None = all; "attn" = attention only; "sparse:<k>" = every k-th module + cross-attn K/V
+    )
     rank_jitter_seed: int | None = None  # per-module ranks (resized / dynamic LoRAs)
     metadata: dict[str, str] | None = None
 
@@ -416,16 +476,28 @@ def _filter_modules(mods: Sequence[Module], module_filter: str | None) -> list[M
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_body(family: str, network_type: str, rank: int, dtype: str, text_encoder: bool,
-                 conv_rank: int | None, module_filter: str | None, rank_jitter_seed: int | None,
-                 scalars_first: bool) -> tuple[str, int, tuple[tuple[TensorEntry, int, int], ...]]:
-    conv = network_type in ("LoCon", "LoHa", "LoKr") and family in ("kohya_sd1", "kohya_sd2", "kohya_sdxl") and conv_rank is not None
+def _cached_body(
+    family: str,
+    network_type: str,
+    rank: int,
+    dtype: str,
+    text_encoder: bool,
+    conv_rank: int | None,
+    module_filter: str | None,
+    rank_jitter_seed: int | None,
+    scalars_first: bool,
+) -> tuple[str, int, tuple[tuple[TensorEntry, int, int], ...]]:
+    conv = (
+        network_type in ("LoCon", "LoHa", "LoKr")
+        and family in ("kohya_sd1", "kohya_sd2", "kohya_sdxl")
+        and conv_rank is not None
+    )
     mods = _filter_modules(module_table(family, text_encoder, conv), module_filter)
     rank_of = None
     if rank_jitter_seed is not None:
         jr = random.Random(rank_jitter_seed)
         ranks = {m.key: max(1, min(rank, int(rank * jr.uniform(0.25, 1.0)))) for m in mods}
-        rank_of = lambda m: ranks[m.key]  # noqa: E731
+        rank_of = lambda m: ranks[m.key]
     entries = tensor_entries(mods, network_type, rank, dtype, conv_rank, rank_of, peft=family.startswith("peft"))
     placed, total = _layout_entries(entries, scalars_first)
     return _tensor_json_body(placed), total, tuple(placed)
@@ -433,6 +505,7 @@ def _cached_body(family: str, network_type: str, rank: int, dtype: str, text_enc
 
 def _f32_to_bf16_bytes(values) -> bytes:
     import numpy as np
+
     u = np.asarray(values, dtype=np.float32).view(np.uint32)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2").tobytes()
 
@@ -440,6 +513,7 @@ def _f32_to_bf16_bytes(values) -> bytes:
 def _tensor_bytes(e: TensorEntry, value_rng, alpha: float) -> bytes:
     """Real bytes for one tensor: the alpha scalar, or small random weights (distinct per file)."""
     import numpy as np
+
     if e.shape == ():
         vals = np.array([alpha], dtype=np.float32)
     elif e.key.endswith((".lora_up.weight", ".lora_B.weight", "_w2_a")):
@@ -461,8 +535,17 @@ def write_lora(path: Path, spec: LoraSpec, *, sparse: bool = True, data_seed: in
     ``sparse``: header + real alpha scalars, then ``os.truncate`` to the declared size (a hole).
     Otherwise every tensor gets real random bytes from ``data_seed`` (numpy), for small demo files.
     """
-    body, total, placed = _cached_body(spec.family, spec.network_type, spec.rank, spec.dtype, spec.text_encoder,
-                                       spec.conv_rank, spec.module_filter, spec.rank_jitter_seed, sparse)
+    body, total, placed = _cached_body(
+        spec.family,
+        spec.network_type,
+        spec.rank,
+        spec.dtype,
+        spec.text_encoder,
+        spec.conv_rank,
+        spec.module_filter,
+        spec.rank_jitter_seed,
+        sparse,
+    )
     header = build_header(body, spec.metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
@@ -474,6 +557,7 @@ def write_lora(path: Path, spec: LoraSpec, *, sparse: bool = True, data_seed: in
                 f.write(one * len(scalars))
         else:
             import numpy as np
+
             value_rng = np.random.default_rng(data_seed)
             for e, _, _ in placed:
                 f.write(_tensor_bytes(e, value_rng, spec.alpha))
@@ -487,20 +571,41 @@ def write_lora(path: Path, spec: LoraSpec, *, sparse: bool = True, data_seed: in
 # Metadata
 # --------------------------------------------------------------------------------------------
 
-_ARCH = {"SD1": ("sd_v1", "stable-diffusion-v1/lora", "v1-5-pruned-emaonly.safetensors", "512,512"),
-         "SD2": ("sd_v2_v", "stable-diffusion-v2-768-v/lora", "v2-1_768-ema-pruned.safetensors", "768,768"),
-         "SDXL": ("sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", "sd_xl_base_1.0.safetensors", "1024,1024"),
-         "FLUX": ("flux1", "flux-1-dev/lora", "flux1-dev.safetensors", "1024,1024")}
-_MODULE_OF = {"LoRA": "networks.lora", "LoCon": "lycoris.kohya", "LoHa": "lycoris.kohya",
-              "LoKr": "lycoris.kohya", "DoRA": "lycoris.kohya"}
+_ARCH = {
+    "SD1": ("sd_v1", "stable-diffusion-v1/lora", "v1-5-pruned-emaonly.safetensors", "512,512"),
+    "SD2": ("sd_v2_v", "stable-diffusion-v2-768-v/lora", "v2-1_768-ema-pruned.safetensors", "768,768"),
+    "SDXL": ("sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", "sd_xl_base_1.0.safetensors", "1024,1024"),
+    "FLUX": ("flux1", "flux-1-dev/lora", "flux1-dev.safetensors", "1024,1024"),
+}
+_MODULE_OF = {
+    "LoRA": "networks.lora",
+    "LoCon": "lycoris.kohya",
+    "LoHa": "lycoris.kohya",
+    "LoKr": "lycoris.kohya",
+    "DoRA": "lycoris.kohya",
+}
 _ALGO_OF = {"LoCon": "locon", "LoHa": "loha", "LoKr": "lokr", "DoRA": "lora"}
 
 
-def kohya_metadata(rng: random.Random, *, name: str, base_model: str, network_type: str, rank: int,
-                   alpha: float, tags: dict[str, int], dataset_dir: str, title: str | None = None,
-                   author: str | None = None, description: str | None = None, trigger: str | None = None,
-                   conv_rank: int | None = None, extra: dict[str, str] | None = None,
-                   modelspec: bool = True, minimal: bool = False) -> dict[str, str]:
+def kohya_metadata(
+    rng: random.Random,
+    *,
+    name: str,
+    base_model: str,
+    network_type: str,
+    rank: int,
+    alpha: float,
+    tags: dict[str, int],
+    dataset_dir: str,
+    title: str | None = None,
+    author: str | None = None,
+    description: str | None = None,
+    trigger: str | None = None,
+    conv_rank: int | None = None,
+    extra: dict[str, str] | None = None,
+    modelspec: bool = True,
+    minimal: bool = False,
+) -> dict[str, str]:
     """``__metadata__`` as sd-scripts writes it: every value a string, nested values JSON-encoded.
 
     ``minimal`` mimics ``--no_metadata`` (network keys + base model version only).
@@ -515,13 +620,15 @@ def kohya_metadata(rng: random.Random, *, name: str, base_model: str, network_ty
         net_args["conv_dim"] = str(conv_rank)
         net_args["conv_alpha"] = str(max(1, conv_rank // 2))
     md: dict[str, str] = {
-        "ss_network_module": "networks.lora_flux" if base_model == "FLUX" and network_type == "LoRA" else _MODULE_OF[network_type],
+        "ss_network_module": "networks.lora_flux"
+        if base_model == "FLUX" and network_type == "LoRA"
+        else _MODULE_OF[network_type],
         "ss_network_dim": str(rank),
         "ss_network_alpha": _num(alpha),
         "ss_v2": str(base_model == "SD2"),
         "ss_base_model_version": version,
     }
-    if net_args:   # sd-scripts only writes it when --network_args was given
+    if net_args:  # sd-scripts only writes it when --network_args was given
         md["ss_network_args"] = json.dumps(net_args)
     if minimal:
         return md
@@ -530,66 +637,77 @@ def kohya_metadata(rng: random.Random, *, name: str, base_model: str, network_ty
     images = rng.randint(12, 180)
     repeats = rng.choice([1, 2, 4, 5, 8, 10, 20])
     epochs = max(1, steps // max(1, images * repeats // 2))
-    md.update({
-        "ss_session_id": str(rng.randrange(10**9, 4 * 10**9)),
-        "ss_output_name": name,
-        "ss_training_comment": f"trigger: {trigger}" if trigger else "None",
-        "ss_sd_model_name": sd_model,
-        "ss_new_sd_model_hash": "%064x" % rng.getrandbits(256),
-        "ss_sd_scripts_commit_hash": "%040x" % rng.getrandbits(160),
-        "ss_training_started_at": f"{started}.{rng.randrange(10**6):06d}",
-        "ss_training_finished_at": f"{started + steps * rng.randint(1, 4)}.{rng.randrange(10**6):06d}",
-        "ss_learning_rate": rng.choice(["0.0001", "0.0002", "5e-05", "0.0004", "1.0"]),
-        "ss_unet_lr": rng.choice(["0.0001", "0.0002", "5e-05"]),
-        "ss_text_encoder_lr": rng.choice(["5e-05", "1e-05", "0.0"]),
-        "ss_optimizer": rng.choice(["bitsandbytes.optim.adamw.AdamW8bit", "prodigyopt.prodigy.Prodigy",
-                                    "torch.optim.adamw.AdamW", "transformers.optimization.Adafactor"]),
-        "ss_lr_scheduler": rng.choice(["cosine", "constant", "cosine_with_restarts", "linear"]),
-        "ss_lr_warmup_steps": str(rng.choice([0, 50, 100])),
-        "ss_max_train_steps": str(steps),
-        "ss_steps": str(steps),
-        "ss_epoch": str(epochs),
-        "ss_num_epochs": str(epochs),
-        "ss_num_batches_per_epoch": str(max(1, images * repeats // 2)),
-        "ss_batch_size_per_device": str(rng.choice([1, 2, 4])),
-        "ss_gradient_accumulation_steps": "1",
-        "ss_mixed_precision": rng.choice(["fp16", "bf16"]),
-        "ss_full_fp16": "False",
-        "ss_seed": str(rng.randrange(2**31)),
-        "ss_clip_skip": "2" if base_model == "SD1" and rng.random() < 0.6 else "None",
-        "ss_max_token_length": rng.choice(["225", "None"]),
-        "ss_noise_offset": rng.choice(["None", "0.05", "0.1"]),
-        "ss_min_snr_gamma": rng.choice(["None", "5.0"]),
-        "ss_num_train_images": str(images * repeats),
-        "ss_num_reg_images": "0",
-        "ss_resolution": f"({res})",
-        "ss_enable_bucket": "True",
-        "ss_min_bucket_reso": "256",
-        "ss_max_bucket_reso": "1024" if base_model == "SD1" else "2048",
-        "ss_bucket_no_upscale": "True",
-        "ss_keep_tokens": "1" if trigger else "0",
-        "ss_caption_dropout_rate": "0.0",
-        "ss_caption_tag_dropout_rate": rng.choice(["0.0", "0.1"]),
-        "ss_shuffle_caption": rng.choice(["True", "False"]),
-        "ss_cache_latents": "True",
-        "ss_gradient_checkpointing": "True",
-        "ss_dataset_dirs": json.dumps({dataset_dir: {"n_repeats": repeats, "img_count": images}}),
-        "ss_tag_frequency": json.dumps({dataset_dir: tags}, ensure_ascii=False),
-        "sshs_model_hash": "%064x" % rng.getrandbits(256),
-        "sshs_legacy_hash": "%08x" % rng.getrandbits(32),
-    })
+    md.update(
+        {
+            "ss_session_id": str(rng.randrange(10**9, 4 * 10**9)),
+            "ss_output_name": name,
+            "ss_training_comment": f"trigger: {trigger}" if trigger else "None",
+            "ss_sd_model_name": sd_model,
+            "ss_new_sd_model_hash": "%064x" % rng.getrandbits(256),
+            "ss_sd_scripts_commit_hash": "%040x" % rng.getrandbits(160),
+            "ss_training_started_at": f"{started}.{rng.randrange(10**6):06d}",
+            "ss_training_finished_at": f"{started + steps * rng.randint(1, 4)}.{rng.randrange(10**6):06d}",
+            "ss_learning_rate": rng.choice(["0.0001", "0.0002", "5e-05", "0.0004", "1.0"]),
+            "ss_unet_lr": rng.choice(["0.0001", "0.0002", "5e-05"]),
+            "ss_text_encoder_lr": rng.choice(["5e-05", "1e-05", "0.0"]),
+            "ss_optimizer": rng.choice(
+                [
+                    "bitsandbytes.optim.adamw.AdamW8bit",
+                    "prodigyopt.prodigy.Prodigy",
+                    "torch.optim.adamw.AdamW",
+                    "transformers.optimization.Adafactor",
+                ]
+            ),
+            "ss_lr_scheduler": rng.choice(["cosine", "constant", "cosine_with_restarts", "linear"]),
+            "ss_lr_warmup_steps": str(rng.choice([0, 50, 100])),
+            "ss_max_train_steps": str(steps),
+            "ss_steps": str(steps),
+            "ss_epoch": str(epochs),
+            "ss_num_epochs": str(epochs),
+            "ss_num_batches_per_epoch": str(max(1, images * repeats // 2)),
+            "ss_batch_size_per_device": str(rng.choice([1, 2, 4])),
+            "ss_gradient_accumulation_steps": "1",
+            "ss_mixed_precision": rng.choice(["fp16", "bf16"]),
+            "ss_full_fp16": "False",
+            "ss_seed": str(rng.randrange(2**31)),
+            "ss_clip_skip": "2" if base_model == "SD1" and rng.random() < 0.6 else "None",
+            "ss_max_token_length": rng.choice(["225", "None"]),
+            "ss_noise_offset": rng.choice(["None", "0.05", "0.1"]),
+            "ss_min_snr_gamma": rng.choice(["None", "5.0"]),
+            "ss_num_train_images": str(images * repeats),
+            "ss_num_reg_images": "0",
+            "ss_resolution": f"({res})",
+            "ss_enable_bucket": "True",
+            "ss_min_bucket_reso": "256",
+            "ss_max_bucket_reso": "1024" if base_model == "SD1" else "2048",
+            "ss_bucket_no_upscale": "True",
+            "ss_keep_tokens": "1" if trigger else "0",
+            "ss_caption_dropout_rate": "0.0",
+            "ss_caption_tag_dropout_rate": rng.choice(["0.0", "0.1"]),
+            "ss_shuffle_caption": rng.choice(["True", "False"]),
+            "ss_cache_latents": "True",
+            "ss_gradient_checkpointing": "True",
+            "ss_dataset_dirs": json.dumps({dataset_dir: {"n_repeats": repeats, "img_count": images}}),
+            "ss_tag_frequency": json.dumps({dataset_dir: tags}, ensure_ascii=False),
+            "sshs_model_hash": "%064x" % rng.getrandbits(256),
+            "sshs_legacy_hash": "%08x" % rng.getrandbits(32),
+        }
+    )
     if modelspec:
         date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
-        md.update({
-            "modelspec.sai_model_spec": "1.0.0",
-            "modelspec.architecture": arch,
-            "modelspec.implementation": "https://github.com/Stability-AI/generative-models"
-            if base_model != "FLUX" else "https://github.com/black-forest-labs/flux",
-            "modelspec.title": title or name,
-            "modelspec.resolution": res.replace(",", "x"),
-            "modelspec.date": date,
-            "modelspec.prediction_type": "v" if base_model == "SD2" else "epsilon",
-        })
+        md.update(
+            {
+                "modelspec.sai_model_spec": "1.0.0",
+                "modelspec.architecture": arch,
+                "modelspec.implementation": "https://github.com/Stability-AI/generative-models"
+                if base_model != "FLUX"
+                else "https://github.com/black-forest-labs/flux",
+                "modelspec.title": title or name,
+                "modelspec.resolution": res.replace(",", "x"),
+                "modelspec.date": date,
+                "modelspec.prediction_type": "v" if base_model == "SD2" else "epsilon",
+            }
+        )
         if author:
             md["modelspec.author"] = author
         if description:
@@ -601,13 +719,27 @@ def kohya_metadata(rng: random.Random, *, name: str, base_model: str, network_ty
     return md
 
 
-def peft_metadata(*, base_model: str, rank: int, alpha: float, title: str | None = None,
-                  trigger: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+def peft_metadata(
+    *,
+    base_model: str,
+    rank: int,
+    alpha: float,
+    title: str | None = None,
+    trigger: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     """What diffusers / AI-Toolkit write for PEFT-layout LoRAs: ``format: pt`` plus, sometimes, modelspec."""
     md = {"format": "pt"}
     if title:
-        md.update({"modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": _ARCH[base_model][1],
-                   "modelspec.title": title, "lora_rank": str(rank), "lora_alpha": _num(alpha)})
+        md.update(
+            {
+                "modelspec.sai_model_spec": "1.0.0",
+                "modelspec.architecture": _ARCH[base_model][1],
+                "modelspec.title": title,
+                "lora_rank": str(rank),
+                "lora_alpha": _num(alpha),
+            }
+        )
         if trigger:
             md["modelspec.trigger_phrase"] = trigger
     if extra:
@@ -623,26 +755,138 @@ def _num(x: float) -> str:
 # Random specs and the 50,000-file library
 # --------------------------------------------------------------------------------------------
 
-_ADJ = ["crimson", "velvet", "neon", "misty", "golden", "frozen", "ancient", "cyber", "pastel", "gothic",
-        "solar", "lunar", "wild", "silent", "electric", "rustic", "ivory", "obsidian", "paper", "glass",
-        "retro", "dreamy", "stormy", "cozy", "feral", "celestial", "brutalist", "baroque", "pixel", "ink"]
-_NOUN = ["knight", "witch", "samurai", "forest", "city", "garden", "dragon", "robot", "portrait", "castle",
-         "harbor", "desert", "library", "market", "mermaid", "pilot", "chef", "detective", "fox", "owl",
-         "kimono", "armor", "hoodie", "sneakers", "cathedral", "subway", "lighthouse", "greenhouse", "diner", "tavern"]
+_ADJ = [
+    "crimson",
+    "velvet",
+    "neon",
+    "misty",
+    "golden",
+    "frozen",
+    "ancient",
+    "cyber",
+    "pastel",
+    "gothic",
+    "solar",
+    "lunar",
+    "wild",
+    "silent",
+    "electric",
+    "rustic",
+    "ivory",
+    "obsidian",
+    "paper",
+    "glass",
+    "retro",
+    "dreamy",
+    "stormy",
+    "cozy",
+    "feral",
+    "celestial",
+    "brutalist",
+    "baroque",
+    "pixel",
+    "ink",
+]
+_NOUN = [
+    "knight",
+    "witch",
+    "samurai",
+    "forest",
+    "city",
+    "garden",
+    "dragon",
+    "robot",
+    "portrait",
+    "castle",
+    "harbor",
+    "desert",
+    "library",
+    "market",
+    "mermaid",
+    "pilot",
+    "chef",
+    "detective",
+    "fox",
+    "owl",
+    "kimono",
+    "armor",
+    "hoodie",
+    "sneakers",
+    "cathedral",
+    "subway",
+    "lighthouse",
+    "greenhouse",
+    "diner",
+    "tavern",
+]
 _KIND = ["style", "concept", "character", "outfit", "background", "pose", "lighting", "detailer", "slider", "texture"]
-_TAGS = ["1girl", "1boy", "solo", "looking at viewer", "smile", "outdoors", "indoors", "night", "day", "sky",
-         "cloud", "tree", "flower", "water", "city", "building", "long hair", "short hair", "blue eyes",
-         "jacket", "dress", "armor", "sword", "hat", "glasses", "upper body", "full body", "portrait",
-         "landscape", "scenery", "detailed background", "depth of field", "bokeh", "film grain", "watercolor",
-         "oil painting", "lineart", "monochrome", "pixel art", "3d render", "cinematic lighting", "rim light",
-         "sunset", "rain", "snow", "neon lights", "reflection", "from side", "from above", "holding"]
+_TAGS = [
+    "1girl",
+    "1boy",
+    "solo",
+    "looking at viewer",
+    "smile",
+    "outdoors",
+    "indoors",
+    "night",
+    "day",
+    "sky",
+    "cloud",
+    "tree",
+    "flower",
+    "water",
+    "city",
+    "building",
+    "long hair",
+    "short hair",
+    "blue eyes",
+    "jacket",
+    "dress",
+    "armor",
+    "sword",
+    "hat",
+    "glasses",
+    "upper body",
+    "full body",
+    "portrait",
+    "landscape",
+    "scenery",
+    "detailed background",
+    "depth of field",
+    "bokeh",
+    "film grain",
+    "watercolor",
+    "oil painting",
+    "lineart",
+    "monochrome",
+    "pixel art",
+    "3d render",
+    "cinematic lighting",
+    "rim light",
+    "sunset",
+    "rain",
+    "snow",
+    "neon lights",
+    "reflection",
+    "from side",
+    "from above",
+    "holding",
+]
 _AUTHORS = ["mossgarden", "kohaku_lab", "pixelwright", "northlight", "tinkerfox", "aurora_ai", "quietbrush", "lumen"]
 
-DEFAULT_MIX: dict[str, float] = {"kohya_sd1": 0.45, "peft_sdxl": 0.25, "kohya_sdxl": 0.10,
-                                 "kohya_flux": 0.12, "peft_flux": 0.05, "peft_sd1": 0.03}
+DEFAULT_MIX: dict[str, float] = {
+    "kohya_sd1": 0.45,
+    "peft_sdxl": 0.25,
+    "kohya_sdxl": 0.10,
+    "kohya_flux": 0.12,
+    "peft_flux": 0.05,
+    "peft_sd1": 0.03,
+}
 
 
-def random_spec(rng: random.Random, family: str | None = None, mix: dict[str, float] | None = None) -> tuple[LoraSpec, dict]:
+def random_spec(
+    rng: random.Random, family: str | None = None, mix: dict[str, float] | None = None
+) -> tuple[LoraSpec, dict]:
     """A plausible LoRA: family, network type, rank/alpha, naming and training metadata.
 
     Returns (spec, facts) where facts holds the name, trigger and tags used (for sidecars).
@@ -673,22 +917,42 @@ def random_spec(rng: random.Random, family: str | None = None, mix: dict[str, fl
     dataset_dir = f"{rng.choice([1, 2, 5, 10, 20])}_{adj}{noun}"
     author = rng.choice(_AUTHORS)
     if kohya:
-        metadata = kohya_metadata(rng, name=name, base_model=base, network_type=network_type, rank=rank,
-                                  alpha=alpha, tags=tags, dataset_dir=dataset_dir,
-                                  title=f"{adj.title()} {noun.title()} {kind.title()}", author=author,
-                                  description=f"A {kind} LoRA: {adj} {noun}.", trigger=trigger,
-                                  conv_rank=conv_rank, modelspec=rng.random() < 0.6,
-                                  minimal=rng.random() < 0.05)
+        metadata = kohya_metadata(
+            rng,
+            name=name,
+            base_model=base,
+            network_type=network_type,
+            rank=rank,
+            alpha=alpha,
+            tags=tags,
+            dataset_dir=dataset_dir,
+            title=f"{adj.title()} {noun.title()} {kind.title()}",
+            author=author,
+            description=f"A {kind} LoRA: {adj} {noun}.",
+            trigger=trigger,
+            conv_rank=conv_rank,
+            modelspec=rng.random() < 0.6,
+            minimal=rng.random() < 0.05,
+        )
     else:
-        metadata = peft_metadata(base_model=base, rank=rank, alpha=alpha,
-                                 title=f"{adj.title()} {noun.title()}" if rng.random() < 0.5 else None,
-                                 trigger=trigger)
-    spec = LoraSpec(family=family, network_type=network_type, rank=rank, alpha=float(alpha),
-                    dtype=rng.choices(["F16", "BF16", "F32"], [75, 20, 5])[0],
-                    text_encoder=(base != "FLUX" and rng.random() < 0.6) or (family == "kohya_flux" and rng.random() < 0.15),
-                    conv_rank=conv_rank,
-                    rank_jitter_seed=rng.randrange(4) if rng.random() < 0.05 else None,
-                    metadata=metadata)
+        metadata = peft_metadata(
+            base_model=base,
+            rank=rank,
+            alpha=alpha,
+            title=f"{adj.title()} {noun.title()}" if rng.random() < 0.5 else None,
+            trigger=trigger,
+        )
+    spec = LoraSpec(
+        family=family,
+        network_type=network_type,
+        rank=rank,
+        alpha=float(alpha),
+        dtype=rng.choices(["F16", "BF16", "F32"], [75, 20, 5])[0],
+        text_encoder=(base != "FLUX" and rng.random() < 0.6) or (family == "kohya_flux" and rng.random() < 0.15),
+        conv_rank=conv_rank,
+        rank_jitter_seed=rng.randrange(4) if rng.random() < 0.05 else None,
+        metadata=metadata,
+    )
     return spec, {"name": name, "trigger": trigger, "tags": list(tags), "author": author, "kind": kind}
 
 
@@ -699,8 +963,12 @@ def tiny_png(rgb: tuple[int, int, int], size: int = 8) -> bytes:
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass
@@ -724,9 +992,15 @@ def _folder(family: str, facts: dict, counts: dict[str, int]) -> str:
     return folder if seen < 200 else f"{folder}/part_{seen // 200:02d}"
 
 
-def write_library(root: Path | str, n: int, seed: int = 0, sparse: bool = True,
-                  mix: dict[str, float] | None = None, sidecar_fraction: float = 0.2,
-                  progress: bool = False) -> LibraryStats:
+def write_library(
+    root: Path | str,
+    n: int,
+    seed: int = 0,
+    sparse: bool = True,
+    mix: dict[str, float] | None = None,
+    sidecar_fraction: float = 0.2,
+    progress: bool = False,
+) -> LibraryStats:
     """Write ``n`` LoRA files under nested folders of ``root``; deterministic for ``seed``.
 
     ``mix``: family -> weight (default :data:`DEFAULT_MIX`: kohya SD1.5, PEFT SDXL, FLUX, ...).
@@ -748,12 +1022,16 @@ def write_library(root: Path | str, n: int, seed: int = 0, sparse: bool = True,
         stats.apparent_bytes += size
         stats.by_family[spec.family] = stats.by_family.get(spec.family, 0) + 1
         if rng.random() < sidecar_fraction:
-            info = {"id": 100000 + i, "modelId": 50000 + i // 3, "name": f"v{facts['name'][-1]}",
-                    "baseModel": CIVITAI_BASE_MODEL[spec.base_model],
-                    "trainedWords": [facts["trigger"]] if facts["trigger"] else [],
-                    "model": {"name": facts["name"].replace("_", " ").title(), "type": "LORA", "nsfw": False},
-                    "files": [{"name": path.name, "sizeKB": size / 1024, "type": "Model", "primary": True}],
-                    "images": []}
+            info = {
+                "id": 100000 + i,
+                "modelId": 50000 + i // 3,
+                "name": f"v{facts['name'][-1]}",
+                "baseModel": CIVITAI_BASE_MODEL[spec.base_model],
+                "trainedWords": [facts["trigger"]] if facts["trigger"] else [],
+                "model": {"name": facts["name"].replace("_", " ").title(), "type": "LORA", "nsfw": False},
+                "files": [{"name": path.name, "sizeKB": size / 1024, "type": "Model", "primary": True}],
+                "images": [],
+            }
             path.with_name(path.stem + ".civitai.info").write_text(json.dumps(info))
             stats.sidecars += 1
         if rng.random() < sidecar_fraction:
@@ -776,8 +1054,10 @@ def _main(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--dense", action="store_true", help="write real random tensor bytes (large!)")
     args = ap.parse_args(list(argv) if argv is not None else None)
     s = write_library(args.root, args.n, args.seed, sparse=not args.dense, progress=True)
-    print(f"{s.files} files ({s.apparent_bytes / 2**30:.1f} GiB apparent), {s.sidecars} .civitai.info, "
-          f"{s.previews} previews in {s.seconds:.1f}s: {s.by_family}")
+    print(
+        f"{s.files} files ({s.apparent_bytes / 2**30:.1f} GiB apparent), {s.sidecars} .civitai.info, "
+        f"{s.previews} previews in {s.seconds:.1f}s: {s.by_family}"
+    )
 
 
 if __name__ == "__main__":

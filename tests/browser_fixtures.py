@@ -30,14 +30,25 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PAGE_TIMEOUT_MS = 180_000
 
 #: console messages Voilà 0.5 prints on every page (see voila-testing.md, pitfall 7)
-EXPECTED_CONSOLE_NOISE = ("Unsatisfied version", "setData is not a function", "Font Awesome", "fontawesome",
-                          "Failed to load resource", "favicon")
+EXPECTED_CONSOLE_NOISE = (
+    "Unsatisfied version",
+    "setData is not a function",
+    "Font Awesome",
+    "fontawesome",
+    "Failed to load resource",
+    "favicon",
+)
 
 
 def build_demo_library(dest: Path) -> Path:
     """The demo library (with its hostile entries) built by the demo helper's script."""
-    subprocess.run([sys.executable, str(REPO / "data" / "make_demo_library.py"), str(dest), "--force"],
-                   check=True, cwd=REPO, stdout=subprocess.DEVNULL, timeout=600)
+    subprocess.run(
+        [sys.executable, str(REPO / "data" / "make_demo_library.py"), str(dest), "--force"],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        timeout=600,
+    )
     return dest
 
 
@@ -82,8 +93,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_library: Path) -> I
     port = free_port()
     log = open(log_path, "wb")
     started = time.monotonic()
-    process = start_dashboard(home, [demo_library], port=port, host=DEFAULT_HOST, open_browser=False,
-                              stdout=log, stderr=subprocess.STDOUT)
+    process = start_dashboard(
+        home, [demo_library], port=port, host=DEFAULT_HOST, open_browser=False, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         listening = wait_for_port(DEFAULT_HOST, port, timeout=120, process=process)
         yield Dashboard(f"http://{DEFAULT_HOST}:{port}/", home, demo_library, process, started, listening, log_path)
@@ -101,7 +113,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_library: Path) -> I
 def chromium() -> Iterator[Any]:
     """Debian's chromium driven by Playwright (fails, never skips, when it is not installed)."""
     if not (Path(CHROMIUM).exists() and (shutil.which(CHROMIUM) or os.access(CHROMIUM, os.X_OK))):
-        pytest.fail(f"chromium not found at {CHROMIUM}: apt-get install -y chromium (the browser comes from Debian, never from Playwright)")
+        pytest.fail(
+            f"chromium not found at {CHROMIUM}: apt-get install -y chromium (the browser comes from Debian, never from Playwright)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the real public data beside the repo, and fresh workbench homes."""
+
 from __future__ import annotations
 
 import os

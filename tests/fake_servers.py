@@ -6,6 +6,7 @@ They follow the documented APIs and the recorded response shapes in ../shared/da
 ``fail_next`` (HTTP status for the next job), ``hang_next`` (never answer), ``die_at_step``
 (the server stops listening and drops every connection mid-job).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,10 +24,16 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 
-from workbench.generate import GenerationRequest, JobCancelledError, JobControl, LoraSpec
-from workbench.generate import DiffusersBackend
 from workbench.files import read_header
-from workbench.generate import A1111, parse_prompt
+from workbench.generate import (
+    A1111,
+    DiffusersBackend,
+    GenerationRequest,
+    JobCancelledError,
+    JobControl,
+    LoraSpec,
+    parse_prompt,
+)
 
 CHECKPOINT = "tiny-sd1-random.safetensors"
 
@@ -145,11 +152,17 @@ class FakeA1111(_FakeServer):
                 text, specs = parse_prompt(body.get("prompt", ""), A1111)
                 known = s.lora_names()
                 applied = [LoraSpec(x.name, x.unet, x.te, path=str(known[x.name])) for x in specs if x.name in known]
-                req = GenerationRequest(prompt=text, negative_prompt=body.get("negative_prompt") or "", loras=applied,
-                                        seed=int(body.get("seed", -1)), steps=int(body.get("steps", 50)),
-                                        cfg_scale=float(body.get("cfg_scale", 7.0)), width=int(body.get("width", 512)),
-                                        height=int(body.get("height", 512)),
-                                        sampler=body.get("sampler_name") or body.get("sampler_index") or "Euler")
+                req = GenerationRequest(
+                    prompt=text,
+                    negative_prompt=body.get("negative_prompt") or "",
+                    loras=applied,
+                    seed=int(body.get("seed", -1)),
+                    steps=int(body.get("steps", 50)),
+                    cfg_scale=float(body.get("cfg_scale", 7.0)),
+                    width=int(body.get("width", 512)),
+                    height=int(body.get("height", 512)),
+                    sampler=body.get("sampler_name") or body.get("sampler_index") or "Euler",
+                )
                 control = JobControl(on_progress=s.on_step)
                 try:
                     result = await s.generate(req, control)
@@ -162,14 +175,31 @@ class FakeA1111(_FakeServer):
                 if result.lora_hashes:  # A1111 writes only the LoRAs it actually applied
                     extra["Lora hashes"] = ", ".join(f"{k}: {v}" for k, v in result.lora_hashes.items())
                 info = {
-                    "prompt": body.get("prompt"), "all_prompts": [body.get("prompt")], "negative_prompt": req.negative_prompt,
-                    "seed": result.seed, "all_seeds": [result.seed], "subseed": -1, "width": req.width,
-                    "height": req.height, "sampler_name": req.sampler, "cfg_scale": req.cfg_scale, "steps": req.steps,
-                    "batch_size": 1, "sd_model_name": "tiny-sd1-random", "sd_model_hash": "0123456789",
-                    "extra_generation_params": extra, "index_of_first_image": 0, "infotexts": [result.infotext],
-                    "styles": [], "job_timestamp": "20240101000000", "clip_skip": 1, "version": "fake-a1111",
+                    "prompt": body.get("prompt"),
+                    "all_prompts": [body.get("prompt")],
+                    "negative_prompt": req.negative_prompt,
+                    "seed": result.seed,
+                    "all_seeds": [result.seed],
+                    "subseed": -1,
+                    "width": req.width,
+                    "height": req.height,
+                    "sampler_name": req.sampler,
+                    "cfg_scale": req.cfg_scale,
+                    "steps": req.steps,
+                    "batch_size": 1,
+                    "sd_model_name": "tiny-sd1-random",
+                    "sd_model_hash": "0123456789",
+                    "extra_generation_params": extra,
+                    "index_of_first_image": 0,
+                    "infotexts": [result.infotext],
+                    "styles": [],
+                    "job_timestamp": "20240101000000",
+                    "clip_skip": 1,
+                    "version": "fake-a1111",
                 }
-                self.finish({"images": [base64.b64encode(result.png).decode()], "parameters": body, "info": json.dumps(info)})
+                self.finish(
+                    {"images": [base64.b64encode(result.png).decode()], "parameters": body, "info": json.dumps(info)}
+                )
 
         class Progress(tornado.web.RequestHandler):
             def get(self):
@@ -178,11 +208,25 @@ class FakeA1111(_FakeServer):
                 step = c.step if c else 0
                 running = c is not None
                 progress = (0.01 + (step / steps if steps else 0)) if running else 0
-                self.finish({"progress": progress, "eta_relative": 0.0, "current_image": None, "textinfo": None,
-                             "state": {"skipped": False, "interrupted": bool(c and c.cancelled),
-                                       "stopping_generation": False, "job": "txt2img" if running else "",
-                                       "job_count": 1 if running else 0, "job_timestamp": "0", "job_no": 0,
-                                       "sampling_step": step, "sampling_steps": steps}})
+                self.finish(
+                    {
+                        "progress": progress,
+                        "eta_relative": 0.0,
+                        "current_image": None,
+                        "textinfo": None,
+                        "state": {
+                            "skipped": False,
+                            "interrupted": bool(c and c.cancelled),
+                            "stopping_generation": False,
+                            "job": "txt2img" if running else "",
+                            "job_count": 1 if running else 0,
+                            "job_timestamp": "0",
+                            "job_no": 0,
+                            "sampling_step": step,
+                            "sampling_steps": steps,
+                        },
+                    }
+                )
 
         class Interrupt(tornado.web.RequestHandler):
             def post(self):
@@ -195,23 +239,54 @@ class FakeA1111(_FakeServer):
                 out = []
                 for p in sorted(s.lora_dir.rglob("*.safetensors")):
                     meta = read_header(p).metadata
-                    out.append({"name": p.stem, "alias": meta.get("ss_output_name") or p.stem, "path": str(p), "metadata": meta})
+                    out.append(
+                        {
+                            "name": p.stem,
+                            "alias": meta.get("ss_output_name") or p.stem,
+                            "path": str(p),
+                            "metadata": meta,
+                        }
+                    )
                 self.finish(json.dumps(out))
 
         class Models(tornado.web.RequestHandler):
             def get(self):
-                self.finish(json.dumps([{"title": f"{CHECKPOINT} [0123456789]", "model_name": "tiny-sd1-random",
-                                         "hash": "0123456789", "sha256": None, "filename": CHECKPOINT, "config": None}]))
+                self.finish(
+                    json.dumps(
+                        [
+                            {
+                                "title": f"{CHECKPOINT} [0123456789]",
+                                "model_name": "tiny-sd1-random",
+                                "hash": "0123456789",
+                                "sha256": None,
+                                "filename": CHECKPOINT,
+                                "config": None,
+                            }
+                        ]
+                    )
+                )
 
-        return tornado.web.Application([
-            (r"/sdapi/v1/txt2img", Txt2Img), (r"/sdapi/v1/progress", Progress), (r"/sdapi/v1/interrupt", Interrupt),
-            (r"/sdapi/v1/loras", Loras), (r"/sdapi/v1/sd-models", Models),
-        ])
+        return tornado.web.Application(
+            [
+                (r"/sdapi/v1/txt2img", Txt2Img),
+                (r"/sdapi/v1/progress", Progress),
+                (r"/sdapi/v1/interrupt", Interrupt),
+                (r"/sdapi/v1/loras", Loras),
+                (r"/sdapi/v1/sd-models", Models),
+            ]
+        )
 
 
 # ------------------------------------------------------------------------------------------ ComfyUI
-_COMFY_SAMPLERS = {"euler": "Euler", "euler_ancestral": "Euler a", "ddim": "DDIM", "dpmpp_2m": "DPM++ 2M",
-                   "uni_pc": "UniPC", "heun": "Heun", "lms": "LMS"}
+_COMFY_SAMPLERS = {
+    "euler": "Euler",
+    "euler_ancestral": "Euler a",
+    "ddim": "DDIM",
+    "dpmpp_2m": "DPM++ 2M",
+    "uni_pc": "UniPC",
+    "heun": "Heun",
+    "lms": "LMS",
+}
 
 
 class FakeComfyUI(_FakeServer):
@@ -244,10 +319,18 @@ class FakeComfyUI(_FakeServer):
             if node.get("class_type") in ("LoraLoader", "LoraLoaderModelOnly"):
                 name = node["inputs"].get("lora_name")
                 if name not in loras:
-                    errors[nid] = {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
-                                               "details": f"lora_name: '{name}' not in {loras}",
-                                               "extra_info": {"input_name": "lora_name", "received_value": name}}],
-                                   "dependent_outputs": ["7"], "class_type": node["class_type"]}
+                    errors[nid] = {
+                        "errors": [
+                            {
+                                "type": "value_not_in_list",
+                                "message": "Value not in list",
+                                "details": f"lora_name: '{name}' not in {loras}",
+                                "extra_info": {"input_name": "lora_name", "received_value": name},
+                            }
+                        ],
+                        "dependent_outputs": ["7"],
+                        "class_type": node["class_type"],
+                    }
         return errors
 
     def to_request(self, graph: dict) -> GenerationRequest:
@@ -257,21 +340,32 @@ class FakeComfyUI(_FakeServer):
         ref = ks["model"]
         while graph[ref[0]]["class_type"] in ("LoraLoader", "LoraLoaderModelOnly"):
             inp = graph[ref[0]]["inputs"]
-            loras.append(LoraSpec(pathlib.PurePosixPath(inp["lora_name"]).stem, float(inp["strength_model"]),
-                                  float(inp.get("strength_clip", inp["strength_model"])),
-                                  path=str(self.lora_dir / inp["lora_name"])))
+            loras.append(
+                LoraSpec(
+                    pathlib.PurePosixPath(inp["lora_name"]).stem,
+                    float(inp["strength_model"]),
+                    float(inp.get("strength_clip", inp["strength_model"])),
+                    path=str(self.lora_dir / inp["lora_name"]),
+                )
+            )
             ref = inp["model"]
         latent = graph[ks["latent_image"][0]]["inputs"]
-        return GenerationRequest(prompt=graph[ks["positive"][0]]["inputs"]["text"],
-                                 negative_prompt=graph[ks["negative"][0]]["inputs"]["text"], loras=list(reversed(loras)),
-                                 seed=int(ks["seed"]), steps=int(ks["steps"]), cfg_scale=float(ks["cfg"]),
-                                 width=int(latent["width"]), height=int(latent["height"]),
-                                 sampler=_COMFY_SAMPLERS.get(ks["sampler_name"], "Euler"))
+        return GenerationRequest(
+            prompt=graph[ks["positive"][0]]["inputs"]["text"],
+            negative_prompt=graph[ks["negative"][0]]["inputs"]["text"],
+            loras=list(reversed(loras)),
+            seed=int(ks["seed"]),
+            steps=int(ks["steps"]),
+            cfg_scale=float(ks["cfg"]),
+            width=int(latent["width"]),
+            height=int(latent["height"]),
+            sampler=_COMFY_SAMPLERS.get(ks["sampler_name"], "Euler"),
+        )
 
     async def execute(self, prompt_id: str, client_id: str, graph: dict) -> None:
         self.running = prompt_id
         request = self.to_request(graph)
-        send = lambda kind, data: self.send(client_id, kind, {**data, "prompt_id": prompt_id})  # noqa: E731
+        send = lambda kind, data: self.send(client_id, kind, {**data, "prompt_id": prompt_id})
         send("execution_start", {"timestamp": int(time.time() * 1000)})
         send("execution_cached", {"nodes": [], "timestamp": int(time.time() * 1000)})
         send("executing", {"node": "5", "display_node": "5"})
@@ -287,15 +381,31 @@ class FakeComfyUI(_FakeServer):
             result = await self.generate(request, control)
         except JobCancelledError:
             send("execution_interrupted", {"node_id": "5", "node_type": "KSampler", "executed": []})
-            self.history[prompt_id] = {"prompt": [0, prompt_id, graph, {}, ["7"]], "outputs": {},
-                                       "status": {"status_str": "error", "completed": False, "messages": messages}}
+            self.history[prompt_id] = {
+                "prompt": [0, prompt_id, graph, {}, ["7"]],
+                "outputs": {},
+                "status": {"status_str": "error", "completed": False, "messages": messages},
+            }
             return
         except Exception as exc:
-            send("execution_error", {"node_id": "5", "node_type": "KSampler", "executed": [],
-                                     "exception_message": str(exc), "exception_type": type(exc).__name__,
-                                     "traceback": [], "current_inputs": {}, "current_outputs": {}})
-            self.history[prompt_id] = {"prompt": [0, prompt_id, graph, {}, ["7"]], "outputs": {},
-                                       "status": {"status_str": "error", "completed": False, "messages": messages}}
+            send(
+                "execution_error",
+                {
+                    "node_id": "5",
+                    "node_type": "KSampler",
+                    "executed": [],
+                    "exception_message": str(exc),
+                    "exception_type": type(exc).__name__,
+                    "traceback": [],
+                    "current_inputs": {},
+                    "current_outputs": {},
+                },
+            )
+            self.history[prompt_id] = {
+                "prompt": [0, prompt_id, graph, {}, ["7"]],
+                "outputs": {},
+                "status": {"status_str": "error", "completed": False, "messages": messages},
+            }
             return
         finally:
             self.running = None
@@ -304,9 +414,11 @@ class FakeComfyUI(_FakeServer):
         name = f"{graph['7']['inputs'].get('filename_prefix', 'ComfyUI')}_{self.counter:05}_.png"
         self.files[name] = result.png
         images = [{"filename": name, "subfolder": "", "type": "output"}]
-        self.history[prompt_id] = {"prompt": [self.counter, prompt_id, graph, {"client_id": client_id}, ["7"]],
-                                   "outputs": {"7": {"images": images}},
-                                   "status": {"status_str": "success", "completed": True, "messages": messages}}
+        self.history[prompt_id] = {
+            "prompt": [self.counter, prompt_id, graph, {"client_id": client_id}, ["7"]],
+            "outputs": {"7": {"images": images}},
+            "status": {"status_str": "success", "completed": True, "messages": messages},
+        }
         send("executed", {"node": "7", "display_node": "7", "output": {"images": images}})
         send("execution_success", {"timestamp": int(time.time() * 1000)})
         send("executing", {"node": None})
@@ -324,9 +436,17 @@ class FakeComfyUI(_FakeServer):
                 errors = s.validate(graph)
                 if errors:
                     self.set_status(400)
-                    self.finish({"error": {"type": "prompt_outputs_failed_validation",
-                                           "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
-                                 "node_errors": errors})
+                    self.finish(
+                        {
+                            "error": {
+                                "type": "prompt_outputs_failed_validation",
+                                "message": "Prompt outputs failed validation",
+                                "details": "",
+                                "extra_info": {},
+                            },
+                            "node_errors": errors,
+                        }
+                    )
                     return
                 prompt_id = body.get("prompt_id") or str(uuid.uuid4())
                 s.counter += 0
@@ -349,16 +469,31 @@ class FakeComfyUI(_FakeServer):
         class ObjectInfo(tornado.web.RequestHandler):
             def get(self, node):
                 if node == "LoraLoader":
-                    req = {"model": ["MODEL"], "clip": ["CLIP"],
-                           "lora_name": [s.lora_files(), {"tooltip": "The name of the LoRA."}],
-                           "strength_model": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}],
-                           "strength_clip": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}]}
-                    out = {"input": {"required": req}, "input_order": {"required": list(req)},
-                           "output": ["MODEL", "CLIP"], "output_name": ["MODEL", "CLIP"], "name": "LoraLoader",
-                           "display_name": "Load LoRA", "category": "loaders", "output_node": False}
+                    req = {
+                        "model": ["MODEL"],
+                        "clip": ["CLIP"],
+                        "lora_name": [s.lora_files(), {"tooltip": "The name of the LoRA."}],
+                        "strength_model": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}],
+                        "strength_clip": ["FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}],
+                    }
+                    out = {
+                        "input": {"required": req},
+                        "input_order": {"required": list(req)},
+                        "output": ["MODEL", "CLIP"],
+                        "output_name": ["MODEL", "CLIP"],
+                        "name": "LoraLoader",
+                        "display_name": "Load LoRA",
+                        "category": "loaders",
+                        "output_node": False,
+                    }
                 elif node == "CheckpointLoaderSimple":
-                    out = {"input": {"required": {"ckpt_name": [[CHECKPOINT], {}]}}, "output": ["MODEL", "CLIP", "VAE"],
-                           "name": node, "display_name": "Load Checkpoint", "category": "loaders"}
+                    out = {
+                        "input": {"required": {"ckpt_name": [[CHECKPOINT], {}]}},
+                        "output": ["MODEL", "CLIP", "VAE"],
+                        "name": node,
+                        "display_name": "Load Checkpoint",
+                        "category": "loaders",
+                    }
                 else:
                     raise tornado.web.HTTPError(404)
                 self.finish({node: out})
@@ -379,16 +514,32 @@ class FakeComfyUI(_FakeServer):
             def open(self):
                 self.cid = self.get_argument("clientId", uuid.uuid4().hex)
                 s.sockets[self.cid] = self
-                self.write_message(json.dumps({"type": "status", "data": {
-                    "status": {"exec_info": {"queue_remaining": 1 if s.running else 0}}, "sid": self.cid}}))
+                self.write_message(
+                    json.dumps(
+                        {
+                            "type": "status",
+                            "data": {
+                                "status": {"exec_info": {"queue_remaining": 1 if s.running else 0}},
+                                "sid": self.cid,
+                            },
+                        }
+                    )
+                )
 
             def on_close(self):
                 s.sockets.pop(self.cid, None)
 
-        return tornado.web.Application([
-            (r"/prompt", Prompt), (r"/history/([^/]+)", History), (r"/view", View), (r"/object_info/(\w+)", ObjectInfo),
-            (r"/interrupt", Interrupt), (r"/queue", Queue), (r"/ws", Socket),
-        ])
+        return tornado.web.Application(
+            [
+                (r"/prompt", Prompt),
+                (r"/history/([^/]+)", History),
+                (r"/view", View),
+                (r"/object_info/(\w+)", ObjectInfo),
+                (r"/interrupt", Interrupt),
+                (r"/queue", Queue),
+                (r"/ws", Socket),
+            ]
+        )
 
 
 # ------------------------------------------------------------------------------------------ shared test helpers

@@ -1,4 +1,5 @@
 """Small but structurally real LoRA files for tests (kohya SD1/SDXL, PEFT), written with real bytes."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,11 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     dtypes = {np.dtype("float16"): "F16", np.dtype("float32"): "F32"}
     for key, array in tensors.items():
         data = np.ascontiguousarray(array).tobytes()
-        header[key] = {"dtype": dtypes[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        header[key] = {
+            "dtype": dtypes[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         offset += len(data)
         blobs.append(data)
     raw = json.dumps(header, separators=(",", ":")).encode()

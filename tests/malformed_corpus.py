@@ -16,13 +16,14 @@ are simulated by a FIFO named ``*.safetensors`` (opening it must not block), a d
 ``*.safetensors``, a broken symlink and a symlink loop. When not running as root a real
 ``chmod 000`` file is added as well.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 import struct
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import orjson
 
@@ -36,12 +37,23 @@ _SD15_ATTN_BLOCKS = (
     + [("mid_block_attentions_0", 1280)]
     + [(f"up_blocks_{b}_attentions_{a}", ch) for b, ch in ((1, 1280), (2, 640), (3, 320)) for a in (0, 1, 2)]
 )
-_SD15_RESNETS = [(f"down_blocks_{b}_resnets_{r}", ch) for b, ch in ((0, 320), (1, 640), (2, 1280), (3, 1280))
-                 for r in (0, 1)]
+_SD15_RESNETS = [
+    (f"down_blocks_{b}_resnets_{r}", ch) for b, ch in ((0, 320), (1, 640), (2, 1280), (3, 1280)) for r in (0, 1)
+]
 
 
-def _lora_module(entries: dict, module: str, rank: int, d_in: int, d_out: int, *, conv: tuple[int, int] | None = None,
-                 dtype: str = "F16", alpha: bool = True, dora: bool = False) -> None:
+def _lora_module(
+    entries: dict,
+    module: str,
+    rank: int,
+    d_in: int,
+    d_out: int,
+    *,
+    conv: tuple[int, int] | None = None,
+    dtype: str = "F16",
+    alpha: bool = True,
+    dora: bool = False,
+) -> None:
     if conv is None:
         entries[f"{module}.lora_down.weight"] = (dtype, [rank, d_in])
         entries[f"{module}.lora_up.weight"] = (dtype, [d_out, rank])
@@ -54,8 +66,15 @@ def _lora_module(entries: dict, module: str, rank: int, d_in: int, d_out: int, *
         entries[f"{module}.dora_scale"] = (dtype, [1, d_in] if conv is None else [d_out, 1, 1, 1])
 
 
-def kohya_sd15_entries(rank: int = 8, *, text_encoder: bool = True, conv_rank: int | None = None,
-                       dtype: str = "F16", alpha: bool = True, dora: bool = False) -> dict[str, tuple[str, list[int]]]:
+def kohya_sd15_entries(
+    rank: int = 8,
+    *,
+    text_encoder: bool = True,
+    conv_rank: int | None = None,
+    dtype: str = "F16",
+    alpha: bool = True,
+    dora: bool = False,
+) -> dict[str, tuple[str, list[int]]]:
     """{key: (dtype, shape)} of a kohya SD 1.5 LoRA (264 modules, 792 tensors with TE and alpha)."""
     entries: dict[str, tuple[str, list[int]]] = {}
     kw = {"dtype": dtype, "alpha": alpha, "dora": dora}
@@ -90,10 +109,15 @@ def kohya_sdxl_entries(rank: int = 16, *, dtype: str = "F16") -> dict[str, tuple
     for te, width, layers in (("lora_te1", 768, 2), ("lora_te2", 1280, 2)):
         for layer in range(layers):
             for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                _lora_module(entries, f"{te}_text_model_encoder_layers_{layer}_self_attn_{proj}", rank, width, width,
-                             dtype=dtype)
-    for block, ch in (("input_blocks_4_1", 640), ("input_blocks_7_1", 1280), ("middle_block_1", 1280),
-                      ("output_blocks_0_1", 1280)):
+                _lora_module(
+                    entries, f"{te}_text_model_encoder_layers_{layer}_self_attn_{proj}", rank, width, width, dtype=dtype
+                )
+    for block, ch in (
+        ("input_blocks_4_1", 640),
+        ("input_blocks_7_1", 1280),
+        ("middle_block_1", 1280),
+        ("output_blocks_0_1", 1280),
+    ):
         tb = f"lora_unet_{block}_transformer_blocks_0"
         for attn in ("attn1", "attn2"):
             for proj in ("to_q", "to_k", "to_v", "to_out_0"):
@@ -127,8 +151,13 @@ def write_raw(path: Path, header: bytes, data_len: int, *, length: int | None = 
     return path
 
 
-def write_safetensors(path: Path, entries: Mapping[str, tuple[str, list[int]]],
-                      metadata: Mapping[str, str] | None = None, *, alpha_value: float | None = None) -> Path:
+def write_safetensors(
+    path: Path,
+    entries: Mapping[str, tuple[str, list[int]]],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    alpha_value: float | None = None,
+) -> Path:
     """Write a header-valid safetensors file (data area sparse zeros, or alpha scalars filled in)."""
     tensors, data_len = header_entries(entries)
     obj: dict = {}
@@ -149,17 +178,33 @@ def write_safetensors(path: Path, entries: Mapping[str, tuple[str, list[int]]],
     return path
 
 
-def kohya_metadata(rank: int = 8, alpha: float = 4, *, tags: Iterable[str] = ("1girl", "solo", "smile"),
-                   output_name: str = "my_lora", base: str = "sd_v1") -> dict[str, str]:
+def kohya_metadata(
+    rank: int = 8,
+    alpha: float = 4,
+    *,
+    tags: Iterable[str] = ("1girl", "solo", "smile"),
+    output_name: str = "my_lora",
+    base: str = "sd_v1",
+) -> dict[str, str]:
     """A realistic kohya ``__metadata__`` map (values are strings; nested ones JSON strings)."""
     tags = list(tags)
     freq = {"10_mychar": {tag: 20 - i for i, tag in enumerate(tags)}, "5_style": {tags[0]: 3}}
     return {
-        "ss_output_name": output_name, "ss_network_module": "networks.lora",
-        "ss_network_dim": str(rank), "ss_network_alpha": str(alpha), "ss_network_args": "{}",
-        "ss_base_model_version": base, "ss_v2": "False", "ss_sd_model_name": "v1-5-pruned-emaonly.safetensors",
-        "ss_learning_rate": "0.0001", "ss_epoch": "10", "ss_steps": "1500", "ss_seed": "42",
-        "ss_clip_skip": "2", "ss_resolution": "(512, 512)", "ss_num_train_images": "150",
+        "ss_output_name": output_name,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        "ss_network_args": "{}",
+        "ss_base_model_version": base,
+        "ss_v2": "False",
+        "ss_sd_model_name": "v1-5-pruned-emaonly.safetensors",
+        "ss_learning_rate": "0.0001",
+        "ss_epoch": "10",
+        "ss_steps": "1500",
+        "ss_seed": "42",
+        "ss_clip_skip": "2",
+        "ss_resolution": "(512, 512)",
+        "ss_num_train_images": "150",
         "ss_tag_frequency": orjson.dumps(freq).decode(),
         "ss_dataset_dirs": orjson.dumps({"10_mychar": {"n_repeats": 10, "img_count": 15}}).decode(),
         "ss_bucket_info": orjson.dumps({"buckets": {"0": {"resolution": [512, 512], "count": 150}}}).decode(),
@@ -169,6 +214,7 @@ def kohya_metadata(rank: int = 8, alpha: float = 4, *, tags: Iterable[str] = ("1
 
 
 # --- the malformed corpus ------------------------------------------------------------------------
+
 
 class _Unpickled:
     """Unpickling this creates a marker file: proof that a pickle was opened."""
@@ -181,8 +227,10 @@ class _Unpickled:
 
 
 def _tiny_entries() -> dict[str, tuple[str, list[int]]]:
-    return {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": ("F16", [2, 4]),
-            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": ("F16", [4, 2])}
+    return {
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": ("F16", [2, 4]),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": ("F16", [4, 2]),
+    }
 
 
 def _header(obj) -> bytes:
@@ -197,8 +245,9 @@ def build_malformed_corpus(dest: Path) -> dict[str, str]:
     good_tensors, good_len = header_entries(_tiny_entries())
     good_header = orjson.dumps(good_tensors)
 
-    def raw(name: str, header: bytes | dict | list, data_len: int = 0, expect: str = "", *,
-            length: int | None = None) -> None:
+    def raw(
+        name: str, header: bytes | dict | list, data_len: int = 0, expect: str = "", *, length: int | None = None
+    ) -> None:
         write_raw(dest / name, _header(header), data_len, length=length)
         cases[name] = expect
 
@@ -213,13 +262,28 @@ def build_malformed_corpus(dest: Path) -> dict[str, str]:
     (dest / "prefix_only.safetensors").write_bytes(struct.pack("<Q", 100))
     cases["prefix_only.safetensors"] = "exceeds file size 8"
     raw("zero_header_len.safetensors", good_header, good_len, "header length is 0", length=0)
-    raw("huge_header_len.safetensors", b"{}", 80 * 1024 * 1024, "exceeds the 64 MiB cap",  # sparse file
-        length=65 * 1024 * 1024)
+    raw(
+        "huge_header_len.safetensors",
+        b"{}",
+        80 * 1024 * 1024,
+        "exceeds the 64 MiB cap",  # sparse file
+        length=65 * 1024 * 1024,
+    )
     raw("header_len_2_40.safetensors", b"{}", 0, "header length 1099511627776 exceeds file size", length=2**40)
-    raw("header_len_past_eof.safetensors", b"{}" + b" " * 802, 0, "header length 4294967296 exceeds file size 812",
-        length=2**32)
-    raw("truncated_header.safetensors", good_header[: len(good_header) // 2], 0, "exceeds file size",
-        length=len(good_header))
+    raw(
+        "header_len_past_eof.safetensors",
+        b"{}" + b" " * 802,
+        0,
+        "header length 4294967296 exceeds file size 812",
+        length=2**32,
+    )
+    raw(
+        "truncated_header.safetensors",
+        good_header[: len(good_header) // 2],
+        0,
+        "exceeds file size",
+        length=len(good_header),
+    )
     raw("truncated_data.safetensors", good_header, good_len - 5, "file truncated?")
     raw("truncated_last_byte.safetensors", good_header, good_len - 1, "data area is only")
     raw("trailing_data.safetensors", good_header, good_len + 16, "trailing data")
@@ -237,42 +301,104 @@ def build_malformed_corpus(dest: Path) -> dict[str, str]:
     raw("deeply_nested_object.safetensors", b'{"a":' * 5000 + b"1" + b"}" * 5000, 0, "nested too deeply")
     raw("empty_object.safetensors", b"{}", 0, "no tensors")
     raw("metadata_only.safetensors", {"__metadata__": {"ss_network_dim": "8"}}, 0, "no tensors")
-    raw("metadata_not_object.safetensors", {"__metadata__": ["a"], **good_tensors}, good_len, "__metadata__ is an array")
-    raw("metadata_value_number.safetensors", {"__metadata__": {"ss_network_dim": 8}, **good_tensors}, good_len,
-        "not a string")
-    raw("metadata_value_nested.safetensors", {"__metadata__": {"ss_tag_frequency": {"a": {"b": 1}}}, **good_tensors},
-        good_len, "not a string")
+    raw(
+        "metadata_not_object.safetensors", {"__metadata__": ["a"], **good_tensors}, good_len, "__metadata__ is an array"
+    )
+    raw(
+        "metadata_value_number.safetensors",
+        {"__metadata__": {"ss_network_dim": 8}, **good_tensors},
+        good_len,
+        "not a string",
+    )
+    raw(
+        "metadata_value_nested.safetensors",
+        {"__metadata__": {"ss_tag_frequency": {"a": {"b": 1}}}, **good_tensors},
+        good_len,
+        "not a string",
+    )
     # Tensor entries.
     entry("entry_is_list.safetensors", [1, 2], "entry is an array")
     entry("entry_is_string.safetensors", "F16", "entry is a string")
     entry("entry_is_null.safetensors", None, "entry is null")
-    entry("unknown_dtype.safetensors", {"dtype": "F17", "shape": [2, 4], "data_offsets": [0, 16]}, "unknown dtype 'F17'")
+    entry(
+        "unknown_dtype.safetensors", {"dtype": "F17", "shape": [2, 4], "data_offsets": [0, 16]}, "unknown dtype 'F17'"
+    )
     entry("dtype_not_string.safetensors", {"dtype": 16, "shape": [2, 4], "data_offsets": [0, 16]}, "unknown dtype 16")
     entry("missing_dtype.safetensors", {"shape": [2, 4], "data_offsets": [0, 16]}, "unknown dtype None")
-    entry("shape_not_list.safetensors", {"dtype": "F16", "shape": "2x4", "data_offsets": [0, 16]}, "not a list of non-negative")
-    entry("shape_negative.safetensors", {"dtype": "F16", "shape": [-2, 4], "data_offsets": [0, 16]}, "not a list of non-negative")
-    entry("shape_float.safetensors", {"dtype": "F16", "shape": [2.0, 4], "data_offsets": [0, 16]}, "not a list of non-negative")
-    entry("shape_bool.safetensors", {"dtype": "F16", "shape": [True, 4], "data_offsets": [0, 8]}, "not a list of non-negative")
-    entry("shape_nested.safetensors", {"dtype": "F16", "shape": [[2], 4], "data_offsets": [0, 16]}, "not a list of non-negative")
-    raw("shape_huge_int.safetensors", b'{"t":{"dtype":"F16","shape":[99999999999999999999999],"data_offsets":[0,2]}}', 2,
-        "not a list of non-negative")
+    entry(
+        "shape_not_list.safetensors",
+        {"dtype": "F16", "shape": "2x4", "data_offsets": [0, 16]},
+        "not a list of non-negative",
+    )
+    entry(
+        "shape_negative.safetensors",
+        {"dtype": "F16", "shape": [-2, 4], "data_offsets": [0, 16]},
+        "not a list of non-negative",
+    )
+    entry(
+        "shape_float.safetensors",
+        {"dtype": "F16", "shape": [2.0, 4], "data_offsets": [0, 16]},
+        "not a list of non-negative",
+    )
+    entry(
+        "shape_bool.safetensors",
+        {"dtype": "F16", "shape": [True, 4], "data_offsets": [0, 8]},
+        "not a list of non-negative",
+    )
+    entry(
+        "shape_nested.safetensors",
+        {"dtype": "F16", "shape": [[2], 4], "data_offsets": [0, 16]},
+        "not a list of non-negative",
+    )
+    raw(
+        "shape_huge_int.safetensors",
+        b'{"t":{"dtype":"F16","shape":[99999999999999999999999],"data_offsets":[0,2]}}',
+        2,
+        "not a list of non-negative",
+    )
     entry("offsets_missing.safetensors", {"dtype": "F16", "shape": [2, 4]}, "not a pair")
     entry("offsets_three.safetensors", {"dtype": "F16", "shape": [2, 4], "data_offsets": [0, 8, 16]}, "not a pair")
     entry("offsets_strings.safetensors", {"dtype": "F16", "shape": [2, 4], "data_offsets": ["0", "16"]}, "not a pair")
     entry("offsets_reversed.safetensors", {"dtype": "F16", "shape": [2, 4], "data_offsets": [16, 0]}, "is after end")
-    entry("offsets_past_data.safetensors", {"dtype": "F16", "shape": [2, 4], "data_offsets": [0, 16]},
-          "data area is only 8 bytes", data_len=8)
-    entry("offsets_size_mismatch.safetensors", {"dtype": "F16", "shape": [2, 4], "data_offsets": [0, 12]},
-          "needs 16 bytes", data_len=12)
-    raw("offsets_overlap.safetensors",
-        {"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
-         "b": {"dtype": "F16", "shape": [4], "data_offsets": [4, 12]}}, 12, "overlap")
-    raw("offsets_gap.safetensors",
-        {"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
-         "b": {"dtype": "F16", "shape": [4], "data_offsets": [16, 24]}}, 24, "gap of 8 bytes")
-    raw("offsets_duplicate.safetensors",
-        {"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
-         "b": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]}}, 8, "overlap")
+    entry(
+        "offsets_past_data.safetensors",
+        {"dtype": "F16", "shape": [2, 4], "data_offsets": [0, 16]},
+        "data area is only 8 bytes",
+        data_len=8,
+    )
+    entry(
+        "offsets_size_mismatch.safetensors",
+        {"dtype": "F16", "shape": [2, 4], "data_offsets": [0, 12]},
+        "needs 16 bytes",
+        data_len=12,
+    )
+    raw(
+        "offsets_overlap.safetensors",
+        {
+            "a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
+            "b": {"dtype": "F16", "shape": [4], "data_offsets": [4, 12]},
+        },
+        12,
+        "overlap",
+    )
+    raw(
+        "offsets_gap.safetensors",
+        {
+            "a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
+            "b": {"dtype": "F16", "shape": [4], "data_offsets": [16, 24]},
+        },
+        24,
+        "gap of 8 bytes",
+    )
+    raw(
+        "offsets_duplicate.safetensors",
+        {
+            "a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
+            "b": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]},
+        },
+        8,
+        "overlap",
+    )
     # Not regular files / unreadable.
     (dest / "directory.safetensors").mkdir(exist_ok=True)
     cases["directory.safetensors"] = "directory"
@@ -293,35 +419,63 @@ def build_malformed_corpus(dest: Path) -> dict[str, str]:
     for suffix in ("ckpt", "pt", "bin"):
         (dest / f"pickle_bomb.{suffix}").write_bytes(pickle.dumps(_Unpickled(marker)))
         cases[f"pickle_bomb.{suffix}"] = "pickles, which are never opened"
+
     # Sidecars beside well-formed LoRAs.
     def sidecar(stem: str, suffix: str, content: bytes | dict | list, expect: str) -> None:
         lora = dest / "sidecars" / f"{stem}.safetensors"
         write_safetensors(lora, _tiny_entries())
         (dest / "sidecars" / f"{stem}{suffix}").write_bytes(
-            content if isinstance(content, bytes) else orjson.dumps(content))
+            content if isinstance(content, bytes) else orjson.dumps(content)
+        )
         cases[f"sidecars/{stem}.safetensors"] = expect
 
     sidecar("info_array", ".civitai.info", [1, 2], "civitai.info: JSON is an array")
     sidecar("info_bad_json", ".civitai.info", b"{'single': 'quotes'}", "civitai.info: not valid JSON")
     sidecar("info_bad_utf8", ".civitai.info", b'{"name": "\xff\xfe"}', "civitai.info: not valid UTF-8")
-    sidecar("info_wrong_types", ".civitai.info",
-            {"id": "abc", "modelId": 3.5, "trainedWords": "word", "baseModel": 15, "files": {"x": 1},
-             "model": "name"}, "civitai.info: trainedWords is a string, expected a list")
+    sidecar(
+        "info_wrong_types",
+        ".civitai.info",
+        {"id": "abc", "modelId": 3.5, "trainedWords": "word", "baseModel": 15, "files": {"x": 1}, "model": "name"},
+        "civitai.info: trainedWords is a string, expected a list",
+    )
     sidecar("info_nested", ".civitai.info", b'{"a":' * 200 + b"1" + b"}" * 200, "nested deeper than")
     sidecar("info_nested_extreme", ".civitai.info", b"[" * 50_000 + b"]" * 50_000, "nested too deeply")
-    sidecar("a1111_not_found", ".json",
-            {"description": "x", "modelId": "Model not found", "modelVersionId": "Model not found",
-             "sha256": "Model not found"}, "a1111.json: modelId is 'Model not found' (treated as absent)")
-    sidecar("a1111_wrong_types", ".json",
-            {"description": ["a"], "sd version": 1, "activation text": 5, "preferred weight": "heavy", "notes": {}},
-            "a1111.json: preferred weight is a string, expected a number")
+    sidecar(
+        "a1111_not_found",
+        ".json",
+        {
+            "description": "x",
+            "modelId": "Model not found",
+            "modelVersionId": "Model not found",
+            "sha256": "Model not found",
+        },
+        "a1111.json: modelId is 'Model not found' (treated as absent)",
+    )
+    sidecar(
+        "a1111_wrong_types",
+        ".json",
+        {"description": ["a"], "sd version": 1, "activation text": 5, "preferred weight": "heavy", "notes": {}},
+        "a1111.json: preferred weight is a string, expected a number",
+    )
     sidecar("a1111_string", ".json", b'"just a string"', "JSON is a string, not an object")
-    sidecar("sdnext_bad_versions", ".json", {"name": "m", "modelVersions": "none"},
-            "civitai.model.json: modelVersions is a string, expected a list")
-    sidecar("lm_bad_tips", ".metadata.json", {"model_name": "x", "usage_tips": "{not json", "civitai": []},
-            "lm.metadata.json: usage_tips is not valid JSON")
-    sidecar("lm_bad_civitai", ".metadata.json", {"model_name": "x", "civitai": "gone", "tags": [1, "a"]},
-            "lm.metadata.json: civitai is a string, expected an object")
+    sidecar(
+        "sdnext_bad_versions",
+        ".json",
+        {"name": "m", "modelVersions": "none"},
+        "civitai.model.json: modelVersions is a string, expected a list",
+    )
+    sidecar(
+        "lm_bad_tips",
+        ".metadata.json",
+        {"model_name": "x", "usage_tips": "{not json", "civitai": []},
+        "lm.metadata.json: usage_tips is not valid JSON",
+    )
+    sidecar(
+        "lm_bad_civitai",
+        ".metadata.json",
+        {"model_name": "x", "civitai": "gone", "tags": [1, "a"]},
+        "lm.metadata.json: civitai is a string, expected an object",
+    )
     sidecar("txt_bad_utf8", ".txt", b"caf\xe9 description", "description.txt: not valid UTF-8")
     lora = write_safetensors(dest / "sidecars" / "huge_sidecar.safetensors", _tiny_entries())
     with open(dest / "sidecars" / "huge_sidecar.civitai.info", "wb") as handle:

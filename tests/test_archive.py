@@ -1,4 +1,5 @@
 """Archives round-trip user data, dry-runs change nothing, and unsafe archives are refused whole."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from lora_factory import write_kohya_lora
 
 import workbench
 from workbench.catalog import ArchiveError
 from workbench.cli import main
-
-from lora_factory import write_kohya_lora
 
 
 @pytest.fixture
@@ -28,7 +28,9 @@ def source(tmp_path: Path) -> workbench.Workbench:
     wb.catalog.update(int(ids["a.safetensors"]), rating=5, tags=["ink", "style"], notes="keeper")
     wb.catalog.update(int(ids["b.safetensors"]), favorite=True)
     with wb.db.write() as con:
-        con.execute("INSERT INTO recipes (name, stack, params) VALUES ('duo', '[{\"name\": \"a\", \"weight\": 0.7}]', '{}')")
+        con.execute(
+            "INSERT INTO recipes (name, stack, params) VALUES ('duo', '[{\"name\": \"a\", \"weight\": 0.7}]', '{}')"
+        )
     return wb
 
 
@@ -95,7 +97,9 @@ def _manifest_with(members: dict, **changes) -> None:
         (lambda m, z: m.update({"extra.txt": b"hi"}), "not in the manifest"),
     ],
 )
-def test_unsafe_or_damaged_archives_are_refused_and_change_nothing(source: workbench.Workbench, tmp_path: Path, change, message) -> None:
+def test_unsafe_or_damaged_archives_are_refused_and_change_nothing(
+    source: workbench.Workbench, tmp_path: Path, change, message
+) -> None:
     archive = source.export(tmp_path / "out.zip")
     bad = _rewrite(archive, tmp_path / "bad.zip", lambda m, z: change(m, z))
     if message == "zip bomb":  # compress the bomb member for real

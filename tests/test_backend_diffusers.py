@@ -1,14 +1,22 @@
 """The diffusers backend on the real tiny random-weight pipeline (CPU, one thread)."""
-import threading
 
 import pytest
 from safetensors.torch import save_file
 
 from tests.fake_servers import pixels, shared_tiny, tiny_request
-from workbench.generate import parse_infotext, read_infotext
-from workbench.generate import JobCancelledError, JobControl, LoraIncompatibleError, LoraNotFoundError, LoraSpec
+from workbench.generate import (
+    TINY_BASE_MODEL,
+    JobCancelledError,
+    JobControl,
+    LoraIncompatibleError,
+    LoraNotFoundError,
+    LoraSpec,
+    kohya_metadata,
+    make_lora_tensors,
+    parse_infotext,
+    read_infotext,
+)
 from workbench.generate.backends._lora_files import inspect_file, normalize_family
-from workbench.generate import TINY_BASE_MODEL, make_lora_tensors, kohya_metadata
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +98,11 @@ def test_partial_match_is_an_error_not_a_silent_partial_application(tiny, tmp_pa
     tensors = make_lora_tensors(11, layout="peft")
     # a module that does not exist in the tiny U-Net (right width, wrong place): diffusers would skip it silently
     tensors["unet.down_blocks.3.attentions.0.proj_in.lora_A.weight"] = tensors[
-        "unet.down_blocks.1.attentions.0.proj_in.lora_A.weight"].clone()
+        "unet.down_blocks.1.attentions.0.proj_in.lora_A.weight"
+    ].clone()
     tensors["unet.down_blocks.3.attentions.0.proj_in.lora_B.weight"] = tensors[
-        "unet.down_blocks.1.attentions.0.proj_in.lora_B.weight"].clone()
+        "unet.down_blocks.1.attentions.0.proj_in.lora_B.weight"
+    ].clone()
     save_file(tensors, str(tmp_path / "partial.safetensors"))
     with pytest.raises(LoraIncompatibleError, match="partially|could not be loaded"):
         backend.submit(tiny_request(loras=[LoraSpec("partial", path=str(tmp_path / "partial.safetensors"))]))
@@ -129,7 +139,12 @@ def test_progress_is_reported_every_step(tiny):
 def test_file_inspection_and_families(tiny):
     _, lora_dir = tiny
     info = inspect_file(lora_dir / "tiny_watercolor.safetensors")
-    assert (info.layout, info.network_type, info.family, info.family_from_shapes) == ("kohya", "LoRA", TINY_BASE_MODEL, TINY_BASE_MODEL)
+    assert (info.layout, info.network_type, info.family, info.family_from_shapes) == (
+        "kohya",
+        "LoRA",
+        TINY_BASE_MODEL,
+        TINY_BASE_MODEL,
+    )
     assert info.te_modules == 12 and info.unet_modules == 48
     peft = inspect_file(lora_dir / "tiny_pixelart.safetensors")
     assert peft.layout == "peft" and peft.has_text_encoder

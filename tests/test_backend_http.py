@@ -1,4 +1,5 @@
 """A1111 and ComfyUI clients against loopback servers that follow the documented APIs (tiny pipeline behind)."""
+
 import json
 import pathlib
 import threading
@@ -7,12 +8,19 @@ import time
 import pytest
 
 from tests.fake_servers import FakeA1111, FakeComfyUI, pixels, shared_tiny, tiny_request
-from workbench.generate import parse_infotext, read_infotext
 from workbench.generate import (
-    BackendUnavailableError, GenerationError, JobCancelledError, JobControl, LoraNotFoundError, LoraSpec,
+    A1111Backend,
+    BackendUnavailableError,
+    ComfyUIBackend,
+    GenerationError,
+    JobCancelledError,
+    JobControl,
+    LoraNotFoundError,
+    LoraSpec,
+    build_graph,
+    parse_infotext,
+    read_infotext,
 )
-from workbench.generate import A1111Backend
-from workbench.generate import ComfyUIBackend, build_graph
 
 SHARED_API = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "api"
 
@@ -37,6 +45,7 @@ def cancel_when(step):
     def hook(control):
         if control.step >= step:
             control.cancel()
+
     return hook
 
 
@@ -81,8 +90,6 @@ def test_a1111_progress_polled_and_cancel_interrupts(a1111):
     client = A1111Backend(a1111.url, poll_interval=0.02)
     seen = []
     control = JobControl(on_progress=lambda c: seen.append(c.step))
-    t = threading.Timer(0.01, lambda: None)
-    done = {}
 
     def canceller():
         while not seen:

@@ -14,8 +14,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-import workbench
 from browser_fixtures import (  # noqa: F401  (pytest fixtures)
     PageEvents,
     chromium,
@@ -24,6 +22,8 @@ from browser_fixtures import (  # noqa: F401  (pytest fixtures)
     open_page,
     save_screenshot,
 )
+
+import workbench
 
 pytestmark = pytest.mark.browser
 
@@ -39,10 +39,13 @@ def session(chromium: Any, dashboard: Any) -> Any:  # noqa: F811
     page.goto(dashboard.url)
     page.wait_for_selector(".wb-gallery .wb-card[data-id]")
     now = time.monotonic()
-    state = SimpleNamespace(page=page, events=events, page_to_cards_s=now - opened,
-                            start_to_cards_s=now - dashboard.started_at)
-    print(f"\ndashboard: listening after {dashboard.listening_after_s:.1f} s, page open -> first cards "
-          f"{state.page_to_cards_s:.1f} s, process start -> first cards {state.start_to_cards_s:.1f} s")
+    state = SimpleNamespace(
+        page=page, events=events, page_to_cards_s=now - opened, start_to_cards_s=now - dashboard.started_at
+    )
+    print(
+        f"\ndashboard: listening after {dashboard.listening_after_s:.1f} s, page open -> first cards "
+        f"{state.page_to_cards_s:.1f} s, process start -> first cards {state.start_to_cards_s:.1f} s"
+    )
     yield state
     try:
         save_screenshot(page, "dashboard.png")

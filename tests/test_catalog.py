@@ -1,4 +1,5 @@
 """Catalog queries, user-field edits with undo, and that rescans never touch user fields."""
+
 from __future__ import annotations
 
 import json
@@ -8,21 +9,34 @@ import sys
 from pathlib import Path
 
 import pytest
+from lora_factory import write_kohya_lora
 
 import workbench
 from workbench.catalog import CONTRACT_COLUMNS, CatalogError
-
-from lora_factory import write_kohya_lora
 
 
 @pytest.fixture
 def library(tmp_path: Path) -> Path:
     lib = tmp_path / "lib"
-    write_kohya_lora(lib / "styles" / "watercolor_style.safetensors", seed=1,
-                     metadata={"ss_output_name": "Watercolor Style", "ss_tag_frequency": json.dumps({"img": {"watercolor": 20, "painting": 5}})})
+    write_kohya_lora(
+        lib / "styles" / "watercolor_style.safetensors",
+        seed=1,
+        metadata={
+            "ss_output_name": "Watercolor Style",
+            "ss_tag_frequency": json.dumps({"img": {"watercolor": 20, "painting": 5}}),
+        },
+    )
     write_kohya_lora(lib / "styles" / "ink" / "ink_wash.safetensors", seed=2, metadata={"ss_output_name": "Ink Wash"})
-    write_kohya_lora(lib / "characters" / "red_knight.safetensors", base="SDXL", seed=3, metadata={"ss_output_name": "Red Knight"})
-    write_kohya_lora(lib / "characters" / "blue_mage.safetensors", base="SDXL", seed=4, rank=8, metadata={"ss_output_name": "Blue Mage"})
+    write_kohya_lora(
+        lib / "characters" / "red_knight.safetensors", base="SDXL", seed=3, metadata={"ss_output_name": "Red Knight"}
+    )
+    write_kohya_lora(
+        lib / "characters" / "blue_mage.safetensors",
+        base="SDXL",
+        seed=4,
+        rank=8,
+        metadata={"ss_output_name": "Blue Mage"},
+    )
     return lib
 
 
@@ -66,8 +80,15 @@ def test_bad_query_arguments_are_clear_errors(wb: workbench.Workbench) -> None:
 def test_edits_tags_undo_and_rescan_keeps_user_fields(wb: workbench.Workbench, library: Path) -> None:
     ids = dict(zip(wb.catalog.query()["name"], wb.catalog.query()["id"]))
     knight = int(ids["Red Knight"])
-    wb.catalog.update(knight, rating=5, favorite=True, notes="great <b>armor</b>", preferred_weight=0.8,
-                      trigger_words=["red knight", "armor"], base_model_override="Pony")
+    wb.catalog.update(
+        knight,
+        rating=5,
+        favorite=True,
+        notes="great <b>armor</b>",
+        preferred_weight=0.8,
+        trigger_words=["red knight", "armor"],
+        base_model_override="Pony",
+    )
     wb.catalog.add_tags([knight, int(ids["Blue Mage"])], ["character", "fantasy"])
     edit = wb.catalog.remove_tags([knight], ["FANTASY"])
     row = wb.catalog.query(ids=[knight]).iloc[0]
@@ -127,7 +148,10 @@ def test_invalid_edits_are_refused_and_change_nothing(wb: workbench.Workbench, f
 def test_export_catalog_cli_prints_contract_columns(wb: workbench.Workbench) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "workbench.cli", "export-catalog", "--home", str(wb.home), "--format", "jsonl"],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     ).stdout
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 4
@@ -139,12 +163,23 @@ def test_snapshot_sees_writes_from_another_process(wb: workbench.Workbench) -> N
     first = int(wb.catalog.query()["id"].iloc[0])
     assert wb.catalog.query(favorites=True).empty
     code = f"import workbench; workbench.open({str(wb.home)!r}).catalog.update({first}, favorite=True)"
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert wb.catalog.query(favorites=True)["id"].tolist() == [first]
 
 
 def test_opening_does_not_import_torch(home: Path) -> None:
-    code = f"import sys, workbench; wb = workbench.open({str(home)!r}); wb.catalog.query(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout
+    code = (
+        f"import sys, workbench; wb = workbench.open({str(home)!r}); wb.catalog.query(); print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    ).stdout
     assert out.strip() == "False"

@@ -1,4 +1,5 @@
 """Civitai /api/v1/models import: real items from the shared dump, re-import, joins with scanned files."""
+
 from __future__ import annotations
 
 import gzip
@@ -11,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from lora_factory import write_safetensors
 
 import workbench
 from workbench.catalog import import_items, item_to_record, link_local_files, read_items
 from workbench.cli import main as cli_main
-
-from lora_factory import write_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,9 @@ def real_items(shared_data: Path) -> list[dict]:
 
 
 def test_record_carries_civitai_fields(real_items: list[dict]) -> None:
-    detail = next(i for i in real_items if i["id"] == 58390) if any(i["id"] == 58390 for i in real_items) else real_items[0]
+    detail = (
+        next(i for i in real_items if i["id"] == 58390) if any(i["id"] == 58390 for i in real_items) else real_items[0]
+    )
     rec = item_to_record(detail)
     assert rec["path"] == "" and rec["missing"] is True and rec["origin"] == "civitai"
     assert rec["civitai_model_id"] == detail["id"]
@@ -95,8 +97,12 @@ def _local_lora(folder: Path) -> tuple[Path, str]:
     path = write_safetensors(
         folder / "inkwash_v2.safetensors",
         {
-            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": rng.standard_normal((4, 768)).astype("float16"),
-            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight": rng.standard_normal((320, 4)).astype("float16"),
+            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight": rng.standard_normal(
+                (4, 768)
+            ).astype("float16"),
+            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight": rng.standard_normal(
+                (320, 4)
+            ).astype("float16"),
         },
     )
     return path, hashlib.sha256(path.read_bytes()).hexdigest().upper()
@@ -104,14 +110,30 @@ def _local_lora(folder: Path) -> tuple[Path, str]:
 
 def _item_for(sha: str, model_id: int = 990001) -> dict:
     return {
-        "id": model_id, "name": "Ink Wash Painting", "description": "<p>Chinese <b>ink</b> wash</p>",
-        "tags": ["style", "ink"], "creator": {"username": "someone"}, "type": "LORA",
+        "id": model_id,
+        "name": "Ink Wash Painting",
+        "description": "<p>Chinese <b>ink</b> wash</p>",
+        "tags": ["style", "ink"],
+        "creator": {"username": "someone"},
+        "type": "LORA",
         "stats": {"downloadCount": 10},
         "modelVersions": [
-            {"id": 2, "baseModel": "SD 1.5", "trainedWords": ["inkwash"],
-             "files": [{"name": "inkwash_v2.safetensors", "primary": True, "sizeKB": 1.0, "hashes": {"SHA256": sha}}]},
-            {"id": 1, "baseModel": "SD 1.5", "trainedWords": ["ink painting"],
-             "files": [{"name": "inkwash_v1.safetensors", "primary": True, "sizeKB": 1.0, "hashes": {"SHA256": "AB" * 32}}]},
+            {
+                "id": 2,
+                "baseModel": "SD 1.5",
+                "trainedWords": ["inkwash"],
+                "files": [
+                    {"name": "inkwash_v2.safetensors", "primary": True, "sizeKB": 1.0, "hashes": {"SHA256": sha}}
+                ],
+            },
+            {
+                "id": 1,
+                "baseModel": "SD 1.5",
+                "trainedWords": ["ink painting"],
+                "files": [
+                    {"name": "inkwash_v1.safetensors", "primary": True, "sizeKB": 1.0, "hashes": {"SHA256": "AB" * 32}}
+                ],
+            },
         ],
     }
 

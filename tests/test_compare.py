@@ -1,4 +1,5 @@
 """Comparison grids on the real tiny pipeline, through the real queue and catalog."""
+
 from __future__ import annotations
 
 import io
@@ -10,9 +11,7 @@ from PIL import Image
 
 import workbench
 from tests.fake_servers import shared_tiny, tiny_request
-from workbench.generate import GenerationRequest, LoraSpec
-from workbench.generate import assemble_grid, compare, plan_cells
-from workbench.generate import RetryPolicy
+from workbench.generate import GenerationRequest, LoraSpec, RetryPolicy, assemble_grid, compare, plan_cells
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +48,18 @@ def test_grid_cells_equal_individual_generations_and_weight_zero_is_base(wb):
     meta = json.loads(Image.open(result.path).info["workbench-compare"])
     assert [c["result_id"] for c in meta["cells"]] == result.result_ids
     for cell in cells.to_dict("records"):
-        request = GenerationRequest.from_dict({**base.to_dict(), "seed": cell["seed"],
-                                               "loras": [{"name": "tiny_watercolor", "unet": cell["weight"]}]})
+        request = GenerationRequest.from_dict(
+            {**base.to_dict(), "seed": cell["seed"], "loras": [{"name": "tiny_watercolor", "unet": cell["weight"]}]}
+        )
         alone = backend.submit(request).png
         stored = wb.history.png(cell["result_id"])
         assert stored == alone  # same seed + stack -> same bytes
         pixels = np.asarray(Image.open(io.BytesIO(alone)).convert("RGB"))
         assert (_cell_pixels(result.image, cells, cell["row"], cell["col"]) == pixels).all()
         if cell["weight"] == 0.0:
-            base_png = backend.submit(base.with_seed(cell["seed"])).png  # weight 0 == no LoRA (pixels; infotext differs)
+            base_png = backend.submit(
+                base.with_seed(cell["seed"])
+            ).png  # weight 0 == no LoRA (pixels; infotext differs)
             assert (np.asarray(Image.open(io.BytesIO(base_png)).convert("RGB")) == pixels).all()
     # the LoRA changed the image; the seeds differ
     w0, w8 = (wb.history.png(cells[(cells.seed == 3) & (cells.weight == w)]["result_id"].iloc[0]) for w in (0.0, 0.8))
@@ -67,7 +69,9 @@ def test_grid_cells_equal_individual_generations_and_weight_zero_is_base(wb):
 
 def test_axes_are_configurable_and_checked():
     base = tiny_request(loras=[LoraSpec("other", 0.5)])
-    cells, rows, cols = plan_cells(base, ["a", "b"], weights=[0.5, 1.0], seeds=[1, 2], rows="weight", cols=("lora", "seed"))
+    cells, rows, cols = plan_cells(
+        base, ["a", "b"], weights=[0.5, 1.0], seeds=[1, 2], rows="weight", cols=("lora", "seed")
+    )
     assert rows == ("weight",) and cols == ("lora", "seed") and len(cells) == 8
     first = cells.iloc[0]
     assert first["col_label"] == "a · seed 1" and first["row_label"] == "w 0.5"
@@ -100,9 +104,32 @@ def test_cli_compare_writes_the_grid(tmp_path, capsys):
     _, lora_dir = shared_tiny()
     home = tmp_path / "home"
     workbench.open(home).scan([lora_dir], progress=False, workers=1)
-    code = cli.main(["compare", "--home", str(home), "--lora", "tiny_watercolor", "--lora", "tiny_pixelart",
-                     "--weights", "0,1", "--seeds", "5", "--prompt", "a fox", "--steps", "3", "--size", "64x64",
-                     "--sampler", "DDIM", "--out", str(tmp_path / "grid.png"), "--quiet"])
+    code = cli.main(
+        [
+            "compare",
+            "--home",
+            str(home),
+            "--lora",
+            "tiny_watercolor",
+            "--lora",
+            "tiny_pixelart",
+            "--weights",
+            "0,1",
+            "--seeds",
+            "5",
+            "--prompt",
+            "a fox",
+            "--steps",
+            "3",
+            "--size",
+            "64x64",
+            "--sampler",
+            "DDIM",
+            "--out",
+            str(tmp_path / "grid.png"),
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.err[-2000:]
     assert "RANDOM WEIGHTS" in printed.out and "tiny_pixelart" in printed.out

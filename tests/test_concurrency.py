@@ -2,6 +2,7 @@
 
 No caller may see a lock error and no write may be lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import workbench
-
 from lora_factory import write_kohya_lora
+
+import workbench
 
 _WORKER = textwrap.dedent(
     """
@@ -53,8 +54,13 @@ def test_four_processes_read_and_write_for_twenty_seconds(home: Path, tmp_path: 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     started = time.monotonic()
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(home), str(i), "20", str(lib)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, str(script), str(home), str(i), "20", str(lib)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for i in range(4)
     ]
     results = []

@@ -5,6 +5,7 @@ tests pin what it promises: byte-identical rebuilds, every sidecar format, decod
 hostile strings, a malformed file, duplicates, and that the parser finds the base model, key
 layout, network type and rank each file was generated for.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,7 +29,7 @@ SHARED_METADATA = REPO.parent / "shared" / "data" / "metadata"
 def _load_generator():
     spec = importlib.util.spec_from_file_location("make_demo_library", REPO / "data" / "make_demo_library.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod          # dataclasses look their module up while the file executes
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
     spec.loader.exec_module(mod)
     return mod
 
@@ -86,7 +87,13 @@ def test_size_and_coverage(demo):
     regular = [it for it in items if not (it["tiny"] or it["malformed"] or it["duplicate_of"])]
     assert {it["base_model"] for it in regular} >= {"SD1", "SD2", "SDXL", "FLUX"}
     assert {(it["base_model"], it["key_layout"]) for it in regular} >= {
-        ("SD1", "kohya"), ("SD1", "peft"), ("SDXL", "kohya"), ("SDXL", "peft"), ("FLUX", "kohya"), ("FLUX", "peft")}
+        ("SD1", "kohya"),
+        ("SD1", "peft"),
+        ("SDXL", "kohya"),
+        ("SDXL", "peft"),
+        ("FLUX", "kohya"),
+        ("FLUX", "peft"),
+    }
     assert {it["network_type"] for it in regular} >= {"LoRA", "LoCon", "LoHa", "LoKr", "DoRA"}
     assert len({it["title"] for it in regular}) == len(regular)
     assert sum(1 for it in regular if it["triggers"]) >= 50
@@ -115,8 +122,14 @@ def test_every_sidecar_kind_is_present_and_well_formed(demo):
                 assert Path(stem + ".civitai.info").read_text() == "{}"
             elif kind == "a1111":
                 doc = json.loads(Path(stem + ".json").read_text("utf-8"))
-                assert set(doc) == {"description", "sd version", "activation text", "preferred weight",
-                                    "negative text", "notes"}
+                assert set(doc) == {
+                    "description",
+                    "sd version",
+                    "activation text",
+                    "preferred weight",
+                    "negative text",
+                    "notes",
+                }
                 assert doc["sd version"] in {"SD1", "SD2", "SDXL", "Unknown"}
             elif kind == "cbplus":
                 doc = json.loads(Path(stem + ".json").read_text("utf-8"))
@@ -131,7 +144,7 @@ def test_every_sidecar_kind_is_present_and_well_formed(demo):
                 assert len(versions) == 2 and len(matching) == 1
                 assert doc["creator"]["username"] and doc["tags"] == it["tags"]
                 if kind == "sdnext":
-                    assert versions[0] is not matching[0]     # SD.Next must pick by hash, not by position
+                    assert versions[0] is not matching[0]  # SD.Next must pick by hash, not by position
                     assert Path(stem + ".txt").read_text("utf-8").strip()
                 else:
                     assert versions[0] is matching[0] and "activation text" in doc and "sd version" in doc
@@ -144,8 +157,17 @@ def test_every_sidecar_kind_is_present_and_well_formed(demo):
                 assert doc["civitai"]["trainedWords"] == it["triggers"]
             else:
                 pytest.fail(f"unknown sidecar kind {kind}")
-    assert seen == {"civitai", "civitai_empty", "a1111", "cbplus", "cbplus_not_found", "sdnext", "lm",
-                    "lm_original", "description_txt"}
+    assert seen == {
+        "civitai",
+        "civitai_empty",
+        "a1111",
+        "cbplus",
+        "cbplus_not_found",
+        "sdnext",
+        "lm",
+        "lm_original",
+        "description_txt",
+    }
 
 
 def test_previews_decode_and_cover_every_naming(demo):
@@ -161,7 +183,7 @@ def test_previews_decode_and_cover_every_naming(demo):
         lora = dest / it["path"]
         if preview in ("ssmd_cover", "modelspec_thumbnail"):
             raw = lora.read_bytes()
-            md = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+            md = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
             if preview == "ssmd_cover":
                 data = base64.b64decode(json.loads(md["ssmd_cover_images"])[0])
             else:
@@ -175,8 +197,18 @@ def test_previews_decode_and_cover_every_naming(demo):
         expected = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}.get(preview.split(".")[-1].lower())
         if expected:
             assert img.format == expected, (it["path"], preview, img.format)
-    assert seen >= {"preview.png", "png", "jpg", "webp", "preview.jpeg", "preview.webp", "thumb.jpg", "PNG",
-                    "ssmd_cover", "modelspec_thumbnail"}
+    assert seen >= {
+        "preview.png",
+        "png",
+        "jpg",
+        "webp",
+        "preview.jpeg",
+        "preview.webp",
+        "thumb.jpg",
+        "PNG",
+        "ssmd_cover",
+        "modelspec_thumbnail",
+    }
     assert any(it["preview"] is None and not it["tiny"] and not it["malformed"] for it in items)
 
 
@@ -189,13 +221,16 @@ def test_hostile_duplicate_and_malformed_entries(demo):
         lora = dest / it["path"]
         for side in lora.parent.iterdir():
             if side.name.startswith(lora.stem + ".") and side.suffix != ".png":
-                blob += side.read_text("utf-8", errors="replace") if side.suffix != ".safetensors" else \
-                    side.read_bytes()[:200_000].decode("utf-8", errors="replace")
+                blob += (
+                    side.read_text("utf-8", errors="replace")
+                    if side.suffix != ".safetensors"
+                    else side.read_bytes()[:200_000].decode("utf-8", errors="replace")
+                )
     for needle in ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)"):
         assert needle in blob or json.dumps(needle)[1:-1] in blob, needle
     evil = next(it for it in hostile if "<img" in it["path"])
     raw = (dest / evil["path"]).read_bytes()
-    md = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+    md = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
     assert md["ss_output_name"] == evil["path"].split("/")[-1].removesuffix(".safetensors")
     assert "<script>alert(1)</script>" in md["ss_tag_frequency"] and "<script>" in md["modelspec.trigger_phrase"]
 
@@ -220,9 +255,10 @@ def test_tiny_pipeline_loras_are_included_when_available(demo):
     _, items = demo
     tiny = [it for it in items if it["tiny"]]
     try:
-        from workbench.generate import TINY_LORAS
         import safetensors  # noqa: F401
         import torch  # noqa: F401
+
+        from workbench.generate import TINY_LORAS
     except ImportError as exc:  # make install brings torch and safetensors: a missing one is a failure
         pytest.fail(f"the tiny pipeline cannot import: {exc}")
     assert sorted(Path(it["path"]).stem for it in tiny) == sorted(row[0] for row in TINY_LORAS)
@@ -230,6 +266,7 @@ def test_tiny_pipeline_loras_are_included_when_available(demo):
 
 def test_inspect_lora_finds_the_intended_facts(demo):
     from workbench.files import inspect_lora
+
     dest, items = demo
     wrong = []
     for it in items:
@@ -259,8 +296,11 @@ def test_inspect_lora_finds_the_intended_facts(demo):
 # The synthetic library used by benchmarks/scan.py
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family,fname,rank", [("kohya_flux", "flux_lora_kohya_format.json", 16),
-                                               ("peft_flux", "flux_lora_diffusers_format.json", 32)])
+
+@pytest.mark.parametrize(
+    "family,fname,rank",
+    [("kohya_flux", "flux_lora_kohya_format.json", 16), ("peft_flux", "flux_lora_diffusers_format.json", 32)],
+)
 def test_flux_keys_match_real_state_dicts(family, fname, rank):
     path = SHARED_METADATA / fname
     assert path.exists(), f"{path} is missing: shared/data must lie beside the clone"
@@ -279,8 +319,10 @@ def test_sd_key_naming_and_shapes():
     assert sd1["lora_unet_mid_block_attentions_0_proj_out.lora_up.weight"] == (1280, 8, 1, 1)
     assert sd1["lora_te_text_model_encoder_layers_11_mlp_fc1.lora_up.weight"] == (3072, 8)
     assert sd1["lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2.alpha"] == ()
-    xl = {e.key: e.shape for e in synth.tensor_entries(synth.module_table("peft_sdxl", text_encoder=False), "LoRA", 4,
-                                                        peft=True)}
+    xl = {
+        e.key: e.shape
+        for e in synth.tensor_entries(synth.module_table("peft_sdxl", text_encoder=False), "LoRA", 4, peft=True)
+    }
     assert len(xl) == 1120
     assert xl["unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"] == (4, 2048)
     assert xl["unet.mid_block.attentions.0.transformer_blocks.9.attn1.to_out.0.lora_B.weight"] == (1280, 4)
@@ -299,7 +341,7 @@ def test_write_library_is_deterministic_sparse_and_loadable(tmp_path):
     files = sorted(a.root.rglob("*.safetensors"))
     apparent = sum(p.stat().st_size for p in files)
     used = sum(p.stat().st_blocks * 512 for p in files)
-    assert used < apparent / 20             # the data region is a hole
+    assert used < apparent / 20  # the data region is a hole
     safetensors = pytest.importorskip("safetensors")
     torch = pytest.importorskip("torch")
     for p in random.Random(0).sample(files, 8):
@@ -307,7 +349,7 @@ def test_write_library_is_deterministic_sparse_and_loadable(tmp_path):
             keys = list(f.keys())
             md = f.metadata()
             alphas = [k for k in keys if k.endswith(".alpha")]
-            if alphas:   # alpha scalars hold real values even in sparse files
+            if alphas:  # alpha scalars hold real values even in sparse files
                 assert float(f.get_tensor(alphas[0]).float()) == pytest.approx(float(md["ss_network_alpha"]))
         assert len(keys) > 50 and md
     assert os.path.getsize(files[0]) > 1_000_000

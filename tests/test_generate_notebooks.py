@@ -1,4 +1,5 @@
 """The generate and compare notebooks run top to bottom on the tiny pipeline, and are committed without outputs."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def _run(name: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.Not
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH", "")]))
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
     return notebook

@@ -1,4 +1,5 @@
 """Hashes match independent computations, and a hashed file is never hashed again."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,10 +7,10 @@ import os
 import struct
 from pathlib import Path
 
+from lora_factory import write_kohya_lora
+
 import workbench
 from workbench.files import file_hashes
-
-from lora_factory import write_kohya_lora
 
 
 def _reference(path: Path) -> tuple[str, str, str]:

@@ -1,17 +1,18 @@
 """safetensors header reading: the metadata-only fast path agrees with a full parse."""
+
 from __future__ import annotations
 
 import orjson
 import pytest
-
 from malformed_corpus import header_entries, kohya_sd15_entries, write_raw, write_safetensors
+
 from workbench.files import HeaderError, parse_header, read_header, read_raw_header, split_metadata, validate_tensors
 
 TRICKY_VALUES = [
     "plain",
     '{"nested": {"json": [1, 2, {"x": "}"}]}}',
     'ends with brace and comma }, "',
-    '}}',
+    "}}",
     'quote " and backslash \\ and }, "k": {"dtype": "F16"}',
     "unicode ✓ ü 漢字 \u0000 nul",
     "",
@@ -42,8 +43,10 @@ def test_split_metadata_matches_full_parse(metadata_last, indent):
     assert split_metadata(other, data_len)[1] == key
     assert split_metadata(raw, data_len + 1)[1] != key
     tensors2, data_len2 = header_entries(kohya_sd15_entries(8, text_encoder=False))
-    assert split_metadata(_header_bytes(metadata, tensors2, metadata_last=metadata_last, indent=indent),
-                          data_len)[1] != key
+    assert (
+        split_metadata(_header_bytes(metadata, tensors2, metadata_last=metadata_last, indent=indent), data_len)[1]
+        != key
+    )
 
 
 def test_split_metadata_without_metadata_and_with_non_string_values():
@@ -81,8 +84,13 @@ def test_large_header_read_in_two_steps(tmp_path):
 
 
 def test_validate_accepts_zero_sized_tensors():
-    validate_tensors({"a": {"dtype": "F32", "shape": [0, 4], "data_offsets": [0, 0]},
-                      "b": {"dtype": "F16", "shape": [], "data_offsets": [0, 2]}}, 2)
+    validate_tensors(
+        {
+            "a": {"dtype": "F32", "shape": [0, 4], "data_offsets": [0, 0]},
+            "b": {"dtype": "F16", "shape": [], "data_offsets": [0, 2]},
+        },
+        2,
+    )
 
 
 def test_validate_sub_byte_dtype():
@@ -91,20 +99,30 @@ def test_validate_sub_byte_dtype():
         validate_tensors({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, 2)
 
 
-@pytest.mark.parametrize("offsets,shape,data_len,message", [
-    ([0, 2**63], [4], 8, "data ends at byte"),
-    ([0, 2**64 - 1], [4], 8, "data ends at byte"),
-    ([0, 8.0], [4], 8, "not a pair"),
-    ([0, True], [4], 8, "not a pair"),
-    ([[0], 8], [4], 8, "not a pair"),
-    ([0, 8], [2**40, 2**40], 8, "needs"),
-    ([0, 8], [4, -1], 8, "non-negative"),
-    ([0, 8], [[4]], 8, "non-negative"),
-])
+@pytest.mark.parametrize(
+    "offsets,shape,data_len,message",
+    [
+        ([0, 2**63], [4], 8, "data ends at byte"),
+        ([0, 2**64 - 1], [4], 8, "data ends at byte"),
+        ([0, 8.0], [4], 8, "not a pair"),
+        ([0, True], [4], 8, "not a pair"),
+        ([[0], 8], [4], 8, "not a pair"),
+        ([0, 8], [2**40, 2**40], 8, "needs"),
+        ([0, 8], [4, -1], 8, "non-negative"),
+        ([0, 8], [[4]], 8, "non-negative"),
+    ],
+)
 def test_vectorised_check_never_accepts_what_the_loop_rejects(offsets, shape, data_len, message):
-    tensors = {"a": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]},
-               "b": {"dtype": "F16", "shape": shape, "data_offsets": [2 + o if type(o) is int else o for o in offsets]
-                     if all(type(o) is int for o in offsets) else offsets}}
+    tensors = {
+        "a": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]},
+        "b": {
+            "dtype": "F16",
+            "shape": shape,
+            "data_offsets": [2 + o if type(o) is int else o for o in offsets]
+            if all(type(o) is int for o in offsets)
+            else offsets,
+        },
+    }
     with pytest.raises(HeaderError, match=message):
         validate_tensors(tensors, 2 + data_len)
 

@@ -1,4 +1,5 @@
 """FAISS vector index: exact vs HNSW, incremental patching by id, persistence, staleness."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Every broken file or sidecar gets a clear message; nothing raises, nothing is unpickled."""
+
 from __future__ import annotations
 
 import errno
@@ -6,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from malformed_corpus import PICKLE_MARKER_NAME, _tiny_entries, build_malformed_corpus, write_safetensors
 
-from malformed_corpus import PICKLE_MARKER_NAME, build_malformed_corpus, write_safetensors, _tiny_entries
 from workbench.files import _header as safetensors_header
 from workbench.files import inspect_lora
 
@@ -63,6 +64,7 @@ def test_pickles_are_never_unpickled(corpus):
     assert not (dest / PICKLE_MARKER_NAME).exists()
     # Guard against a vacuous test: the payload really does create the marker when unpickled.
     import pickle
+
     pickle.loads((dest / "pickle_bomb.ckpt").read_bytes()).close()
     assert (dest / PICKLE_MARKER_NAME).exists()
     (dest / PICKLE_MARKER_NAME).unlink()
@@ -110,6 +112,7 @@ def test_file_shrinking_between_stat_and_read(tmp_path):
 
 def test_rows_of_broken_files_serialise(corpus):
     import orjson
+
     dest, cases = corpus
     for name in cases:
         orjson.dumps(inspect_lora(dest / name))

@@ -1,4 +1,5 @@
 """Preview files beside a LoRA and images embedded in its header."""
+
 from __future__ import annotations
 
 import base64
@@ -6,11 +7,16 @@ import io
 
 import orjson
 import pytest
+from malformed_corpus import kohya_sd15_entries, write_safetensors
 from PIL import Image
 
-from malformed_corpus import kohya_sd15_entries, write_safetensors
-from workbench.files import inspect_lora
-from workbench.files import PREVIEW_SUFFIXES, decode_image_payload, extract_embedded_preview, find_preview_file
+from workbench.files import (
+    PREVIEW_SUFFIXES,
+    decode_image_payload,
+    extract_embedded_preview,
+    find_preview_file,
+    inspect_lora,
+)
 
 
 def _png(color=(200, 10, 10)) -> bytes:
@@ -74,14 +80,17 @@ def test_file_preview_beats_embedded(tmp_path):
     assert row["preview_path"].endswith("both.jpg") and row["preview_embedded"] is False
 
 
-@pytest.mark.parametrize("payload", [
-    "not base64 at all!!",
-    base64.b64encode(b"plain text, not an image").decode(),
-    "data:image/png," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode(),  # no ;base64 marker
-    "",
-    None,
-    123,
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "not base64 at all!!",
+        base64.b64encode(b"plain text, not an image").decode(),
+        "data:image/png," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode(),  # no ;base64 marker
+        "",
+        None,
+        123,
+    ],
+)
 def test_invalid_payloads_are_rejected(payload):
     assert decode_image_payload(payload) is None
 

@@ -1,9 +1,22 @@
 """<lora:…> tags in both dialects, trigger words, infotext round trips."""
+
 import pytest
 
-from workbench.generate import build_infotext, format_lora_hashes, parse_infotext, parse_lora_hashes
-from workbench.generate import LoraSpec
-from workbench.generate import A1111, COMFYUI, PromptSyntaxError, compose_prompt, convert, format_tag, parse_prompt, parse_tag
+from workbench.generate import (
+    A1111,
+    COMFYUI,
+    LoraSpec,
+    PromptSyntaxError,
+    build_infotext,
+    compose_prompt,
+    convert,
+    format_lora_hashes,
+    format_tag,
+    parse_infotext,
+    parse_lora_hashes,
+    parse_prompt,
+    parse_tag,
+)
 
 
 def test_a1111_fields_are_te_then_unet():
@@ -48,15 +61,26 @@ def test_bad_tags_are_errors():
 def test_trigger_words_inserted_once_and_configurable():
     stack = [LoraSpec("wc", 0.8), LoraSpec("px", 0.5)]
     triggers = {"wc": ["wtrclr style"], "px": ["pxl art", "8bit"]}
-    assert compose_prompt("a cat", stack, A1111, triggers) == "wtrclr style, pxl art, 8bit, a cat <lora:wc:0.8> <lora:px:0.5>"
-    assert compose_prompt("a cat, 8BIT", stack, A1111, triggers, triggers="append") == \
-        "a cat, 8BIT, wtrclr style, pxl art <lora:wc:0.8> <lora:px:0.5>"
+    assert (
+        compose_prompt("a cat", stack, A1111, triggers)
+        == "wtrclr style, pxl art, 8bit, a cat <lora:wc:0.8> <lora:px:0.5>"
+    )
+    assert (
+        compose_prompt("a cat, 8BIT", stack, A1111, triggers, triggers="append")
+        == "a cat, 8BIT, wtrclr style, pxl art <lora:wc:0.8> <lora:px:0.5>"
+    )
     assert compose_prompt("a cat", stack, COMFYUI, triggers, triggers="none") == "a cat <lora:wc:0.8> <lora:px:0.5>"
 
 
 def test_infotext_round_trip_with_quoted_lora_hashes():
-    params = {"Steps": 20, "Sampler": "Euler a", "CFG scale": 7.0, "Seed": 1, "Size": "512x512",
-              "Lora hashes": format_lora_hashes({"a": "0123456789ab", "b": "ba9876543210"})}
+    params = {
+        "Steps": 20,
+        "Sampler": "Euler a",
+        "CFG scale": 7.0,
+        "Seed": 1,
+        "Size": "512x512",
+        "Lora hashes": format_lora_hashes({"a": "0123456789ab", "b": "ba9876543210"}),
+    }
     text = build_infotext("a cat <lora:a:0.5>\nsecond line", "ugly, blurry", params)
     assert 'Lora hashes: "a: 0123456789ab, b: ba9876543210"' in text
     parsed = parse_infotext(text)

@@ -1,4 +1,5 @@
 """The persisted queue on a real catalog with the real tiny pipeline; failures through the loopback fakes."""
+
 import os
 import pathlib
 import signal
@@ -9,10 +10,8 @@ import time
 import pytest
 
 import workbench
-from tests.fake_servers import FakeA1111, pixels, shared_tiny, tiny_request
-from workbench.generate import LoraSpec
-from workbench.generate import RetryPolicy
-from workbench.generate import read_infotext
+from tests.fake_servers import FakeA1111, shared_tiny, tiny_request
+from workbench.generate import LoraSpec, RetryPolicy, read_infotext
 
 
 @pytest.fixture()
@@ -85,12 +84,16 @@ def test_retry_with_backoff_on_http_500_then_success(wb):
     server = FakeA1111(backend, lora_dir)
     try:
         server.fail_next = 500
-        jid = wb.queue.submit(tiny_request(), backend="a1111", backend_options={"url": server.url, "poll_interval": 0.05})
+        jid = wb.queue.submit(
+            tiny_request(), backend="a1111", backend_options={"url": server.url, "poll_interval": 0.05}
+        )
         state = wb.queue.wait(jid, 60)
         assert state["state"] == "succeeded" and state["attempts"] == 2
         # a server that is gone: retried max_attempts times, then failed with the reason
         server.close()
-        jid = wb.queue.submit(tiny_request(), backend="a1111", backend_options={"url": server.url, "connect_timeout": 1})
+        jid = wb.queue.submit(
+            tiny_request(), backend="a1111", backend_options={"url": server.url, "connect_timeout": 1}
+        )
         state = wb.queue.wait(jid, 60)
         assert state["state"] == "failed" and state["attempts"] == 3 and "refused the connection" in state["error"]
     finally:
@@ -102,8 +105,12 @@ def test_backend_dying_mid_job_leaves_a_failed_job_never_a_hang(wb):
     server = FakeA1111(backend, lora_dir)
     try:
         server.die_at_step = 2
-        jid = wb.queue.submit(tiny_request(steps=40), backend="a1111", max_attempts=1,
-                              backend_options={"url": server.url, "poll_interval": 0.05, "timeout": 30})
+        jid = wb.queue.submit(
+            tiny_request(steps=40),
+            backend="a1111",
+            max_attempts=1,
+            backend_options={"url": server.url, "poll_interval": 0.05, "timeout": 30},
+        )
         state = wb.queue.wait(jid, 60)
         assert state["state"] == "failed" and "dropped the connection" in state["error"]
     finally:
@@ -128,7 +135,10 @@ def test_history_rate_favorite_reuse_delete_export(wb):
     jid = wb.queue.submit(again)
     wb.queue.wait(jid, 60)
     assert h.png(jid) == h.png(a)
-    import io, json, zipfile
+    import io
+    import json
+    import zipfile
+
     z = zipfile.ZipFile(io.BytesIO(h.export_zip()))
     manifest = json.loads(z.read("manifest.json"))
     assert len(manifest) == 3 and all(m["file"] in z.namelist() for m in manifest)
@@ -171,10 +181,13 @@ time.sleep(600)
 def test_kernel_restart_recovers_queued_and_interrupted_jobs(tmp_path):
     backend, lora_dir = shared_tiny()
     home = tmp_path / "home"
-    workbench.open(home).catalog  # create the catalog
-    proc = subprocess.Popen([sys.executable, "-c", RESTART_SCRIPT, str(home)],
-                            stdout=subprocess.PIPE, cwd=pathlib.Path(__file__).parents[1],
-                            env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+    _ = workbench.open(home).catalog  # create the catalog
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESTART_SCRIPT, str(home)],
+        stdout=subprocess.PIPE,
+        cwd=pathlib.Path(__file__).parents[1],
+        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])},
+    )
     try:
         line = proc.stdout.readline().decode().split()
         assert len(line) == 2, f"the kernel process did not start its jobs: {line}"
@@ -204,7 +217,9 @@ def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypat
     wb.queue.full_check_s = 3600  # the cancel watcher's periodic safety read stays out of this count
     opens = []
     real_open = Database._open
-    monkeypatch.setattr(Database, "_open", lambda self, read_only: opens.append(read_only) or real_open(self, read_only))
+    monkeypatch.setattr(
+        Database, "_open", lambda self, read_only: opens.append(read_only) or real_open(self, read_only)
+    )
     ids = [wb.queue.submit(req.with_seed(i)) for i in range(6)]
     for jid in ids:
         assert wb.queue.wait(jid, 60)["state"] == "succeeded"
@@ -214,7 +229,9 @@ def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypat
     wb.queue.flush()
     assert opens.count(False) <= len(ids) + 2, f"{opens.count(False)} write transactions for {len(ids)} jobs"
     rows = wb.db.read_df("SELECT state, attempts, started_at FROM jobs WHERE id IN (SELECT unnest(?))", [ids])
-    assert list(rows["state"]) == ["succeeded"] * 6 and rows["attempts"].eq(1).all() and rows["started_at"].notna().all()
+    assert (
+        list(rows["state"]) == ["succeeded"] * 6 and rows["attempts"].eq(1).all() and rows["started_at"].notna().all()
+    )
 
 
 def test_infotext_lora_hashes_come_from_the_catalog_without_reading_the_file(wb, monkeypatch):
@@ -261,9 +278,14 @@ print(" ".join(ids), flush=True)
 
 def test_recorded_results_are_committed_when_the_process_exits(tmp_path):
     home = tmp_path / "home"
-    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(home)], capture_output=True, text=True, timeout=120,
-                          cwd=pathlib.Path(__file__).parents[1],
-                          env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=pathlib.Path(__file__).parents[1],
+        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     ids = proc.stdout.split()
     wb = workbench.open(home)

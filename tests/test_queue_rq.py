@@ -1,4 +1,5 @@
 """RQ workers on a real redis-server; the CLI's generate command. redis-server missing = FAIL (never skip)."""
+
 import os
 import pathlib
 import shutil
@@ -13,9 +14,7 @@ import pytest
 import workbench
 from tests import fake_servers
 from tests.fake_servers import shared_tiny, tiny_request
-from workbench.generate import read_infotext
-from workbench.generate import LoraSpec
-from workbench.generate import JobQueue, RetryPolicy
+from workbench.generate import JobQueue, LoraSpec, RetryPolicy, read_infotext
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -32,8 +31,11 @@ def redis_url():
     exe = shutil.which("redis-server")
     assert exe, "redis-server is required for the RQ tests (apt-get install -y redis-server)"
     port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -48,9 +50,26 @@ def redis_url():
 
 
 def _start_worker(redis_url, lora_dir):
-    return subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--redis", redis_url, "--model", "tiny",
-                             "--cache-dir", str(fake_servers._SHARED["cache"]), "--lora-dir", str(lora_dir)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "worker",
+            "--redis",
+            redis_url,
+            "--model",
+            "tiny",
+            "--cache-dir",
+            str(fake_servers._SHARED["cache"]),
+            "--lora-dir",
+            str(lora_dir),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,9 +91,31 @@ def test_cli_generate_writes_png_with_infotext(tmp_path, capsys):
     home = tmp_path / "home"
     workbench.open(home).scan([lora_dir], progress=False, workers=1)
     out = tmp_path / "out.png"
-    code = cli.main(["generate", "--home", str(home), "--backend", "diffusers", "--model", "tiny",
-                     "--prompt", "a lighthouse at dusk", "--lora", "tiny_watercolor:0.6", "--seed", "7", "--steps", "4",
-                     "--size", "64x64", "--sampler", "DDIM", "--out", str(out)])
+    code = cli.main(
+        [
+            "generate",
+            "--home",
+            str(home),
+            "--backend",
+            "diffusers",
+            "--model",
+            "tiny",
+            "--prompt",
+            "a lighthouse at dusk",
+            "--lora",
+            "tiny_watercolor:0.6",
+            "--seed",
+            "7",
+            "--steps",
+            "4",
+            "--size",
+            "64x64",
+            "--sampler",
+            "DDIM",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.err[-2000:]
     assert "RANDOM WEIGHTS" in printed.out

@@ -1,4 +1,5 @@
 """inspect_lora on real public LoRA files and real metadata dumps (../shared/data)."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from malformed_corpus import write_safetensors
-from workbench.files import md_bool, md_float, md_int
-from workbench.files import inspect_lora
+
+from workbench.files import inspect_lora, md_bool, md_float, md_int
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LORAS = DATA / "loras"
@@ -23,8 +23,13 @@ def _row(name: str) -> dict:
     return row
 
 
-@pytest.mark.parametrize("name", ["catundchat_weapons_sd15_pytorch_lora_weights.safetensors",
-                                  "wellCh4n_pokemon_sd15_pytorch_lora_weights.safetensors"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "catundchat_weapons_sd15_pytorch_lora_weights.safetensors",
+        "wellCh4n_pokemon_sd15_pytorch_lora_weights.safetensors",
+    ],
+)
 def test_diffusers_attn_processor_files(name):
     row = _row(name)
     assert row["format"] == "safetensors"
@@ -102,9 +107,12 @@ def test_flux_diffusers_key_list(tmp_path):
 def test_traintrain_metadata(tmp_path):
     dump = json.loads((DATA / "metadata" / "traintrain_ss_metadata_LighthouseConceptLora.json").read_text())
     # The dump shows ss_tag_frequency already decoded; in a file it is a JSON string like every value.
-    metadata = {key: value if isinstance(value, str) else orjson.dumps(value).decode()
-                for key, value in dump["metadata"].items()}
+    metadata = {
+        key: value if isinstance(value, str) else orjson.dumps(value).decode()
+        for key, value in dump["metadata"].items()
+    }
     from malformed_corpus import kohya_sd15_entries
+
     path = write_safetensors(tmp_path / "lighthouse.safetensors", kohya_sd15_entries(16, alpha=False), metadata)
     row = inspect_lora(path)
     assert row["error"] is None
@@ -123,10 +131,34 @@ def test_traintrain_metadata(tmp_path):
 
 
 CONTRACT_KEYS = {
-    "format", "header_len", "key_layout", "network_type", "rank", "rank_min", "rank_max", "alpha", "scale",
-    "base_model", "base_model_evidence", "module_count", "tensor_count", "has_text_encoder", "metadata",
-    "tag_frequency", "training_tags", "description", "trigger_words", "sidecars", "sidecar_errors", "merged",
-    "sources", "preview_path", "preview_embedded", "civitai_model_id", "civitai_version_id", "sha256_claimed",
+    "format",
+    "header_len",
+    "key_layout",
+    "network_type",
+    "rank",
+    "rank_min",
+    "rank_max",
+    "alpha",
+    "scale",
+    "base_model",
+    "base_model_evidence",
+    "module_count",
+    "tensor_count",
+    "has_text_encoder",
+    "metadata",
+    "tag_frequency",
+    "training_tags",
+    "description",
+    "trigger_words",
+    "sidecars",
+    "sidecar_errors",
+    "merged",
+    "sources",
+    "preview_path",
+    "preview_embedded",
+    "civitai_model_id",
+    "civitai_version_id",
+    "sha256_claimed",
     "error",
 }
 EXTRA_KEYS = {"name", "name_candidates", "dtype", "base_model_detected"}

@@ -1,14 +1,14 @@
 """Recipes on a real catalog: preferred weights, trigger words, save/load, JSON export/import validation."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from lora_factory import write_kohya_lora
 
 import workbench
-from lora_factory import write_kohya_lora
-from workbench.generate import LoraSpec
-from workbench.generate import Recipe, RecipeError, parse_recipe
+from workbench.generate import LoraSpec, Recipe, RecipeError, parse_recipe
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -40,15 +40,21 @@ def test_added_lora_gets_preferred_weight_else_one(wb):
     r = wb.recipes.add(Recipe("r"), "inkwash")
     r = wb.recipes.add(r, "neon")
     r = wb.recipes.add(r, "not_in_catalog")
-    assert [(s.name, s.unet, s.te) for s in r.loras] == [("inkwash", 0.65, None), ("neon", 1.0, None),
-                                                          ("not_in_catalog", 1.0, None)]
+    assert [(s.name, s.unet, s.te) for s in r.loras] == [
+        ("inkwash", 0.65, None),
+        ("neon", 1.0, None),
+        ("not_in_catalog", 1.0, None),
+    ]
     r = wb.recipes.add(r, "neon", 0.3, te=0.1)  # explicit weights win, same name replaces
     assert [(s.name, s.unet, s.te) for s in r.loras][-1] == ("neon", 0.3, 0.1) and len(r.loras) == 3
 
 
 def test_request_inserts_trigger_words_per_policy(wb):
-    r = Recipe("r", [LoraSpec("inkwash", 0.65), LoraSpec("neon", 0.5)],
-               {"prompt": "a heron", "seed": 3, "steps": 6, "triggers": "prepend"})
+    r = Recipe(
+        "r",
+        [LoraSpec("inkwash", 0.65), LoraSpec("neon", 0.5)],
+        {"prompt": "a heron", "seed": 3, "steps": 6, "triggers": "prepend"},
+    )
     req = wb.recipes.request(r)
     assert req.prompt == "ink wash, sumi-e, a heron" and req.seed == 3 and req.steps == 6
     assert [s.name for s in req.loras] == ["inkwash", "neon"]
@@ -61,9 +67,22 @@ def test_request_inserts_trigger_words_per_policy(wb):
 
 
 def test_save_load_list_delete_roundtrip(wb):
-    r = Recipe("Ink study", [LoraSpec("inkwash", 0.65, te=0.4), LoraSpec("neon", 1.0)],
-               {"prompt": "a heron", "negative_prompt": "blurry", "seed": 42, "steps": 8, "cfg_scale": 6.5,
-                "width": 64, "height": 64, "sampler": "DDIM", "backend": "diffusers"}, description="two styles")
+    r = Recipe(
+        "Ink study",
+        [LoraSpec("inkwash", 0.65, te=0.4), LoraSpec("neon", 1.0)],
+        {
+            "prompt": "a heron",
+            "negative_prompt": "blurry",
+            "seed": 42,
+            "steps": 8,
+            "cfg_scale": 6.5,
+            "width": 64,
+            "height": 64,
+            "sampler": "DDIM",
+            "backend": "diffusers",
+        },
+        description="two styles",
+    )
     wb.recipes.save(r)
     back = wb.recipes.get("Ink study")
     assert back.loras == r.loras and back.params == r.params and back.description == "two styles"
@@ -100,29 +119,32 @@ def test_import_maps_renamed_lora_by_sha256(wb):
     assert got.loras == [LoraSpec("neon", 0.7)]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "must be a JSON object"),
-    ('{"name": "x", "colour": 1}', "unknown field in the recipe: colour"),
-    ('{"loras": []}', "name is missing"),
-    ('{"name": 5}', "name must be a string"),
-    ('{"name": "x", "format": "other"}', "format must be"),
-    ('{"name": "x", "version": 9}', "version 9 is not supported"),
-    ('{"name": "x", "loras": {"a": 1}}', "loras must be a list"),
-    ('{"name": "x", "loras": [{"name": "a", "unet": "strong"}]}', r"loras\[0\].unet must be a number"),
-    ('{"name": "x", "loras": [{"name": "a", "unet": true}]}', r"loras\[0\].unet must be a number"),
-    ('{"name": "x", "loras": [{"name": "a", "weight": 1}]}', r"unknown field in loras\[0\]: weight"),
-    ('{"name": "x", "loras": [{"unet": 1}]}', r"loras\[0\].name is missing"),
-    ('{"name": "x", "loras": [{"name": "a"}, {"name": "a"}]}', "twice"),
-    ('{"name": "x", "loras": [{"name": "a", "sha256": "zz"}]}', "64 hex"),
-    ('{"name": "x", "loras": [{"name": "a", "unet": 1e9}]}', "between"),
-    ('{"name": "x", "params": {"steps": "20"}}', "params.steps must be int"),
-    ('{"name": "x", "params": {"steps": 0}}', "params.steps has an invalid value"),
-    ('{"name": "x", "params": {"cfg_scale": NaN}}', "finite|must be"),
-    ('{"name": "x", "params": {"eval": "os.system"}}', "unknown field in params: eval"),
-    ('{"name": "x", "params": {"backend": "shell"}}', "params.backend has an invalid value"),
-    ('{"name": "x", "params": {"triggers": "sideways"}}', "params.triggers has an invalid value"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"name": "x", "colour": 1}', "unknown field in the recipe: colour"),
+        ('{"loras": []}', "name is missing"),
+        ('{"name": 5}', "name must be a string"),
+        ('{"name": "x", "format": "other"}', "format must be"),
+        ('{"name": "x", "version": 9}', "version 9 is not supported"),
+        ('{"name": "x", "loras": {"a": 1}}', "loras must be a list"),
+        ('{"name": "x", "loras": [{"name": "a", "unet": "strong"}]}', r"loras\[0\].unet must be a number"),
+        ('{"name": "x", "loras": [{"name": "a", "unet": true}]}', r"loras\[0\].unet must be a number"),
+        ('{"name": "x", "loras": [{"name": "a", "weight": 1}]}', r"unknown field in loras\[0\]: weight"),
+        ('{"name": "x", "loras": [{"unet": 1}]}', r"loras\[0\].name is missing"),
+        ('{"name": "x", "loras": [{"name": "a"}, {"name": "a"}]}', "twice"),
+        ('{"name": "x", "loras": [{"name": "a", "sha256": "zz"}]}', "64 hex"),
+        ('{"name": "x", "loras": [{"name": "a", "unet": 1e9}]}', "between"),
+        ('{"name": "x", "params": {"steps": "20"}}', "params.steps must be int"),
+        ('{"name": "x", "params": {"steps": 0}}', "params.steps has an invalid value"),
+        ('{"name": "x", "params": {"cfg_scale": NaN}}', "finite|must be"),
+        ('{"name": "x", "params": {"eval": "os.system"}}', "unknown field in params: eval"),
+        ('{"name": "x", "params": {"backend": "shell"}}', "params.backend has an invalid value"),
+        ('{"name": "x", "params": {"triggers": "sideways"}}', "params.triggers has an invalid value"),
+    ],
+)
 def test_invalid_json_is_refused_with_a_clear_error(text, message, empty_wb):
     with pytest.raises(RecipeError, match=message):
         empty_wb.recipes.import_json(text)
@@ -130,8 +152,13 @@ def test_invalid_json_is_refused_with_a_clear_error(text, message, empty_wb):
 
 
 def test_hostile_strings_stay_data_and_html_is_escaped():
-    r = parse_recipe({"name": HOSTILE, "loras": [{"name": "<img src=x onerror=alert(1)>", "unet": 1}],
-                      "params": {"prompt": "'; DROP TABLE recipes; --"}})
+    r = parse_recipe(
+        {
+            "name": HOSTILE,
+            "loras": [{"name": "<img src=x onerror=alert(1)>", "unet": 1}],
+            "params": {"prompt": "'; DROP TABLE recipes; --"},
+        }
+    )
     assert r.name == HOSTILE and r.params["prompt"].startswith("'; DROP")
     html = r._repr_html_()
     assert "<script>" not in html and "<img" not in html and "&lt;script&gt;" in html

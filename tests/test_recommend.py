@@ -3,6 +3,7 @@
 One small catalog (real Civitai items + a few hand-made ones) is embedded once per module;
 tests that write (feedback, usage, edits) work on a copy of that home.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -21,29 +22,79 @@ from workbench.cli import main as cli_main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _item(mid: int, name: str, words: list[str], tags: list[str], desc: str, base: str = "SD 1.5", dl: int = 100) -> dict:
+def _item(
+    mid: int, name: str, words: list[str], tags: list[str], desc: str, base: str = "SD 1.5", dl: int = 100
+) -> dict:
     return {
-        "id": mid, "name": name, "description": desc, "tags": tags, "creator": "tester", "type": "LORA",
+        "id": mid,
+        "name": name,
+        "description": desc,
+        "tags": tags,
+        "creator": "tester",
+        "type": "LORA",
         "stats": {"downloadCount": dl},
-        "modelVersions": [{"id": mid * 10, "baseModel": base, "trainedWords": words,
-                           "files": [{"name": f"{name.lower().replace(' ', '_')}.safetensors", "primary": True,
-                                      "sizeKB": 100.0, "hashes": {"SHA256": f"{mid:064x}"}}]}],
+        "modelVersions": [
+            {
+                "id": mid * 10,
+                "baseModel": base,
+                "trainedWords": words,
+                "files": [
+                    {
+                        "name": f"{name.lower().replace(' ', '_')}.safetensors",
+                        "primary": True,
+                        "sizeKB": 100.0,
+                        "hashes": {"SHA256": f"{mid:064x}"},
+                    }
+                ],
+            }
+        ],
     }
 
 
 MADE = [
-    _item(900001, "Ink Wash Painting", ["inkwash style"], ["style", "ink", "chinese painting"],
-          "<p>Traditional Chinese <b>ink wash</b> painting, sumi-e brush strokes on rice paper.</p>"),
-    _item(900002, "Sumi-e Brush Landscape", ["sumie landscape"], ["style", "ink", "landscape"],
-          "Japanese sumi-e ink brush landscapes: mountains, mist, monochrome ink."),
-    _item(900003, "Chinese Ink Mountains", ["inkmount"], ["style", "ink", "mountains"],
-          "Ink painting of misty mountains and rivers in the Chinese shanshui tradition."),
-    _item(900004, "Cyber Neon City", ["neoncity"], ["style", "cyberpunk", "city"],
-          "Neon lights, rainy cyberpunk streets, futuristic city at night."),
-    _item(900005, "Cyberpunk Street XL", ["cyberstreet"], ["style", "cyberpunk", "city"],
-          "Cyberpunk night streets with neon signs, for SDXL.", base="SDXL 1.0"),
-    _item(900006, "Watercolor Flowers", ["wcflowers"], ["style", "watercolor", "flowers"],
-          "Soft watercolor flowers and botanical illustrations."),
+    _item(
+        900001,
+        "Ink Wash Painting",
+        ["inkwash style"],
+        ["style", "ink", "chinese painting"],
+        "<p>Traditional Chinese <b>ink wash</b> painting, sumi-e brush strokes on rice paper.</p>",
+    ),
+    _item(
+        900002,
+        "Sumi-e Brush Landscape",
+        ["sumie landscape"],
+        ["style", "ink", "landscape"],
+        "Japanese sumi-e ink brush landscapes: mountains, mist, monochrome ink.",
+    ),
+    _item(
+        900003,
+        "Chinese Ink Mountains",
+        ["inkmount"],
+        ["style", "ink", "mountains"],
+        "Ink painting of misty mountains and rivers in the Chinese shanshui tradition.",
+    ),
+    _item(
+        900004,
+        "Cyber Neon City",
+        ["neoncity"],
+        ["style", "cyberpunk", "city"],
+        "Neon lights, rainy cyberpunk streets, futuristic city at night.",
+    ),
+    _item(
+        900005,
+        "Cyberpunk Street XL",
+        ["cyberstreet"],
+        ["style", "cyberpunk", "city"],
+        "Cyberpunk night streets with neon signs, for SDXL.",
+        base="SDXL 1.0",
+    ),
+    _item(
+        900006,
+        "Watercolor Flowers",
+        ["wcflowers"],
+        ["style", "watercolor", "flowers"],
+        "Soft watercolor flowers and botanical illustrations.",
+    ),
 ]
 
 
@@ -70,7 +121,15 @@ def _id(wb: workbench.Workbench, civitai_id: int) -> int:
     return int(df.loc[df["civitai_model_id"] == civitai_id, "id"].iloc[0])
 
 
-SCORE_COLUMNS = ["score", "score_semantic", "score_trigger", "score_lexical", "score_popularity", "score_feedback", "reason"]
+SCORE_COLUMNS = [
+    "score",
+    "score_semantic",
+    "score_trigger",
+    "score_lexical",
+    "score_popularity",
+    "score_feedback",
+    "reason",
+]
 
 
 def test_for_prompt_finds_trigger_and_explains(wb: workbench.Workbench) -> None:
@@ -164,9 +223,13 @@ def test_similar_feedback_and_implicit_usage(wb: workbench.Workbench) -> None:
     neon = _id(wb, 900004)
     before = wb.recommend.for_prompt(query, k=30).set_index("id")
     with wb.db.write() as con:
-        con.execute("INSERT INTO jobs (id, backend, params, state) VALUES ('j1', 'a1111', ?, 'succeeded')",
-                    [json.dumps({"request": {"prompt": "city skyline at night <lora:neoncity:0.7>"}})])
-        con.execute("INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', 'j1', 0.7)", [neon])
+        con.execute(
+            "INSERT INTO jobs (id, backend, params, state) VALUES ('j1', 'a1111', ?, 'succeeded')",
+            [json.dumps({"request": {"prompt": "city skyline at night <lora:neoncity:0.7>"}})],
+        )
+        con.execute(
+            "INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', 'j1', 0.7)", [neon]
+        )
     after = wb.recommend.for_prompt(query, k=30).set_index("id")
     assert after.loc[neon, "score_feedback"] > 0 and after.loc[neon, "score"] > before.loc[neon, "score"]
     assert "used in 1 generation" in after.loc[neon, "reason"]
@@ -178,8 +241,10 @@ def test_catalog_changes_are_picked_up_incrementally(wb: workbench.Workbench) ->
     stamps = dict(wb.db.read_df("SELECT lora_id, updated_at FROM embeddings").itertuples(index=False))
     # another process (here: another Workbench) adds a LoRA and edits one behind our back
     other = workbench.open(wb.home)
-    import_items(other.db, [_item(900077, "Pixel Art Sprites", ["pixelsprite"], ["style", "pixel art"],
-                                  "8-bit pixel art game sprites")])
+    import_items(
+        other.db,
+        [_item(900077, "Pixel Art Sprites", ["pixelsprite"], ["style", "pixel art"], "8-bit pixel art game sprites")],
+    )
     other.catalog.update(_id(other, 900006), tags=["style", "botanical"])
     df = rec.by_trigger("pixelsprite", k=1)
     assert df.iloc[0]["civitai_model_id"] == 900077

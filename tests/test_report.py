@@ -1,16 +1,16 @@
 """The papermill report runs on a real library and reports what is in it."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import nbformat
+from lora_factory import write_kohya_lora
 
 import workbench
 from workbench import analytics
 from workbench.cli import main
-
-from lora_factory import write_kohya_lora
 
 
 def test_analytics_on_a_small_library(home: Path, tmp_path: Path) -> None:

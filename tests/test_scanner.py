@@ -1,4 +1,5 @@
 """Scanning real and hostile libraries: extraction, incremental rescans, missing/relinked files."""
+
 from __future__ import annotations
 
 import os
@@ -6,12 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lora_factory import write_kohya_lora
+from malformed_corpus import build_malformed_corpus
 
 import workbench
 import workbench.files
-
-from lora_factory import write_kohya_lora
-from malformed_corpus import build_malformed_corpus
 
 
 def test_scan_real_files(home: Path, shared_data: Path, tmp_path: Path) -> None:
@@ -40,7 +40,6 @@ def test_malformed_corpus_gets_clear_errors_and_the_scan_goes_on(home: Path, tmp
     frame = wb.catalog.query()
     assert "fine" in set(frame["name"]) and frame.loc[frame["name"] == "fine", "error"].isna().all()
     assert report.errors >= 40
-    rows = {os.path.relpath(p, lib.resolve()): (e, d) for p, e, d in zip(frame["path"], frame["error"], frame["file_name"])}
     details = {int(i): wb.catalog.get(int(i)) for i in frame["id"]}
     by_path = {os.path.relpath(d["path"], lib.resolve()): d for d in details.values()}
     checked = 0
@@ -59,11 +58,11 @@ def test_malformed_corpus_gets_clear_errors_and_the_scan_goes_on(home: Path, tmp
 def test_symlinks_followed_without_duplicates_or_loops(home: Path, tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     write_kohya_lora(lib / "a" / "one.safetensors", seed=1)
-    os.symlink(lib / "a", lib / "a_again")            # same folder twice
-    os.symlink(lib, lib / "a" / "loop")                # a loop back to the root
+    os.symlink(lib / "a", lib / "a_again")  # same folder twice
+    os.symlink(lib, lib / "a" / "loop")  # a loop back to the root
     outside = tmp_path / "outside"
     write_kohya_lora(outside / "two.safetensors", seed=2)
-    os.symlink(outside, lib / "linked")                # a linked folder elsewhere
+    os.symlink(outside, lib / "linked")  # a linked folder elsewhere
     os.symlink(outside / "two.safetensors", lib / "two_link.safetensors")  # the same file by a file link
     wb = workbench.open(home)
     report = wb.scan([lib, lib / "a"], progress=False)  # overlapping roots too
@@ -71,7 +70,9 @@ def test_symlinks_followed_without_duplicates_or_loops(home: Path, tmp_path: Pat
     assert sorted(wb.catalog.query()["file_name"]) == ["one.safetensors", "two.safetensors"]
 
 
-def test_incremental_rescan_reopens_only_changed_files(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_incremental_rescan_reopens_only_changed_files(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lib = tmp_path / "lib"
     for i in range(5):
         write_kohya_lora(lib / f"l{i}.safetensors", seed=i)
@@ -79,11 +80,15 @@ def test_incremental_rescan_reopens_only_changed_files(home: Path, tmp_path: Pat
     wb.scan([lib], progress=False)
     opened: list[str] = []
     real_inspect = workbench.files.inspect_lora
-    monkeypatch.setattr(workbench.files, "inspect_lora", lambda p, st=None: opened.append(Path(p).name) or real_inspect(p, st))
+    monkeypatch.setattr(
+        workbench.files, "inspect_lora", lambda p, st=None: opened.append(Path(p).name) or real_inspect(p, st)
+    )
     report = wb.scan(progress=False)
     assert opened == [] and report.unchanged == 5
     os.utime(lib / "l1.safetensors", ns=(10**18, 10**18))
-    (lib / "l2.civitai.info").write_text('{"id": 5, "modelId": 7, "name": "v1", "baseModel": "SD 1.5", "trainedWords": ["inkwash"]}')
+    (lib / "l2.civitai.info").write_text(
+        '{"id": 5, "modelId": 7, "name": "v1", "baseModel": "SD 1.5", "trainedWords": ["inkwash"]}'
+    )
     report = wb.scan(progress=False)
     assert sorted(opened) == ["l1.safetensors", "l2.safetensors"] and report.changed == 2
     row = wb.catalog.query(text="l2").iloc[0]
@@ -105,7 +110,7 @@ def test_missing_files_are_marked_then_relinked(home: Path, tmp_path: Path) -> N
     report = wb.scan(progress=False)
     assert report.missing == 1
     row = wb.catalog.query(ids=[int(ids["keep.safetensors"])]).iloc[0]
-    assert bool(row["missing"]) and row["rating"] == 4   # marked, not deleted
+    assert bool(row["missing"]) and row["rating"] == 4  # marked, not deleted
     assert wb.catalog.query(missing=True)["file_name"].tolist() == ["keep.safetensors"]
 
     hidden.rename(path)

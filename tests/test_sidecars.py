@@ -1,4 +1,5 @@
 """The five sidecar kinds, their detection, sanitising and merge precedence."""
+
 from __future__ import annotations
 
 import gzip
@@ -6,9 +7,8 @@ import json
 from pathlib import Path
 
 import orjson
-import pytest
-
 from malformed_corpus import kohya_metadata, kohya_sd15_entries, kohya_sdxl_entries, write_safetensors
+
 from workbench.files import _sidecars as sidecars
 from workbench.files import inspect_lora
 
@@ -61,10 +61,20 @@ def test_civitai_model_json_real_record_and_txt(tmp_path):
 
 
 def test_version_is_picked_by_file_name(tmp_path):
-    model = {"id": 1, "name": "m", "modelVersions": [
-        {"id": 10, "name": "v2", "baseModel": "SDXL 1.0", "files": [{"name": "other.safetensors"}]},
-        {"id": 11, "name": "v1", "baseModel": "SD 1.5", "trainedWords": ["tw"],
-         "files": [{"name": "Mine.safetensors", "hashes": {"SHA256": "AB" * 32}}]}]}
+    model = {
+        "id": 1,
+        "name": "m",
+        "modelVersions": [
+            {"id": 10, "name": "v2", "baseModel": "SDXL 1.0", "files": [{"name": "other.safetensors"}]},
+            {
+                "id": 11,
+                "name": "v1",
+                "baseModel": "SD 1.5",
+                "trainedWords": ["tw"],
+                "files": [{"name": "Mine.safetensors", "hashes": {"SHA256": "AB" * 32}}],
+            },
+        ],
+    }
     lora = _lora(tmp_path, "mine")
     _write(tmp_path / "mine.json", model)
     row = inspect_lora(lora)
@@ -74,9 +84,20 @@ def test_version_is_picked_by_file_name(tmp_path):
 
 def test_a1111_json_with_civitai_browser_plus_fields(tmp_path):
     lora = _lora(tmp_path, "a")
-    _write(tmp_path / "a.json", {"description": "desc", "sd version": "SD1", "activation text": "foo, bar baz, foo",
-                                 "preferred weight": 0.7, "negative text": "ugly", "notes": "n",
-                                 "sha256": "ABCDEF" * 10 + "ABCD", "modelId": 12, "modelVersionId": "34"})
+    _write(
+        tmp_path / "a.json",
+        {
+            "description": "desc",
+            "sd version": "SD1",
+            "activation text": "foo, bar baz, foo",
+            "preferred weight": 0.7,
+            "negative text": "ugly",
+            "notes": "n",
+            "sha256": "ABCDEF" * 10 + "ABCD",
+            "modelId": 12,
+            "modelVersionId": "34",
+        },
+    )
     row = inspect_lora(lora)
     assert set(row["sidecars"]) == {"a1111.json"}
     merged = row["merged"]
@@ -96,12 +117,29 @@ def test_a1111_preferred_weight_zero_means_default(tmp_path):
 
 def test_lm_metadata_json(tmp_path):
     lora = _lora(tmp_path, "lm", sdxl=True)
-    _write(tmp_path / "lm.metadata.json", {
-        "file_name": "lm", "model_name": "LM Name", "sha256": "cd" * 32, "base_model": "Pony",
-        "preview_url": "/x/lm.webp", "notes": "note", "usage_tips": '{"strength": 0.8, "clip_skip": 2}',
-        "tags": ["style"], "modelDescription": "<p>d</p>", "favorite": True, "unknown_field": [1],
-        "civitai": {"id": 5, "modelId": 6, "trainedWords": ["trig"], "baseModel": "Pony",
-                    "creator": {"username": "bob"}}})
+    _write(
+        tmp_path / "lm.metadata.json",
+        {
+            "file_name": "lm",
+            "model_name": "LM Name",
+            "sha256": "cd" * 32,
+            "base_model": "Pony",
+            "preview_url": "/x/lm.webp",
+            "notes": "note",
+            "usage_tips": '{"strength": 0.8, "clip_skip": 2}',
+            "tags": ["style"],
+            "modelDescription": "<p>d</p>",
+            "favorite": True,
+            "unknown_field": [1],
+            "civitai": {
+                "id": 5,
+                "modelId": 6,
+                "trainedWords": ["trig"],
+                "baseModel": "Pony",
+                "creator": {"username": "bob"},
+            },
+        },
+    )
     row = inspect_lora(lora)
     merged = row["merged"]
     assert merged["name"] == "LM Name" and merged["favorite"] is True
@@ -156,11 +194,13 @@ def test_merge_fields_orders_are_documented():
     doc = sidecars.__doc__
     for source in sidecars.DESCRIPTIVE_ORDER[:-1]:
         assert f"``{source}``" in doc
-    merged, sources = sidecars.merge_fields({
-        "header": {"name": "h", "civitai_model_id": 1},
-        "a1111.json": {"name": "a", "civitai_model_id": 2},
-        "civitai.info": {"name": "c", "civitai_model_id": 3},
-    })
+    merged, sources = sidecars.merge_fields(
+        {
+            "header": {"name": "h", "civitai_model_id": 1},
+            "a1111.json": {"name": "a", "civitai_model_id": 2},
+            "civitai.info": {"name": "c", "civitai_model_id": 3},
+        }
+    )
     assert merged == {"name": "a", "civitai_model_id": 3}
     assert sources == {"name": "a1111.json", "civitai_model_id": "civitai.info"}
 
@@ -176,6 +216,7 @@ def test_new_sidecar_is_seen_after_listing_was_cached(tmp_path):
     lora = _lora(tmp_path, "late")
     assert inspect_lora(lora)["sidecars"] == {}
     import os
+
     _write(tmp_path / "late.civitai.info", {"id": 3})
     st = os.stat(tmp_path)
     os.utime(tmp_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # coarse-mtime filesystems

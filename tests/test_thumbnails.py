@@ -11,9 +11,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from lora_factory import write_kohya_lora
 from PIL import Image
 
-from lora_factory import write_kohya_lora
 from workbench.files import ThumbnailCache
 
 

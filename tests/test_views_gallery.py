@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lora_factory import write_kohya_lora
 from PIL import Image
 
 import workbench
-from lora_factory import write_kohya_lora
+from workbench.views import GENERIC_ERROR, StatusView, guarded
 from workbench.views._assets import asset_path, read_asset
 from workbench.views.detail import DetailWidget
 from workbench.views.gallery import GalleryWidget
 from workbench.views.library import LibraryView, dashboard_tabs
-from workbench.views.status import GENERIC_ERROR, StatusView, guarded
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -31,16 +31,21 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(24):
         base = "SDXL" if i % 3 == 0 else "SD1"
         folder = "characters" if i % 2 else "styles"
-        path = write_kohya_lora(lib / folder / f"lora_{i:02d}.safetensors", base=base, seed=i,
-                                metadata={"ss_output_name": f"Item {i:02d}"})
+        path = write_kohya_lora(
+            lib / folder / f"lora_{i:02d}.safetensors", base=base, seed=i, metadata={"ss_output_name": f"Item {i:02d}"}
+        )
         if i % 4 == 0:
             buffer = io.BytesIO()
             Image.new("RGB", (300, 200), (i * 10, 80, 120)).save(buffer, format="PNG")
             path.with_suffix(".png").write_bytes(buffer.getvalue())
-    write_kohya_lora(lib / "hostile" / "evil.safetensors", seed=99, metadata={
-        "ss_output_name": SCRIPT,
-        "ss_tag_frequency": json.dumps({"img": {IMG: 4, "normal": 2}}),
-    })
+    write_kohya_lora(
+        lib / "hostile" / "evil.safetensors",
+        seed=99,
+        metadata={
+            "ss_output_name": SCRIPT,
+            "ss_tag_frequency": json.dumps({"img": {IMG: 4, "normal": 2}}),
+        },
+    )
     (lib / "hostile" / "broken.safetensors").write_bytes(b"\xff" * 12)
     return lib
 
@@ -68,8 +73,19 @@ def test_gallery_first_page_and_facets_come_from_the_catalog(wb: workbench.Workb
     assert gallery.total == wb.catalog.count() == 26
     assert [r["id"] for r in gallery.first_rows] == wb.catalog.query(sort="name", limit=10)["id"].tolist()
     row = gallery.first_rows[0]
-    assert set(row) >= {"id", "name", "base_model", "rank", "trigger_words", "tags", "favorite", "rating",
-                        "missing", "error", "has_preview"}
+    assert set(row) >= {
+        "id",
+        "name",
+        "base_model",
+        "rank",
+        "trigger_words",
+        "tags",
+        "favorite",
+        "rating",
+        "missing",
+        "error",
+        "has_preview",
+    }
     assert dict(gallery.facets["base_models"]) == {"SD1": 17, "SDXL": 8}, "the broken file has none"
     assert dict(gallery.facets["folders"])["characters"] == 12
     json.dumps(gallery.get_state())  # every synced value is JSON
@@ -78,7 +94,9 @@ def test_gallery_first_page_and_facets_come_from_the_catalog(wb: workbench.Workb
 def test_filter_sort_and_paging_messages(wb: workbench.Workbench) -> None:
     gallery = GalleryWidget(wb, page_size=10)
     sent = Recorder(gallery)
-    gallery.handle_message({"action": "filter", "filters": {"base_models": ["SDXL"], "sort": "name", "descending": True}})
+    gallery.handle_message(
+        {"action": "filter", "filters": {"base_models": ["SDXL"], "sort": "name", "descending": True}}
+    )
     assert gallery.total == wb.catalog.count(base_models=["SDXL"]) == 8
     assert [r["name"] for r in gallery.first_rows] == sorted((r["name"] for r in gallery.first_rows), reverse=True)
     gallery.handle_message({"action": "filter", "filters": {"folder": "characters", "tags": [], "text": "item 1"}})
@@ -87,8 +105,10 @@ def test_filter_sort_and_paging_messages(wb: workbench.Workbench) -> None:
     generation = gallery.generation
     gallery.handle_message({"action": "rows", "offset": 20, "generation": generation})
     message, _ = sent.last("rows")
-    assert message["offset"] == 20 and [r["id"] for r in message["rows"]] == \
-        wb.catalog.query(sort="name", limit=10, offset=20)["id"].tolist()
+    assert (
+        message["offset"] == 20
+        and [r["id"] for r in message["rows"]] == wb.catalog.query(sort="name", limit=10, offset=20)["id"].tolist()
+    )
     count = len(sent.messages)
     gallery.handle_message({"action": "rows", "offset": 10, "generation": generation - 1})
     assert len(sent.messages) == count, "pages of an older generation are not sent"
@@ -104,26 +124,29 @@ def test_random_sort_is_stable_per_seed(wb: workbench.Workbench) -> None:
     assert [r["id"] for r in gallery.first_rows] != first
 
 
-@pytest.mark.parametrize("message", [
-    "not a dict",
-    {"action": "execute", "code": "import os"},
-    {"action": "sql", "query": "DROP TABLE loras"},
-    {"action": "filter", "filters": {"sort": "name; DROP TABLE loras"}},
-    {"action": "filter", "filters": {"text": {"$ne": 1}}},
-    {"action": "filter", "filters": {"favorites": "yes"}},
-    {"action": "filter", "filters": "text"},
-    {"action": "rows", "offset": -5, "generation": 1},
-    {"action": "rows", "offset": 10**9, "generation": 1},
-    {"action": "rows", "offset": "0", "generation": 1},
-    {"action": "thumbs", "ids": list(range(500))},
-    {"action": "thumbs", "ids": ["../../etc/passwd"]},
-    {"action": "open", "id": 99999},
-    {"action": "open", "id": True},
-    {"action": "bulk", "op": "delete_files"},
-    {"action": "bulk", "op": "rating", "value": 9},
-    {"action": "favorite", "id": 1, "value": "true"},
-    {"action": "__init__"},
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "not a dict",
+        {"action": "execute", "code": "import os"},
+        {"action": "sql", "query": "DROP TABLE loras"},
+        {"action": "filter", "filters": {"sort": "name; DROP TABLE loras"}},
+        {"action": "filter", "filters": {"text": {"$ne": 1}}},
+        {"action": "filter", "filters": {"favorites": "yes"}},
+        {"action": "filter", "filters": "text"},
+        {"action": "rows", "offset": -5, "generation": 1},
+        {"action": "rows", "offset": 10**9, "generation": 1},
+        {"action": "rows", "offset": "0", "generation": 1},
+        {"action": "thumbs", "ids": list(range(500))},
+        {"action": "thumbs", "ids": ["../../etc/passwd"]},
+        {"action": "open", "id": 99999},
+        {"action": "open", "id": True},
+        {"action": "bulk", "op": "delete_files"},
+        {"action": "bulk", "op": "rating", "value": 9},
+        {"action": "favorite", "id": 1, "value": "true"},
+        {"action": "__init__"},
+    ],
+)
 def test_messages_outside_the_whitelist_change_nothing(wb: workbench.Workbench, message: Any) -> None:
     gallery = GalleryWidget(wb, page_size=10)
     gallery.selected = gallery.first_rows[0:1] and [gallery.first_rows[0]["id"]]
@@ -199,9 +222,21 @@ def test_detail_edits_persist_and_survive_a_rescan(wb: workbench.Workbench, libr
     detail = DetailWidget(wb, lora_id=lora_id)
     saved: list[int] = []
     detail.on_saved(saved.append)
-    detail.handle_message({"action": "save", "id": lora_id, "fields": {
-        "tags": ["castle", "night"], "notes": "good at 0.6", "rating": 4, "favorite": True,
-        "preferred_weight": 0.6, "trigger_words": ["k4stle"], "base_model_override": "Pony"}})
+    detail.handle_message(
+        {
+            "action": "save",
+            "id": lora_id,
+            "fields": {
+                "tags": ["castle", "night"],
+                "notes": "good at 0.6",
+                "rating": 4,
+                "favorite": True,
+                "preferred_weight": 0.6,
+                "trigger_words": ["k4stle"],
+                "base_model_override": "Pony",
+            },
+        }
+    )
     assert saved == [lora_id] and detail.notice["text"] == "Saved."
     path = Path(wb.catalog.get(lora_id)["path"])
     stat = path.stat()
@@ -213,14 +248,17 @@ def test_detail_edits_persist_and_survive_a_rescan(wb: workbench.Workbench, libr
     assert record["trigger_words"] == ["k4stle"] and record["base_model"] == "Pony"
 
 
-@pytest.mark.parametrize("fields", [
-    {"rating": 9},
-    {"path": "/etc/passwd"},
-    {"favorite": "yes"},
-    {"preferred_weight": float("nan")},
-    {"preferred_weight": 1e9},
-    {"tags": [{"x": 1}]},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"rating": 9},
+        {"path": "/etc/passwd"},
+        {"favorite": "yes"},
+        {"preferred_weight": float("nan")},
+        {"preferred_weight": 1e9},
+        {"tags": [{"x": 1}]},
+    ],
+)
 def test_detail_rejects_bad_edits(wb: workbench.Workbench, fields: dict) -> None:
     lora_id = int(wb.catalog.query(limit=1)["id"].iloc[0])
     detail = DetailWidget(wb, lora_id=lora_id)
@@ -259,8 +297,9 @@ def test_status_line_escapes_library_paths(tmp_path: Path) -> None:
     assert "<b>1</b> LoRAs" in status.value
 
 
-def test_guarded_callbacks_log_and_show_only_a_generic_message(wb: workbench.Workbench, monkeypatch: pytest.MonkeyPatch,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_guarded_callbacks_log_and_show_only_a_generic_message(
+    wb: workbench.Workbench, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     gallery = GalleryWidget(wb)
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -281,8 +320,9 @@ def test_guarded_callbacks_log_and_show_only_a_generic_message(wb: workbench.Wor
     assert callback() is None and shown == [GENERIC_ERROR]
 
 
-def test_dashboard_tabs_include_later_capabilities_only_when_they_build(wb: workbench.Workbench,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dashboard_tabs_include_later_capabilities_only_when_they_build(
+    wb: workbench.Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
     import types
 

@@ -1,4 +1,5 @@
 """Generate, Queue, History and Compare views without a browser, on the real tiny pipeline and catalog."""
+
 from __future__ import annotations
 
 import time
@@ -8,10 +9,10 @@ import pytest
 import workbench
 from tests.fake_servers import shared_tiny
 from workbench.generate import LoraSpec, RetryPolicy
+from workbench.views import GENERIC_ERROR
 from workbench.views.compare import CompareView, parse_numbers
 from workbench.views.generate import GenerateView, generation_tabs
 from workbench.views.queue import QueueView
-from workbench.views.status import GENERIC_ERROR
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -152,8 +153,13 @@ def test_history_reuse_fills_the_form_and_actions_are_checked(wb):
     history.handle_message({"action": "filter", "filters": {"favorites": True, "min_rating": 4}})
     assert len(history.items) == 1
     # invalid messages are dropped, never reach the catalog
-    for bad in ({"action": "rate", "id": job, "value": 9}, {"action": "rate", "id": "../x", "value": 1},
-                {"action": "exec", "sql": "DROP TABLE results"}, {"action": "thumbs", "ids": "x"}, "junk"):
+    for bad in (
+        {"action": "rate", "id": job, "value": 9},
+        {"action": "rate", "id": "../x", "value": 1},
+        {"action": "exec", "sql": "DROP TABLE results"},
+        {"action": "thumbs", "ids": "x"},
+        "junk",
+    ):
         history.handle_message(bad)
     assert wb.history.get(job)["rating"] == 4
     history.handle_message({"action": "delete", "id": job})

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from lora_factory import write_kohya_lora
 from nbclient import NotebookClient
 
 import workbench
-from lora_factory import write_kohya_lora
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -20,9 +20,15 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 def small_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lib = tmp_path_factory.mktemp("nb") / "lib"
     for i, base in enumerate(["SD1", "SDXL", "SD1", "SDXL", "SD1"]):
-        write_kohya_lora(lib / ("styles" if i % 2 else "characters") / f"nb_{i}.safetensors", base=base, seed=i,
-                         metadata={"ss_output_name": f"Notebook {i}",
-                                   "ss_tag_frequency": json.dumps({"img": {"style": 3, f"tag{i}": 1}})})
+        write_kohya_lora(
+            lib / ("styles" if i % 2 else "characters") / f"nb_{i}.safetensors",
+            base=base,
+            seed=i,
+            metadata={
+                "ss_output_name": f"Notebook {i}",
+                "ss_tag_frequency": json.dumps({"img": {"style": 3, f"tag{i}": 1}}),
+            },
+        )
     return lib
 
 
@@ -31,7 +37,9 @@ def run(name: str, home: Path, library: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("WORKBENCH_LIBRARY", str(library))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH", "")]))
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     return notebook
 
 
@@ -44,7 +52,8 @@ def test_committed_without_outputs(name: str) -> None:
 
 
 def test_dashboard_notebook_scans_an_empty_catalog_and_shows_the_library_tab(
-        tmp_path: Path, small_library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, small_library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     notebook = run("dashboard.ipynb", tmp_path / "home", small_library, monkeypatch)
     assert workbench.open(tmp_path / "home").catalog.count() == 5
     last = notebook.cells[-1].outputs
@@ -55,6 +64,11 @@ def test_explore_notebook_runs(tmp_path: Path, small_library: Path, monkeypatch:
     notebook = run("explore.ipynb", tmp_path / "home", small_library, monkeypatch)
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
-    plots = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
-             if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    plots = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "application/vnd.plotly.v1+json" in o.get("data", {})
+    ]
     assert len(plots) >= 4

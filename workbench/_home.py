@@ -1,4 +1,5 @@
 """Where a workbench keeps its catalog, index, thumbnails and outputs."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The one object a notebook opens: settings, catalog and (lazily) everything built on it."""
+
 from __future__ import annotations
 
 import html
@@ -7,9 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.catalog import Database
 from workbench._home import resolve_home
-from workbench.catalog import Catalog
+from workbench.catalog import Catalog, Database
 
 if TYPE_CHECKING:
     from workbench.catalog import ScanReport
@@ -47,8 +47,7 @@ class Workbench:
 
     def hash(self, ids: Iterable[int] | None = None, *, progress: bool = True, workers: int | None = None) -> int:
         """Compute missing file hashes (SHA256, AutoV1/V2, tensor hash); returns how many files were hashed."""
-        from workbench.catalog import link_local_files
-        from workbench.catalog import hash_catalog
+        from workbench.catalog import hash_catalog, link_local_files
 
         hashed = hash_catalog(self.db, ids=ids, progress=progress, workers=workers)
         if hashed:
@@ -85,9 +84,16 @@ class Workbench:
             from workbench.generate import JobQueue, catalog_resolver
 
             self._queue = JobQueue(
-                self.db, self.home / "outputs", resolver=catalog_resolver(self.db),
-                backend_defaults={"diffusers": {"model": "tiny", "cache_dir": str(self.home / "models"),
-                                                "lora_dirs": [str(r) for r in self.roots]}},
+                self.db,
+                self.home / "outputs",
+                resolver=catalog_resolver(self.db),
+                backend_defaults={
+                    "diffusers": {
+                        "model": "tiny",
+                        "cache_dir": str(self.home / "models"),
+                        "lora_dirs": [str(r) for r in self.roots],
+                    }
+                },
             )
         return self._queue
 
@@ -120,7 +126,11 @@ class Workbench:
         return export_archive(self, dest, include_files=include_files)
 
     def import_archive(
-        self, src: str | os.PathLike[str], *, dry_run: bool = False, conflict: str = "skip",
+        self,
+        src: str | os.PathLike[str],
+        *,
+        dry_run: bool = False,
+        conflict: str = "skip",
         restore_to: str | os.PathLike[str] | None = None,
     ) -> Any:
         """Check an archive completely, then apply it (see workbench.catalog._archive.import_archive)."""
@@ -143,15 +153,12 @@ class Workbench:
         return False
 
     def _repr_html_(self) -> str:
-        return (
-            f"<b>LoRA Workbench</b> at <code>{html.escape(str(self.home))}</code><br>"
-            + self.catalog._repr_html_()
-        )
+        return f"<b>LoRA Workbench</b> at <code>{html.escape(str(self.home))}</code><br>" + self.catalog._repr_html_()
 
     def __repr__(self) -> str:
         return f"Workbench(home={str(self.home)!r})"
 
 
-def open(home: str | os.PathLike[str] | None = None, **kwargs: Any) -> Workbench:  # noqa: A001 - mirrors builtins by design
+def open(home: str | os.PathLike[str] | None = None, **kwargs: Any) -> Workbench:
     """Open (creating if needed) the workbench at `home` ($WORKBENCH_HOME or the platform data dir)."""
     return Workbench(home, **kwargs)

@@ -3,6 +3,7 @@
 Everything here reads the catalog through its public queries or read-only SQL written here;
 plotly is imported only when a figure is asked for.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

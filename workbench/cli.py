@@ -3,6 +3,7 @@
 Each command is a small `_cmd_*` function calling the core; heavy imports stay inside them so
 `workbench --help` is instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from workbench.dashboard import serve_dashboard
 
     try:
-        return serve_dashboard(args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser)
+        return serve_dashboard(
+            args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser
+        )
     except OSError as exc:
         print(f"workbench dashboard: error: {exc}", file=sys.stderr)
         return 2
@@ -77,8 +80,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from workbench.report import run_report
 
-    out = run_report(args.out, home=args.home, library=args.library, rescan=not args.no_rescan,
-                     hash_files=args.hash, html=args.html)
+    out = run_report(
+        args.out, home=args.home, library=args.library, rescan=not args.no_rescan, hash_files=args.hash, html=args.html
+    )
     print(f"report written to {out}")
     return 0
 
@@ -92,7 +96,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from workbench.catalog import ArchiveError
 
     try:
-        report = _open(args).import_archive(args.archive, dry_run=args.dry_run, conflict=args.conflict, restore_to=args.restore_to)
+        report = _open(args).import_archive(
+            args.archive, dry_run=args.dry_run, conflict=args.conflict, restore_to=args.restore_to
+        )
     except ArchiveError as exc:
         print(f"workbench import: refused: {exc}", file=sys.stderr)
         return 2
@@ -160,8 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     # [gallery helper] dashboard
     p = sub.add_parser("dashboard", help="serve the dashboard (Voila) for browsing and editing the library")
     _add_home(p)
-    p.add_argument("--library", nargs="+", action="extend", default=[], metavar="ROOT",
-                   help="library folders to scan when the catalog is empty or they are new to it")
+    p.add_argument(
+        "--library",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ROOT",
+        help="library folders to scan when the catalog is empty or they are new to it",
+    )
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
@@ -181,18 +193,27 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     """Run one job through the queue and write its PNG."""
     import shutil
 
-    from workbench.generate import GenerationRequest, LoraSpec
-    from workbench.generate import A1111, parse_prompt
+    from workbench.generate import A1111, GenerationRequest, LoraSpec, parse_prompt
 
     text, stack = parse_prompt(args.prompt, A1111)
     for item in args.lora or []:
         name, _, rest = item.partition(":")
         weights = [float(x) for x in rest.split(":") if x] or [1.0]
-        stack = [s for s in stack if s.name != name] + [LoraSpec(name, weights[0], weights[1] if len(weights) > 1 else None)]
+        stack = [s for s in stack if s.name != name] + [
+            LoraSpec(name, weights[0], weights[1] if len(weights) > 1 else None)
+        ]
     width, _, height = args.size.lower().partition("x")
-    request = GenerationRequest(prompt=text, negative_prompt=args.negative or "", loras=stack, seed=args.seed,
-                                steps=args.steps, cfg_scale=args.cfg, width=int(width), height=int(height or width),
-                                sampler=args.sampler)
+    request = GenerationRequest(
+        prompt=text,
+        negative_prompt=args.negative or "",
+        loras=stack,
+        seed=args.seed,
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        width=int(width),
+        height=int(height or width),
+        sampler=args.sampler,
+    )
     wb = _open(args)
     options: dict = {}
     if args.backend == "diffusers":
@@ -225,8 +246,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     """Serve generation jobs from Redis (RQ); results go back to the catalog's owner, never to DuckDB here."""
     from workbench.generate import run_worker
 
-    defaults = {"diffusers": {"model": args.model, "cache_dir": args.cache_dir,
-                              "lora_dirs": args.lora_dir or []}}
+    defaults = {"diffusers": {"model": args.model, "cache_dir": args.cache_dir, "lora_dirs": args.lora_dir or []}}
     return run_worker(args.redis, args.queue or ["workbench"], burst=args.burst, backend_defaults=defaults)
 
 
@@ -234,20 +254,34 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """A LoRA x weight x seed grid through the queue; writes the labelled PNG and prints the cells."""
     import shutil
 
-    from workbench.generate import GenerationRequest
-    from workbench.generate import compare
+    from workbench.generate import GenerationRequest, compare
 
     width, _, height = args.size.lower().partition("x")
-    base = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative or "", steps=args.steps,
-                             cfg_scale=args.cfg, width=int(width), height=int(height or width), sampler=args.sampler)
+    base = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative or "",
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        width=int(width),
+        height=int(height or width),
+        sampler=args.sampler,
+    )
     options = {"model": args.model or "tiny"} if args.backend == "diffusers" else {"url": args.url}
     if args.backend != "diffusers" and not args.url:
         raise ValueError(f"--backend {args.backend} needs --url")
     wb = _open(args)
     try:
-        result = compare(wb, args.lora, [float(x) for x in args.weights.split(",") if x.strip()],
-                         [int(x) for x in args.seeds.split(",") if x.strip()], base=base, cols=args.cols,
-                         backend=args.backend, backend_options=options, progress=not args.quiet)
+        result = compare(
+            wb,
+            args.lora,
+            [float(x) for x in args.weights.split(",") if x.strip()],
+            [int(x) for x in args.seeds.split(",") if x.strip()],
+            base=base,
+            cols=args.cols,
+            backend=args.backend,
+            backend_options=options,
+            progress=not args.quiet,
+        )
     except RuntimeError as exc:
         print(f"workbench compare: {exc}", file=sys.stderr)
         return 1
@@ -266,7 +300,9 @@ def _add_generation_commands(sub) -> None:
     p = sub.add_parser("generate", help="generate one image through the queue and write the PNG")
     _add_home(p)
     p.add_argument("--backend", choices=["diffusers", "a1111", "comfyui"], default="diffusers")
-    p.add_argument("--model", help="diffusers folder or checkpoint, or 'tiny' (random weights); a1111/comfyui: checkpoint name")
+    p.add_argument(
+        "--model", help="diffusers folder or checkpoint, or 'tiny' (random weights); a1111/comfyui: checkpoint name"
+    )
     p.add_argument("--url", help="server URL for a1111/comfyui")
     p.add_argument("--prompt", required=True, help="prompt text; <lora:NAME:W> tags are honoured (A1111 dialect)")
     p.add_argument("--negative", default="")
@@ -307,6 +343,8 @@ def _add_generation_commands(sub) -> None:
     p.add_argument("--lora-dir", action="append", help="folders to resolve LoRA names in")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=_cmd_worker)
+
+
 # [/generation helper]
 
 
@@ -326,8 +364,19 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         df = rec.by_trigger(args.trigger, k=args.k, base_model=args.base_model)
     cols = ["id", "name", "base_model", "score", "reason"]
     if args.format == "jsonl":
-        for row in df[[*cols, "score_semantic", "score_trigger", "score_lexical", "score_popularity",
-                       "score_feedback", "trigger_words", "civitai_model_id", "path"]].to_dict("records"):
+        for row in df[
+            [
+                *cols,
+                "score_semantic",
+                "score_trigger",
+                "score_lexical",
+                "score_popularity",
+                "score_feedback",
+                "trigger_words",
+                "civitai_model_id",
+                "path",
+            ]
+        ].to_dict("records"):
             print(json.dumps(row, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v), ensure_ascii=False))
     elif df.empty:
         print("no recommendations")
@@ -360,6 +409,8 @@ def _add_recommend_commands(sub: Any) -> None:
     _add_home(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import_civitai)
+
+
 # [/recommend helper]
 
 

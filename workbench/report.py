@@ -1,4 +1,5 @@
 """Run the curated report notebook with papermill (for schedules: cron, CI, Airflow...)."""
+
 from __future__ import annotations
 
 import os
@@ -37,12 +38,17 @@ def run_report(
     out_path = Path(out).resolve()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
-        str(report_notebook()), str(out_path), parameters=params, kernel_name="python3",
-        progress_bar=False, execution_timeout=timeout, cwd=str(out_path.parent),
+        str(report_notebook()),
+        str(out_path),
+        parameters=params,
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=timeout,
+        cwd=str(out_path.parent),
     )
     if html:
-        from nbconvert import HTMLExporter
         import nbformat
+        from nbconvert import HTMLExporter
 
         body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(out_path, as_version=4))
         Path(html).write_text(body, encoding="utf-8")

@@ -6,6 +6,7 @@ plus `files/...` when files are included. Imports verify everything before writi
 refuse unsafe archives (paths escaping the target, links, bombs, checksum mismatches), can be
 dry-run, and apply user fields to matching entries by a conflict policy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,16 +81,26 @@ def export_archive(wb: Workbench, dest: str | os.PathLike[str], *, include_files
     records = []
     for row in frame.to_dict("records"):
         u = user_by_id.get(int(row["id"]), {})
-        records.append({
-            "name": row["name"], "file_name": row["file_name"], "folder": row["folder"], "root": row["root"],
-            "path": row["path"], "size_bytes": _clean(row["size_bytes"]), "sha256": row["sha256"],
-            "tensor_hash": row["tensor_hash"], "base_model": row["base_model"],
-            "user_fields": {f: _clean(u.get(f)) for f in USER_FIELDS if _clean(u.get(f)) is not None},
-        })
+        records.append(
+            {
+                "name": row["name"],
+                "file_name": row["file_name"],
+                "folder": row["folder"],
+                "root": row["root"],
+                "path": row["path"],
+                "size_bytes": _clean(row["size_bytes"]),
+                "sha256": row["sha256"],
+                "tensor_hash": row["tensor_hash"],
+                "base_model": row["base_model"],
+                "user_fields": {f: _clean(u.get(f)) for f in USER_FIELDS if _clean(u.get(f)) is not None},
+            }
+        )
     recipes = wb.db.read_df("SELECT name, stack, params FROM recipes").to_dict("records")
     members: dict[str, bytes] = {
         "loras.jsonl": "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode(),
-        "recipes.jsonl": "".join(json.dumps({k: _clean(v) for k, v in r.items()}, default=str) + "\n" for r in recipes).encode(),
+        "recipes.jsonl": "".join(
+            json.dumps({k: _clean(v) for k, v in r.items()}, default=str) + "\n" for r in recipes
+        ).encode(),
     }
     files: dict[str, Path] = {}
     if include_files:
@@ -103,8 +114,12 @@ def export_archive(wb: Workbench, dest: str | os.PathLike[str], *, include_files
                     rel = PurePosixPath("files", row["folder"] or "", sibling.name).as_posix()
                     files.setdefault(rel, sibling)
     manifest = {
-        "format": FORMAT, "version": VERSION, "created": datetime.now(timezone.utc).isoformat(),
-        "loras": len(records), "recipes": len(recipes), "files": len(files),
+        "format": FORMAT,
+        "version": VERSION,
+        "created": datetime.now(timezone.utc).isoformat(),
+        "loras": len(records),
+        "recipes": len(recipes),
+        "files": len(files),
         "sha256": {name: _sha256_bytes(data) for name, data in members.items()},
     }
     tmp = dest.with_name(dest.name + ".partial")
@@ -134,7 +149,9 @@ def _safe_member(info: zipfile.ZipInfo) -> str:
     if mode and stat.S_ISLNK(mode):
         raise ArchiveError(f"unsafe archive: member {name!r} is a symbolic link")
     if info.compress_size and info.file_size / max(info.compress_size, 1) > MAX_RATIO and info.file_size > 1 << 20:
-        raise ArchiveError(f"unsafe archive: member {name!r} expands {info.file_size // max(info.compress_size, 1)}x (zip bomb?)")
+        raise ArchiveError(
+            f"unsafe archive: member {name!r} expands {info.file_size // max(info.compress_size, 1)}x (zip bomb?)"
+        )
     return name
 
 
@@ -184,7 +201,9 @@ def _open_checked(src: Path) -> tuple[zipfile.ZipFile, dict[str, Any], list[dict
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ArchiveError("not a workbench archive: manifest.json has the wrong format marker")
         if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
-            raise ArchiveError(f"archive version {manifest.get('version')!r} is newer than this workbench supports ({VERSION})")
+            raise ArchiveError(
+                f"archive version {manifest.get('version')!r} is newer than this workbench supports ({VERSION})"
+            )
         checksums = manifest.get("sha256")
         if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
             raise ArchiveError("manifest.json has no valid checksum table")
@@ -259,7 +278,9 @@ def import_archive(
                 report.restored_files = len(file_members)
     current = wb.catalog.query()
     by_sha = {s: int(i) for s, i in zip(current["sha256"], current["id"]) if isinstance(s, str)}
-    by_name = {(f, int(s)): int(i) for f, s, i in zip(current["file_name"], current["size_bytes"].fillna(-1), current["id"])}
+    by_name = {
+        (f, int(s)): int(i) for f, s, i in zip(current["file_name"], current["size_bytes"].fillna(-1), current["id"])
+    }
     existing = {int(r["lora_id"]): r for r in wb.db.read_df("SELECT * FROM user_fields").to_dict("records")}
     for record, fields in planned:
         lora_id = by_sha.get(record.get("sha256")) if record.get("sha256") else None
@@ -269,7 +290,9 @@ def import_archive(
             report.unmatched.append(str(record.get("name") or record.get("file_name")))
             continue
         report.matched += 1
-        have = {k: _clean(v) for k, v in existing.get(lora_id, {}).items() if k in USER_FIELDS and _clean(v) is not None}
+        have = {
+            k: _clean(v) for k, v in existing.get(lora_id, {}).items() if k in USER_FIELDS and _clean(v) is not None
+        }
         if conflict == "overwrite":
             change = fields
         elif conflict == "skip":
@@ -312,4 +335,3 @@ def _loads(value: Any) -> Any:
         except ValueError:
             return value
     return value
-

@@ -4,6 +4,7 @@ Readers work on an in-memory snapshot of `lora_view`, refreshed only when anothe
 (from any process) bumped the catalog's change stamp; so a gallery with many visitors never
 holds the file lock. Writes go through `Database.write()`: one short transaction each.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,22 @@ USER_FIELDS = (
 
 #: Columns every query result carries (the stable contract the views and exports use).
 CONTRACT_COLUMNS = (
-    "id", "path", "name", "format", "network_type", "rank", "alpha", "base_model", "trigger_words",
-    "tags", "sha256", "autov2", "size_bytes", "mtime", "missing", "error",
+    "id",
+    "path",
+    "name",
+    "format",
+    "network_type",
+    "rank",
+    "alpha",
+    "base_model",
+    "trigger_words",
+    "tags",
+    "sha256",
+    "autov2",
+    "size_bytes",
+    "mtime",
+    "missing",
+    "error",
 )
 
 SORT_KEYS = {
@@ -94,7 +109,12 @@ def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
                 raise CatalogError(f"notes must be text of at most {_MAX_NOTES} characters")
             clean[key] = value
         elif key == "rating":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 0 <= value <= 5:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value != int(value)
+                or not 0 <= value <= 5
+            ):
                 raise CatalogError("rating must be a whole number from 0 to 5")
             clean[key] = int(value)
         elif key == "favorite":
@@ -102,7 +122,12 @@ def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
                 raise CatalogError("favorite must be true or false")
             clean[key] = value
         elif key == "preferred_weight":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not -10 <= value <= 10:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not -10 <= value <= 10
+            ):
                 raise CatalogError("preferred_weight must be a number from -10 to 10")
             clean[key] = float(value)
         elif key == "base_model_override":
@@ -278,12 +303,27 @@ class Catalog:
         if not isinstance(offset, int) or offset < 0:
             raise CatalogError("offset must be a non-negative integer")
         where, params, relevance, rel_params = self._where(
-            text, fuzzy, tags_all, tags_any, base_models, folder, formats, favorites, missing, errors,
-            has_preview, ids, network_types,
+            text,
+            fuzzy,
+            tags_all,
+            tags_any,
+            base_models,
+            folder,
+            formats,
+            favorites,
+            missing,
+            errors,
+            has_preview,
+            ids,
+            network_types,
         )
-        if ids is not None and sort == "name" and not descending and not any(
-            (text, tags_all, tags_any, base_models, folder, formats, network_types)
-        ) and all(v is None for v in (favorites, missing, errors, has_preview)):
+        if (
+            ids is not None
+            and sort == "name"
+            and not descending
+            and not any((text, tags_all, tags_any, base_models, folder, formats, network_types))
+            and all(v is None for v in (favorites, missing, errors, has_preview))
+        ):
             return self._rows_by_id(ids, limit, offset)
         order = SORT_KEYS[sort].format(seed=int(seed))
         direction = "DESC" if descending or sort == "relevance" else "ASC"
@@ -362,7 +402,9 @@ class Catalog:
         with self._mem_lock:
             self._prepare_fuzzy(filters.get("text") if filters.get("fuzzy") else None)
             join = _fuzzy_join(filters.get("text"), bool(filters.get("fuzzy")))
-            return int(self._mem.execute(f"SELECT count(*) FROM lora_view{join} WHERE {where}", params).fetchall()[0][0])
+            return int(
+                self._mem.execute(f"SELECT count(*) FROM lora_view{join} WHERE {where}", params).fetchall()[0][0]
+            )
 
     def facets(self) -> dict[str, list[tuple[str, int]]]:
         """Values with counts for the filter widgets: base models, formats, network types, folders, tags."""
@@ -468,7 +510,9 @@ class Catalog:
     def remove(self, ids: Iterable[int]) -> int:
         """Hide LoRAs from the catalog (files are never deleted); a rescan keeps them hidden; undoable."""
         id_list = self._ids(ids)
-        return self._edit("remove", id_list, lambda current: {i: {**current.get(i, {}), "removed": True} for i in id_list})
+        return self._edit(
+            "remove", id_list, lambda current: {i: {**current.get(i, {}), "removed": True} for i in id_list}
+        )
 
     def undo(self, edit_id: int | None = None) -> bool:
         """Undo an edit: the given one, else the last one this Catalog object made. False if none."""
@@ -528,7 +572,12 @@ class Catalog:
             before = {str(i): current.get(i) for i in ids}
             edit_id = con.execute(
                 "INSERT INTO edits (kind, lora_ids, before_state, after_state) VALUES (?, ?, ?, ?) RETURNING id",
-                [kind, ids, json.dumps(before, default=str), json.dumps({str(k): v for k, v in after.items()}, default=str)],
+                [
+                    kind,
+                    ids,
+                    json.dumps(before, default=str),
+                    json.dumps({str(k): v for k, v in after.items()}, default=str),
+                ],
             ).fetchall()[0][0]
         self._my_edits.append(int(edit_id))
         return int(edit_id)

@@ -147,16 +147,30 @@ def item_to_record(item: Mapping[str, Any]) -> dict[str, Any] | None:
         "format": fmt,
         "size_bytes": primary.get("size_bytes"),
         "missing": True,
-        "network_type": {"LORA": "LoRA", "LoCon": "LoCon", "LOCON": "LoCon", "DoRA": "DoRA"}.get(str(item.get("type")), "LoRA"),
+        "network_type": {"LORA": "LoRA", "LoCon": "LoCon", "LOCON": "LoCon", "DoRA": "DoRA"}.get(
+            str(item.get("type")), "LoRA"
+        ),
         "base_model": _base_model(newest.get("base_model")),
         "base_model_evidence": f"civitai: baseModel {newest.get('base_model')!r}" if newest.get("base_model") else None,
         "description": item.get("description") if isinstance(item.get("description"), str) else None,
         "trigger_words": triggers,
         "file_tags": tags,
-        "metadata": {"civitai": {"model_id": model_id, "type": item.get("type"), "nsfw": item.get("nsfw"),
-                                 "allow_commercial_use": item.get("allowCommercialUse"), "versions": version_rows}},
-        "sources": {"name": "civitai", "description": "civitai", "trigger_words": "civitai", "tags": "civitai",
-                    "base_model": "civitai"},
+        "metadata": {
+            "civitai": {
+                "model_id": model_id,
+                "type": item.get("type"),
+                "nsfw": item.get("nsfw"),
+                "allow_commercial_use": item.get("allowCommercialUse"),
+                "versions": version_rows,
+            }
+        },
+        "sources": {
+            "name": "civitai",
+            "description": "civitai",
+            "trigger_words": "civitai",
+            "tags": "civitai",
+            "base_model": "civitai",
+        },
         "civitai_model_id": model_id,
         "civitai_version_id": newest.get("id") if isinstance(newest.get("id"), int) else None,
         "creator": creator if isinstance(creator, str) else None,
@@ -180,9 +194,28 @@ def _all_sha256(record: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 _JOIN_COLUMNS = ("civitai_model_id", "civitai_version_id", "creator", "stats")
 _FILL_IF_EMPTY = ("description", "trigger_words", "file_tags", "base_model", "name")
 _INSERT_COLUMNS = (
-    "path", "root", "folder", "file_name", "name", "format", "size_bytes", "missing", "network_type",
-    "base_model", "base_model_evidence", "description", "trigger_words", "file_tags", "metadata", "sources",
-    "civitai_model_id", "civitai_version_id", "creator", "stats", "sha256_claimed", "origin",
+    "path",
+    "root",
+    "folder",
+    "file_name",
+    "name",
+    "format",
+    "size_bytes",
+    "missing",
+    "network_type",
+    "base_model",
+    "base_model_evidence",
+    "description",
+    "trigger_words",
+    "file_tags",
+    "metadata",
+    "sources",
+    "civitai_model_id",
+    "civitai_version_id",
+    "creator",
+    "stats",
+    "sha256_claimed",
+    "origin",
 )
 _JSON = {"metadata", "sources", "stats"}
 _LISTS = {"trigger_words", "file_tags"}
@@ -207,7 +240,9 @@ def _local_sha_index(con: Any) -> dict[str, int]:
     return {sha: int(i) for sha, i in rows}
 
 
-def import_items(db: Database, items: Iterable[Mapping[str, Any]], *, batch: int = 1000, progress: bool = False) -> ImportReport:
+def import_items(
+    db: Database, items: Iterable[Mapping[str, Any]], *, batch: int = 1000, progress: bool = False
+) -> ImportReport:
     """Add or update catalog entries for Civitai model items; returns counts."""
     from tqdm.auto import tqdm
 
@@ -275,9 +310,17 @@ def _bulk_upsert(con: Any, records: list[dict[str, Any]]) -> None:
     import pyarrow as pa
 
     types = {c: pa.string() for c in _INSERT_COLUMNS}
-    types.update({"size_bytes": pa.int64(), "missing": pa.bool_(), "civitai_model_id": pa.int64(),
-                  "civitai_version_id": pa.int64(), "trigger_words": pa.list_(pa.string()),
-                  "file_tags": pa.list_(pa.string()), "id": pa.int64()})
+    types.update(
+        {
+            "size_bytes": pa.int64(),
+            "missing": pa.bool_(),
+            "civitai_model_id": pa.int64(),
+            "civitai_version_id": pa.int64(),
+            "trigger_words": pa.list_(pa.string()),
+            "file_tags": pa.list_(pa.string()),
+            "id": pa.int64(),
+        }
+    )
     cols = ["id", *_INSERT_COLUMNS]
     table = pa.table({c: pa.array([_sql_value(c, r[c]) for r in records], type=types[c]) for c in cols})
     select = ", ".join(f"CAST({c} AS JSON)" if c in _JSON else c for c in _INSERT_COLUMNS)
@@ -302,9 +345,7 @@ def _bulk_upsert(con: Any, records: list[dict[str, Any]]) -> None:
 
 def _join(con: Any, lora_id: int, rec: Mapping[str, Any], version: Mapping[str, Any]) -> None:
     """Write Civitai facts onto a scanned file's row; fill descriptive fields the file lacks."""
-    current = con.execute(
-        f"SELECT {', '.join(_FILL_IF_EMPTY)}, metadata FROM loras WHERE id = ?", [lora_id]
-    ).fetchone()
+    current = con.execute(f"SELECT {', '.join(_FILL_IF_EMPTY)}, metadata FROM loras WHERE id = ?", [lora_id]).fetchone()
     sets = {c: rec[c] for c in _JOIN_COLUMNS}
     sets["civitai_version_id"] = version.get("id") if isinstance(version.get("id"), int) else rec["civitai_version_id"]
     for col, value in zip(_FILL_IF_EMPTY, current[:-1]):
@@ -366,10 +407,13 @@ def link_local_files(db: Database) -> int:
             (meta,) = con.execute("SELECT metadata FROM loras WHERE id = ?", [row_id]).fetchone() or (None,)
             if meta is None:
                 continue  # already merged by a retried transaction
-            rec = {c: v for c, v in zip(
-                _INSERT_COLUMNS,
-                con.execute(f"SELECT {', '.join(_INSERT_COLUMNS)} FROM loras WHERE id = ?", [row_id]).fetchone(),
-            )}
+            rec = {
+                c: v
+                for c, v in zip(
+                    _INSERT_COLUMNS,
+                    con.execute(f"SELECT {', '.join(_INSERT_COLUMNS)} FROM loras WHERE id = ?", [row_id]).fetchone(),
+                )
+            }
             rec["metadata"] = json.loads(rec["metadata"]) if isinstance(rec["metadata"], str) else rec["metadata"]
             rec["stats"] = json.loads(rec["stats"]) if isinstance(rec["stats"], str) else rec["stats"]
             local_shas = {s for s, i in _local_sha_index(con).items() if i == local_id}

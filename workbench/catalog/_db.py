@@ -7,6 +7,7 @@ exclusive for writes), opens the file, does its work and closes it. Waiting happ
 file, not as DuckDB lock errors; a DuckDB lock error (someone outside the workbench holding the
 file) is retried with backoff as well. Callers never see a lock error before `timeout` seconds.
 """
+
 from __future__ import annotations
 
 import fcntl

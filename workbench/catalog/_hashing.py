@@ -3,6 +3,7 @@
 The hashes of one file come from :func:`workbench.files.file_hashes`; this module only decides what to hash
 and writes the results in batches.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,7 +82,8 @@ def hash_catalog(
 
 def hash_in_background(db: Database) -> threading.Thread:
     """Hash what is missing in a daemon thread, so a notebook stays responsive."""
-    thread = threading.Thread(target=hash_catalog, args=(db,), kwargs={"progress": False}, daemon=True, name="workbench-hash")
+    thread = threading.Thread(
+        target=hash_catalog, args=(db,), kwargs={"progress": False}, daemon=True, name="workbench-hash"
+    )
     thread.start()
     return thread
-

@@ -4,6 +4,7 @@ Only changed files are reopened, so a rescan of a big unchanged library costs on
 and one catalog read. Inspection (header + sidecars) runs in worker processes when there is
 enough of it to pay for them. Rows are written in short batches so other kernels can interleave.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,12 +33,50 @@ _BATCH_ROWS = 2000
 _CHUNK = 64
 
 _COLUMNS = (
-    "id", "path", "root", "folder", "file_name", "name", "format", "size_bytes", "mtime", "mtime_ns",
-    "sidecar_sig", "added_at", "scanned_at", "missing", "error", "header_len", "key_layout", "network_type",
-    "rank", "rank_min", "rank_max", "alpha", "scale", "base_model", "base_model_evidence", "module_count",
-    "tensor_count", "has_text_encoder", "description", "trigger_words", "file_tags", "training_tags",
-    "metadata", "sidecars", "sidecar_errors", "sources", "preview_path", "preview_embedded",
-    "civitai_model_id", "civitai_version_id", "creator", "stats", "sha256_claimed", "origin",
+    "id",
+    "path",
+    "root",
+    "folder",
+    "file_name",
+    "name",
+    "format",
+    "size_bytes",
+    "mtime",
+    "mtime_ns",
+    "sidecar_sig",
+    "added_at",
+    "scanned_at",
+    "missing",
+    "error",
+    "header_len",
+    "key_layout",
+    "network_type",
+    "rank",
+    "rank_min",
+    "rank_max",
+    "alpha",
+    "scale",
+    "base_model",
+    "base_model_evidence",
+    "module_count",
+    "tensor_count",
+    "has_text_encoder",
+    "description",
+    "trigger_words",
+    "file_tags",
+    "training_tags",
+    "metadata",
+    "sidecars",
+    "sidecar_errors",
+    "sources",
+    "preview_path",
+    "preview_embedded",
+    "civitai_model_id",
+    "civitai_version_id",
+    "creator",
+    "stats",
+    "sha256_claimed",
+    "origin",
 )
 
 
@@ -111,7 +150,9 @@ def walk_roots(roots: Sequence[Path], skipped: list[str] | None = None) -> dict[
     return found
 
 
-def _collect_dir(directory: str, root: str, entries: list[os.DirEntry[str]], found: dict[str, _Found], stack: list[str]) -> None:
+def _collect_dir(
+    directory: str, root: str, entries: list[os.DirEntry[str]], found: dict[str, _Found], stack: list[str]
+) -> None:
     folder = os.path.relpath(directory, root)
     folder = "" if folder == "." else folder
     names: list[tuple[str, os.DirEntry[str]]] = []
@@ -291,11 +332,20 @@ def _inspect_all(items: list[_Found], workers: int, progress: bool) -> Iterator[
 
 
 def _existing_rows(db: Database) -> dict[str, dict[str, Any]]:
-    columns = ("id", "path", "root", "file_name", "size_bytes", "mtime_ns", "sidecar_sig", "missing", "added_at", "error")
+    columns = (
+        "id",
+        "path",
+        "root",
+        "file_name",
+        "size_bytes",
+        "mtime_ns",
+        "sidecar_sig",
+        "missing",
+        "added_at",
+        "error",
+    )
     with db.read() as con:
-        rows = con.execute(
-            f"SELECT {', '.join(columns)} FROM loras WHERE origin = 'scan' AND path <> ''"
-        ).fetchall()
+        rows = con.execute(f"SELECT {', '.join(columns)} FROM loras WHERE origin = 'scan' AND path <> ''").fetchall()
     return {row[1]: dict(zip(columns, row)) for row in rows}
 
 
@@ -314,11 +364,14 @@ def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
             con.register("_batch", with_ids.astype({"id": "int64"}))
             # What a Civitai import joined into a row outlives a rescan when the files say nothing instead.
             kept = ", ".join(_KEPT_ON_RESCAN)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _kept AS SELECT id, {kept} FROM loras WHERE id IN (SELECT id FROM _batch)")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _kept AS SELECT id, {kept} FROM loras WHERE id IN (SELECT id FROM _batch)"
+            )
             con.execute("DELETE FROM loras WHERE id IN (SELECT id FROM _batch)")
             con.execute(f"INSERT INTO loras ({', '.join(_COLUMNS)}) SELECT {_select_list(_COLUMNS)} FROM _batch")
             con.execute(
-                "UPDATE loras SET " + ", ".join(f"{c} = coalesce(loras.{c}, k.{c})" for c in _KEPT_ON_RESCAN)
+                "UPDATE loras SET "
+                + ", ".join(f"{c} = coalesce(loras.{c}, k.{c})" for c in _KEPT_ON_RESCAN)
                 + " FROM _kept k WHERE loras.id = k.id"
             )
             con.execute("DROP TABLE _kept")
@@ -332,15 +385,37 @@ def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
             con.unregister("_batch")
 
 
-_KEPT_ON_RESCAN = ("civitai_model_id", "civitai_version_id", "creator", "stats", "description", "trigger_words", "file_tags")
+_KEPT_ON_RESCAN = (
+    "civitai_model_id",
+    "civitai_version_id",
+    "creator",
+    "stats",
+    "description",
+    "trigger_words",
+    "file_tags",
+)
 _LIST_COLUMNS = {"trigger_words", "file_tags", "sidecar_errors"}
 _JSON_COLUMNS = {"training_tags", "metadata", "sidecars", "sources", "stats"}
 _CASTS = {
-    "id": "BIGINT", "size_bytes": "BIGINT", "mtime": "DOUBLE", "mtime_ns": "BIGINT", "header_len": "BIGINT",
-    "rank": "INTEGER", "rank_min": "INTEGER", "rank_max": "INTEGER", "alpha": "DOUBLE", "scale": "DOUBLE",
-    "module_count": "INTEGER", "tensor_count": "INTEGER", "has_text_encoder": "BOOLEAN", "missing": "BOOLEAN",
-    "preview_embedded": "BOOLEAN", "civitai_model_id": "BIGINT", "civitai_version_id": "BIGINT",
-    "added_at": "TIMESTAMP", "scanned_at": "TIMESTAMP",
+    "id": "BIGINT",
+    "size_bytes": "BIGINT",
+    "mtime": "DOUBLE",
+    "mtime_ns": "BIGINT",
+    "header_len": "BIGINT",
+    "rank": "INTEGER",
+    "rank_min": "INTEGER",
+    "rank_max": "INTEGER",
+    "alpha": "DOUBLE",
+    "scale": "DOUBLE",
+    "module_count": "INTEGER",
+    "tensor_count": "INTEGER",
+    "has_text_encoder": "BOOLEAN",
+    "missing": "BOOLEAN",
+    "preview_embedded": "BOOLEAN",
+    "civitai_model_id": "BIGINT",
+    "civitai_version_id": "BIGINT",
+    "added_at": "TIMESTAMP",
+    "scanned_at": "TIMESTAMP",
 }
 
 

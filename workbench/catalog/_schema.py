@@ -1,4 +1,5 @@
 """Versioned catalog schema. Migrations are append-only: never edit a shipped one, add the next."""
+
 from __future__ import annotations
 
 import hashlib

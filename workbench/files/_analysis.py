@@ -6,12 +6,14 @@ result by the header's structure key. Metadata-based claims (``ss_network_dim``,
 ``ss_base_model_version``…) are combined with it in :func:`base_model_from_metadata` and by
 ``workbench.files._inspect``.
 """
+
 from __future__ import annotations
 
 import operator
 import re
 from collections import Counter
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 # --- key naming ------------------------------------------------------------------------------
 
@@ -29,19 +31,39 @@ _PARAMS = (
 # module, param, unmatched name). The module is non-greedy so the longest known param wins;
 # cloneofsimo names look like `unet:0:down`.
 _KEY_LINE = re.compile(
-    r"^(?:((?:unet|text_encoder(?:_2)?):\d+):(down|up)|(.+?)[._](" + _PARAMS + r")|(.*))$", re.MULTILINE)
-_DOWN_PARAMS = frozenset({"lora_down.weight", "lora_A.weight", "lora.down.weight", "lora_linear_layer.down.weight",
-                          "down"})
+    r"^(?:((?:unet|text_encoder(?:_2)?):\d+):(down|up)|(.+?)[._](" + _PARAMS + r")|(.*))$", re.MULTILINE
+)
+_DOWN_PARAMS = frozenset(
+    {"lora_down.weight", "lora_A.weight", "lora.down.weight", "lora_linear_layer.down.weight", "down"}
+)
 _FACTOR_PARAMS = frozenset({"hada_w1_b", "lokr_w1_b", "lokr_w2_b"})  # LoHa/LoKr `_b` = [rank, in(...)]
-_PEFT_PARAMS = frozenset({"lora_A.weight", "lora_B.weight", "lora.down.weight", "lora.up.weight",
-                          "lora_linear_layer.down.weight", "lora_linear_layer.up.weight", "lora_magnitude_vector"})
+_PEFT_PARAMS = frozenset(
+    {
+        "lora_A.weight",
+        "lora_B.weight",
+        "lora.down.weight",
+        "lora.up.weight",
+        "lora_linear_layer.down.weight",
+        "lora_linear_layer.up.weight",
+        "lora_magnitude_vector",
+    }
+)
 _TE_MARKERS = ("lora_te", "text_encoder")
 
 _CROSS_ATTN_WIDTH = {768: "SD1", 1024: "SD2", 2048: "SDXL", 1280: "SDXL"}
 
 BASE_MODEL_FAMILY = {
-    "SD1": "SD1", "SD2": "SD2", "SDXL": "SDXL", "Pony": "SDXL", "Illustrious": "SDXL", "NoobAI": "SDXL",
-    "SD3": "SD3", "FLUX": "FLUX", "Chroma": "FLUX", "Lumina2": "Lumina2", "HunyuanImage": "HunyuanImage",
+    "SD1": "SD1",
+    "SD2": "SD2",
+    "SDXL": "SDXL",
+    "Pony": "SDXL",
+    "Illustrious": "SDXL",
+    "NoobAI": "SDXL",
+    "SD3": "SD3",
+    "FLUX": "FLUX",
+    "Chroma": "FLUX",
+    "Lumina2": "Lumina2",
+    "HunyuanImage": "HunyuanImage",
 }
 
 
@@ -85,9 +107,16 @@ def _learn_keys(keys: list[str]) -> None:
         module, param = c_mod or mod or rest, c_param or param
         rank_source = param in _DOWN_PARAMS or param in _FACTOR_PARAMS
         _KEY_FACTS_CACHE[key] = _KeyFacts(
-            module, param, _layout_of(key, param), module.startswith(_TE_MARKERS), rank_source,
-            rank_source and not param.startswith("lokr") and "attn2" in module
-            and ("to_k" in module or "to_v" in module))
+            module,
+            param,
+            _layout_of(key, param),
+            module.startswith(_TE_MARKERS),
+            rank_source,
+            rank_source
+            and not param.startswith("lokr")
+            and "attn2" in module
+            and ("to_k" in module or "to_v" in module),
+        )
 
 
 def key_facts(keys: list[str]) -> list[_KeyFacts]:
@@ -157,9 +186,12 @@ def _name_facts(keys: list[str]) -> _NameFacts:
         rank_index=rank_index,
         rank_modules=[facts[i].module for i in rank_index],
         cross_attn_index=[i for i in rank_index if facts[i].cross_attn_kv],
-        unnamed_down_index=[i for i in rank_index if facts[i].param == "down"
-                            and not facts[i].module.startswith("text_encoder")],
-        te_down_index=[i for i in rank_index if facts[i].text_encoder and not facts[i].param.startswith(("hada", "lokr"))],
+        unnamed_down_index=[
+            i for i in rank_index if facts[i].param == "down" and not facts[i].module.startswith("text_encoder")
+        ],
+        te_down_index=[
+            i for i in rank_index if facts[i].text_encoder and not facts[i].param.startswith(("hada", "lokr"))
+        ],
         alpha_index=[i for i, f in enumerate(facts) if f.param == "alpha"],
         name_base_model=name_verdict,
         name_fallback=fallback,
@@ -191,7 +223,8 @@ def analyse_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     else:
         ranks = {module: shape[0] for module, shape in zip(names.rank_modules, rank_shapes) if len(shape) >= 2}
     conv_kernel = names.param_counts["lora_mid.weight"] > 0 or any(
-        len(shape) == 4 and (shape[2] > 1 or shape[3] > 1) for shape in rank_shapes)
+        len(shape) == 4 and (shape[2] > 1 or shape[3] > 1) for shape in rank_shapes
+    )
     alpha_tensor = next((keys[i] for i in names.alpha_index if not shapes[i]), None)
     dtypes = Counter(map(operator.itemgetter("dtype"), infos))
     rank_counts = Counter(ranks.values())
@@ -282,7 +315,7 @@ def normalize_base_model(label: Any) -> str | None:
             return name
     compact = re.sub(r"[\s_.\-]", "", text)
     if compact.startswith("stablediffusion"):
-        compact = "sd" + compact[len("stablediffusion"):]
+        compact = "sd" + compact[len("stablediffusion") :]
     if "flux" in compact:
         return "FLUX"
     if "chroma" in compact:

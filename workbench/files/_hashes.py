@@ -3,13 +3,13 @@
 Hashing reads whole files, so it is lazy (on demand or in a background thread) and cached by
 (path, size, mtime): an unchanged file is never hashed twice. One read pass yields every hash.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import struct
 from dataclasses import dataclass
-
 
 _BLOCK = 1 << 20
 _LEGACY_OFFSET = 0x100000

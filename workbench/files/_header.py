@@ -12,6 +12,7 @@ Two ways to parse:
   tensor entries byte for byte, so a caller that already analysed that structure can skip parsing
   the ~800 tensor entries (see ``workbench.files._inspect``).
 """
+
 from __future__ import annotations
 
 import errno
@@ -34,11 +35,26 @@ MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 # Bits per element, as in the safetensors Rust crate's Dtype.
 DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
-    "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "F4": 4,
 }
 
 _MAX_NAME_IN_MESSAGE = 80
@@ -146,17 +162,14 @@ def read_raw_header(path: Path | str) -> RawHeader:
         except OSError as err:
             raise HeaderError(describe_os_error(err)) from None
         if len(prefix) < 8:
-            raise HeaderError(
-                f"file is {size} bytes, too short for the 8-byte header length prefix (truncated)")
+            raise HeaderError(f"file is {size} bytes, too short for the 8-byte header length prefix (truncated)")
         header_len = int.from_bytes(prefix, "little")
         if header_len == 0:
             raise HeaderError("header length is 0 (no JSON header)")
         if 8 + header_len > size:
-            raise HeaderError(
-                f"header length {header_len} exceeds file size {size} (truncated or not safetensors)")
+            raise HeaderError(f"header length {header_len} exceeds file size {size} (truncated or not safetensors)")
         if header_len > MAX_HEADER_BYTES:
-            raise HeaderError(
-                f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MiB cap")
+            raise HeaderError(f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MiB cap")
         # Exactly the header: reading past it would pull tensor data from disk on a cold scan.
         try:
             raw = _read_exact(fd, header_len, 8)
@@ -164,7 +177,8 @@ def read_raw_header(path: Path | str) -> RawHeader:
             raise HeaderError(describe_os_error(err)) from None
         if len(raw) != header_len:
             raise HeaderError(
-                f"header truncated: expected {header_len} bytes, read {len(raw)} (file changed while reading?)")
+                f"header truncated: expected {header_len} bytes, read {len(raw)} (file changed while reading?)"
+            )
         return RawHeader(header_len=header_len, file_size=size, raw=raw)
     finally:
         os.close(fd)
@@ -193,8 +207,15 @@ def _check_metadata(meta: Any) -> dict[str, str]:
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def parse_header(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
@@ -231,31 +252,38 @@ def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
         if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
             raise HeaderError(f"tensor {_short(name)}: shape {_clip(shape)} is not a list of non-negative integers")
         offsets = info.get("data_offsets")
-        if (type(offsets) is not list or len(offsets) != 2
-                or not all(type(o) is int and o >= 0 for o in offsets)):
-            raise HeaderError(f"tensor {_short(name)}: data_offsets {_clip(offsets)} is not a pair of non-negative integers")
+        if type(offsets) is not list or len(offsets) != 2 or not all(type(o) is int and o >= 0 for o in offsets):
+            raise HeaderError(
+                f"tensor {_short(name)}: data_offsets {_clip(offsets)} is not a pair of non-negative integers"
+            )
         begin, end = offsets
         if begin > end:
             raise HeaderError(f"tensor {_short(name)}: data_offsets begin {begin} is after end {end}")
         if end > data_len:
             raise HeaderError(
-                f"tensor {_short(name)}: data ends at byte {end} but the data area is only {data_len} bytes (file truncated?)")
+                f"tensor {_short(name)}: data ends at byte {end} but the data area is only {data_len} bytes (file truncated?)"
+            )
         nbits = math.prod(shape) * bits
         if nbits % 8 or nbits // 8 != end - begin:
             raise HeaderError(
                 f"tensor {_short(name)}: data_offsets span {end - begin} bytes but shape {shape} of {dtype} needs "
-                f"{nbits / 8:g} bytes")
+                f"{nbits / 8:g} bytes"
+            )
         spans.append((begin, end, name))
     spans.sort()
     expected = 0
     for begin, end, name in spans:
         if begin < expected:
-            raise HeaderError(f"tensor {_short(name)}: data_offsets [{begin}, {end}] overlap the previous tensor (ends at {expected})")
+            raise HeaderError(
+                f"tensor {_short(name)}: data_offsets [{begin}, {end}] overlap the previous tensor (ends at {expected})"
+            )
         if begin > expected:
             raise HeaderError(f"tensor {_short(name)}: gap of {begin - expected} bytes before its data at {begin}")
         expected = end
     if expected != data_len:
-        raise HeaderError(f"tensors end at byte {expected} of the data area but it holds {data_len} bytes (trailing data)")
+        raise HeaderError(
+            f"tensors end at byte {expected} of the data area but it holds {data_len} bytes (trailing data)"
+        )
 
 
 _INT_LIST_CHARS = b"0123456789,[]"
@@ -283,8 +311,9 @@ def _tensors_look_valid(tensors: dict[str, Any], data_len: int) -> bool:
             return False
         shapes = list(map(operator.itemgetter("shape"), infos))
         offsets = list(map(operator.itemgetter("data_offsets"), infos))
-        bits = np.fromiter(map(DTYPE_BITS.__getitem__, map(operator.itemgetter("dtype"), infos)),
-                           dtype=np.int64, count=count)
+        bits = np.fromiter(
+            map(DTYPE_BITS.__getitem__, map(operator.itemgetter("dtype"), infos)), dtype=np.int64, count=count
+        )
         if set(map(type, shapes)) != {list} or set(map(len, offsets)) != {2}:
             return False
         offsets_json = orjson.dumps(offsets)
@@ -347,7 +376,7 @@ def split_metadata(raw: bytes, data_len: int) -> tuple[dict[str, str] | None, by
             break
         end = end_match.end()
         try:
-            meta = orjson.loads(view[obj_start - 1:end])
+            meta = orjson.loads(view[obj_start - 1 : end])
         except orjson.JSONDecodeError:
             continue
         if type(meta) is not dict or not all(type(v) is str for v in meta.values()):
@@ -370,8 +399,7 @@ def read_header(path: Path | str) -> SafetensorsHeader:
     head = read_raw_header(path)
     meta, tensors = parse_header(head.raw)
     validate_tensors(tensors, head.data_len)
-    return SafetensorsHeader(header_len=head.header_len, file_size=head.file_size,
-                             metadata=meta, tensors=tensors)
+    return SafetensorsHeader(header_len=head.header_len, file_size=head.file_size, metadata=meta, tensors=tensors)
 
 
 def read_scalar(path: Path | str, header_len: int, info: dict[str, Any]) -> float | None:

@@ -6,6 +6,7 @@ header with ``__metadata__`` cut out (``workbench.files._header.split_metadata``
 one trainer and config share that structure byte for byte, so most files of a library skip the
 JSON parse of their ~800 tensor entries.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,18 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from workbench.files import _analysis as lora_analysis
-
 from workbench.files import _previews as previews
-
 from workbench.files import _sidecars as sidecars
-
 from workbench.files import _training as training_metadata
-from workbench.files._header import (HeaderError, parse_header, read_raw_header, read_scalar,
-                                          split_metadata, validate_tensors)
+from workbench.files._header import (
+    HeaderError,
+    parse_header,
+    read_raw_header,
+    read_scalar,
+    split_metadata,
+    validate_tensors,
+)
 
 PICKLE_FORMATS = {".ckpt": "ckpt", ".pt": "pt", ".pth": "pt", ".bin": "bin"}
-PICKLE_NOTE = ("not inspected: .{fmt} files are Python pickles, which are never opened because "
-               "unpickling can run code; convert it to .safetensors to see its details")
+PICKLE_NOTE = (
+    "not inspected: .{fmt} files are Python pickles, which are never opened because "
+    "unpickling can run code; convert it to .safetensors to see its details"
+)
 
 _STRUCTURE_CACHE: dict[bytes, dict[str, Any]] = {}
 _STRUCTURE_CACHE_MAX = 8192  # a few KB each; big libraries hold ~1-3k distinct structures
@@ -32,16 +38,39 @@ _STRUCTURE_CACHE_MAX = 8192  # a few KB each; big libraries hold ~1-3k distinct 
 
 def _empty_row(path: Path) -> dict[str, Any]:
     return {
-        "format": None, "error": None, "header_len": None,
-        "key_layout": None, "network_type": None, "rank": None, "rank_min": None, "rank_max": None,
-        "alpha": None, "scale": None, "dtype": None,
-        "base_model": None, "base_model_evidence": "", "base_model_detected": None,
-        "module_count": 0, "tensor_count": 0, "has_text_encoder": False,
-        "metadata": {}, "tag_frequency": {}, "training_tags": [],
-        "name": path.stem, "name_candidates": [path.stem], "description": None, "trigger_words": [],
-        "sidecars": {}, "sidecar_errors": [], "merged": {}, "sources": {},
-        "preview_path": None, "preview_embedded": False,
-        "civitai_model_id": None, "civitai_version_id": None, "sha256_claimed": None,
+        "format": None,
+        "error": None,
+        "header_len": None,
+        "key_layout": None,
+        "network_type": None,
+        "rank": None,
+        "rank_min": None,
+        "rank_max": None,
+        "alpha": None,
+        "scale": None,
+        "dtype": None,
+        "base_model": None,
+        "base_model_evidence": "",
+        "base_model_detected": None,
+        "module_count": 0,
+        "tensor_count": 0,
+        "has_text_encoder": False,
+        "metadata": {},
+        "tag_frequency": {},
+        "training_tags": [],
+        "name": path.stem,
+        "name_candidates": [path.stem],
+        "description": None,
+        "trigger_words": [],
+        "sidecars": {},
+        "sidecar_errors": [],
+        "merged": {},
+        "sources": {},
+        "preview_path": None,
+        "preview_embedded": False,
+        "civitai_model_id": None,
+        "civitai_version_id": None,
+        "sha256_claimed": None,
     }
 
 
@@ -63,7 +92,7 @@ def inspect_lora(path: Path | str, st: os.stat_result | None = None) -> dict[str
     row = _empty_row(path)
     try:
         _inspect(path, row)
-    except Exception as err:  # noqa: BLE001 - one unforeseen bug must not abort a 50,000-file scan
+    except Exception as err:
         row["error"] = f"internal error while inspecting: {type(err).__name__}: {err}"
     return row
 
@@ -99,8 +128,11 @@ def _inspect(path: Path, row: dict[str, Any]) -> None:
     _apply_base_model(row, structure, raw_metadata, merged, sources)
     row["merged"] = merged
     row["sources"] = sources
-    candidates = [values["name"] for source in sidecars.DESCRIPTIVE_ORDER
-                  if (values := fields_by_source.get(source)) and values.get("name")]
+    candidates = [
+        values["name"]
+        for source in sidecars.DESCRIPTIVE_ORDER
+        if (values := fields_by_source.get(source)) and values.get("name")
+    ]
     candidates += training_metadata.name_candidates(raw_metadata) + [path.stem]
     row["name_candidates"] = list(dict.fromkeys(candidates))
     row["name"] = merged.get("name") or path.stem
@@ -152,8 +184,16 @@ def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] |
 
 
 def _apply_structure(path: Path, row: dict[str, Any], structure: dict[str, Any], md: dict[str, str]) -> None:
-    for key in ("key_layout", "network_type", "rank_min", "rank_max", "module_count", "tensor_count",
-                "has_text_encoder", "dtype"):
+    for key in (
+        "key_layout",
+        "network_type",
+        "rank_min",
+        "rank_max",
+        "module_count",
+        "tensor_count",
+        "has_text_encoder",
+        "dtype",
+    ):
         row[key] = structure[key]
     dim = training_metadata.md_int(md, "ss_network_dim")
     rank = dim if dim and dim > 0 else lora_analysis.nominal_rank(structure["ranks"])
@@ -182,8 +222,13 @@ def _network_type_from_metadata(md: dict[str, str]) -> str:
     return "LoRA" if "lora" in module else "unknown"
 
 
-def _apply_base_model(row: dict[str, Any], structure: dict[str, Any] | None, md: dict[str, str],
-                      merged: dict[str, Any], sources: dict[str, str]) -> None:
+def _apply_base_model(
+    row: dict[str, Any],
+    structure: dict[str, Any] | None,
+    md: dict[str, str],
+    merged: dict[str, Any],
+    sources: dict[str, str],
+) -> None:
     """Decide ``base_model``: the file's own evidence first, sidecar claims may refine it.
 
     Header metadata is asked first, then tensor shapes; when both answer and their families differ
@@ -216,7 +261,8 @@ def _apply_base_model(row: dict[str, Any], structure: dict[str, Any] | None, md:
                 final, final_source = claim, claim_source
         else:
             row["sidecar_errors"].append(
-                f"{claim_source}: base model {raw!s} contradicts the file ({evidence}); the file wins")
+                f"{claim_source}: base model {raw!s} contradicts the file ({evidence}); the file wins"
+            )
     row["base_model"] = final
     row["base_model_evidence"] = evidence
     if final is not None:

@@ -5,12 +5,14 @@ File names are matched case-insensitively, first match wins, in the order of :da
 ``.thumb.*``). Without a file, the first ``ssmd_cover_images`` entry (kohya additional-networks)
 or ``modelspec.thumbnail`` (SAI model spec, a data URI) is used if it decodes to an image.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -18,9 +20,21 @@ from workbench.files._header import HeaderError, parse_header, read_raw_header
 from workbench.files._sidecars import sibling_names
 
 PREVIEW_SUFFIXES = (
-    ".preview.png", ".preview.jpg", ".preview.jpeg", ".preview.webp", ".preview.gif", ".preview.mp4",
-    ".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm",
-    ".thumb.jpg", ".thumb.png",
+    ".preview.png",
+    ".preview.jpg",
+    ".preview.jpeg",
+    ".preview.webp",
+    ".preview.gif",
+    ".preview.mp4",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".webp",
+    ".gif",
+    ".mp4",
+    ".webm",
+    ".thumb.jpg",
+    ".thumb.png",
 )
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")

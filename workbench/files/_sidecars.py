@@ -46,15 +46,17 @@ says so; a sidecar that is unreadable, not UTF-8, not a JSON object, over
 :data:`SIDECAR_MAX_BYTES` or nested deeper than ``MAX_NESTED_DEPTH`` is skipped with a line.
 Nothing here raises for bad input.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import re
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import orjson
 
@@ -63,11 +65,27 @@ from workbench.files._training import MAX_NESTED_DEPTH, json_depth_exceeds, spli
 
 SIDECAR_MAX_BYTES = 16 * 1024 * 1024
 
-DESCRIPTIVE_ORDER = ("lm.metadata.json", "a1111.json", "civitai.info", "civitai.model.json",
-                     "description.txt", "header")
+DESCRIPTIVE_ORDER = (
+    "lm.metadata.json",
+    "a1111.json",
+    "civitai.info",
+    "civitai.model.json",
+    "description.txt",
+    "header",
+)
 IDENTITY_ORDER = ("civitai.info", "lm.metadata.json", "civitai.model.json", "a1111.json", "header")
-IDENTITY_FIELDS = frozenset({"civitai_model_id", "civitai_version_id", "sha256", "version_name",
-                             "creator", "published_at", "nsfw", "preview_url"})
+IDENTITY_FIELDS = frozenset(
+    {
+        "civitai_model_id",
+        "civitai_version_id",
+        "sha256",
+        "version_name",
+        "creator",
+        "published_at",
+        "nsfw",
+        "preview_url",
+    }
+)
 
 _NOT_FOUND = re.compile(r"^\s*(model\s+)?not\s+found\s*$", re.IGNORECASE)
 _SHA256 = re.compile(r"^(0x)?([0-9a-fA-F]{64})$")
@@ -118,11 +136,16 @@ def find_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> dict
     return found
 
 
-_SIDECAR_SUFFIXES = (("lm.metadata.json", (".metadata.json",)), ("civitai.info", (".civitai.info",)),
-                     ("base.json", (".json",)), ("description.txt", (".txt", ".description.txt")))
+_SIDECAR_SUFFIXES = (
+    ("lm.metadata.json", (".metadata.json",)),
+    ("civitai.info", (".civitai.info",)),
+    ("base.json", (".json",)),
+    ("description.txt", (".txt", ".description.txt")),
+)
 
 
 # --- reading -----------------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class SidecarReport:
@@ -145,8 +168,10 @@ def _read_bytes(path: Path, label: str, errors: list[str]) -> bytes | None:
             errors.append(f"{label}: not a regular file (skipped)")
             return None
         if st.st_size > SIDECAR_MAX_BYTES:
-            errors.append(f"{label}: {st.st_size} bytes is over the {SIDECAR_MAX_BYTES // (1024 * 1024)} MiB "
-                          f"sidecar cap (skipped)")
+            errors.append(
+                f"{label}: {st.st_size} bytes is over the {SIDECAR_MAX_BYTES // (1024 * 1024)} MiB "
+                f"sidecar cap (skipped)"
+            )
             return None
         with os.fdopen(os.dup(fd), "rb") as handle:
             data = handle.read(SIDECAR_MAX_BYTES + 1)
@@ -202,7 +227,9 @@ def read_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> Side
             try:
                 text = data.decode("utf-8-sig")
             except UnicodeDecodeError as err:
-                report.errors.append(f"{role}: not valid UTF-8 (bad byte at offset {err.start}; undecodable bytes replaced)")
+                report.errors.append(
+                    f"{role}: not valid UTF-8 (bad byte at offset {err.start}; undecodable bytes replaced)"
+                )
                 text = data.decode("utf-8", errors="replace")
             text = text.strip()
             report.sidecars[role] = {"text": text}
@@ -225,12 +252,15 @@ def read_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> Side
 
 # --- typed field extraction ----------------------------------------------------------------------
 
+
 def _json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
         return "a number"
-    return {dict: "an object", list: "an array", str: "a string", type(None): "null"}.get(type(value), type(value).__name__)
+    return {dict: "an object", list: "an array", str: "a string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
 
 
 class _Fields:
@@ -458,8 +488,9 @@ def _parse_civitai_model(obj: Mapping[str, Any], f: _Fields, path: Path) -> None
     lowered = path.name.lower()
     for version in dicts:
         files = version.get("files")
-        if isinstance(files, list) and any(isinstance(x, dict) and isinstance(x.get("name"), str)
-                                           and x["name"].lower() == lowered for x in files):
+        if isinstance(files, list) and any(
+            isinstance(x, dict) and isinstance(x.get("name"), str) and x["name"].lower() == lowered for x in files
+        ):
             chosen = version
             break
     if chosen is None and dicts:
@@ -488,8 +519,11 @@ def _parse_lm_metadata(obj: Mapping[str, Any], f: _Fields, path: Path) -> None:
             f.errors.append(f"{f.label}: usage_tips is not valid JSON (ignored)")
             tips = None
     if isinstance(tips, dict):
-        clean = {k: float(v) for k, v in tips.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        clean = {
+            k: float(v)
+            for k, v in tips.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
         f.set("usage_tips", clean or None)
         if "strength" in clean:
             f.set("preferred_weight", clean["strength"])
@@ -509,6 +543,7 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], _Fields, Path], None]] = {
 
 
 # --- merging -------------------------------------------------------------------------------------
+
 
 def merge_fields(fields_by_source: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
     """Merge per-source fields by the documented precedence.

@@ -4,17 +4,26 @@ The map is str → str. Some values are JSON strings that need a second parse; n
 booleans are strings ("8", "True", "None") and stay so in :func:`decode_metadata` — use the typed
 helpers (:func:`md_int`, :func:`md_float`, :func:`md_bool`, :func:`md_text`) to read them.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from operator import itemgetter
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
-NESTED_JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_datasets", "ss_bucket_info",
-                    "ss_network_args", "ssmd_cover_images", "ss_reg_dataset_dirs")
+NESTED_JSON_KEYS = (
+    "ss_tag_frequency",
+    "ss_dataset_dirs",
+    "ss_datasets",
+    "ss_bucket_info",
+    "ss_network_args",
+    "ssmd_cover_images",
+    "ss_reg_dataset_dirs",
+)
 EMBEDDED_IMAGE_KEYS = ("ssmd_cover_images", "modelspec.thumbnail")
 MAX_NESTED_DEPTH = 64
 TRAINING_TAGS_LIMIT = 50
@@ -75,6 +84,7 @@ def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
 
 
 # --- typed helpers ----------------------------------------------------------------------------
+
 
 def md_text(md: Mapping[str, Any], key: str) -> str | None:
     """A stripped string value; ``""`` and ``"None"`` count as absent."""
@@ -138,6 +148,7 @@ def split_list(text: str | None) -> list[str]:
 
 # --- tags --------------------------------------------------------------------------------------
 
+
 def tag_frequency(md: Mapping[str, Any]) -> dict[str, int]:
     """Caption-tag counts summed over all dataset folders, most frequent first.
 
@@ -171,14 +182,16 @@ def tag_frequency(md: Mapping[str, Any]) -> dict[str, int]:
     return dict(items)
 
 
-def training_tags(md: Mapping[str, Any], limit: int = TRAINING_TAGS_LIMIT,
-                  frequency: Mapping[str, int] | None = None) -> list[tuple[str, int]]:
+def training_tags(
+    md: Mapping[str, Any], limit: int = TRAINING_TAGS_LIMIT, frequency: Mapping[str, int] | None = None
+) -> list[tuple[str, int]]:
     """The ``limit`` most frequent training tags as ``(tag, count)`` pairs."""
     freq = tag_frequency(md) if frequency is None else frequency
     return list(freq.items())[:limit]
 
 
 # --- descriptive fields -------------------------------------------------------------------------
+
 
 def header_fields(md: Mapping[str, Any]) -> dict[str, Any]:
     """Name, description, trigger words, tags and author found in header metadata.
@@ -189,8 +202,9 @@ def header_fields(md: Mapping[str, Any]) -> dict[str, Any]:
     name = md_text(md, "ssmd_display_name") or md_text(md, "modelspec.title") or md_text(md, "ss_output_name")
     if name:
         fields["name"] = name
-    description = (md_text(md, "ssmd_description") or md_text(md, "modelspec.description")
-                   or md_text(md, "ss_training_comment"))
+    description = (
+        md_text(md, "ssmd_description") or md_text(md, "modelspec.description") or md_text(md, "ss_training_comment")
+    )
     if description:
         fields["description"] = description
     triggers = split_list(md_text(md, "ssmd_keywords"))

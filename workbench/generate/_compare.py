@@ -5,6 +5,7 @@ byte-for-byte the image the same request gives alone. The grid is one labelled P
 column labels drawn with PIL's default font) saved under ``<home>/compare/``, together with a
 DataFrame of its cells (axis values, job and result ids, image paths).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,18 +72,28 @@ def _label(axis: str, value: Any) -> str:
     return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 1] + "…"
 
 
-def plan_cells(base: GenerationRequest, loras: Sequence[str | None], weights: Sequence[float] = (0.0, 0.5, 1.0),
-               seeds: Sequence[int] = (1,), prompts: Sequence[str] | None = None,
-               rows: str | Sequence[str] | None = None, cols: str | Sequence[str] | None = "weight",
-               te_weights: bool = True) -> tuple[pd.DataFrame, tuple[str, ...], tuple[str, ...]]:
+def plan_cells(
+    base: GenerationRequest,
+    loras: Sequence[str | None],
+    weights: Sequence[float] = (0.0, 0.5, 1.0),
+    seeds: Sequence[int] = (1,),
+    prompts: Sequence[str] | None = None,
+    rows: str | Sequence[str] | None = None,
+    cols: str | Sequence[str] | None = "weight",
+    te_weights: bool = True,
+) -> tuple[pd.DataFrame, tuple[str, ...], tuple[str, ...]]:
     """The cells of a grid as a DataFrame (one row per image, with its request) plus the row/column axes.
 
     Axes not given to ``rows``/``cols`` that have more than one value go to the rows, in the order
     lora, weight, seed, prompt. The compared LoRA is added to ``base``'s stack at the cell's weight
     (U-Net and, with ``te_weights``, text encoder; else the text encoder keeps weight 1).
     """
-    values: dict[str, list] = {"lora": list(loras), "weight": [float(w) for w in weights],
-                               "seed": [int(s) for s in seeds], "prompt": list(prompts) if prompts else [base.prompt]}
+    values: dict[str, list] = {
+        "lora": list(loras),
+        "weight": [float(w) for w in weights],
+        "seed": [int(s) for s in seeds],
+        "prompt": list(prompts) if prompts else [base.prompt],
+    }
     for axis, vals in values.items():
         if not vals:
             raise ValueError(f"the {axis} axis has no values")
@@ -105,15 +116,22 @@ def plan_cells(base: GenerationRequest, loras: Sequence[str | None], weights: Se
             if cell["lora"] is not None:
                 stack.append(LoraSpec(cell["lora"], cell["weight"], None if te_weights else 1.0))
             request = dataclasses.replace(base, loras=stack, seed=cell["seed"], prompt=cell["prompt"])
-            records.append({"row": r, "col": c, **cell,
-                            "row_label": " · ".join(_label(a, v) for a, v in zip(rows_t, rkey)),
-                            "col_label": " · ".join(_label(a, v) for a, v in zip(cols_t, ckey)),
-                            "request": request})
+            records.append(
+                {
+                    "row": r,
+                    "col": c,
+                    **cell,
+                    "row_label": " · ".join(_label(a, v) for a, v in zip(rows_t, rkey)),
+                    "col_label": " · ".join(_label(a, v) for a, v in zip(cols_t, ckey)),
+                    "request": request,
+                }
+            )
     return pd.DataFrame.from_records(records), rows_t, cols_t
 
 
-def assemble_grid(images: Sequence[Any], row_labels: Sequence[str], col_labels: Sequence[str], n_cols: int,
-                  title: str = "") -> Any:
+def assemble_grid(
+    images: Sequence[Any], row_labels: Sequence[str], col_labels: Sequence[str], n_cols: int, title: str = ""
+) -> Any:
     """One image: cells in row-major order, column labels on top, row labels on the left."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -147,11 +165,24 @@ def assemble_grid(images: Sequence[Any], row_labels: Sequence[str], col_labels: 
     return grid
 
 
-def compare(wb, loras: Sequence[str | None], weights: Sequence[float] = (0.0, 0.5, 1.0), seeds: Sequence[int] = (1,),
-            prompts: Sequence[str] | None = None, *, base: GenerationRequest | None = None, prompt: str = "",
-            rows: str | Sequence[str] | None = None, cols: str | Sequence[str] | None = "weight",
-            backend: str = "diffusers", backend_options: dict | None = None, te_weights: bool = True,
-            timeout: float = 3600.0, progress: bool = True, title: str | None = None) -> CompareResult:
+def compare(
+    wb,
+    loras: Sequence[str | None],
+    weights: Sequence[float] = (0.0, 0.5, 1.0),
+    seeds: Sequence[int] = (1,),
+    prompts: Sequence[str] | None = None,
+    *,
+    base: GenerationRequest | None = None,
+    prompt: str = "",
+    rows: str | Sequence[str] | None = None,
+    cols: str | Sequence[str] | None = "weight",
+    backend: str = "diffusers",
+    backend_options: dict | None = None,
+    te_weights: bool = True,
+    timeout: float = 3600.0,
+    progress: bool = True,
+    title: str | None = None,
+) -> CompareResult:
     """Run a comparison grid through ``wb.queue`` and return the labelled image with its cells.
 
     ``base`` holds the fixed parameters (steps, CFG, size, sampler, other LoRAs); ``prompt`` is a
@@ -184,8 +215,10 @@ def compare(wb, loras: Sequence[str | None], weights: Sequence[float] = (0.0, 0.
     if failed:
         i, s = failed[0]
         cell = cells.iloc[i]
-        raise RuntimeError(f"{len(failed)} of {len(cells)} cells failed; first: {cell['row_label']} / "
-                           f"{cell['col_label']}: {s['state']}: {s.get('error')}")
+        raise RuntimeError(
+            f"{len(failed)} of {len(cells)} cells failed; first: {cell['row_label']} / "
+            f"{cell['col_label']}: {s['state']}: {s.get('error')}"
+        )
     queue.flush()
     results = [queue.result(jid) for jid in cells["job_id"]]
     cells["result_id"] = [r["id"] for r in results]
@@ -204,14 +237,26 @@ def compare(wb, loras: Sequence[str | None], weights: Sequence[float] = (0.0, 0.
     return CompareResult(image=grid, path=path, cells=cells.drop(columns=["request"]), rows=rows_t, cols=cols_t)
 
 
-def _save(folder: pathlib.Path, grid, cells: pd.DataFrame, rows: tuple[str, ...], cols: tuple[str, ...]) -> pathlib.Path:
+def _save(
+    folder: pathlib.Path, grid, cells: pd.DataFrame, rows: tuple[str, ...], cols: tuple[str, ...]
+) -> pathlib.Path:
     """Write the grid PNG with the cell table in a ``workbench-compare`` text chunk."""
     from PIL.PngImagePlugin import PngInfo
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}.png"
-    table = [{"row": int(r["row"]), "col": int(r["col"]), "lora": r["lora"], "weight": r["weight"], "seed": int(r["seed"]),
-              "prompt": r["prompt"], "result_id": r["result_id"]} for r in cells.to_dict("records")]
+    table = [
+        {
+            "row": int(r["row"]),
+            "col": int(r["col"]),
+            "lora": r["lora"],
+            "weight": r["weight"],
+            "seed": int(r["seed"]),
+            "prompt": r["prompt"],
+            "result_id": r["result_id"],
+        }
+        for r in cells.to_dict("records")
+    ]
     info = PngInfo()
     info.add_text("workbench-compare", json.dumps({"rows": rows, "cols": cols, "cells": table}, ensure_ascii=False))
     tmp = path.with_suffix(".tmp")
@@ -220,8 +265,12 @@ def _save(folder: pathlib.Path, grid, cells: pd.DataFrame, rows: tuple[str, ...]
     return path
 
 
-def compare_recipe(wb, recipe, lora: str, weights: Iterable[float], seeds: Sequence[int] = (1,), **kwargs: Any) -> CompareResult:
+def compare_recipe(
+    wb, recipe, lora: str, weights: Iterable[float], seeds: Sequence[int] = (1,), **kwargs: Any
+) -> CompareResult:
     """Compare one LoRA of a recipe across weights (the rest of its stack and parameters stay fixed)."""
     recipe = wb.recipes.get(recipe) if isinstance(recipe, str) else recipe
     base = wb.recipes.request(recipe)
-    return compare(wb, [lora], list(weights), seeds, base=base, backend=recipe.params.get("backend", "diffusers"), **kwargs)
+    return compare(
+        wb, [lora], list(weights), seeds, base=base, backend=recipe.params.get("backend", "diffusers"), **kwargs
+    )

@@ -3,13 +3,14 @@
 Rows live in the catalog table ``results`` (written by the queue's recorder); the PNG files live
 under ``<home>/outputs`` and carry A1111 infotext, so they stay meaningful outside the workbench.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import pathlib
 import zipfile
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -27,9 +28,18 @@ class History:
         if self._before_read is not None:
             self._before_read()
 
-    def list(self, *, text: str | None = None, lora: str | None = None, favorites: bool | None = None,
-             min_rating: int | None = None, backend: str | None = None, include_deleted: bool = False,
-             limit: int = 200, offset: int = 0) -> pd.DataFrame:
+    def list(
+        self,
+        *,
+        text: str | None = None,
+        lora: str | None = None,
+        favorites: bool | None = None,
+        min_rating: int | None = None,
+        backend: str | None = None,
+        include_deleted: bool = False,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> pd.DataFrame:
         """Results newest first, filtered in DuckDB: prompt text, LoRA name in the stack, favorite, rating, backend."""
         self._sync()
         where, args = [], []
@@ -50,15 +60,19 @@ class History:
         if backend:
             where.append("json_extract_string(r.params, '$.backend') = ?")
             args.append(backend)
-        sql = ("SELECT r.id, r.job_id, r.path, r.seed, r.width, r.height, coalesce(r.rating, 0) AS rating, "
-               "coalesce(r.favorite, false) AS favorite, r.deleted, r.created_at, r.infotext, r.params, "
-               "json_extract_string(r.params, '$.prompt') AS prompt, json_extract_string(r.params, '$.backend') AS backend "
-               "FROM results r")
+        sql = (
+            "SELECT r.id, r.job_id, r.path, r.seed, r.width, r.height, coalesce(r.rating, 0) AS rating, "
+            "coalesce(r.favorite, false) AS favorite, r.deleted, r.created_at, r.infotext, r.params, "
+            "json_extract_string(r.params, '$.prompt') AS prompt, json_extract_string(r.params, '$.backend') AS backend "
+            "FROM results r"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY r.created_at DESC, r.id LIMIT ? OFFSET ?"
         df = self.db.read_df(sql, args + [int(limit), int(offset)])
-        df["loras"] = [[f"{x['name']}:{x.get('unet', 1.0)}" for x in json.loads(p).get("loras", [])] for p in df["params"]]
+        df["loras"] = [
+            [f"{x['name']}:{x.get('unet', 1.0)}" for x in json.loads(p).get("loras", [])] for p in df["params"]
+        ]
         return df
 
     def get(self, result_id: str) -> dict:
@@ -125,9 +139,17 @@ class History:
                 arcname = f"images/{path.name}"
                 zf.write(path, arcname)
                 params = row["params"] if isinstance(row["params"], dict) else json.loads(row["params"])
-                manifest.append({"id": row["id"], "file": arcname, "seed": int(row["seed"]), "infotext": row["infotext"],
-                                 "rating": int(row.get("rating") or 0), "favorite": bool(row.get("favorite")),
-                                 "params": params})
+                manifest.append(
+                    {
+                        "id": row["id"],
+                        "file": arcname,
+                        "seed": int(row["seed"]),
+                        "infotext": row["infotext"],
+                        "rating": int(row.get("rating") or 0),
+                        "favorite": bool(row.get("favorite")),
+                        "params": params,
+                    }
+                )
             zf.writestr("manifest.json", json.dumps(manifest, indent=1, default=str))
         if dest is None:
             return buf.getvalue()
@@ -141,4 +163,5 @@ class History:
         return self.db.read_df(
             "SELECT e.lora_id, any_value(v.name) AS name, count(*) AS uses, avg(e.weight) AS mean_weight, max(e.created_at) AS last_used "
             "FROM usage_events e LEFT JOIN lora_view v ON v.id = e.lora_id WHERE e.kind = 'generate' "
-            "GROUP BY e.lora_id ORDER BY uses DESC")
+            "GROUP BY e.lora_id ORDER BY uses DESC"
+        )

@@ -3,6 +3,7 @@
 Written for every image the workbench makes (so A1111, Civitai and other tools read our images'
 parameters, including ``Lora hashes``) and parsed back for "reuse parameters".
 """
+
 from __future__ import annotations
 
 import io
@@ -57,10 +58,13 @@ def parse_infotext(text: str) -> dict[str, Any]:
     for line in lines:
         if line.startswith("Negative prompt:"):
             in_negative = True
-            line = line[len("Negative prompt:"):].strip()
+            line = line[len("Negative prompt:") :].strip()
         (negative_lines if in_negative else prompt_lines).append(line)
-    return {"prompt": "\n".join(prompt_lines).strip(), "negative_prompt": "\n".join(negative_lines).strip(),
-            "params": params}
+    return {
+        "prompt": "\n".join(prompt_lines).strip(),
+        "negative_prompt": "\n".join(negative_lines).strip(),
+        "params": params,
+    }
 
 
 def png_with_infotext(image, infotext: str) -> bytes:

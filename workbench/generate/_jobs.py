@@ -12,6 +12,7 @@ requeued.
 With ``executor="rq"`` the thread hands jobs to RQ workers on Redis (``workbench worker``) and
 records what they return; workers never open the catalog.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -27,10 +28,15 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from workbench.generate._types import (
-    GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    JobCancelledError,
+    JobControl,
 )
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -76,11 +82,24 @@ class Job:
     running_since: float = dataclasses.field(default=0.0, repr=False)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "backend": self.backend, "state": self.state, "progress": self.progress,
-                "step": self.step, "steps": self.steps, "error": self.error, "attempts": self.attempts,
-                "max_attempts": self.max_attempts, "created_at": self.created_at, "started_at": self.started_at,
-                "finished_at": self.finished_at, "result_id": self.result_id, "prompt": self.request.prompt,
-                "loras": [s.to_dict() for s in self.request.loras], "seed": self.request.seed}
+        return {
+            "id": self.id,
+            "backend": self.backend,
+            "state": self.state,
+            "progress": self.progress,
+            "step": self.step,
+            "steps": self.steps,
+            "error": self.error,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "result_id": self.result_id,
+            "prompt": self.request.prompt,
+            "loras": [s.to_dict() for s in self.request.loras],
+            "seed": self.request.seed,
+        }
 
 
 def _now() -> _dt.datetime:
@@ -109,7 +128,7 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
-def _flush_at_exit(ref: "weakref.ref[JobQueue]", timeout: float = 15.0) -> None:
+def _flush_at_exit(ref: weakref.ref[JobQueue], timeout: float = 15.0) -> None:
     """Commit recorded job states when the interpreter exits (the recorder is a daemon thread)."""
     queue = ref()
     if queue is None or queue._recorder is None or not queue._recorder.is_alive():
@@ -128,11 +147,20 @@ class JobQueue:
     ``resolver``: name -> (lora_id | None, path) for LoRAs in the catalog (usage counting, diffusers paths).
     """
 
-    def __init__(self, db, outputs_dir: str | pathlib.Path, *, backend_defaults: dict[str, dict] | None = None,
-                 resolver: Callable[[str], tuple[int | None, str | None]] | None = None,
-                 retry: RetryPolicy | None = None, executor: str = "thread", redis_url: str | None = None,
-                 rq_queue: str = "workbench", progress_interval: float = 2.0,
-                 commit_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        db,
+        outputs_dir: str | pathlib.Path,
+        *,
+        backend_defaults: dict[str, dict] | None = None,
+        resolver: Callable[[str], tuple[int | None, str | None]] | None = None,
+        retry: RetryPolicy | None = None,
+        executor: str = "thread",
+        redis_url: str | None = None,
+        rq_queue: str = "workbench",
+        progress_interval: float = 2.0,
+        commit_interval: float = 2.0,
+    ) -> None:
         self.db = db
         self.outputs_dir = pathlib.Path(outputs_dir)
         self.backend_defaults = {k: dict(v) for k, v in (backend_defaults or {}).items()}
@@ -162,7 +190,7 @@ class JobQueue:
         self._flush_now = threading.Event()
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> "JobQueue":
+    def start(self) -> JobQueue:
         """Start the recorder and worker threads (idempotent) and recover jobs left by a dead owner."""
         if self._thread is not None and self._thread.is_alive():
             return self
@@ -194,40 +222,63 @@ class JobQueue:
         """Claim queued jobs and jobs interrupted by their owner's death; requeue them here."""
         rows = self.db.read_df(
             "SELECT id, backend, params, state, attempts, max_attempts, worker, created_at FROM jobs "
-            "WHERE state IN ('queued', 'running') ORDER BY created_at")
+            "WHERE state IN ('queued', 'running') ORDER BY created_at"
+        )
         claimed = []
         for row in rows.to_dict("records"):
             if row["id"] in self._jobs or _owner_alive(row["worker"]):
                 continue
             params = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
-            job = Job(id=row["id"], backend=row["backend"], request=GenerationRequest.from_dict(params["request"]),
-                      backend_options=params.get("backend_options") or {}, attempts=int(row["attempts"] or 0),
-                      max_attempts=int(row["max_attempts"] or 1), created_at=row["created_at"])
+            job = Job(
+                id=row["id"],
+                backend=row["backend"],
+                request=GenerationRequest.from_dict(params["request"]),
+                backend_options=params.get("backend_options") or {},
+                attempts=int(row["attempts"] or 0),
+                max_attempts=int(row["max_attempts"] or 1),
+                created_at=row["created_at"],
+            )
             note = "interrupted (its kernel or worker stopped); requeued" if row["state"] == "running" else None
             job.error = note
             with self.db.write() as con:
-                con.execute("UPDATE jobs SET state='queued', worker=?, error=?, progress=0, updated_at=? WHERE id=?",
-                            [self.owner, note, _now(), job.id])
+                con.execute(
+                    "UPDATE jobs SET state='queued', worker=?, error=?, progress=0, updated_at=? WHERE id=?",
+                    [self.owner, note, _now(), job.id],
+                )
             self._jobs[job.id] = job
             self._push(job.id, 0.0)
             claimed.append(job.id)
         return claimed
 
     # ---------------------------------------------------------------- public API
-    def submit(self, request: GenerationRequest, backend: str = "diffusers", *, backend_options: dict | None = None,
-               max_attempts: int | None = None) -> str:
+    def submit(
+        self,
+        request: GenerationRequest,
+        backend: str = "diffusers",
+        *,
+        backend_options: dict | None = None,
+        max_attempts: int | None = None,
+    ) -> str:
         """Persist a job and queue it; returns its id. Starts the worker thread if needed."""
-        job = Job(id=uuid.uuid4().hex, backend=backend, request=request,
-                  backend_options=dict(backend_options or {}),
-                  max_attempts=max_attempts if max_attempts is not None else self.retry.max_attempts,
-                  created_at=_now())
+        job = Job(
+            id=uuid.uuid4().hex,
+            backend=backend,
+            request=request,
+            backend_options=dict(backend_options or {}),
+            max_attempts=max_attempts if max_attempts is not None else self.retry.max_attempts,
+            created_at=_now(),
+        )
         params = json.dumps({"request": request.to_dict(), "backend_options": job.backend_options})
         row = [job.id, backend, params, job.max_attempts, self.owner, job.created_at, job.created_at]
         self.start()
         # Persisted by the recorder (submits arriving together share one transaction); `flush()` waits for it.
-        self._write(lambda con: con.execute(
-            "INSERT INTO jobs (id, backend, params, state, progress, attempts, max_attempts, worker, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'queued', 0, 0, ?, ?, ?, ?)", row))
+        self._write(
+            lambda con: con.execute(
+                "INSERT INTO jobs (id, backend, params, state, progress, attempts, max_attempts, worker, created_at, "
+                "updated_at) VALUES (?, ?, ?, 'queued', 0, 0, ?, ?, ?, ?)",
+                row,
+            )
+        )
         self._jobs[job.id] = job
         self._push(job.id, 0.0)
         return job.id
@@ -252,8 +303,10 @@ class JobQueue:
 
         if flush:
             self.flush()
-        sql = ("SELECT id, backend, state, progress, error, attempts, max_attempts, created_at, started_at, finished_at, "
-               "params FROM jobs")
+        sql = (
+            "SELECT id, backend, state, progress, error, attempts, max_attempts, created_at, started_at, finished_at, "
+            "params FROM jobs"
+        )
         args: list = []
         if states:
             sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
@@ -264,8 +317,19 @@ class JobQueue:
         live = {j.id: j for j in list(self._jobs.values()) if not states or j.state in states}
         if not live:
             return df
-        columns = ["id", "backend", "state", "progress", "error", "attempts", "max_attempts", "created_at",
-                   "started_at", "finished_at", "prompt"]
+        columns = [
+            "id",
+            "backend",
+            "state",
+            "progress",
+            "error",
+            "attempts",
+            "max_attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "prompt",
+        ]
         rows = [{c: v for c, v in j.to_dict().items() if c in columns} for j in live.values()]
         mine = pd.DataFrame(rows, columns=columns)
         for column in ("created_at", "started_at", "finished_at"):
@@ -279,8 +343,10 @@ class JobQueue:
         job = self._jobs.get(job_id)
         if job is None:  # owned elsewhere: the owner sees cancel_requested
             with self.db.write() as con:
-                con.execute("UPDATE jobs SET cancel_requested=true, updated_at=? WHERE id=? AND state IN ('queued','running')",
-                            [_now(), job_id])
+                con.execute(
+                    "UPDATE jobs SET cancel_requested=true, updated_at=? WHERE id=? AND state IN ('queued','running')",
+                    [_now(), job_id],
+                )
             return
         with self._cv:
             if job.state == "queued":
@@ -298,18 +364,27 @@ class JobQueue:
             raise ValueError(f"job {job_id} is {row['state']}; only failed or cancelled jobs are retried")
         job = self._jobs.get(job_id)
         if job is None:
-            rows = self.db.read_df("SELECT backend, params, max_attempts, created_at FROM jobs WHERE id=?",
-                                   [job_id]).to_dict("records")
+            rows = self.db.read_df(
+                "SELECT backend, params, max_attempts, created_at FROM jobs WHERE id=?", [job_id]
+            ).to_dict("records")
             params = json.loads(rows[0]["params"])
-            job = Job(id=job_id, backend=rows[0]["backend"], request=GenerationRequest.from_dict(params["request"]),
-                      backend_options=params.get("backend_options") or {}, max_attempts=int(rows[0]["max_attempts"]),
-                      created_at=rows[0]["created_at"])
+            job = Job(
+                id=job_id,
+                backend=rows[0]["backend"],
+                request=GenerationRequest.from_dict(params["request"]),
+                backend_options=params.get("backend_options") or {},
+                max_attempts=int(rows[0]["max_attempts"]),
+                created_at=rows[0]["created_at"],
+            )
             self._jobs[job_id] = job
         job.state, job.error, job.attempts, job.progress, job.done = "queued", None, 0, 0.0, threading.Event()
         job.finished_at = None
         with self.db.write() as con:
-            con.execute("UPDATE jobs SET state='queued', error=NULL, attempts=0, progress=0, cancel_requested=false, "
-                        "worker=?, finished_at=NULL, updated_at=? WHERE id=?", [self.owner, _now(), job_id])
+            con.execute(
+                "UPDATE jobs SET state='queued', error=NULL, attempts=0, progress=0, cancel_requested=false, "
+                "worker=?, finished_at=NULL, updated_at=? WHERE id=?",
+                [self.owner, _now(), job_id],
+            )
         self.start()
         self._push(job_id, 0.0)
         return job_id
@@ -355,8 +430,11 @@ class JobQueue:
         with self._cv:
             while not self._stop.is_set():
                 now = time.monotonic()
-                while self._heap and self._jobs.get(self._heap[0][2]) is not None and \
-                        self._jobs[self._heap[0][2]].state != "queued":
+                while (
+                    self._heap
+                    and self._jobs.get(self._heap[0][2]) is not None
+                    and self._jobs[self._heap[0][2]].state != "queued"
+                ):
                     heapq.heappop(self._heap)
                 if self._heap and self._heap[0][0] <= now:
                     _, _, jid = heapq.heappop(self._heap)
@@ -422,6 +500,7 @@ class JobQueue:
                             time.sleep(0.2 * (attempt + 1))
             except Exception as exc:  # never lose the thread; the job rows stay 'running' and get recovered
                 import logging
+
                 logging.getLogger(__name__).exception("recording job state failed: %s", exc)
             finally:
                 for _ in batch:
@@ -472,7 +551,8 @@ class JobQueue:
             try:
                 rows = self.db.read_df(
                     f"SELECT id FROM jobs WHERE cancel_requested AND id IN ({', '.join('?' for _ in running)})",
-                    [j.id for j in running])
+                    [j.id for j in running],
+                )
             except Exception:
                 continue
             for jid in rows["id"]:
@@ -501,6 +581,7 @@ class JobQueue:
             request = self._resolve_paths(job)
             if self.executor == "rq":
                 from workbench.generate._rq import run_via_rq
+
                 result = run_via_rq(self, job, request)
             else:
                 result = self._backend(job.backend, job.backend_options).submit(request, job.control)
@@ -531,21 +612,34 @@ class JobQueue:
             job.persisted_running = True
             p, attempts, started = job.progress, job.attempts, job.started_at
         if first:
-            self._write(lambda con: con.execute(
-                "UPDATE jobs SET state='running', attempts=?, started_at=?, progress=?, updated_at=?, worker=? "
-                "WHERE id=? AND state IN ('queued', 'running')",
-                [attempts, started, p, _now(), self.owner, job.id]))
+            self._write(
+                lambda con: con.execute(
+                    "UPDATE jobs SET state='running', attempts=?, started_at=?, progress=?, updated_at=?, worker=? "
+                    "WHERE id=? AND state IN ('queued', 'running')",
+                    [attempts, started, p, _now(), self.owner, job.id],
+                )
+            )
         else:
-            self._write(lambda con: con.execute("UPDATE jobs SET progress=?, updated_at=? WHERE id=? AND state='running'",
-                                                [p, _now(), job.id]))
+            self._write(
+                lambda con: con.execute(
+                    "UPDATE jobs SET progress=?, updated_at=? WHERE id=? AND state='running'", [p, _now(), job.id]
+                )
+            )
 
     def _requeue(self, job: Job, error: str) -> None:
         delay = self.retry.delay(job.attempts)
-        job.state, job.error, job.control = "queued", f"attempt {job.attempts} failed: {error}; retrying in {delay:.0f} s", None
+        job.state, job.error, job.control = (
+            "queued",
+            f"attempt {job.attempts} failed: {error}; retrying in {delay:.0f} s",
+            None,
+        )
         err, when, attempts, started = job.error, _now() + _dt.timedelta(seconds=delay), job.attempts, job.started_at
-        self._write(lambda con: con.execute(
-            "UPDATE jobs SET state='queued', error=?, next_attempt_at=?, attempts=?, started_at=?, updated_at=? WHERE id=?",
-            [err, when, attempts, started, _now(), job.id]))
+        self._write(
+            lambda con: con.execute(
+                "UPDATE jobs SET state='queued', error=?, next_attempt_at=?, attempts=?, started_at=?, updated_at=? WHERE id=?",
+                [err, when, attempts, started, _now(), job.id],
+            )
+        )
         self._notify(job)
         self._push(job.id, time.monotonic() + delay)
 
@@ -553,9 +647,13 @@ class JobQueue:
         job.state, job.error, job.finished_at = state, error, _now()
         job.control = None
         fin, attempts, started = job.finished_at, job.attempts, job.started_at
-        self._write(lambda con: con.execute(
-            "UPDATE jobs SET state=?, error=?, attempts=?, started_at=coalesce(?, started_at), finished_at=?, updated_at=?, "
-            "worker=? WHERE id=?", [state, error, attempts, started, fin, fin, self.owner, job.id]))
+        self._write(
+            lambda con: con.execute(
+                "UPDATE jobs SET state=?, error=?, attempts=?, started_at=coalesce(?, started_at), finished_at=?, updated_at=?, "
+                "worker=? WHERE id=?",
+                [state, error, attempts, started, fin, fin, self.owner, job.id],
+            )
+        )
         job.done.set()
         self._notify(job)
 
@@ -566,8 +664,13 @@ class JobQueue:
         path = folder / f"{job.id}.png"
         path.write_bytes(result.png)
         result_id = job.id
-        params = {**result.params, "backend": job.backend, "backend_options": job.backend_options,
-                  "lora_hashes": result.lora_hashes, "elapsed_s": round(result.elapsed_s, 4)}
+        params = {
+            **result.params,
+            "backend": job.backend,
+            "backend_options": job.backend_options,
+            "lora_hashes": result.lora_hashes,
+            "elapsed_s": round(result.elapsed_s, 4),
+        }
         usage = []
         for spec in job.request.loras:
             lora_id = self.resolver(spec.name)[0] if self.resolver else None
@@ -577,16 +680,32 @@ class JobQueue:
         attempts, started = job.attempts, job.started_at
 
         def write(con) -> None:
-            con.execute("INSERT OR REPLACE INTO results (id, job_id, path, params, infotext, seed, width, height, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [result_id, job.id, str(path), json.dumps(params), result.infotext, result.seed, result.width,
-                         result.height, fin])
-            con.execute("UPDATE jobs SET state='succeeded', progress=1, error=NULL, attempts=?, started_at=?, finished_at=?, "
-                        "updated_at=?, worker=? WHERE id=?", [attempts, started, fin, fin, self.owner, job.id])
+            con.execute(
+                "INSERT OR REPLACE INTO results (id, job_id, path, params, infotext, seed, width, height, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    result_id,
+                    job.id,
+                    str(path),
+                    json.dumps(params),
+                    result.infotext,
+                    result.seed,
+                    result.width,
+                    result.height,
+                    fin,
+                ],
+            )
+            con.execute(
+                "UPDATE jobs SET state='succeeded', progress=1, error=NULL, attempts=?, started_at=?, finished_at=?, "
+                "updated_at=?, worker=? WHERE id=?",
+                [attempts, started, fin, fin, self.owner, job.id],
+            )
             for lora_id, weight in usage:
                 if lora_id is not None:
-                    con.execute("INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', ?, ?)",
-                                [lora_id, job.id, weight])
+                    con.execute(
+                        "INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', ?, ?)",
+                        [lora_id, job.id, weight],
+                    )
 
         self._write(write)
         job.done.set()
@@ -621,6 +740,7 @@ class JobQueue:
         key = (kind, json.dumps(merged, sort_keys=True, default=str))
         if key not in self._backends:
             from workbench.generate.backends import open_backend
+
             self._backends[key] = open_backend(kind, **merged)
         return self._backends[key]
 
@@ -649,7 +769,8 @@ class CatalogResolver:
             "SELECT v.id, v.path, l.size_bytes, l.mtime_ns, v.tensor_hash FROM lora_view v JOIN loras l ON l.id = v.id "
             "WHERE NOT v.missing AND (v.name = ? OR v.file_name = ? OR v.file_name = ? || '.safetensors' "
             "OR regexp_replace(v.file_name, '\\.[^.]*$', '') = ?) ORDER BY (v.name = ?) DESC, v.id LIMIT 1",
-            [name, name, name, name, name]).to_dict("records")
+            [name, name, name, name, name],
+        ).to_dict("records")
         value: tuple[int | None, str | None] = (None, None)
         if rows:
             row = rows[0]

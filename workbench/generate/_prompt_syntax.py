@@ -6,6 +6,7 @@ defaults to TE) plus named ``te=``, ``unet=``, ``dyn=``. ComfyUI-Lora-Manager:
 :class:`~workbench.generate._types.LoraSpec` (``unet``/``te`` multipliers), so a prompt written in
 one dialect can be written back in the other without changing what runs.
 """
+
 from __future__ import annotations
 
 import re
@@ -97,9 +98,13 @@ def format_tag(spec: LoraSpec, dialect: str = A1111) -> str:
     return f"<lora:{spec.name}:{_w(unet)}:{_w(te)}>"
 
 
-def compose_prompt(prompt: str, loras: Iterable[LoraSpec], dialect: str = A1111,
-                   trigger_words: Mapping[str, Iterable[str]] | None = None,
-                   triggers: str = "prepend") -> str:
+def compose_prompt(
+    prompt: str,
+    loras: Iterable[LoraSpec],
+    dialect: str = A1111,
+    trigger_words: Mapping[str, Iterable[str]] | None = None,
+    triggers: str = "prepend",
+) -> str:
     """The prompt a user would type: trigger words inserted, then one tag per LoRA at the end.
 
     ``triggers``: ``"prepend"`` (before the text), ``"append"`` (after it) or ``"none"``. Trigger
@@ -113,8 +118,9 @@ def compose_prompt(prompt: str, loras: Iterable[LoraSpec], dialect: str = A1111,
     return f"{text} {tags}".strip() if tags else text
 
 
-def insert_trigger_words(prompt: str, loras: Iterable[LoraSpec], trigger_words: Mapping[str, Iterable[str]],
-                         where: str = "prepend") -> str:
+def insert_trigger_words(
+    prompt: str, loras: Iterable[LoraSpec], trigger_words: Mapping[str, Iterable[str]], where: str = "prepend"
+) -> str:
     """Add each LoRA's trigger words that the prompt does not already contain."""
     if where == "none":
         return prompt

@@ -6,6 +6,7 @@ types and out-of-range numbers are refused with an error naming the field) and i
 kept as data, never interpreted. Local file paths never leave the machine in an export; a LoRA's
 SHA-256 travels instead, so the receiver's catalog can find the same file under another name.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.generate._types import GenerationRequest, LoraSpec
 from workbench.generate._prompt_syntax import insert_trigger_words
+from workbench.generate._types import GenerationRequest, LoraSpec
 
 FORMAT = "lora-workbench-recipe"
 VERSION = 1
@@ -63,8 +64,9 @@ class Recipe:
     hashes: dict[str, str] = dataclasses.field(default_factory=dict)
     """LoRA name -> SHA-256 when the catalog knew it (lets another catalog find the file)."""
 
-    def request(self, prompt: str | None = None, trigger_words: Mapping[str, Iterable[str]] | None = None,
-                **overrides: Any) -> GenerationRequest:
+    def request(
+        self, prompt: str | None = None, trigger_words: Mapping[str, Iterable[str]] | None = None, **overrides: Any
+    ) -> GenerationRequest:
         """The generation request this recipe describes (``overrides`` replace single parameters).
 
         Trigger words are inserted per the recipe's ``triggers`` policy (default ``prepend``).
@@ -87,8 +89,13 @@ class Recipe:
             if self.hashes.get(spec.name):
                 entry["sha256"] = self.hashes[spec.name]
             loras.append(entry)
-        doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "name": self.name, "loras": loras,
-                               "params": dict(self.params)}
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "loras": loras,
+            "params": dict(self.params),
+        }
         if self.description:
             doc["description"] = self.description
         return doc
@@ -97,7 +104,7 @@ class Recipe:
         return json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, doc: Any) -> "Recipe":
+    def from_dict(cls, doc: Any) -> Recipe:
         """Validate a recipe document (see :func:`parse_recipe`)."""
         return parse_recipe(doc)
 
@@ -106,7 +113,10 @@ class Recipe:
 
         rows = "".join(
             f"<li><code>{html.escape(s.name)}</code> unet {s.unet:g}"
-            + (f", te {s.te:g}" if s.te is not None else "") + "</li>" for s in self.loras)
+            + (f", te {s.te:g}" if s.te is not None else "")
+            + "</li>"
+            for s in self.loras
+        )
         params = ", ".join(f"{html.escape(str(k))}={html.escape(str(v))}" for k, v in self.params.items())
         return f"<b>Recipe {html.escape(self.name)}</b><ul>{rows}</ul><small>{params}</small>"
 
@@ -134,8 +144,10 @@ def _name(value: Any, where: str) -> str:
 def _unknown(doc: Mapping, allowed: Iterable[str], where: str) -> None:
     extra = sorted(str(k) for k in doc if k not in allowed)
     if extra:
-        raise RecipeError(f"unknown field{'s' if len(extra) > 1 else ''} in {where}: {', '.join(extra)[:300]} "
-                          f"(allowed: {', '.join(allowed)})")
+        raise RecipeError(
+            f"unknown field{'s' if len(extra) > 1 else ''} in {where}: {', '.join(extra)[:300]} "
+            f"(allowed: {', '.join(allowed)})"
+        )
 
 
 def validate_params(params: Any, where: str = "params") -> dict[str, Any]:
@@ -179,7 +191,11 @@ def validate_stack(loras: Any, where: str = "loras") -> tuple[list[LoraSpec], di
         te = None if entry.get("te") is None else _number(entry["te"], f"{at}.te", -100, 100)
         if entry.get("sha256") is not None:
             digest = entry["sha256"]
-            if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            if (
+                not isinstance(digest, str)
+                or len(digest) != 64
+                or any(c not in "0123456789abcdefABCDEF" for c in digest)
+            ):
                 raise RecipeError(f"{at}.sha256 must be 64 hex characters")
             hashes[name] = digest.lower()
         specs.append(LoraSpec(name=name, unet=unet, te=te))
@@ -230,7 +246,8 @@ def lookup_loras(db, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         "SELECT id, path, name, file_name, regexp_replace(file_name, '\\.[^.]*$', '') AS stem, preferred_weight, "
         f"trigger_words, sha256 FROM lora_view WHERE name IN ({marks}) OR file_name IN ({marks}) "
         f"OR regexp_replace(file_name, '\\.[^.]*$', '') IN ({marks}) ORDER BY missing, id",
-        names * 3)
+        names * 3,
+    )
     out: dict[str, dict[str, Any]] = {}
     for row in frame.to_dict("records"):
         for wanted in names:
@@ -238,7 +255,8 @@ def lookup_loras(db, names: Iterable[str]) -> dict[str, dict[str, Any]]:
                 continue
             weight = row["preferred_weight"]
             out[wanted] = {
-                "id": int(row["id"]), "path": row["path"] or None,
+                "id": int(row["id"]),
+                "path": row["path"] or None,
                 "preferred_weight": None if weight is None or weight != weight else float(weight),
                 "trigger_words": [str(w) for w in (row["trigger_words"] if row["trigger_words"] is not None else [])],
                 "sha256": row["sha256"] if isinstance(row["sha256"], str) else None,
@@ -262,8 +280,14 @@ class Recipes:
     def preferred_weights(self, names: Iterable[str]) -> dict[str, float]:
         """name -> the weight to start a LoRA at: its catalog ``preferred_weight``, else 1.0."""
         known = lookup_loras(self.db, names)
-        return {n: (known.get(n, {}).get("preferred_weight") if known.get(n, {}).get("preferred_weight") is not None
-                    else 1.0) for n in names}
+        return {
+            n: (
+                known.get(n, {}).get("preferred_weight")
+                if known.get(n, {}).get("preferred_weight") is not None
+                else 1.0
+            )
+            for n in names
+        }
 
     def add(self, recipe: Recipe, name: str, unet: float | None = None, te: float | None = None) -> Recipe:
         """A copy of ``recipe`` with one more LoRA (preferred weight when ``unet`` is None); same name replaces."""
@@ -280,16 +304,26 @@ class Recipes:
         recipe = self.get(recipe) if isinstance(recipe, str) else recipe
         return recipe.request(prompt, trigger_words=self.trigger_words(s.name for s in recipe.loras), **overrides)
 
-    def from_request(self, name: str, request: GenerationRequest, *, backend: str | None = None,
-                     triggers: str = "prepend", description: str = "") -> Recipe:
+    def from_request(
+        self,
+        name: str,
+        request: GenerationRequest,
+        *,
+        backend: str | None = None,
+        triggers: str = "prepend",
+        description: str = "",
+    ) -> Recipe:
         """A recipe capturing a request's stack and parameters (e.g. from the generate form or history)."""
         params = {k: v for k, v in request.to_dict().items() if k in _PARAMS and k != "loras"}
         if backend:
             params["backend"] = backend
         params["triggers"] = triggers
-        return Recipe(name=name, loras=[dataclasses.replace(s, path=None) for s in request.loras],
-                      params=validate_params({k: v for k, v in params.items() if v is not None or k == "model"}),
-                      description=description)
+        return Recipe(
+            name=name,
+            loras=[dataclasses.replace(s, path=None) for s in request.loras],
+            params=validate_params({k: v for k, v in params.items() if v is not None or k == "model"}),
+            description=description,
+        )
 
     # -- storage ---------------------------------------------------------------------------
     def save(self, recipe: Recipe, *, overwrite: bool = True) -> Recipe:
@@ -300,19 +334,24 @@ class Recipes:
         recipe = dataclasses.replace(recipe, hashes=hashes)
         doc = recipe.to_dict()
         stack = json.dumps(doc["loras"], ensure_ascii=False)
-        params = json.dumps({**doc["params"], **({"description": recipe.description} if recipe.description else {})},
-                            ensure_ascii=False)
+        params = json.dumps(
+            {**doc["params"], **({"description": recipe.description} if recipe.description else {})}, ensure_ascii=False
+        )
         now = _dt.datetime.now()
         with self.db.write() as con:
             exists = con.execute("SELECT 1 FROM recipes WHERE name = ?", [recipe.name]).fetchall()
             if exists and not overwrite:
                 raise RecipeError(f"a recipe named {recipe.name!r} exists already")
             if exists:
-                con.execute("UPDATE recipes SET stack = ?, params = ?, updated_at = ? WHERE name = ?",
-                            [stack, params, now, recipe.name])
+                con.execute(
+                    "UPDATE recipes SET stack = ?, params = ?, updated_at = ? WHERE name = ?",
+                    [stack, params, now, recipe.name],
+                )
             else:
-                con.execute("INSERT INTO recipes (name, stack, params, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                            [recipe.name, stack, params, now, now])
+                con.execute(
+                    "INSERT INTO recipes (name, stack, params, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    [recipe.name, stack, params, now, now],
+                )
         return recipe
 
     def get(self, name: str) -> Recipe:
@@ -326,7 +365,9 @@ class Recipes:
 
     def list(self) -> pd.DataFrame:
         """Saved recipes: name, LoRAs (``name:unet``), prompt, updated_at — newest first."""
-        frame = self.db.read_df("SELECT name, stack, params, created_at, updated_at FROM recipes ORDER BY updated_at DESC")
+        frame = self.db.read_df(
+            "SELECT name, stack, params, created_at, updated_at FROM recipes ORDER BY updated_at DESC"
+        )
         frame["loras"] = [[f"{e.get('name')}:{e.get('unet', 1.0)}" for e in _loads(s, [])] for s in frame["stack"]]
         frame["prompt"] = [_loads(p, {}).get("prompt", "") for p in frame["params"]]
         return frame[["name", "loras", "prompt", "created_at", "updated_at"]]
@@ -364,12 +405,15 @@ class Recipes:
     # -- helpers ---------------------------------------------------------------------------
     def _remap_by_hash(self, recipe: Recipe) -> Recipe:
         known = lookup_loras(self.db, [s.name for s in recipe.loras])
-        missing = {s.name: recipe.hashes[s.name] for s in recipe.loras if s.name not in known and s.name in recipe.hashes}
+        missing = {
+            s.name: recipe.hashes[s.name] for s in recipe.loras if s.name not in known and s.name in recipe.hashes
+        }
         if not missing:
             return recipe
         marks = ", ".join("?" for _ in missing)
-        frame = self.db.read_df(f"SELECT name, sha256 FROM lora_view WHERE sha256 IN ({marks}) ORDER BY missing, id",
-                                list(missing.values()))
+        frame = self.db.read_df(
+            f"SELECT name, sha256 FROM lora_view WHERE sha256 IN ({marks}) ORDER BY missing, id", list(missing.values())
+        )
         by_hash: dict[str, str] = {}
         for row in frame.to_dict("records"):
             by_hash.setdefault(row["sha256"], row["name"])
@@ -385,8 +429,9 @@ class Recipes:
     def _from_row(self, row: dict) -> Recipe:
         params = _loads(row["params"], {})
         description = params.pop("description", "") if isinstance(params, dict) else ""
-        return parse_recipe({"name": row["name"], "loras": _loads(row["stack"], []), "params": params,
-                             "description": description})
+        return parse_recipe(
+            {"name": row["name"], "loras": _loads(row["stack"], []), "params": params, "description": description}
+        )
 
     def _repr_html_(self) -> str:
         import html

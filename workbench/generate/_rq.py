@@ -5,6 +5,7 @@ the RQ job result, progress goes into the RQ job's ``meta``, and a heartbeat key
 is alive. The owner's queue thread (``run_via_rq``) polls these, records the result and turns a
 dead worker (heartbeat gone), an error or a cancel into the job's final state.
 """
+
 from __future__ import annotations
 
 import threading
@@ -13,7 +14,12 @@ import traceback
 from typing import Any
 
 from workbench.generate._types import (
-    BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
+    BackendUnavailableError,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    JobCancelledError,
+    JobControl,
 )
 
 CANCEL_KEY = "workbench:cancel:{}"
@@ -72,9 +78,17 @@ def run_generation(payload: dict) -> dict:
         stop.set()
         beat.join(5)
         conn.delete(ALIVE_KEY.format(job_id))
-    return {"png": result.png, "seed": result.seed, "width": result.width, "height": result.height,
-            "infotext": result.infotext, "params": result.params, "lora_hashes": result.lora_hashes,
-            "backend": result.backend, "elapsed_s": result.elapsed_s}
+    return {
+        "png": result.png,
+        "seed": result.seed,
+        "width": result.width,
+        "height": result.height,
+        "infotext": result.infotext,
+        "params": result.params,
+        "lora_hashes": result.lora_hashes,
+        "backend": result.backend,
+        "elapsed_s": result.elapsed_s,
+    }
 
 
 def _error_from(exc_string: str) -> GenerationError:
@@ -82,7 +96,8 @@ def _error_from(exc_string: str) -> GenerationError:
     last = lines[-1] if lines else "the RQ job failed"
     name, _, message = last.partition(": ")
     cls = {"BackendUnavailableError": BackendUnavailableError, "JobCancelledError": JobCancelledError}.get(
-        name.rsplit(".", 1)[-1], GenerationError)
+        name.rsplit(".", 1)[-1], GenerationError
+    )
     return cls(f"worker: {message or last}")
 
 
@@ -96,13 +111,22 @@ def run_via_rq(queue, job, request: GenerationRequest) -> GenerationResult:
         raise GenerationError("executor 'rq' needs redis_url")
     conn = redis.Redis.from_url(queue.redis_url)
     control = job.control
-    payload = {"job_id": job.id, "backend": job.backend, "backend_options": job.backend_options,
-               "request": request.to_dict()}
+    payload = {
+        "job_id": job.id,
+        "backend": job.backend,
+        "backend_options": job.backend_options,
+        "request": request.to_dict(),
+    }
     try:
         conn.delete(CANCEL_KEY.format(job.id))
         rq_job = Queue(queue.rq_queue, connection=conn).enqueue(
-            run_generation, payload, job_id=f"wb-{job.id}-{job.attempts}", job_timeout=24 * 3600,
-            result_ttl=3600, failure_ttl=24 * 3600)
+            run_generation,
+            payload,
+            job_id=f"wb-{job.id}-{job.attempts}",
+            job_timeout=24 * 3600,
+            result_ttl=3600,
+            failure_ttl=24 * 3600,
+        )
     except redis.RedisError as exc:
         raise BackendUnavailableError(f"Redis at {queue.redis_url} unavailable: {exc}") from exc
     control.on_cancel(lambda: conn.set(CANCEL_KEY.format(job.id), "1", ex=3600))
@@ -125,7 +149,8 @@ def run_via_rq(queue, job, request: GenerationRequest) -> GenerationResult:
                         worker = rq_job.worker_name or "?"
                         rq_job.cancel()
                         raise BackendUnavailableError(
-                            f"RQ worker {worker} stopped mid-job (no heartbeat for {DEAD_AFTER_S:.0f} s)")
+                            f"RQ worker {worker} stopped mid-job (no heartbeat for {DEAD_AFTER_S:.0f} s)"
+                        )
                 if status == JobStatus.FINISHED:
                     out = rq_job.return_value(refresh=True)
                     return GenerationResult(**out)
@@ -139,8 +164,13 @@ def run_via_rq(queue, job, request: GenerationRequest) -> GenerationResult:
         conn.close()
 
 
-def run_worker(redis_url: str, queues: list[str] | None = None, *, burst: bool = False,
-               backend_defaults: dict[str, dict] | None = None) -> int:
+def run_worker(
+    redis_url: str,
+    queues: list[str] | None = None,
+    *,
+    burst: bool = False,
+    backend_defaults: dict[str, dict] | None = None,
+) -> int:
     """``workbench worker``: a SimpleWorker (no fork) so pipelines and adapters stay loaded between jobs."""
     import redis
     from rq import Queue, SimpleWorker
@@ -149,7 +179,7 @@ def run_worker(redis_url: str, queues: list[str] | None = None, *, burst: bool =
     if (backend_defaults or {}).get("diffusers", {}).get("model"):
         # Load the pipeline before taking jobs: importing torch/diffusers inside the first job can hold
         # the GIL long enough to starve the heartbeat, and the owner would take the worker for dead.
-        _backend("diffusers", {}).pipe
+        _ = _backend("diffusers", {}).pipe
     conn = redis.Redis.from_url(redis_url)
     worker = SimpleWorker([Queue(q, connection=conn) for q in (queues or ["workbench"])], connection=conn)
     try:

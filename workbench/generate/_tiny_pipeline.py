@@ -7,6 +7,7 @@ are noise-like and carry no meaning; everything that records them says "random w
 
 Also writes small LoRA files (kohya and PEFT layouts, with kohya ``ss_*`` metadata) shaped for it.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,24 +55,49 @@ def _components() -> dict:
     tokenizer = _tokenizer()
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(4, 8), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TINY_CROSS_ATTENTION_DIM, attention_head_dim=2, norm_num_groups=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_CROSS_ATTENTION_DIM,
+        attention_head_dim=2,
+        norm_num_groups=2,
     )
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        block_out_channels=(4, 8), in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4, norm_num_groups=2,
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=2,
     )
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=514, hidden_size=TINY_CROSS_ATTENTION_DIM, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77,
-        bos_token_id=512, eos_token_id=513, pad_token_id=513,
-    ))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=514,
+            hidden_size=TINY_CROSS_ATTENTION_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=512,
+            eos_token_id=513,
+            pad_token_id=513,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
@@ -91,16 +117,23 @@ def build_tiny_pipeline(cache_dir: str | pathlib.Path) -> pathlib.Path:
             pass
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(**_components(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        **_components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     tmp = folder.with_name(folder.name + ".tmp")
     pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / _MARKER).write_text(json.dumps({
-        "recipe": _RECIPE_VERSION, "base_model": TINY_BASE_MODEL,
-        "note": "random weights: images carry no meaning; for tests and demos only",
-    }))
+    (tmp / _MARKER).write_text(
+        json.dumps(
+            {
+                "recipe": _RECIPE_VERSION,
+                "base_model": TINY_BASE_MODEL,
+                "note": "random weights: images carry no meaning; for tests and demos only",
+            }
+        )
+    )
     if folder.exists():
         import shutil
+
         shutil.rmtree(folder)
     tmp.rename(folder)
     return folder
@@ -113,10 +146,24 @@ def is_tiny_pipeline_folder(path: str | pathlib.Path) -> bool:
 # ---------------------------------------------------------------- LoRA files for the tiny pipeline
 
 # Module names of the tiny pipeline that LoRAs target (diffusers naming). proj_in/proj_out are 1x1 convs.
-_UNET_ATTN = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-              "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2"]
-_UNET_BLOCKS = ["down_blocks.1.attentions.0", "up_blocks.0.attentions.0", "up_blocks.0.attentions.1",
-                "mid_block.attentions.0"]
+_UNET_ATTN = [
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ff.net.0.proj",
+    "ff.net.2",
+]
+_UNET_BLOCKS = [
+    "down_blocks.1.attentions.0",
+    "up_blocks.0.attentions.0",
+    "up_blocks.0.attentions.1",
+    "mid_block.attentions.0",
+]
 _TE_MODULES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"]
 
 
@@ -153,15 +200,22 @@ def _te_shapes() -> dict[str, tuple[int, int, bool]]:
 def _lora_pair(gen, in_f: int, out_f: int, rank: int, conv: bool, strength: float):
     import torch
 
-    down = torch.randn(rank, in_f, generator=gen) * (strength / in_f ** 0.5)
-    up = torch.randn(out_f, rank, generator=gen) * (strength / rank ** 0.5)
+    down = torch.randn(rank, in_f, generator=gen) * (strength / in_f**0.5)
+    up = torch.randn(out_f, rank, generator=gen) * (strength / rank**0.5)
     if conv:
         down, up = down[:, :, None, None], up[:, :, None, None]
     return down.contiguous(), up.contiguous()
 
 
-def make_lora_tensors(seed: int, rank: int = 4, alpha: float | None = None, layout: str = "kohya",
-                      text_encoder: bool = True, strength: float = 1.5, network: str = "LoRA") -> dict:
+def make_lora_tensors(
+    seed: int,
+    rank: int = 4,
+    alpha: float | None = None,
+    layout: str = "kohya",
+    text_encoder: bool = True,
+    strength: float = 1.5,
+    network: str = "LoRA",
+) -> dict:
     """Random low-rank tensors for the tiny pipeline, in ``kohya`` or ``peft`` key layout.
 
     ``network="LoHa"`` writes LyCORIS LoHa keys (``hada_w1_a``…) that diffusers cannot load.
@@ -194,9 +248,16 @@ def make_lora_tensors(seed: int, rank: int = 4, alpha: float | None = None, layo
     return tensors
 
 
-def kohya_metadata(output_name: str, trigger_words: list[str], rank: int, alpha: float, *,
-                   network_module: str = "networks.lora", text_encoder: bool = True,
-                   comment: str = "") -> dict[str, str]:
+def kohya_metadata(
+    output_name: str,
+    trigger_words: list[str],
+    rank: int,
+    alpha: float,
+    *,
+    network_module: str = "networks.lora",
+    text_encoder: bool = True,
+    comment: str = "",
+) -> dict[str, str]:
     """kohya ``ss_*`` metadata (all values strings, nested JSON as strings) naming the tiny base model."""
     tags = {t: 10 for t in trigger_words}
     tags.update({"random weights": 10, "tiny": 5})
@@ -209,7 +270,8 @@ def kohya_metadata(output_name: str, trigger_words: list[str], rank: int, alpha:
         "ss_network_dim": str(rank),
         "ss_network_alpha": str(alpha),
         "ss_network_train_unet_only": str(not text_encoder),
-        "ss_training_comment": comment or f"random weights for the tiny test pipeline; trigger: {', '.join(trigger_words)}",
+        "ss_training_comment": comment
+        or f"random weights for the tiny test pipeline; trigger: {', '.join(trigger_words)}",
         "ss_tag_frequency": json.dumps({f"10_{output_name}": tags}),
         "ss_num_train_images": "10",
         "ss_resolution": "(64, 64)",
@@ -250,8 +312,14 @@ def write_tiny_loras(dest_dir: str | pathlib.Path) -> list[pathlib.Path]:
     paths = []
     for stem, layout, seed, rank, alpha, te, triggers, network in TINY_LORAS:
         tensors = make_lora_tensors(seed, rank=rank, alpha=alpha, layout=layout, text_encoder=te, network=network)
-        meta = kohya_metadata(stem, triggers, rank, alpha, text_encoder=te,
-                              network_module="lycoris.kohya" if network == "LoHa" else "networks.lora")
+        meta = kohya_metadata(
+            stem,
+            triggers,
+            rank,
+            alpha,
+            text_encoder=te,
+            network_module="lycoris.kohya" if network == "LoHa" else "networks.lora",
+        )
         if network == "LoHa":
             meta["ss_network_args"] = json.dumps({"algo": "loha"})
         path = dest / f"{stem}.safetensors"

@@ -5,12 +5,14 @@ A backend is anything with ``kind``, ``submit(request, control)``, ``cancel(cont
 done, reports progress into the :class:`JobControl` and stops when the control is cancelled —
 so the queue can run any backend in a worker thread and cancel it from another thread.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class GenerationError(RuntimeError):
@@ -57,9 +59,13 @@ class LoraSpec:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoraSpec":
-        return cls(name=str(d["name"]), unet=float(d.get("unet", d.get("weight", 1.0))),
-                   te=None if d.get("te") is None else float(d["te"]), path=d.get("path"))
+    def from_dict(cls, d: dict) -> LoraSpec:
+        return cls(
+            name=str(d["name"]),
+            unet=float(d.get("unet", d.get("weight", 1.0))),
+            te=None if d.get("te") is None else float(d["te"]),
+            path=d.get("path"),
+        )
 
 
 @dataclasses.dataclass
@@ -83,13 +89,13 @@ class GenerationRequest:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GenerationRequest":
+    def from_dict(cls, d: dict) -> GenerationRequest:
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in fields}
         kw["loras"] = [LoraSpec.from_dict(x) for x in d.get("loras", [])]
         return cls(**kw)
 
-    def with_seed(self, seed: int) -> "GenerationRequest":
+    def with_seed(self, seed: int) -> GenerationRequest:
         return dataclasses.replace(self, seed=seed)
 
 
@@ -121,7 +127,7 @@ class LoraInfo:
 class JobControl:
     """Progress and cancellation for one running job, shared by the queue and the backend."""
 
-    def __init__(self, on_progress: Callable[["JobControl"], None] | None = None) -> None:
+    def __init__(self, on_progress: Callable[[JobControl], None] | None = None) -> None:
         self._cancel = threading.Event()
         self._on_progress = on_progress
         self._cancel_hooks: list[Callable[[], None]] = []

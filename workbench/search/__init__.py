@@ -1,9 +1,17 @@
 """Finding LoRAs: payload embeddings, the FAISS vector index, lexical evidence and the :class:`Recommender`.
 Imports only :mod:`workbench.catalog` and :mod:`workbench.files` of the rest of the package."""
+
 from __future__ import annotations
 
 from workbench.search._embeddings import MAX_SEQ_LENGTH, default_model_path
 from workbench.search._recommend import Recommender, strip_lora_tags
 from workbench.search._vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
-__all__ = ["DEFAULT_HNSW_THRESHOLD", "MAX_SEQ_LENGTH", "Recommender", "VectorIndex", "default_model_path", "strip_lora_tags"]
+__all__ = [
+    "DEFAULT_HNSW_THRESHOLD",
+    "MAX_SEQ_LENGTH",
+    "Recommender",
+    "VectorIndex",
+    "default_model_path",
+    "strip_lora_tags",
+]

@@ -17,11 +17,10 @@ scoring 50,000 LoRAs takes about a millisecond.  No torch, no scipy.
 from __future__ import annotations
 
 import functools
-
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -30,7 +29,9 @@ _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _PROMPT_CHUNKS = re.compile(r"[,()\[\]{}|;\n.:]+|\bBREAK\b")
 _WEIGHT = re.compile(r":\s*-?[0-9.]+")
 _PHRASE_SPLIT = re.compile(r"[,;\n|]+")
-_VERSIONISH = re.compile(r"^(?:v\d+[a-z]?|\d+(?:\.\d+)?|fp16|fp32|bf16|safetensors|ckpt|pt|lora|locon|lycoris|loha|lokr|lyco|dim\d*)$")
+_VERSIONISH = re.compile(
+    r"^(?:v\d+[a-z]?|\d+(?:\.\d+)?|fp16|fp32|bf16|safetensors|ckpt|pt|lora|locon|lycoris|loha|lokr|lyco|dim\d*)$"
+)
 MAX_PHRASE_TOKENS = 8
 
 # A few words carry no evidence whatever their frequency in the catalog.

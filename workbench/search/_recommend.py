@@ -18,7 +18,6 @@ only embedding a new prompt or payload does.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.search import _embeddings as emb
-from workbench.search._lexical import LexDoc, LexicalIndex, content_tokens, prompt_ngrams, trigger_phrases
+from workbench.search._lexical import LexDoc, LexicalIndex, content_tokens, trigger_phrases
 from workbench.search._vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
 if TYPE_CHECKING:
@@ -172,7 +171,9 @@ class Recommender:
         self._family = [_family(b) for b in frame["base_model"]]
         self._payloads = {
             int(r["id"]): emb.payload(r)
-            for r in frame[["id", "name", "file_name", "trigger_words", "tags", "base_model", "description", "training_tags"]].to_dict("records")
+            for r in frame[
+                ["id", "name", "file_name", "trigger_words", "tags", "base_model", "description", "training_tags"]
+            ].to_dict("records")
         }
 
     def _sync_vectors(self) -> None:
@@ -195,7 +196,9 @@ class Recommender:
             keep = np.array([int(i) in wanted for i in ids], dtype=bool)
             self.index.rebuild(ids[keep], vectors[keep] if len(ids) else vectors, wanted)
         else:
-            ids, vectors = emb.load_vectors(self.db, self.embedder.name, load) if load else (np.zeros(0, np.int64), None)
+            ids, vectors = (
+                emb.load_vectors(self.db, self.embedder.name, load) if load else (np.zeros(0, np.int64), None)
+            )
             self.index.apply(ids, vectors, wanted, drop)
         self.index.save()
 
@@ -249,7 +252,12 @@ class Recommender:
         """Embed many queries in batches ahead of time (benchmarks, batch jobs); later calls hit the cache."""
         todo = list(dict.fromkeys(t.strip() for t in texts if t.strip() and t.strip() not in self._qcache))
         if todo:
-            for key, vec in zip(todo, self.embedder.encode(todo, batch_size=batch_size, progress=progress, max_seq_length=emb.QUERY_MAX_SEQ_LENGTH)):
+            for key, vec in zip(
+                todo,
+                self.embedder.encode(
+                    todo, batch_size=batch_size, progress=progress, max_seq_length=emb.QUERY_MAX_SEQ_LENGTH
+                ),
+            ):
                 self._qcache[key] = vec
 
     # -- public API ----------------------------------------------------------------------
@@ -315,11 +323,25 @@ class Recommender:
             lex[j] = 0.15 * shared_tags + 0.5 * min(shared_trig, 3)
         feedback = self._feedback_scores("similar", str(lora_id), qvec, cand)
         total = w.semantic * sem + lex + 0.3 * w.popularity * self._prior[cand] + w.feedback * feedback
-        parts = {"score_semantic": sem, "score_trigger": np.zeros_like(sem), "score_lexical": lex,
-                 "score_popularity": self._prior[cand], "score_feedback": feedback}
+        parts = {
+            "score_semantic": sem,
+            "score_trigger": np.zeros_like(sem),
+            "score_lexical": lex,
+            "score_popularity": self._prior[cand],
+            "score_feedback": feedback,
+        }
         excluded = {lora_id, *map(int, exclude)}
-        return self._finish(cand, total, parts, k, base_model, excluded, diversity, include_missing,
-                            explain=lambda p: self._explain_similar(src, p))
+        return self._finish(
+            cand,
+            total,
+            parts,
+            k,
+            base_model,
+            excluded,
+            diversity,
+            include_missing,
+            explain=lambda p: self._explain_similar(src, p),
+        )
 
     def feedback(self, query: str | int, lora_id: int, value: int, kind: str | None = None) -> None:
         """Record a thumbs up (+1) or down (-1) for `lora_id` as a result of `query`.
@@ -385,12 +407,26 @@ class Recommender:
             sem = np.zeros(len(cand), dtype=np.float32)
         feedback = self._feedback_scores(kind, text.strip(), qvec, cand)
         total = lexical[cand] + w.semantic * sem + w.feedback * feedback
-        parts = {"score_semantic": sem.astype(np.float32), "score_trigger": match.phrase[cand],
-                 "score_lexical": match.bm25[cand], "score_popularity": self._prior[cand], "score_feedback": feedback}
+        parts = {
+            "score_semantic": sem.astype(np.float32),
+            "score_trigger": match.phrase[cand],
+            "score_lexical": match.bm25[cand],
+            "score_popularity": self._prior[cand],
+            "score_feedback": feedback,
+        }
         qtokens = set(match.query_tokens)
         phrases = set(match.phrases)
-        return self._finish(cand, total, parts, k, base_model, set(map(int, exclude)), diversity, include_missing,
-                            explain=lambda p: self._explain_text(p, qtokens, phrases))
+        return self._finish(
+            cand,
+            total,
+            parts,
+            k,
+            base_model,
+            set(map(int, exclude)),
+            diversity,
+            include_missing,
+            explain=lambda p: self._explain_text(p, qtokens, phrases),
+        )
 
     def _feedback_scores(self, kind: str, query: str, qvec: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
         """Σ value × query-similarity × (1 for the rated LoRA, share × cosine for its neighbours)."""
@@ -472,7 +508,9 @@ class Recommender:
         rows["score"] = [float(total[at[i]]) for i in rows["id"]]
         for name, values in parts.items():
             rows[name] = [float(values[at[i]]) for i in rows["id"]]
-        rows["reason"] = [_with_feedback(explain(int(cand[at[i]])), float(parts["score_feedback"][at[i]])) for i in rows["id"]]
+        rows["reason"] = [
+            _with_feedback(explain(int(cand[at[i]])), float(parts["score_feedback"][at[i]])) for i in rows["id"]
+        ]
         return rows
 
     def _mmr(self, cand: np.ndarray, total: np.ndarray, order: np.ndarray, k: int, diversity: float) -> np.ndarray:
@@ -491,7 +529,7 @@ class Recommender:
             picked.append(j)
             max_sim = np.maximum(max_sim, vecs @ vecs[j])
         rest = [j for j in range(len(pool)) if j not in picked]
-        return np.concatenate([pool[picked], pool[rest], order[len(pool):]])
+        return np.concatenate([pool[picked], pool[rest], order[len(pool) :]])
 
     def _empty(self) -> pd.DataFrame:
         frame = self.wb.catalog.query(ids=[-1], limit=0).iloc[0:0].copy()

@@ -83,7 +83,12 @@ class VectorIndex:
         os.close(fd)
         faiss.write_index(self.index, tmp)
         os.replace(tmp, self.index_path)
-        meta = {"model": self.model, "kind": self.kind, "dim": self.dim, "hashes": {str(k): v for k, v in self.hashes.items()}}
+        meta = {
+            "model": self.model,
+            "kind": self.kind,
+            "dim": self.dim,
+            "hashes": {str(k): v for k, v in self.hashes.items()},
+        }
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".json.tmp")
         with os.fdopen(fd, "w") as fh:
             json.dump(meta, fh)

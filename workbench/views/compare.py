@@ -3,6 +3,7 @@
 ``workbench.generate._compare.compare`` waits for every cell, so it runs on a background thread: the
 kernel stays responsive (and the Queue tab shows the cells' progress) while the grid is built.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,7 +14,7 @@ from typing import Any
 import ipywidgets as w
 
 from workbench.generate import BackendChoice, GenerationRequest, configured_backends
-from workbench.views.status import guarded
+from workbench.views._feedback import guarded
 
 MAX_CELLS = 64
 MAX_NAMES = 2000
@@ -50,20 +51,43 @@ class CompareView(w.VBox):
         self.prompt = w.Text(value="a lighthouse at dusk", description="prompt", layout=w.Layout(width="420px"))
         self.steps = w.IntSlider(value=8 if tiny else 20, min=1, max=150, description="steps")
         self.size = w.Dropdown(options=[64, 128, 256, 512, 768, 1024], value=64 if tiny else 512, description="size")
-        self.cols = w.Dropdown(options=[("columns: weight", "weight"), ("columns: seed", "seed"), ("columns: LoRA", "lora")],
-                               value="weight")
-        self.backend = w.Dropdown(options=[(b.label, i) for i, b in enumerate(self.backends)], value=0,
-                                  description="backend", layout=w.Layout(width="520px"))
+        self.cols = w.Dropdown(
+            options=[("columns: weight", "weight"), ("columns: seed", "seed"), ("columns: LoRA", "lora")],
+            value="weight",
+        )
+        self.backend = w.Dropdown(
+            options=[(b.label, i) for i, b in enumerate(self.backends)],
+            value=0,
+            description="backend",
+            layout=w.Layout(width="520px"),
+        )
         self.run_button = w.Button(description="Run grid", button_style="primary", icon="th")
         self.status = w.HTML()
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.result = None
         self._thread: threading.Thread | None = None
-        note = ('<div style="background:#fff3cd;padding:4px 8px"><b>Random weights:</b> tiny test pipeline, '
-                "images carry no meaning.</div>") if tiny else ""
+        note = (
+            (
+                '<div style="background:#fff3cd;padding:4px 8px"><b>Random weights:</b> tiny test pipeline, '
+                "images carry no meaning.</div>"
+            )
+            if tiny
+            else ""
+        )
         self.run_button.on_click(self._on_run)
-        super().__init__([w.HTML(note), self.backend, w.HBox([self.loras, w.VBox([self.weights, self.seeds, self.cols])]),
-                          self.prompt, w.HBox([self.steps, self.size]), self.run_button, self.status, self.image], **kwargs)
+        super().__init__(
+            [
+                w.HTML(note),
+                self.backend,
+                w.HBox([self.loras, w.VBox([self.weights, self.seeds, self.cols])]),
+                self.prompt,
+                w.HBox([self.steps, self.size]),
+                self.run_button,
+                self.status,
+                self.image,
+            ],
+            **kwargs,
+        )
         self.add_class("wb-compare")
         self.refresh()
 
@@ -91,11 +115,18 @@ class CompareView(w.VBox):
             self._say("A grid is still running.")
             return None
         choice = self.backends[self.backend.value]
-        base = GenerationRequest(prompt=self.prompt.value[:2000], steps=int(self.steps.value), width=int(self.size.value),
-                                 height=int(self.size.value), sampler="DDIM" if choice.random_weights else "Euler")
+        base = GenerationRequest(
+            prompt=self.prompt.value[:2000],
+            steps=int(self.steps.value),
+            width=int(self.size.value),
+            height=int(self.size.value),
+            sampler="DDIM" if choice.random_weights else "Euler",
+        )
         cols = self.cols.value
         self._say(f"Running {len(loras) * len(weights) * len(seeds)} images… (see the Queue tab)")
-        self._thread = threading.Thread(target=self._build, args=(loras, weights, seeds, base, cols, choice), daemon=True)
+        self._thread = threading.Thread(
+            target=self._build, args=(loras, weights, seeds, base, cols, choice), daemon=True
+        )
         self._thread.start()
         return self._thread
 
@@ -107,13 +138,23 @@ class CompareView(w.VBox):
         self.run()
 
     @guarded
-    def _build(self, loras: list, weights: list, seeds: list, base: GenerationRequest, cols: str,
-               choice: BackendChoice) -> None:
+    def _build(
+        self, loras: list, weights: list, seeds: list, base: GenerationRequest, cols: str, choice: BackendChoice
+    ) -> None:
         from workbench.generate import compare
 
         try:
-            result = compare(self._wb, loras, weights, seeds, base=base, cols=cols, backend=choice.kind,
-                             backend_options=choice.options, progress=False)
+            result = compare(
+                self._wb,
+                loras,
+                weights,
+                seeds,
+                base=base,
+                cols=cols,
+                backend=choice.kind,
+                backend_options=choice.options,
+                progress=False,
+            )
         except RuntimeError as exc:  # a cell failed: the reason is the job's error, safe to show escaped
             self._say(html.escape(str(exc)[:500]), error=True)
             return

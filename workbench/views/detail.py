@@ -15,13 +15,12 @@ from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import Any
 
-import anywidget
 import traitlets as t
 
 from workbench.files import ThumbnailCache
 from workbench.views._assets import asset_path
-from workbench.views.gallery import InvalidMessage, clean_int, clean_strings, clean_text, clean_tristate, json_value
-from workbench.views.status import guarded
+from workbench.views._feedback import NoticeWidget, guarded
+from workbench.views._messages import InvalidMessage, clean_int, clean_strings, clean_text, clean_tristate, json_value
 
 log = logging.getLogger("workbench.views")
 
@@ -98,8 +97,7 @@ def _timestamp(value: Any) -> str:
 
 def prompt_tags(name: str, weight: float, trigger_words: list[str]) -> dict[str, str]:
     """``<lora:…>`` text in both dialects, with and without trigger words."""
-    from workbench.generate import LoraSpec
-    from workbench.generate import A1111, COMFYUI, PromptSyntaxError, compose_prompt, format_tag
+    from workbench.generate import A1111, COMFYUI, LoraSpec, PromptSyntaxError, compose_prompt, format_tag
 
     spec = LoraSpec(name=name, unet=weight)
     out: dict[str, str] = {}
@@ -129,8 +127,18 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         if shown == "":
             continue
         source = sources.get(key)
-        if source is None and key in ("rank", "alpha", "network_type", "key_layout", "base_model_detected", "scale",
-                                      "module_count", "tensor_count", "has_text_encoder", "header_len"):
+        if source is None and key in (
+            "rank",
+            "alpha",
+            "network_type",
+            "key_layout",
+            "base_model_detected",
+            "scale",
+            "module_count",
+            "tensor_count",
+            "has_text_encoder",
+            "header_len",
+        ):
             source = "header"
         elif source is None and key in ("size_bytes", "mtime", "path", "folder", "format"):
             source = "file"
@@ -155,21 +163,33 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
             training.append([text_value(item.get("tag"), 200), int(json_value(item.get("count")) or 0)])
     hashes = [
         [label, text_value(full.get(key))]
-        for key, label in (("sha256", "SHA256"), ("autov2", "AutoV2"), ("autov1", "AutoV1"),
-                           ("tensor_hash", "Tensor hash (addnet)"), ("sha256_claimed", "SHA256 claimed by sidecar"))
+        for key, label in (
+            ("sha256", "SHA256"),
+            ("autov2", "AutoV2"),
+            ("autov1", "AutoV1"),
+            ("tensor_hash", "Tensor hash (addnet)"),
+            ("sha256_claimed", "SHA256 claimed by sidecar"),
+        )
         if full.get(key)
     ]
     sidecars = []
     for kind, parsed in (full.get("sidecars") or {}).items():
         items = parsed.items() if isinstance(parsed, dict) else [("value", parsed)]
-        sidecars.append({"kind": text_value(kind, 100), "items": [[text_value(k, 100), text_value(v, 600)] for k, v in items]})
+        sidecars.append(
+            {"kind": text_value(kind, 100), "items": [[text_value(k, 100), text_value(v, 600)] for k, v in items]}
+        )
     previews = []
     if full.get("preview_path"):
         previews.append(["file", text_value(full["preview_path"])])
     if json_value(full.get("preview_embedded")):
         previews.append(["embedded in header", text_value(full.get("path"))])
     duplicates = [
-        {"id": int(d["id"]), "name": text_value(d.get("name"), 200), "path": text_value(d.get("path")), "by": text_value(d.get("by"))}
+        {
+            "id": int(d["id"]),
+            "name": text_value(d.get("name"), 200),
+            "path": text_value(d.get("path")),
+            "by": text_value(d.get("by")),
+        }
         for d in full.get("duplicates") or []
     ]
     name_for_prompt = PurePath(str(full.get("file_name") or full.get("name") or "")).stem or str(full.get("name") or "")
@@ -237,7 +257,7 @@ def clean_edit(raw: Any) -> dict[str, Any]:
     return out
 
 
-class DetailWidget(anywidget.AnyWidget):
+class DetailWidget(NoticeWidget):
     """Detail panel for one LoRA (set ``lora_id``; ``None`` shows an empty panel)."""
 
     _esm = asset_path("detail.js")
@@ -249,7 +269,6 @@ class DetailWidget(anywidget.AnyWidget):
     preview = t.Bytes(b"").tag(sync=True)
     """WEBP preview of the open LoRA (empty when it has none)."""
     base_models = t.List(list(KNOWN_BASE_MODELS)).tag(sync=True)
-    notice = t.Dict({"seq": 0, "text": "", "level": "info"}).tag(sync=True)
 
     def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
         self._wb = wb
@@ -269,12 +288,6 @@ class DetailWidget(anywidget.AnyWidget):
     def on_open(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(lora_id)`` when the visitor opens another LoRA (e.g. a duplicate)."""
         self._open_callbacks.append(callback)
-
-    def notify(self, text: str, level: str = "info") -> None:
-        self.notice = {"seq": self.notice.get("seq", 0) + 1, "text": str(text)[:500], "level": level}
-
-    def notify_error(self, text: str) -> None:
-        self.notify(text, "error")
 
     @guarded
     def load(self, lora_id: int | None) -> None:

@@ -9,16 +9,25 @@ for type, range and existence before anything reaches the catalog.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import anywidget
 import traitlets as t
 
 from workbench.files import DEFAULT_SIZE, ThumbnailCache
 from workbench.views._assets import asset_path
-from workbench.views.status import guarded
+from workbench.views._feedback import NoticeWidget, guarded
+from workbench.views._messages import (
+    MAX_SELECTION,
+    MAX_TEXT,
+    InvalidMessage,
+    clean_ids,
+    clean_int,
+    clean_strings,
+    clean_text,
+    clean_tristate,
+    json_value,
+)
 
 log = logging.getLogger("workbench.views")
 
@@ -36,9 +45,6 @@ TAG_MODES = ("all", "any")
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_THUMBS_PER_REQUEST = 120
-MAX_TEXT = 200
-MAX_LIST = 50
-MAX_SELECTION = 100_000
 BULK_OPS = ("add_tags", "remove_tags", "favorite", "rating", "set_base_model", "remove")
 _TRISTATE_KEYS = ("favorites", "has_preview", "missing", "errors")
 
@@ -63,65 +69,6 @@ DEFAULT_FILTERS: dict[str, Any] = {
 # ----------------------------------------------------------------------------------------
 # validation of browser input
 # ----------------------------------------------------------------------------------------
-
-
-class InvalidMessage(ValueError):
-    """A browser message that does not fit the whitelist; it is dropped and logged."""
-
-
-def clean_text(value: Any, limit: int = MAX_TEXT) -> str:
-    """A bounded single string, or an error for anything that is not a string."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidMessage(f"expected a string, got {type(value).__name__}")
-    return value.replace("\x00", "").strip()[:limit]
-
-
-def clean_strings(value: Any, limit: int = MAX_LIST, item_limit: int = MAX_TEXT) -> list[str]:
-    """A bounded list of non-empty unique strings (a comma separated string is split)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple)):
-        raise InvalidMessage(f"expected a list of strings, got {type(value).__name__}")
-    out: list[str] = []
-    for item in value[: limit * 2]:
-        text = clean_text(item, item_limit)
-        if text and text not in out:
-            out.append(text)
-    return out[:limit]
-
-
-def clean_int(value: Any, low: int, high: int) -> int:
-    """An int in [low, high]; bools and floats with a fraction are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidMessage(f"expected an integer, got {type(value).__name__}")
-    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
-        raise InvalidMessage("expected an integer")
-    number = int(value)
-    if not low <= number <= high:
-        raise InvalidMessage(f"{number} is outside [{low}, {high}]")
-    return number
-
-
-def clean_ids(value: Any, limit: int = MAX_SELECTION) -> list[int]:
-    """A list of positive int ids (unique, order kept)."""
-    if not isinstance(value, (list, tuple)):
-        raise InvalidMessage("expected a list of ids")
-    if len(value) > limit:
-        raise InvalidMessage(f"more than {limit} ids")
-    seen: dict[int, None] = {}
-    for item in value:
-        seen[clean_int(item, 0, 2**62)] = None
-    return list(seen)
-
-
-def clean_tristate(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise InvalidMessage("expected true, false or null")
 
 
 def clean_filters(raw: Any) -> dict[str, Any]:
@@ -181,35 +128,6 @@ def query_arguments(filters: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 
 
-def json_value(value: Any) -> Any:
-    """A JSON-safe plain value (numpy scalars, NaN, timestamps and arrays converted)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "tolist") and not isinstance(value, (bytes, bytearray)):
-        return json_value(value.tolist())
-    if isinstance(value, (list, tuple, set)):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    if hasattr(value, "isoformat"):
-        try:
-            return value.isoformat()
-        except ValueError:  # NaT
-            return None
-    if isinstance(value, (bytes, bytearray)):
-        return None
-    try:
-        if value != value:  # pandas NA / NaT
-            return None
-    except (TypeError, ValueError):
-        return None
-    return str(value)
-
-
 def _is_true(value: Any) -> bool:
     value = json_value(value)
     return bool(value) if value is not None else False
@@ -221,8 +139,22 @@ def _short_list(value: Any, count: int, item_limit: int = 60) -> list[str]:
     return [str(v)[:item_limit] for v in list(value)[:count] if v is not None]
 
 
-_CARD_COLUMNS = ("id", "name", "file_name", "base_model", "rank", "network_type", "format", "trigger_words",
-                 "tags", "favorite", "rating", "missing", "error", "has_preview")
+_CARD_COLUMNS = (
+    "id",
+    "name",
+    "file_name",
+    "base_model",
+    "rank",
+    "network_type",
+    "format",
+    "trigger_words",
+    "tags",
+    "favorite",
+    "rating",
+    "missing",
+    "error",
+    "has_preview",
+)
 
 
 def _plain(value: Any) -> Any:
@@ -306,7 +238,7 @@ def normalize_facets(raw: Any, top_tags: int = 500) -> dict[str, list[list[Any]]
 # ----------------------------------------------------------------------------------------
 
 
-class GalleryWidget(anywidget.AnyWidget):
+class GalleryWidget(NoticeWidget):
     """Virtual-scrolled grid of every LoRA in the catalog that matches the filters.
 
     Args:
@@ -336,7 +268,6 @@ class GalleryWidget(anywidget.AnyWidget):
     active_id = t.Int(None, allow_none=True).tag(sync=True)
     """Id of the card opened in the detail panel."""
     can_undo = t.Bool(False).tag(sync=True)
-    notice = t.Dict({"seq": 0, "text": "", "level": "info"}).tag(sync=True)
     """Last message for the visitor (``seq`` makes repeats visible)."""
 
     def __init__(self, wb: Any, page_size: int = PAGE_SIZE, thumbnail_size: int = DEFAULT_SIZE, **kwargs: Any) -> None:
@@ -389,13 +320,6 @@ class GalleryWidget(anywidget.AnyWidget):
     def set_filters(self, **changes: Any) -> None:
         """Change some filters from Python, e.g. ``gallery.set_filters(text="castle")``."""
         self.filters = clean_filters({**self.filters, **changes})
-
-    def notify(self, text: str, level: str = "info") -> None:
-        """Show a short message under the grid."""
-        self.notice = {"seq": self.notice.get("seq", 0) + 1, "text": str(text)[:500], "level": level}
-
-    def notify_error(self, text: str) -> None:
-        self.notify(text, "error")
 
     # -- traits -------------------------------------------------------------------------
 
@@ -586,4 +510,3 @@ class GalleryWidget(anywidget.AnyWidget):
         self.notify(message)
         for callback in list(self._change_callbacks):
             callback(ids)
-

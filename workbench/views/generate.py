@@ -5,6 +5,7 @@ typed into the prompt are parsed by ``workbench.generate._prompt_syntax``, jobs 
 backends offered are the configured ones (``workbench.generate.backends.configured_backends``); the tiny
 test pipeline is always labelled "random weights".
 """
+
 from __future__ import annotations
 
 import html
@@ -14,7 +15,7 @@ from typing import Any
 import ipywidgets as w
 
 from workbench.generate import BackendChoice, GenerationRequest, LoraSpec, configured_backends
-from workbench.views.status import guarded
+from workbench.views._feedback import guarded
 
 log = logging.getLogger("workbench.views")
 
@@ -30,10 +31,17 @@ class _StackRow(w.HBox):
     def __init__(self, name: str, unet: float, te: float | None, on_remove: Any) -> None:
         self.lora_name = name
         self.label = w.HTML(f"<code>{html.escape(name)}</code>", layout=w.Layout(width="220px"))
-        self.unet = w.FloatSlider(value=unet, min=-2.0, max=2.0, step=0.05, description="unet",
-                                  layout=w.Layout(width="260px"))
-        self.te = w.FloatSlider(value=unet if te is None else te, min=-2.0, max=2.0, step=0.05, description="te",
-                                layout=w.Layout(width="260px"))
+        self.unet = w.FloatSlider(
+            value=unet, min=-2.0, max=2.0, step=0.05, description="unet", layout=w.Layout(width="260px")
+        )
+        self.te = w.FloatSlider(
+            value=unet if te is None else te,
+            min=-2.0,
+            max=2.0,
+            step=0.05,
+            description="te",
+            layout=w.Layout(width="260px"),
+        )
         self.remove = w.Button(description="✕", tooltip="remove from the stack", layout=w.Layout(width="36px"))
         self.remove.on_click(lambda _b: on_remove(self))
         super().__init__([self.label, self.unet, self.te, self.remove])
@@ -51,22 +59,34 @@ class GenerateView(w.VBox):
         self.backends = backends or configured_backends(wb.home)
         self.last_job_id: str | None = None
         self.backend_note = w.HTML()
-        self.prompt = w.Textarea(placeholder="prompt (you may type <lora:name:weight> tags)",
-                                 layout=w.Layout(width="100%", height="70px"))
+        self.prompt = w.Textarea(
+            placeholder="prompt (you may type <lora:name:weight> tags)", layout=w.Layout(width="100%", height="70px")
+        )
         self.negative = w.Textarea(placeholder="negative prompt", layout=w.Layout(width="100%", height="40px"))
         self.lora_name = w.Combobox(placeholder="LoRA name", ensure_option=True, layout=w.Layout(width="300px"))
         self.add_button = w.Button(description="Add LoRA", icon="plus")
         self.stack_box = w.VBox([])
-        self.triggers = w.Dropdown(options=[("trigger words first", "prepend"), ("trigger words last", "append"),
-                                            ("no trigger words", "none")], value="prepend", description="triggers")
+        self.triggers = w.Dropdown(
+            options=[
+                ("trigger words first", "prepend"),
+                ("trigger words last", "append"),
+                ("no trigger words", "none"),
+            ],
+            value="prepend",
+            description="triggers",
+        )
         self.seed = w.IntText(value=-1, description="seed", layout=w.Layout(width="200px"))
         self.steps = w.IntSlider(value=20, min=1, max=150, description="steps")
         self.cfg = w.FloatSlider(value=7.0, min=0.0, max=30.0, step=0.5, description="CFG")
         self.width = w.Dropdown(options=SIZES, value=512, description="width", layout=w.Layout(width="170px"))
         self.height = w.Dropdown(options=SIZES, value=512, description="height", layout=w.Layout(width="170px"))
         self.sampler = w.Dropdown(options=SAMPLERS, value="Euler", description="sampler")
-        self.backend = w.Dropdown(options=[(b.label, i) for i, b in enumerate(self.backends)], value=0,
-                                  description="backend", layout=w.Layout(width="520px"))
+        self.backend = w.Dropdown(
+            options=[(b.label, i) for i, b in enumerate(self.backends)],
+            value=0,
+            description="backend",
+            layout=w.Layout(width="520px"),
+        )
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.recipe_name = w.Text(placeholder="recipe name", layout=w.Layout(width="220px"))
         self.save_recipe_button = w.Button(description="Save as recipe", icon="save")
@@ -80,14 +100,22 @@ class GenerateView(w.VBox):
         self.save_recipe_button.on_click(self._on_save_recipe)
         self.load_recipe_button.on_click(self._on_load_recipe)
         self.backend.observe(self._on_backend, names=["value"])
-        super().__init__([
-            self.backend_note, self.backend, self.prompt, self.negative,
-            w.HBox([self.lora_name, self.add_button, self.triggers]), self.stack_box,
-            w.HBox([self.seed, self.steps, self.cfg]), w.HBox([self.width, self.height, self.sampler]),
-            w.HBox([self.generate_button]),
-            w.HBox([self.recipe_name, self.save_recipe_button, self.recipe_pick, self.load_recipe_button]),
-            self.message,
-        ], **kwargs)
+        super().__init__(
+            [
+                self.backend_note,
+                self.backend,
+                self.prompt,
+                self.negative,
+                w.HBox([self.lora_name, self.add_button, self.triggers]),
+                self.stack_box,
+                w.HBox([self.seed, self.steps, self.cfg]),
+                w.HBox([self.width, self.height, self.sampler]),
+                w.HBox([self.generate_button]),
+                w.HBox([self.recipe_name, self.save_recipe_button, self.recipe_pick, self.load_recipe_button]),
+                self.message,
+            ],
+            **kwargs,
+        )
         self.add_class("wb-generate")
         self._show_backend()
         self.refresh()
@@ -115,16 +143,22 @@ class GenerateView(w.VBox):
 
     def request(self) -> GenerationRequest:
         """The request the form describes (tags in the prompt join the stack; trigger words inserted)."""
-        from workbench.generate import parse_prompt
-        from workbench.generate import Recipe
+        from workbench.generate import Recipe, parse_prompt
 
         text, tagged = parse_prompt(self.prompt.value[:MAX_PROMPT])
         stack = {s.name: s for s in self.stack()}
         for spec in tagged:
             stack[spec.name] = spec
-        params = {"negative_prompt": self.negative.value[:MAX_PROMPT], "seed": int(self.seed.value),
-                  "steps": int(self.steps.value), "cfg_scale": float(self.cfg.value), "width": int(self.width.value),
-                  "height": int(self.height.value), "sampler": self.sampler.value, "triggers": self.triggers.value}
+        params = {
+            "negative_prompt": self.negative.value[:MAX_PROMPT],
+            "seed": int(self.seed.value),
+            "steps": int(self.steps.value),
+            "cfg_scale": float(self.cfg.value),
+            "width": int(self.width.value),
+            "height": int(self.height.value),
+            "sampler": self.sampler.value,
+            "triggers": self.triggers.value,
+        }
         return self._wb.recipes.request(Recipe("form", list(stack.values()), params), prompt=text)
 
     def fill(self, request: GenerationRequest) -> None:
@@ -181,7 +215,9 @@ class GenerateView(w.VBox):
             return
         request = self._form_request_without_triggers()
         try:
-            recipe = self._wb.recipes.from_request(name, request, backend=self.choice.kind, triggers=self.triggers.value)
+            recipe = self._wb.recipes.from_request(
+                name, request, backend=self.choice.kind, triggers=self.triggers.value
+            )
             self._wb.recipes.save(recipe)
         except RecipeError as exc:
             self._say(html.escape(str(exc)), error=True)
@@ -213,16 +249,26 @@ class GenerateView(w.VBox):
         text, tagged = parse_prompt(self.prompt.value[:MAX_PROMPT])
         stack = {s.name: s for s in self.stack()}
         stack.update({s.name: s for s in tagged})
-        return GenerationRequest(prompt=text, negative_prompt=self.negative.value[:MAX_PROMPT], loras=list(stack.values()),
-                                 seed=int(self.seed.value), steps=int(self.steps.value), cfg_scale=float(self.cfg.value),
-                                 width=int(self.width.value), height=int(self.height.value), sampler=self.sampler.value)
+        return GenerationRequest(
+            prompt=text,
+            negative_prompt=self.negative.value[:MAX_PROMPT],
+            loras=list(stack.values()),
+            seed=int(self.seed.value),
+            steps=int(self.steps.value),
+            cfg_scale=float(self.cfg.value),
+            width=int(self.width.value),
+            height=int(self.height.value),
+            sampler=self.sampler.value,
+        )
 
     def _show_backend(self) -> None:
         choice = self.choice
         if choice.random_weights:
-            self.backend_note.value = ('<div class="wb-random-weights" style="background:#fff3cd;padding:4px 8px">'
-                                       "<b>Random weights:</b> the tiny test pipeline makes noise-like images that carry "
-                                       "no meaning. Configure a real model with <code>WORKBENCH_BACKEND</code>.</div>")
+            self.backend_note.value = (
+                '<div class="wb-random-weights" style="background:#fff3cd;padding:4px 8px">'
+                "<b>Random weights:</b> the tiny test pipeline makes noise-like images that carry "
+                "no meaning. Configure a real model with <code>WORKBENCH_BACKEND</code>.</div>"
+            )
         else:
             self.backend_note.value = f"<div>Backend: {html.escape(choice.label)}</div>"
 
@@ -242,7 +288,6 @@ def generation_tabs(wb: Any) -> list[tuple[str, w.Widget]]:
     queue = QueueView(wb)
     history = HistoryView(wb)
     compare = CompareView(wb, backends)
-    history.on_reuse(lambda request: (generate.fill(request),
-                                      history.notify("Loaded into the Generate tab.")))
+    history.on_reuse(lambda request: (generate.fill(request), history.notify("Loaded into the Generate tab.")))
     queue.on_finished(lambda _job: history.refresh())
     return [("Generate", generate), ("Queue", queue), ("History", history), ("Compare", compare)]

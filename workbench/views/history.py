@@ -5,20 +5,20 @@ filters, rating, favorite, reuse and delete are browser messages from a fixed li
 before anything reaches ``wb.history``. Every string (prompts, LoRA names) goes into the DOM as
 text in ``widgets/history.js``; Python sends plain data, never HTML.
 """
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from typing import Any
 
-import anywidget
 import ipywidgets as w
 import traitlets as t
 
 from workbench.files import ThumbnailCache
 from workbench.views._assets import asset_path
-from workbench.views.gallery import InvalidMessage, clean_int, clean_text, clean_tristate, json_value
-from workbench.views.status import guarded
+from workbench.views._feedback import NoticeWidget, guarded
+from workbench.views._messages import InvalidMessage, clean_int, clean_text, clean_tristate, json_value
 
 log = logging.getLogger("workbench.views")
 
@@ -49,7 +49,7 @@ def _clean_id(value: Any) -> str:
     return value
 
 
-class HistoryWidget(anywidget.AnyWidget):
+class HistoryWidget(NoticeWidget):
     """Grid of result cards; the browser half is ``widgets/history.js``."""
 
     _esm = asset_path("history.js")
@@ -61,7 +61,6 @@ class HistoryWidget(anywidget.AnyWidget):
     filters = t.Dict(DEFAULT_FILTERS).tag(sync=True)
     offset = t.Int(0).tag(sync=True)
     page_size = t.Int(PAGE).tag(sync=True)
-    notice = t.Dict({"seq": 0, "text": "", "level": "info"}).tag(sync=True)
 
     def __init__(self, wb: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -75,20 +74,27 @@ class HistoryWidget(anywidget.AnyWidget):
     def refresh(self) -> None:
         """Re-read the current page of results from the catalog."""
         f = self.filters
-        args = dict(text=f["text"] or None, lora=f["lora"] or None, favorites=f["favorites"],
-                    min_rating=f["min_rating"] or None)
+        args = dict(
+            text=f["text"] or None, lora=f["lora"] or None, favorites=f["favorites"], min_rating=f["min_rating"] or None
+        )
         frame = self._wb.history.list(limit=self.page_size + 1, offset=self.offset, **args)
         more = len(frame) > self.page_size
         frame = frame.iloc[: self.page_size]
         items = []
         for row in frame.to_dict("records"):
-            items.append({
-                "id": str(row["id"]), "prompt": str(row["prompt"] or "")[:500], "seed": json_value(row["seed"]),
-                "size": f"{json_value(row['width'])}x{json_value(row['height'])}",
-                "loras": [str(x)[:120] for x in row["loras"][:8]], "rating": int(row["rating"] or 0),
-                "favorite": bool(row["favorite"]), "created": json_value(row["created_at"]),
-                "backend": str(row["backend"] or ""),
-            })
+            items.append(
+                {
+                    "id": str(row["id"]),
+                    "prompt": str(row["prompt"] or "")[:500],
+                    "seed": json_value(row["seed"]),
+                    "size": f"{json_value(row['width'])}x{json_value(row['height'])}",
+                    "loras": [str(x)[:120] for x in row["loras"][:8]],
+                    "rating": int(row["rating"] or 0),
+                    "favorite": bool(row["favorite"]),
+                    "created": json_value(row["created_at"]),
+                    "backend": str(row["backend"] or ""),
+                }
+            )
         with self.hold_sync():
             self.items = items
             self.total = self.offset + len(items) + (1 if more else 0)
@@ -96,12 +102,6 @@ class HistoryWidget(anywidget.AnyWidget):
     def on_reuse(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(GenerationRequest)`` when the visitor clicks Reuse on a result."""
         self._reuse_callbacks.append(callback)
-
-    def notify(self, text: str, level: str = "info") -> None:
-        self.notice = {"seq": self.notice.get("seq", 0) + 1, "text": str(text)[:500], "level": level}
-
-    def notify_error(self, text: str) -> None:
-        self.notify(text, "error")
 
     @t.observe("filters", "offset")
     @guarded
@@ -174,9 +174,14 @@ class HistoryWidget(anywidget.AnyWidget):
         self.notify("Deleted.")
         self.refresh()
 
-    _ACTIONS: dict[str, Callable[["HistoryWidget", dict], None]] = {
-        "filter": _act_filter, "page": _act_page, "thumbs": _act_thumbs, "rate": _act_rate,
-        "favorite": _act_favorite, "reuse": _act_reuse, "delete": _act_delete,
+    _ACTIONS: dict[str, Callable[[HistoryWidget, dict], None]] = {
+        "filter": _act_filter,
+        "page": _act_page,
+        "thumbs": _act_thumbs,
+        "rate": _act_rate,
+        "favorite": _act_favorite,
+        "reuse": _act_reuse,
+        "delete": _act_delete,
     }
 
 
@@ -201,4 +206,3 @@ class HistoryView(w.VBox):
     @guarded
     def refresh(self) -> None:
         self.grid.refresh()
-

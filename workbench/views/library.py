@@ -7,9 +7,10 @@ from typing import Any
 
 import ipywidgets
 
+from workbench.views._feedback import guarded
 from workbench.views.detail import DetailWidget
 from workbench.views.gallery import PAGE_SIZE, GalleryWidget
-from workbench.views.status import StatusView, guarded
+from workbench.views.status import StatusView
 
 log = logging.getLogger("workbench.views")
 
@@ -28,8 +29,9 @@ class LibraryView(ipywidgets.VBox):
         self.gallery = GalleryWidget(wb, page_size=page_size, layout=ipywidgets.Layout(flex="3 1 0", min_width="0"))
         self.detail = DetailWidget(
             wb,
-            layout=ipywidgets.Layout(flex="2 1 0", min_width="280px", max_height="820px", overflow="auto",
-                                     margin="0 0 0 12px"),
+            layout=ipywidgets.Layout(
+                flex="2 1 0", min_width="280px", max_height="820px", overflow="auto", margin="0 0 0 12px"
+            ),
         )
         body = ipywidgets.HBox([self.gallery, self.detail], layout=ipywidgets.Layout(width="100%"))
         super().__init__([self.status, body], **kwargs)

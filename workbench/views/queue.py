@@ -5,6 +5,7 @@ records what changed (under a lock) and updates the one progress bar of that job
 is re-read from the catalog when a job changes state, at most every ``min_refresh_s``. Widgets
 are a fixed pool of rows, refilled, never one new widget per job.
 """
+
 from __future__ import annotations
 
 import html
@@ -15,15 +16,20 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.views.status import guarded
+from workbench.views._feedback import guarded
 
 ROWS = 15
-_STATE_COLORS = {"queued": "#666", "running": "#0b63c5", "succeeded": "#1e7e34", "failed": "#b00020",
-                 "cancelled": "#8a6d3b"}
+_STATE_COLORS = {
+    "queued": "#666",
+    "running": "#0b63c5",
+    "succeeded": "#1e7e34",
+    "failed": "#b00020",
+    "cancelled": "#8a6d3b",
+}
 
 
 class _JobRow(w.HBox):
-    def __init__(self, view: "QueueView") -> None:
+    def __init__(self, view: QueueView) -> None:
         self.job_id: str | None = None
         self.state = ""
         self.text = w.HTML(layout=w.Layout(width="520px"))
@@ -44,15 +50,22 @@ class _JobRow(w.HBox):
             self.job_id, self.state = str(job["id"]), str(job["state"])
             prompt = str(job.get("prompt") or "")
             error = job.get("error")
-            error_html = (f'<br><small style="color:#b00020">{html.escape(str(error)[:300])}</small>'
-                          if isinstance(error, str) and error else "")
+            error_html = (
+                f'<br><small style="color:#b00020">{html.escape(str(error)[:300])}</small>'
+                if isinstance(error, str) and error
+                else ""
+            )
             color = _STATE_COLORS.get(self.state, "#666")
-            self.text.value = (f'<b style="color:{color}">{html.escape(self.state)}</b> '
-                               f'<code>{html.escape(self.job_id[:8])}</code> '
-                               f'{html.escape(prompt[:120])}{error_html}')
+            self.text.value = (
+                f'<b style="color:{color}">{html.escape(self.state)}</b> '
+                f"<code>{html.escape(self.job_id[:8])}</code> "
+                f"{html.escape(prompt[:120])}{error_html}"
+            )
             progress = job.get("progress")
             self.bar.value = float(progress) if isinstance(progress, (int, float)) and progress == progress else 0.0
-            self.bar.bar_style = {"succeeded": "success", "failed": "danger", "cancelled": "warning"}.get(self.state, "")
+            self.bar.bar_style = {"succeeded": "success", "failed": "danger", "cancelled": "warning"}.get(
+                self.state, ""
+            )
             self.cancel.disabled = self.state not in ("queued", "running")
             self.retry.disabled = self.state not in ("failed", "cancelled")
 
@@ -93,9 +106,11 @@ class QueueView(w.VBox):
             frame = self._wb.queue.jobs(limit=len(self.rows), flush=False)  # live states from memory, no commit
             jobs = frame.to_dict("records")
             counts = frame["state"].value_counts().to_dict() if len(frame) else {}
-            self.header.value = ("<b>Queue</b> · " + " · ".join(f"{html.escape(str(k))}: {int(v)}"
-                                                                for k, v in sorted(counts.items()))
-                                 if counts else "<b>Queue</b> · no jobs yet")
+            self.header.value = (
+                "<b>Queue</b> · " + " · ".join(f"{html.escape(str(k))}: {int(v)}" for k, v in sorted(counts.items()))
+                if counts
+                else "<b>Queue</b> · no jobs yet"
+            )
             for row, job in zip(self.rows, jobs + [None] * len(self.rows)):
                 row.show(job)
 

@@ -16,8 +16,9 @@ from typing import Any
 import ipywidgets as w
 import pandas as pd
 
+from workbench.views._feedback import GENERIC_ERROR
+
 log = logging.getLogger(__name__)
-GENERIC_ERROR = "Something went wrong; the details are in the server log."
 
 
 def _e(value: Any) -> str:
@@ -56,8 +57,9 @@ class RecommendPanel(w.VBox):
         self.stack: list[dict[str, Any]] = []
         self.results = pd.DataFrame()
         self._query: tuple[str, Any] | None = None
-        self.mode = w.ToggleButtons(options=[("Prompt", "prompt"), ("Similar to LoRA", "similar"), ("Trigger", "trigger")],
-                                    value="prompt")
+        self.mode = w.ToggleButtons(
+            options=[("Prompt", "prompt"), ("Similar to LoRA", "similar"), ("Trigger", "trigger")], value="prompt"
+        )
         self.text = w.Textarea(placeholder="a prompt, or trigger words", layout=w.Layout(width="100%", height="60px"))
         self.lora = w.Combobox(placeholder="LoRA name", ensure_option=True, layout=w.Layout(width="60%"))
         self.k = w.BoundedIntText(value=k, min=1, max=100, description="k", layout=w.Layout(width="120px"))
@@ -71,11 +73,17 @@ class RecommendPanel(w.VBox):
         self.mode.observe(lambda _c: self._sync_mode(), names="value")
         self._names: dict[str, int] = {}
         self._sync_mode()
-        super().__init__([
-            self.mode, self.text, self.lora,
-            w.HBox([self.k, self.base, self.diversity, self.go]),
-            self.status, self.cards, self.stack_text,
-        ])
+        super().__init__(
+            [
+                self.mode,
+                self.text,
+                self.lora,
+                w.HBox([self.k, self.base, self.diversity, self.go]),
+                self.status,
+                self.cards,
+                self.stack_text,
+            ]
+        )
         self.add_class("wb-recommend")
 
     # -- controls -------------------------------------------------------------------------
@@ -131,7 +139,9 @@ class RecommendPanel(w.VBox):
     # -- cards ----------------------------------------------------------------------------
     def _render(self) -> None:
         rows = self.results.to_dict("records")
-        self.status.value = f"{len(rows)} recommendation{'s' if len(rows) != 1 else ''}" if rows else "no recommendations"
+        self.status.value = (
+            f"{len(rows)} recommendation{'s' if len(rows) != 1 else ''}" if rows else "no recommendations"
+        )
         self.cards.children = [self._card(r) for r in rows]
 
     def _card(self, row: dict[str, Any]) -> w.Widget:
@@ -162,8 +172,12 @@ class RecommendPanel(w.VBox):
         weight = row.get("preferred_weight")
         weight = float(weight) if isinstance(weight, (int, float)) and not pd.isna(weight) else 0.8
         triggers = row.get("trigger_words")
-        entry = {"id": int(row["id"]), "name": _stem(row.get("file_name"), row.get("name")), "weight": weight,
-                 "trigger": str(triggers[0]) if triggers is not None and len(triggers) else ""}
+        entry = {
+            "id": int(row["id"]),
+            "name": _stem(row.get("file_name"), row.get("name")),
+            "weight": weight,
+            "trigger": str(triggers[0]) if triggers is not None and len(triggers) else "",
+        }
         self.stack.append(entry)
         self.stack_text.value = ", ".join(
             f"<lora:{s['name']}:{s['weight']:g}>" + (f", {s['trigger']}" if s["trigger"] else "") for s in self.stack

@@ -1,58 +1,13 @@
-"""Error guarding for widget callbacks, and a small library status line.
-
-Voilà's ``show_tracebacks=False`` only hides errors raised while the notebook runs;
-an exception inside a widget callback would still reach the page (or an Output
-widget) with its traceback. :func:`guarded` logs it on the server and shows the
-visitor a generic message instead.
-"""
+"""A one-line summary of the library: how many LoRAs, how many missing or unreadable, which roots."""
 
 from __future__ import annotations
 
-import functools
 import html
-import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import ipywidgets
 
-log = logging.getLogger("workbench.views")
-
-GENERIC_ERROR = "Something went wrong. The details are in the server log."
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def guarded(func: F | None = None, *, notify: Callable[[str], None] | None = None) -> Any:
-    """Decorate a widget callback so an exception is logged, never shown to a visitor.
-
-    The visitor sees :data:`GENERIC_ERROR`: through ``notify`` when given, else through
-    ``self.notify_error`` when the callback is a method of a widget that has one.
-    Usable bare (``@guarded``) or with arguments (``@guarded(notify=...)``).
-    """
-
-    def decorate(callback: F) -> F:
-        @functools.wraps(callback)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return callback(*args, **kwargs)
-            except Exception:
-                log.exception("error in widget callback %s", getattr(callback, "__qualname__", callback))
-                target = notify
-                if target is None and args and hasattr(args[0], "notify_error"):
-                    target = args[0].notify_error
-                if target is not None:
-                    try:
-                        target(GENERIC_ERROR)
-                    except Exception:
-                        log.exception("error while reporting an error")
-                return None
-
-        return wrapper  # type: ignore[return-value]
-
-    if func is not None:
-        return decorate(func)
-    return decorate
+from workbench.views._feedback import guarded
 
 
 class StatusView(ipywidgets.HTML):

@@ -1,4 +1,5 @@
 """Generation backends behind one small protocol (see :mod:`workbench.generate._types`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,11 +47,16 @@ def _choice(kind: str, target: str | None = None, label: str | None = None) -> B
     if kind == "diffusers":
         model = (target or "tiny").strip()
         options = {} if model == "tiny" else {"model": model}
-        auto = ("diffusers · tiny-sd1 (random weights: images carry no meaning)" if model == "tiny"
-                else f"diffusers · {pathlib.Path(model).name}")
+        auto = (
+            "diffusers · tiny-sd1 (random weights: images carry no meaning)"
+            if model == "tiny"
+            else f"diffusers · {pathlib.Path(model).name}"
+        )
     else:
         if not target:
-            raise ValueError(f"backend {kind!r} needs a URL, e.g. {kind}:http://127.0.0.1:{7860 if kind == 'a1111' else 8188}")
+            raise ValueError(
+                f"backend {kind!r} needs a URL, e.g. {kind}:http://127.0.0.1:{7860 if kind == 'a1111' else 8188}"
+            )
         options = {"url": target.strip()}
         auto = f"{kind} · {target.strip()}"
     choice = BackendChoice(kind, options, label or auto)
@@ -80,9 +86,19 @@ def configured_backends(home: str | os.PathLike[str] | None = None) -> list[Back
             settings = json.loads(path.read_text(encoding="utf-8") or "{}")
             entries = (settings.get("generation") or {}).get("backends") or []
             if entries:
-                return [_choice(str(e.get("kind", "")), e.get("model") or e.get("url"), e.get("label")) for e in entries]
+                return [
+                    _choice(str(e.get("kind", "")), e.get("model") or e.get("url"), e.get("label")) for e in entries
+                ]
     return [_choice("diffusers")]
 
 
-__all__ = ["KINDS", "A1111Backend", "BackendChoice", "ComfyUIBackend", "DiffusersBackend", "build_graph",
-           "configured_backends", "open_backend"]
+__all__ = [
+    "KINDS",
+    "A1111Backend",
+    "BackendChoice",
+    "ComfyUIBackend",
+    "DiffusersBackend",
+    "build_graph",
+    "configured_backends",
+    "open_backend",
+]

@@ -5,6 +5,7 @@
 A1111 silently skips unknown LoRAs, so names are checked against ``/sdapi/v1/loras`` first and
 each one must appear in the result's ``Lora hashes``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,11 +16,18 @@ import time
 import httpx
 
 from workbench.generate import _infotext as _infotext
-from workbench.generate._types import (
-    BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
-    LoraInfo, LoraNotFoundError, LoraSpec,
-)
 from workbench.generate._prompt_syntax import A1111, compose_prompt
+from workbench.generate._types import (
+    BackendUnavailableError,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    JobCancelledError,
+    JobControl,
+    LoraInfo,
+    LoraNotFoundError,
+    LoraSpec,
+)
 
 
 def http_error(backend: str, url: str, exc: BaseException) -> BackendUnavailableError:
@@ -50,8 +58,15 @@ class A1111Backend:
 
     kind = "a1111"
 
-    def __init__(self, url: str = "http://127.0.0.1:7860", *, timeout: float = 600.0, connect_timeout: float = 5.0,
-                 poll_interval: float = 0.25, model: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:7860",
+        *,
+        timeout: float = 600.0,
+        connect_timeout: float = 5.0,
+        poll_interval: float = 0.25,
+        model: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -74,15 +89,22 @@ class A1111Backend:
 
     # ---------------------------------------------------------------- protocol
     def list_loras(self) -> list[LoraInfo]:
-        return [LoraInfo(name=x["name"], alias=x.get("alias"), path=x.get("path"), metadata=x.get("metadata") or {})
-                for x in self._get("/sdapi/v1/loras")]
+        return [
+            LoraInfo(name=x["name"], alias=x.get("alias"), path=x.get("path"), metadata=x.get("metadata") or {})
+            for x in self._get("/sdapi/v1/loras")
+        ]
 
     def health(self) -> dict:
         try:
             state = self._get("/sdapi/v1/progress?skip_current_image=true", timeout=5.0)
         except GenerationError as exc:
             return {"ok": False, "backend": self.kind, "url": self.url, "error": str(exc)}
-        return {"ok": True, "backend": self.kind, "url": self.url, "busy": bool(state.get("state", {}).get("job_count"))}
+        return {
+            "ok": True,
+            "backend": self.kind,
+            "url": self.url,
+            "busy": bool(state.get("state", {}).get("job_count")),
+        }
 
     def cancel(self, control: JobControl) -> None:
         control.cancel()
@@ -103,16 +125,26 @@ class A1111Backend:
         by_name.update({x.alias: x.alias for x in known if x.alias})
         missing = [s.name for s in loras if s.name not in by_name]
         if missing:
-            raise LoraNotFoundError(f"A1111 at {self.url} does not know LoRA(s) {', '.join(missing)}; it has "
-                                    f"{', '.join(sorted(x.name for x in known)[:20]) or 'none'}")
+            raise LoraNotFoundError(
+                f"A1111 at {self.url} does not know LoRA(s) {', '.join(missing)}; it has "
+                f"{', '.join(sorted(x.name for x in known)[:20]) or 'none'}"
+            )
         return loras
 
     def payload(self, request: GenerationRequest) -> dict:
         body = {
             "prompt": compose_prompt(request.prompt, request.loras, A1111, triggers="none"),
-            "negative_prompt": request.negative_prompt, "seed": request.seed, "steps": request.steps,
-            "cfg_scale": request.cfg_scale, "width": request.width, "height": request.height,
-            "sampler_name": request.sampler, "batch_size": 1, "n_iter": 1, "send_images": True, "save_images": False,
+            "negative_prompt": request.negative_prompt,
+            "seed": request.seed,
+            "steps": request.steps,
+            "cfg_scale": request.cfg_scale,
+            "width": request.width,
+            "height": request.height,
+            "sampler_name": request.sampler,
+            "batch_size": 1,
+            "n_iter": 1,
+            "send_images": True,
+            "save_images": False,
         }
         model = request.model or self.model
         if model:
@@ -173,15 +205,20 @@ class A1111Backend:
         if len(images) <= first:
             raise GenerationError(f"A1111 at {self.url} returned no image")
         raw = base64.b64decode(images[first].split(",", 1)[-1])
-        lora_hashes = _infotext.parse_lora_hashes(str((info.get("extra_generation_params") or {}).get("Lora hashes", "")))
+        lora_hashes = _infotext.parse_lora_hashes(
+            str((info.get("extra_generation_params") or {}).get("Lora hashes", ""))
+        )
         not_applied = [s.name for s in request.loras if s.name not in lora_hashes]
         if not_applied:
-            raise GenerationError(f"A1111 at {self.url} did not apply LoRA(s) {', '.join(not_applied)} "
-                                  "(missing from the result's Lora hashes)")
+            raise GenerationError(
+                f"A1111 at {self.url} did not apply LoRA(s) {', '.join(not_applied)} "
+                "(missing from the result's Lora hashes)"
+            )
         infotexts = info.get("infotexts") or []
         text = infotexts[first] if len(infotexts) > first else infotexts[0] if infotexts else ""
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         with Image.open(io.BytesIO(raw)) as img:
             img.load()
@@ -189,6 +226,14 @@ class A1111Backend:
             png = raw if has_params and img.format == "PNG" else _infotext.png_with_infotext(img.convert("RGB"), text)
             width, height = img.size
         seed = int(info.get("seed", request.seed))
-        return GenerationResult(png=png, seed=seed, width=width, height=height, infotext=text,
-                                params={**request.to_dict(), "seed": seed, "sd_model_name": info.get("sd_model_name")},
-                                lora_hashes=lora_hashes, backend=self.kind, elapsed_s=elapsed)
+        return GenerationResult(
+            png=png,
+            seed=seed,
+            width=width,
+            height=height,
+            infotext=text,
+            params={**request.to_dict(), "seed": seed, "sd_model_name": info.get("sd_model_name")},
+            lora_hashes=lora_hashes,
+            backend=self.kind,
+            elapsed_s=elapsed,
+        )

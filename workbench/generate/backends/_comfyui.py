@@ -4,6 +4,7 @@ Progress comes from the ``/ws`` events of our ``client_id``; the job ends at ``e
 / ``execution_error`` / ``execution_interrupted``; images come from ``/history/{id}`` and
 ``/view``. ComfyUI rejects unknown LoRAs at ``/prompt`` with ``node_errors``, which we surface.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,18 +16,29 @@ import uuid
 import httpx
 
 from workbench.generate import _infotext as _infotext
-from workbench.generate.backends._a1111 import http_error, response_error
-from workbench.generate._types import (
-    BackendUnavailableError, GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl,
-    LoraInfo, LoraNotFoundError,
-)
 from workbench.generate._prompt_syntax import A1111, compose_prompt
+from workbench.generate._types import (
+    BackendUnavailableError,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    JobCancelledError,
+    JobControl,
+    LoraInfo,
+    LoraNotFoundError,
+)
+from workbench.generate.backends._a1111 import http_error, response_error
 
 # A1111 sampler name -> (ComfyUI sampler_name, scheduler)
 SAMPLERS = {
-    "Euler": ("euler", "normal"), "Euler a": ("euler_ancestral", "normal"), "DDIM": ("ddim", "ddim_uniform"),
-    "DPM++ 2M": ("dpmpp_2m", "normal"), "DPM++ 2M Karras": ("dpmpp_2m", "karras"), "UniPC": ("uni_pc", "normal"),
-    "Heun": ("heun", "normal"), "LMS": ("lms", "normal"),
+    "Euler": ("euler", "normal"),
+    "Euler a": ("euler_ancestral", "normal"),
+    "DDIM": ("ddim", "ddim_uniform"),
+    "DPM++ 2M": ("dpmpp_2m", "normal"),
+    "DPM++ 2M Karras": ("dpmpp_2m", "karras"),
+    "UniPC": ("uni_pc", "normal"),
+    "Heun": ("heun", "normal"),
+    "LMS": ("lms", "normal"),
 }
 
 
@@ -37,17 +49,38 @@ def build_graph(request: GenerationRequest, checkpoint: str, lora_files: list[st
     model, clip = ["1", 0], ["1", 1]
     for i, (spec, file) in enumerate(zip(request.loras, lora_files)):
         nid = str(100 + i)
-        g[nid] = {"class_type": "LoraLoader", "inputs": {
-            "model": model, "clip": clip, "lora_name": file,
-            "strength_model": spec.unet, "strength_clip": spec.te_weight}}
+        g[nid] = {
+            "class_type": "LoraLoader",
+            "inputs": {
+                "model": model,
+                "clip": clip,
+                "lora_name": file,
+                "strength_model": spec.unet,
+                "strength_clip": spec.te_weight,
+            },
+        }
         model, clip = [nid, 0], [nid, 1]
     g["2"] = {"class_type": "CLIPTextEncode", "inputs": {"text": request.prompt, "clip": clip}}
     g["3"] = {"class_type": "CLIPTextEncode", "inputs": {"text": request.negative_prompt, "clip": clip}}
-    g["4"] = {"class_type": "EmptyLatentImage", "inputs": {"width": request.width, "height": request.height, "batch_size": 1}}
-    g["5"] = {"class_type": "KSampler", "inputs": {
-        "seed": request.seed, "steps": request.steps, "cfg": request.cfg_scale, "sampler_name": sampler,
-        "scheduler": scheduler, "denoise": 1.0, "model": model, "positive": ["2", 0], "negative": ["3", 0],
-        "latent_image": ["4", 0]}}
+    g["4"] = {
+        "class_type": "EmptyLatentImage",
+        "inputs": {"width": request.width, "height": request.height, "batch_size": 1},
+    }
+    g["5"] = {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": request.seed,
+            "steps": request.steps,
+            "cfg": request.cfg_scale,
+            "sampler_name": sampler,
+            "scheduler": scheduler,
+            "denoise": 1.0,
+            "model": model,
+            "positive": ["2", 0],
+            "negative": ["3", 0],
+            "latent_image": ["4", 0],
+        },
+    }
     g["6"] = {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}}
     g["7"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": prefix, "images": ["6", 0]}}
     return g
@@ -57,7 +90,9 @@ def describe_node_errors(node_errors: dict, error: dict | None = None) -> str:
     parts = []
     for nid, entry in (node_errors or {}).items():
         for err in entry.get("errors", []):
-            parts.append(f"node {nid} ({entry.get('class_type', '?')}): {err.get('message', '')} {err.get('details', '')}".strip())
+            parts.append(
+                f"node {nid} ({entry.get('class_type', '?')}): {err.get('message', '')} {err.get('details', '')}".strip()
+            )
     if not parts and error:
         parts.append(f"{error.get('message', '')} {error.get('details', '')}".strip())
     return "; ".join(parts) or "rejected"
@@ -68,8 +103,15 @@ class ComfyUIBackend:
 
     kind = "comfyui"
 
-    def __init__(self, url: str = "http://127.0.0.1:8188", *, checkpoint: str | None = None, timeout: float = 600.0,
-                 connect_timeout: float = 5.0, model: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8188",
+        *,
+        checkpoint: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 5.0,
+        model: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.checkpoint = checkpoint or model
         self.timeout = timeout
@@ -95,15 +137,22 @@ class ComfyUIBackend:
 
     # ---------------------------------------------------------------- protocol
     def list_loras(self) -> list[LoraInfo]:
-        return [LoraInfo(name=pathlib.PurePosixPath(f).stem, alias=f, path=f) for f in self._choices("LoraLoader", "lora_name")]
+        return [
+            LoraInfo(name=pathlib.PurePosixPath(f).stem, alias=f, path=f)
+            for f in self._choices("LoraLoader", "lora_name")
+        ]
 
     def health(self) -> dict:
         try:
             q = self._get("/queue", timeout=5.0).json()
         except GenerationError as exc:
             return {"ok": False, "backend": self.kind, "url": self.url, "error": str(exc)}
-        return {"ok": True, "backend": self.kind, "url": self.url,
-                "busy": bool(q.get("queue_running")) or bool(q.get("queue_pending"))}
+        return {
+            "ok": True,
+            "backend": self.kind,
+            "url": self.url,
+            "busy": bool(q.get("queue_running")) or bool(q.get("queue_pending")),
+        }
 
     def cancel(self, control: JobControl) -> None:
         control.cancel()
@@ -116,12 +165,20 @@ class ComfyUIBackend:
         out, missing = [], []
         for name in names:
             match = next((f for f in files if f == name), None) or next(
-                (f for f in files if pathlib.PurePosixPath(f.replace("\\", "/")).stem == name
-                 or pathlib.PurePosixPath(f.replace("\\", "/")).name == name), None)
+                (
+                    f
+                    for f in files
+                    if pathlib.PurePosixPath(f.replace("\\", "/")).stem == name
+                    or pathlib.PurePosixPath(f.replace("\\", "/")).name == name
+                ),
+                None,
+            )
             (out.append(match) if match else missing.append(name))
         if missing:
-            raise LoraNotFoundError(f"ComfyUI at {self.url} does not know LoRA(s) {', '.join(missing)}; it has "
-                                    f"{', '.join(files[:20]) or 'none'}")
+            raise LoraNotFoundError(
+                f"ComfyUI at {self.url} does not know LoRA(s) {', '.join(missing)}; it has "
+                f"{', '.join(files[:20]) or 'none'}"
+            )
         return out
 
     def submit(self, request: GenerationRequest, control: JobControl | None = None) -> GenerationResult:
@@ -132,11 +189,14 @@ class ComfyUIBackend:
         control.raise_if_cancelled()
         t0 = time.perf_counter()
         files = self.resolve_loras([s.name for s in request.loras])
-        checkpoint = request.model or self.checkpoint or (self._choices("CheckpointLoaderSimple", "ckpt_name") or [None])[0]
+        checkpoint = (
+            request.model or self.checkpoint or (self._choices("CheckpointLoaderSimple", "ckpt_name") or [None])[0]
+        )
         if not checkpoint:
             raise GenerationError(f"ComfyUI at {self.url} lists no checkpoint")
         if request.seed is None or request.seed < 0:
             import random
+
             request = request.with_seed(random.randrange(2**32))
         graph = build_graph(request, checkpoint, files)
         ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
@@ -177,7 +237,9 @@ class ComfyUIBackend:
                 raw = ws.recv(timeout=0.5)
             except TimeoutError:
                 if time.monotonic() - last > self.timeout:
-                    raise BackendUnavailableError(f"ComfyUI server at {self.url} sent nothing for {self.timeout:.0f} s")
+                    raise BackendUnavailableError(
+                        f"ComfyUI server at {self.url} sent nothing for {self.timeout:.0f} s"
+                    ) from None
                 continue
             except closed_exc:
                 if self._history(prompt_id):
@@ -198,8 +260,10 @@ class ComfyUIBackend:
             elif kind == "execution_success" and data.get("prompt_id") == prompt_id:
                 return
             elif kind == "execution_error" and data.get("prompt_id") == prompt_id:
-                raise GenerationError(f"ComfyUI node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                                      f"{data.get('exception_type', '')}: {data.get('exception_message', '')}")
+                raise GenerationError(
+                    f"ComfyUI node {data.get('node_id')} ({data.get('node_type')}) failed: "
+                    f"{data.get('exception_type', '')}: {data.get('exception_message', '')}"
+                )
             elif kind == "execution_interrupted" and data.get("prompt_id") == prompt_id:
                 raise JobCancelledError("cancelled (ComfyUI interrupted)")
             elif kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
@@ -220,18 +284,35 @@ class ComfyUIBackend:
         if not images:
             raise GenerationError(f"ComfyUI history for {prompt_id} has no image")
         img_ref = images[0]
-        raw = self._get("/view", filename=img_ref["filename"], subfolder=img_ref.get("subfolder", ""),
-                        type=img_ref.get("type", "output")).content
+        raw = self._get(
+            "/view",
+            filename=img_ref["filename"],
+            subfolder=img_ref.get("subfolder", ""),
+            type=img_ref.get("type", "output"),
+        ).content
         from PIL import Image
 
         with Image.open(io.BytesIO(raw)) as img:
             image = img.convert("RGB")
-        params = {"Steps": request.steps, "Sampler": request.sampler, "CFG scale": request.cfg_scale,
-                  "Seed": request.seed, "Size": f"{image.width}x{image.height}",
-                  "Model": pathlib.PurePosixPath(checkpoint).stem, "Backend": "comfyui"}
-        text = _infotext.build_infotext(compose_prompt(request.prompt, request.loras, A1111, triggers="none"),
-                                        request.negative_prompt, params)
-        return GenerationResult(png=_infotext.png_with_infotext(image, text), seed=request.seed, width=image.width,
-                                height=image.height, infotext=text,
-                                params={**request.to_dict(), "comfyui_prompt_id": prompt_id, "checkpoint": checkpoint},
-                                backend=self.kind, elapsed_s=elapsed)
+        params = {
+            "Steps": request.steps,
+            "Sampler": request.sampler,
+            "CFG scale": request.cfg_scale,
+            "Seed": request.seed,
+            "Size": f"{image.width}x{image.height}",
+            "Model": pathlib.PurePosixPath(checkpoint).stem,
+            "Backend": "comfyui",
+        }
+        text = _infotext.build_infotext(
+            compose_prompt(request.prompt, request.loras, A1111, triggers="none"), request.negative_prompt, params
+        )
+        return GenerationResult(
+            png=_infotext.png_with_infotext(image, text),
+            seed=request.seed,
+            width=image.width,
+            height=image.height,
+            infotext=text,
+            params={**request.to_dict(), "comfyui_prompt_id": prompt_id, "checkpoint": checkpoint},
+            backend=self.kind,
+            elapsed_s=elapsed,
+        )

@@ -6,6 +6,7 @@ loaded adapter is active. Compatibility is checked from the file header before l
 number of modules that received the adapter is checked after, so a LoRA is never applied partially
 without an error. Cancel: ``callback_on_step_end`` raises when the job's control is cancelled.
 """
+
 from __future__ import annotations
 
 import collections
@@ -15,15 +16,25 @@ import random
 import re
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from workbench.generate import _infotext as _infotext
-from workbench.generate.backends import _lora_files as lora_files
+from workbench.generate._tiny_pipeline import (
+    TINY_BASE_MODEL,
+    TINY_MODEL_NAME,
+    build_tiny_pipeline,
+    is_tiny_pipeline_folder,
+)
 from workbench.generate._types import (
-    GenerationError, GenerationRequest, GenerationResult, JobCancelledError, JobControl, LoraIncompatibleError,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    JobCancelledError,
+    JobControl,
+    LoraIncompatibleError,
     LoraInfo,
 )
-from workbench.generate._tiny_pipeline import TINY_BASE_MODEL, TINY_MODEL_NAME, build_tiny_pipeline, is_tiny_pipeline_folder
+from workbench.generate.backends import _lora_files as lora_files
 
 # A1111 sampler name -> (diffusers scheduler class, extra config)
 SAMPLERS: dict[str, tuple[str, dict]] = {
@@ -81,15 +92,17 @@ def load_pipeline(model: str | pathlib.Path, cache_dir: str | pathlib.Path | Non
     path = pathlib.Path(model)
     if path.is_dir():
         with _quiet_loaders():
-            pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
-                                                     requires_safety_checker=False)
+            pipe = DiffusionPipeline.from_pretrained(
+                path, local_files_only=True, safety_checker=None, requires_safety_checker=False
+            )
     elif path.is_file():
         try:
             pipe = StableDiffusionPipeline.from_single_file(str(path), local_files_only=True)
         except Exception as exc:
             raise GenerationError(
                 f"cannot load single-file checkpoint {path.name} offline ({exc}); convert it to a diffusers "
-                "folder, or run it with the a1111/comfyui backend") from exc
+                "folder, or run it with the a1111/comfyui backend"
+            ) from exc
     else:
         raise GenerationError(f"model {model} not found (expected a diffusers folder, a checkpoint file or 'tiny')")
     pipe.set_progress_bar_config(disable=True)
@@ -121,9 +134,18 @@ class DiffusersBackend:
 
     kind = "diffusers"
 
-    def __init__(self, model: str | pathlib.Path = "tiny", *, lora_dirs: list[pathlib.Path] | None = None,
-                 resolver: Callable[[str], pathlib.Path] | None = None, cache_dir: str | pathlib.Path | None = None,
-                 max_adapters: int = 8, device: str | None = None, pipeline=None, num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | pathlib.Path = "tiny",
+        *,
+        lora_dirs: list[pathlib.Path] | None = None,
+        resolver: Callable[[str], pathlib.Path] | None = None,
+        cache_dir: str | pathlib.Path | None = None,
+        max_adapters: int = 8,
+        device: str | None = None,
+        pipeline=None,
+        num_threads: int | None = None,
+    ) -> None:
         self.model = str(model)
         self.lora_dirs = [pathlib.Path(d) for d in (lora_dirs or [])]
         self.resolver = resolver
@@ -148,7 +170,9 @@ class DiffusersBackend:
         with self._lock:
             if self._pipe is None:
                 if self.model == "tiny":
-                    self._folder = build_tiny_pipeline(self.cache_dir or pathlib.Path.home() / ".cache" / "lora-workbench")
+                    self._folder = build_tiny_pipeline(
+                        self.cache_dir or pathlib.Path.home() / ".cache" / "lora-workbench"
+                    )
                 else:
                     self._folder = pathlib.Path(self.model) if pathlib.Path(self.model).is_dir() else None
                 self._pipe = load_pipeline(self._folder or self.model, self.cache_dir, self.device)
@@ -159,7 +183,7 @@ class DiffusersBackend:
 
     @property
     def family(self) -> str | None:
-        self.pipe
+        _ = self.pipe
         return self._family
 
     @property
@@ -197,8 +221,9 @@ class DiffusersBackend:
             return self._adapters[key]
         pipe = self.pipe
         info = lora_files.inspect_file(path)
-        lora_files.check_diffusers_compatible(info, self._family, name,
-                                              pipeline_has_te2=getattr(pipe, "text_encoder_2", None) is not None)
+        lora_files.check_diffusers_compatible(
+            info, self._family, name, pipeline_has_te2=getattr(pipe, "text_encoder_2", None) is not None
+        )
         while len(self._adapters) >= self.max_adapters:
             _, old = self._adapters.popitem(last=False)
             pipe.delete_adapters([old])
@@ -215,7 +240,8 @@ class DiffusersBackend:
             raise LoraIncompatibleError(
                 f"LoRA {name!r} would be applied only partially ({got_unet}/{info.unet_modules} U-Net and "
                 f"{got_te}/{info.te_modules} text-encoder modules matched); it was made for another base model "
-                f"than {self._family}. Run it on its own base model (a1111/comfyui backend or a matching pipeline)")
+                f"than {self._family}. Run it on its own base model (a1111/comfyui backend or a matching pipeline)"
+            )
         self._adapters[key] = adapter
         self._has_te[adapter] = info.te_modules > 0
         return adapter
@@ -234,10 +260,16 @@ class DiffusersBackend:
         def count(model) -> int:
             if model is None:
                 return 0
-            return sum(1 for m in model.modules() if adapter in getattr(m, "lora_A", {}) or adapter in getattr(m, "lora_down", {}))
+            return sum(
+                1
+                for m in model.modules()
+                if adapter in getattr(m, "lora_A", {}) or adapter in getattr(m, "lora_down", {})
+            )
 
         pipe = self.pipe
-        return count(pipe.unet), count(getattr(pipe, "text_encoder", None)) + count(getattr(pipe, "text_encoder_2", None))
+        return count(pipe.unet), count(getattr(pipe, "text_encoder", None)) + count(
+            getattr(pipe, "text_encoder_2", None)
+        )
 
     def _activate(self, request: GenerationRequest) -> dict[str, str]:
         """Load the stack's adapters and set their weights; returns {name: short hash} for infotext."""
@@ -249,8 +281,11 @@ class DiffusersBackend:
                 raise lora_files.LoraNotFoundError(f"LoRA file {path} for {spec.name!r} does not exist")
             adapter = self._adapter_for(spec.name, path)
             names.append(adapter)
-            weights.append({"unet": spec.unet, "text_encoder": spec.te_weight} if self._has_te.get(adapter)
-                           else {"unet": spec.unet})
+            weights.append(
+                {"unet": spec.unet, "text_encoder": spec.te_weight}
+                if self._has_te.get(adapter)
+                else {"unet": spec.unet}
+            )
             hashes[spec.name] = lora_files.lora_short_hash(path)
         if names:
             pipe.enable_lora()
@@ -284,25 +319,46 @@ class DiffusersBackend:
             device = getattr(pipe, "device", "cpu")
             generator = torch.Generator(device="cpu" if str(device) == "cpu" else device).manual_seed(seed)
             try:
-                out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
-                           num_inference_steps=steps, guidance_scale=float(request.cfg_scale),
-                           width=int(request.width), height=int(request.height), generator=generator,
-                           callback_on_step_end=on_step)
+                out = pipe(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt or None,
+                    num_inference_steps=steps,
+                    guidance_scale=float(request.cfg_scale),
+                    width=int(request.width),
+                    height=int(request.height),
+                    generator=generator,
+                    callback_on_step_end=on_step,
+                )
             except _Cancelled:
                 raise JobCancelledError(f"cancelled at step {control.step}/{steps}") from None
             image = out.images[0]
         params = self.infotext_params(request, seed, hashes)
         from workbench.generate._prompt_syntax import A1111, compose_prompt
 
-        text = _infotext.build_infotext(compose_prompt(request.prompt, request.loras, A1111, triggers="none"),
-                                        request.negative_prompt, params)
-        return GenerationResult(png=_infotext.png_with_infotext(image, text), seed=seed, width=image.width,
-                                height=image.height, infotext=text, params={**request.to_dict(), "seed": seed},
-                                lora_hashes=hashes, backend=self.kind, elapsed_s=time.perf_counter() - t0)
+        text = _infotext.build_infotext(
+            compose_prompt(request.prompt, request.loras, A1111, triggers="none"), request.negative_prompt, params
+        )
+        return GenerationResult(
+            png=_infotext.png_with_infotext(image, text),
+            seed=seed,
+            width=image.width,
+            height=image.height,
+            infotext=text,
+            params={**request.to_dict(), "seed": seed},
+            lora_hashes=hashes,
+            backend=self.kind,
+            elapsed_s=time.perf_counter() - t0,
+        )
 
     def infotext_params(self, request: GenerationRequest, seed: int, hashes: dict[str, str]) -> dict:
-        params = {"Steps": request.steps, "Sampler": request.sampler, "CFG scale": request.cfg_scale, "Seed": seed,
-                  "Size": f"{request.width}x{request.height}", "Model": self.model_name}
+        params = {
+            "Steps": request.steps,
+            "Sampler": request.sampler,
+            "CFG scale": request.cfg_scale,
+            "Seed": seed,
+            "Size": f"{request.width}x{request.height}",
+            "Model": self.model_name,
+        }
         if hashes:
             params["Lora hashes"] = _infotext.format_lora_hashes(hashes)
         params["Backend"] = "diffusers"
@@ -321,7 +377,9 @@ class DiffusersBackend:
                     meta = lora_files.read_header(p)[1]
                 except GenerationError:
                     meta = {}
-                out.append(LoraInfo(name=p.stem, alias=meta.get("ss_output_name") or p.stem, path=str(p), metadata=meta))
+                out.append(
+                    LoraInfo(name=p.stem, alias=meta.get("ss_output_name") or p.stem, path=str(p), metadata=meta)
+                )
         return out
 
     def health(self) -> dict:
@@ -329,6 +387,12 @@ class DiffusersBackend:
             family = self.family
         except Exception as exc:
             return {"ok": False, "backend": self.kind, "error": str(exc)}
-        return {"ok": True, "backend": self.kind, "model": self.model_name, "family": family,
-                "random_weights": self.random_weights, "device": str(self.pipe.device),
-                "adapters_loaded": len(self._adapters)}
+        return {
+            "ok": True,
+            "backend": self.kind,
+            "model": self.model_name,
+            "family": family,
+            "random_weights": self.random_weights,
+            "device": str(self.pipe.device),
+            "adapters_loaded": len(self._adapters),
+        }

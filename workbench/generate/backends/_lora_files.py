@@ -5,6 +5,7 @@ base-model family and which components it targets, so that an unsupported or mis
 is refused *before* loading with an error naming what would run it — diffusers would otherwise
 apply a partly matching LoRA silently. Also computes A1111's LoRA short hash for infotext.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,8 @@ import pathlib
 import struct
 import threading
 
-from workbench.generate._types import LoraIncompatibleError, LoraNotFoundError
 from workbench.generate._tiny_pipeline import TINY_BASE_MODEL, TINY_BASE_MODEL_VERSION, TINY_CROSS_ATTENTION_DIM
+from workbench.generate._types import LoraIncompatibleError, LoraNotFoundError
 
 _MAX_HEADER = 64 * 1024 * 1024
 LORA_SUFFIXES = (".safetensors",)
@@ -48,15 +49,15 @@ def normalize_family(value: str | None) -> str | None:
 @dataclasses.dataclass
 class LoraFileInfo:
     path: pathlib.Path
-    layout: str                   # kohya | peft | diffusers_attn | unknown
-    network_type: str             # LoRA | LoHa | LoKr | DoRA | full | unknown
-    family: str | None            # from metadata, else from shapes
+    layout: str  # kohya | peft | diffusers_attn | unknown
+    network_type: str  # LoRA | LoHa | LoKr | DoRA | full | unknown
+    family: str | None  # from metadata, else from shapes
     family_from_shapes: str | None
     has_text_encoder: bool
     has_te2: bool
     unet_modules: int
     te_modules: int
-    foreign_keys: list[str]       # keys no LoRA loader understands (bundled embeddings, …)
+    foreign_keys: list[str]  # keys no LoRA loader understands (bundled embeddings, …)
     metadata: dict[str, str]
     output_name: str | None
 
@@ -83,7 +84,8 @@ def inspect_file(path: str | pathlib.Path) -> LoraFileInfo:
     if path.suffix.lower() not in LORA_SUFFIXES:
         raise LoraIncompatibleError(
             f"{path.name}: only .safetensors LoRAs are loaded in-process (pickled .ckpt/.pt files are never "
-            "unpickled); run it with the a1111 or comfyui backend, or convert it to safetensors")
+            "unpickled); run it with the a1111 or comfyui backend, or convert it to safetensors"
+        )
     tensors, meta = read_header(path)
     keys = list(tensors)
     network = "LoRA"
@@ -103,15 +105,34 @@ def inspect_file(path: str | pathlib.Path) -> LoraFileInfo:
         layout = "diffusers_attn"
     else:
         layout = "unknown"
-    known = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "unet.", "text_encoder.",
-             "text_encoder_2.", "transformer.")
+    known = (
+        "lora_unet_",
+        "lora_te_",
+        "lora_te1_",
+        "lora_te2_",
+        "lora_te3_",
+        "unet.",
+        "text_encoder.",
+        "text_encoder_2.",
+        "transformer.",
+    )
     foreign = [k for k in keys if not k.startswith(known) and layout != "diffusers_attn"]
     has_te2 = any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in keys)
     has_te = any(k.startswith(("lora_te", "text_encoder")) for k in keys)
 
     def stem(k: str) -> str:
-        for suffix in (".lora_down.weight", ".lora_up.weight", ".alpha", ".lora_A.weight", ".lora_B.weight",
-                       ".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b", ".dora_scale"):
+        for suffix in (
+            ".lora_down.weight",
+            ".lora_up.weight",
+            ".alpha",
+            ".lora_A.weight",
+            ".lora_B.weight",
+            ".hada_w1_a",
+            ".hada_w1_b",
+            ".hada_w2_a",
+            ".hada_w2_b",
+            ".dora_scale",
+        ):
             if k.endswith(suffix):
                 return k[: -len(suffix)]
         return k.rsplit(".", 1)[0]
@@ -120,8 +141,9 @@ def inspect_file(path: str | pathlib.Path) -> LoraFileInfo:
     te_modules = sum(1 for m in modules if m.startswith(("lora_te", "text_encoder")))
     ctx = None
     for k, entry in tensors.items():
-        if ("attn2_to_k" in k or "attn2.to_k" in k) and (k.endswith("lora_down.weight") or k.endswith("lora_A.weight")
-                                                       or k.endswith("to_k_lora.down.weight")):
+        if ("attn2_to_k" in k or "attn2.to_k" in k) and (
+            k.endswith("lora_down.weight") or k.endswith("lora_A.weight") or k.endswith("to_k_lora.down.weight")
+        ):
             shape = entry.get("shape") or []
             if len(shape) >= 2:
                 ctx = int(shape[1])
@@ -130,40 +152,58 @@ def inspect_file(path: str | pathlib.Path) -> LoraFileInfo:
     family = normalize_family(meta.get("ss_base_model_version") or meta.get("modelspec.architecture"))
     if family is None and meta.get("ss_v2") == "True":
         family = "SD2"
-    return LoraFileInfo(path=path, layout=layout, network_type=network, family=family or from_shapes,
-                        family_from_shapes=from_shapes, has_text_encoder=has_te, has_te2=has_te2,
-                        unet_modules=len(modules) - te_modules, te_modules=te_modules, foreign_keys=foreign[:5],
-                        metadata=meta, output_name=meta.get("ss_output_name"))
+    return LoraFileInfo(
+        path=path,
+        layout=layout,
+        network_type=network,
+        family=family or from_shapes,
+        family_from_shapes=from_shapes,
+        has_text_encoder=has_te,
+        has_te2=has_te2,
+        unet_modules=len(modules) - te_modules,
+        te_modules=te_modules,
+        foreign_keys=foreign[:5],
+        metadata=meta,
+        output_name=meta.get("ss_output_name"),
+    )
 
 
-_RUN_ELSEWHERE = ("the a1111 backend (A1111 >= 1.5 and SD.Next load LyCORIS natively) or the comfyui backend "
-                  "(its LoraLoader loads LoHa/LoKr)")
+_RUN_ELSEWHERE = (
+    "the a1111 backend (A1111 >= 1.5 and SD.Next load LyCORIS natively) or the comfyui backend "
+    "(its LoraLoader loads LoHa/LoKr)"
+)
 
 
-def check_diffusers_compatible(info: LoraFileInfo, pipeline_family: str | None, name: str,
-                               pipeline_has_te2: bool = False) -> None:
+def check_diffusers_compatible(
+    info: LoraFileInfo, pipeline_family: str | None, name: str, pipeline_has_te2: bool = False
+) -> None:
     """Raise :class:`LoraIncompatibleError` unless diffusers can apply this LoRA fully to the pipeline."""
     if info.network_type in ("LoHa", "LoKr", "full"):
         raise LoraIncompatibleError(
             f"LoRA {name!r} is a LyCORIS {info.network_type} network, which the diffusers backend cannot apply; "
-            f"run it with {_RUN_ELSEWHERE}")
+            f"run it with {_RUN_ELSEWHERE}"
+        )
     if info.layout == "unknown":
         raise LoraIncompatibleError(
             f"LoRA {name!r} has a key layout diffusers does not read (neither kohya nor PEFT); run it with "
-            "the a1111 or comfyui backend, or convert it")
+            "the a1111 or comfyui backend, or convert it"
+        )
     if info.foreign_keys:
         raise LoraIncompatibleError(
             f"LoRA {name!r} carries non-LoRA tensors ({', '.join(info.foreign_keys[:3])}, e.g. a bundled "
-            "embedding) that diffusers rejects; run it with the a1111 backend, which loads bundled embeddings")
+            "embedding) that diffusers rejects; run it with the a1111 backend, which loads bundled embeddings"
+        )
     for family in {info.family, info.family_from_shapes} - {None}:
         if pipeline_family and family != pipeline_family:
             raise LoraIncompatibleError(
                 f"LoRA {name!r} is for {family} but the diffusers pipeline is {pipeline_family}; run it on a "
-                f"{family} checkpoint (a diffusers pipeline, or an a1111/comfyui backend with a {family} model loaded)")
+                f"{family} checkpoint (a diffusers pipeline, or an a1111/comfyui backend with a {family} model loaded)"
+            )
     if info.has_te2 and not pipeline_has_te2:
         raise LoraIncompatibleError(
             f"LoRA {name!r} has second-text-encoder (SDXL) weights but the pipeline has one text encoder; "
-            f"run it on an SDXL checkpoint")
+            f"run it on an SDXL checkpoint"
+        )
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -219,5 +259,7 @@ def find_lora_file(name: str, dirs: list[pathlib.Path]) -> pathlib.Path:
         except LoraIncompatibleError:
             continue
     known = sorted({p.stem for p in candidates})
-    raise LoraNotFoundError(f"LoRA {name!r} not found in {', '.join(map(str, dirs)) or 'no folders'}"
-                            + (f"; known: {', '.join(known[:20])}" if known else ""))
+    raise LoraNotFoundError(
+        f"LoRA {name!r} not found in {', '.join(map(str, dirs)) or 'no folders'}"
+        + (f"; known: {', '.join(known[:20])}" if known else "")
+    )
