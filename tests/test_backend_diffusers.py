@@ -4,19 +4,19 @@ import pytest
 from safetensors.torch import save_file
 
 from tests.fake_servers import pixels, shared_tiny, tiny_request
+from workbench.files import TINY_BASE_MODEL, base_model_family
 from workbench.generate import (
-    TINY_BASE_MODEL,
     JobCancelledError,
     JobControl,
     LoraIncompatibleError,
     LoraNotFoundError,
     LoraSpec,
+    inspect_file,
     kohya_metadata,
     make_lora_tensors,
     parse_infotext,
     read_infotext,
 )
-from workbench.generate.backends._lora_files import inspect_file, normalize_family
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +149,8 @@ def test_file_inspection_and_families(tiny):
     peft = inspect_file(lora_dir / "tiny_pixelart.safetensors")
     assert peft.layout == "peft" and peft.has_text_encoder
     assert inspect_file(lora_dir / "tiny_loha_lycoris.safetensors").network_type == "LoHa"
-    assert normalize_family("sd_v1") == "SD1" and normalize_family("Pony") == "SDXL"
-    assert normalize_family("sdxl_base_v1-0") == "SDXL" and normalize_family("sd_v2_768_v") == "SD2"
+    assert base_model_family("sd_v1") == "SD1" and base_model_family("Pony") == "SDXL"
+    assert base_model_family("sdxl_base_v1-0") == "SDXL" and base_model_family("sd_v2_768_v") == "SD2"
 
 
 def test_health_and_listing(tiny):

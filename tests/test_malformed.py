@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from malformed_corpus import PICKLE_MARKER_NAME, _tiny_entries, build_malformed_corpus, write_safetensors
 
-from workbench.files import _header as safetensors_header
 from workbench.files import inspect_lora
 
 
@@ -96,7 +95,7 @@ def test_permission_denied_message(tmp_path, monkeypatch):
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
         return real_open(target, *args, **kwargs)
 
-    monkeypatch.setattr(safetensors_header.os, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     row = inspect_lora(path)
     assert row["error"] == "cannot read file: permission denied"
 

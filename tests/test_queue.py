@@ -235,18 +235,14 @@ def test_short_jobs_cost_one_catalog_transaction_each_and_no_reads(wb, monkeypat
 
 
 def test_infotext_lora_hashes_come_from_the_catalog_without_reading_the_file(wb, monkeypatch):
-    from workbench.generate.backends import _lora_files as lora_files
-
     wb.hash(progress=False, workers=1)
     tensor_hash = wb.catalog.query(text="tiny_neon_unet_only")["tensor_hash"].iloc[0]
-    lora_files._HASH_CACHE.clear()
+    monkeypatch.setattr("workbench.generate.backends._compat._HASH_CACHE", {})
 
-    class NoHashing:
-        @staticmethod
-        def sha256(*_a):
-            raise AssertionError("the LoRA file was hashed again")
+    def no_hashing(*_a):
+        raise AssertionError("the LoRA file was hashed again")
 
-    monkeypatch.setattr(lora_files, "hashlib", NoHashing)
+    monkeypatch.setattr("workbench.generate.backends._compat.file_hashes", no_hashing)
     jid = wb.queue.submit(tiny_request(loras=[LoraSpec("tiny_neon_unet_only", 0.5)]))
     assert wb.queue.wait(jid, 60)["state"] == "succeeded"
     assert f"tiny_neon_unet_only: {tensor_hash[:12]}" in wb.queue.result(jid)["infotext"]

@@ -127,19 +127,14 @@ def test_missing_files_are_marked_then_relinked(home: Path, tmp_path: Path) -> N
     assert row["folder"] == "sub" and bool(row["favorite"])  # same id, user fields followed the file
 
 
-def test_scan_cli_and_parallel_pool(home: Path, tmp_path: Path) -> None:
-    from workbench.catalog import _scan as scanner
+def test_scan_cli_and_parallel_pool(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from workbench.cli import main
 
     lib = tmp_path / "lib"
     for i in range(12):
         write_kohya_lora(lib / f"f{i // 4}" / f"l{i}.safetensors", seed=i, base="SD1" if i % 2 else "SDXL")
-    old = scanner._POOL_THRESHOLD
-    scanner._POOL_THRESHOLD = 4  # force the process pool on a small library
-    try:
-        assert main(["scan", str(lib), "--home", str(home), "--workers", "2", "-q", "--hash"]) == 0
-    finally:
-        scanner._POOL_THRESHOLD = old
+    monkeypatch.setattr("workbench.catalog._scan._POOL_THRESHOLD", 4)  # force the process pool on a small library
+    assert main(["scan", str(lib), "--home", str(home), "--workers", "2", "-q", "--hash"]) == 0
     wb = workbench.open(home)
     frame = wb.catalog.query()
     assert len(frame) == 12 and frame["sha256"].notna().all()

@@ -40,9 +40,7 @@ def test_builds_small_webp_once_and_reads_it_back(home: Path, library: Path, mon
     stored = list((home / "thumbnails").rglob("*.webp"))
     assert len(stored) == 1 and stored[0].read_bytes() == data
 
-    import workbench.files._thumbnails as thumbnails
-
-    monkeypatch.setattr(thumbnails, "_render", lambda *a: pytest.fail("cached thumbnail was rebuilt"))
+    monkeypatch.setattr("workbench.files._thumbnails._render", lambda *a: pytest.fail("cached thumbnail was rebuilt"))
     assert cache.get(library / "castle.png", 128) == data
 
 

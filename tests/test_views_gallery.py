@@ -16,10 +16,11 @@ from PIL import Image
 
 import workbench
 from workbench.views import GENERIC_ERROR, StatusView, guarded
-from workbench.views._assets import asset_path, read_asset
 from workbench.views.detail import DetailWidget
 from workbench.views.gallery import GalleryWidget
 from workbench.views.library import LibraryView, dashboard_tabs
+
+REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -283,7 +284,7 @@ def test_hostile_strings_reach_the_browser_as_plain_data(wb: workbench.Workbench
     assert [IMG, 4] in detail.record["training_tags"]
     assert detail.record["syntax"]["a1111"] == "<lora:evil:1.0>", "prompt tags use the file name"
     for name in ("gallery.js", "detail.js"):
-        source = read_asset(name)
+        source = (REPO / "widgets" / name).read_text(encoding="utf-8")
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(", source), name
 
 
@@ -339,8 +340,8 @@ def test_dashboard_tabs_include_later_capabilities_only_when_they_build(
     assert isinstance(tabs.children[0], LibraryView)
 
 
-def test_assets_are_found_in_the_checkout() -> None:
-    assert asset_path("gallery.js").name == "gallery.js"
-    assert "export default" in read_asset("detail.js")
-    with pytest.raises(FileNotFoundError):
-        asset_path("nope.js")
+def test_widgets_load_their_browser_half_from_the_checkout() -> None:
+    for widget, name in ((GalleryWidget, "gallery"), (DetailWidget, "detail")):
+        source = str(widget._esm)  # anywidget's FileContents: the module text
+        assert source == (REPO / "widgets" / f"{name}.js").read_text(encoding="utf-8")
+        assert "export default" in source

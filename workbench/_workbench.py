@@ -12,7 +12,11 @@ from workbench._home import resolve_home
 from workbench.catalog import Catalog, Database
 
 if TYPE_CHECKING:
-    from workbench.catalog import ScanReport
+    import threading
+
+    from workbench.catalog import CivitaiImportReport, ImportReport, ScanReport
+    from workbench.generate import History, JobQueue, Recipes
+    from workbench.search import Recommender
 
 
 class Workbench:
@@ -22,6 +26,10 @@ class Workbench:
         self.home: Path = resolve_home(home)
         self.db = Database(self.home / "catalog.duckdb", timeout=lock_timeout)
         self.catalog = Catalog(self.db)
+        self._recommend: Recommender | None = None
+        self._queue: JobQueue | None = None
+        self._history: History | None = None
+        self._recipes: Recipes | None = None
 
     # -- library -----------------------------------------------------------------------
     @property
@@ -54,7 +62,7 @@ class Workbench:
             link_local_files(self.db)  # imported Civitai entries join the files they describe
         return hashed
 
-    def hash_in_background(self) -> Any:
+    def hash_in_background(self) -> threading.Thread:
         """Start hashing in a daemon thread; returns the thread (join it to wait)."""
         from workbench.catalog import hash_in_background
 
@@ -62,15 +70,15 @@ class Workbench:
 
     # recommend
     @property
-    def recommend(self) -> Any:
-        """Recommendations (`workbench.search._recommend.Recommender`): similar, for_prompt, by_trigger, feedback."""
-        if getattr(self, "_recommend", None) is None:
+    def recommend(self) -> Recommender:
+        """Recommendations (:class:`workbench.search.Recommender`): similar, for_prompt, by_trigger, feedback."""
+        if self._recommend is None:
             from workbench.search import Recommender
 
             self._recommend = Recommender(self)
         return self._recommend
 
-    def import_civitai(self, path: str | os.PathLike[str], *, progress: bool = True) -> Any:
+    def import_civitai(self, path: str | os.PathLike[str], *, progress: bool = True) -> CivitaiImportReport:
         """Add catalog entries from a Civitai /api/v1/models export (.json, .jsonl, .jsonl.gz)."""
         from workbench.catalog import import_civitai
 
@@ -78,9 +86,9 @@ class Workbench:
 
     # generation
     @property
-    def queue(self) -> Any:
-        """The generation queue (`workbench.generate._jobs.JobQueue`); its worker thread starts on first submit."""
-        if getattr(self, "_queue", None) is None:
+    def queue(self) -> JobQueue:
+        """The generation queue (:class:`workbench.generate.JobQueue`); its worker thread starts on first submit."""
+        if self._queue is None:
             from workbench.generate import JobQueue, catalog_resolver
 
             self._queue = JobQueue(
@@ -98,22 +106,22 @@ class Workbench:
         return self._queue
 
     @property
-    def history(self) -> Any:
-        """Generated images with their parameters (`workbench.generate._history.History`)."""
-        if getattr(self, "_history", None) is None:
+    def history(self) -> History:
+        """Generated images with their parameters (:class:`workbench.generate.History`)."""
+        if self._history is None:
             from workbench.generate import History
 
             def flush_queue() -> None:  # results the queue recorded are committed before history reads
-                if getattr(self, "_queue", None) is not None:
+                if self._queue is not None:
                     self._queue.flush()
 
             self._history = History(self.db, before_read=flush_queue)
         return self._history
 
     @property
-    def recipes(self) -> Any:
-        """Named LoRA stacks with generation parameters, shareable as JSON (`workbench.generate._recipes.Recipes`)."""
-        if getattr(self, "_recipes", None) is None:
+    def recipes(self) -> Recipes:
+        """Named LoRA stacks with generation parameters, shareable as JSON (:class:`workbench.generate.Recipes`)."""
+        if self._recipes is None:
             from workbench.generate import Recipes
 
             self._recipes = Recipes(self.db)
@@ -132,8 +140,8 @@ class Workbench:
         dry_run: bool = False,
         conflict: str = "skip",
         restore_to: str | os.PathLike[str] | None = None,
-    ) -> Any:
-        """Check an archive completely, then apply it (see workbench.catalog._archive.import_archive)."""
+    ) -> ImportReport:
+        """Check an archive completely, then apply it (see :func:`workbench.catalog.import_archive`)."""
         from workbench.catalog import import_archive
 
         return import_archive(self, src, dry_run=dry_run, conflict=conflict, restore_to=restore_to)

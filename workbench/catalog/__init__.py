@@ -4,20 +4,26 @@ import and archives. Imports only :mod:`workbench.files` of the rest of the pack
 from __future__ import annotations
 
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
-from workbench.catalog._catalog import CONTRACT_COLUMNS, USER_FIELDS, Catalog, CatalogError, validate_user_fields
-from workbench.catalog._civitai_dump import import_civitai, import_items, item_to_record, link_local_files, read_items
+from workbench.catalog._catalog import CONTRACT_COLUMNS, Catalog, CatalogError, validate_user_fields
+from workbench.catalog._civitai_dump import (
+    CivitaiImportReport,
+    import_civitai,
+    import_items,
+    item_to_record,
+    link_local_files,
+    read_items,
+)
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
-from workbench.catalog._scan import LORA_SUFFIXES, ScanReport, scan
+from workbench.catalog._scan import ScanReport, scan
 
 __all__ = [
     "CONTRACT_COLUMNS",
-    "LORA_SUFFIXES",
-    "USER_FIELDS",
     "ArchiveError",
     "Catalog",
     "CatalogBusyError",
     "CatalogError",
+    "CivitaiImportReport",
     "Database",
     "ImportReport",
     "ScanReport",

@@ -18,12 +18,24 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from workbench.catalog._catalog import USER_FIELDS, validate_user_fields
+from workbench.catalog._catalog import Catalog, validate_user_fields
+from workbench.catalog._db import Database
+from workbench.files import USER_FIELDS
 
-if TYPE_CHECKING:
-    from workbench._workbench import Workbench
+
+class Workbench(Protocol):
+    """What an archive needs of the façade (``workbench.Workbench`` has it): the catalog, and scan + hash to
+    catalogue restored files."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def db(self) -> Database: ...
+    def scan(self, roots: Any = None, **options: Any) -> Any: ...
+    def hash(self, ids: Any = None, **options: Any) -> int: ...
+
 
 FORMAT = "lora-workbench-archive"
 VERSION = 1

@@ -18,17 +18,9 @@ import pandas as pd
 
 from workbench.catalog._db import Database
 from workbench.catalog._schema import migrate, needs_migration
+from workbench.files import USER_FIELDS
 
 #: Fields a person may edit. A rescan never writes them.
-USER_FIELDS = (
-    "tags",
-    "notes",
-    "rating",
-    "favorite",
-    "preferred_weight",
-    "trigger_words",
-    "base_model_override",
-)
 
 #: Columns every query result carries (the stable contract the views and exports use).
 CONTRACT_COLUMNS = (

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class ImportReport:
+class CivitaiImportReport:
     """What one import did."""
 
     items: int = 0
@@ -242,11 +242,11 @@ def _local_sha_index(con: Any) -> dict[str, int]:
 
 def import_items(
     db: Database, items: Iterable[Mapping[str, Any]], *, batch: int = 1000, progress: bool = False
-) -> ImportReport:
+) -> CivitaiImportReport:
     """Add or update catalog entries for Civitai model items; returns counts."""
     from tqdm.auto import tqdm
 
-    report = ImportReport()
+    report = CivitaiImportReport()
     records: list[dict[str, Any]] = []
     seen: set[int] = set()
     for item in items:
@@ -270,7 +270,7 @@ def import_items(
     return report
 
 
-def _write_chunk(db: Database, chunk: list[dict[str, Any]], report: ImportReport) -> None:
+def _write_chunk(db: Database, chunk: list[dict[str, Any]], report: CivitaiImportReport) -> None:
     # Computed inside the transaction so a retried transaction starts from the same state.
     with db.write() as con:
         local = _local_sha_index(con)
@@ -423,6 +423,6 @@ def link_local_files(db: Database) -> int:
     return len(todo)
 
 
-def import_civitai(db: Database, path: str | os.PathLike[str], *, progress: bool = True) -> ImportReport:
+def import_civitai(db: Database, path: str | os.PathLike[str], *, progress: bool = True) -> CivitaiImportReport:
     """Import a Civitai export file (.json, .jsonl, .jsonl.gz) into the catalog."""
     return import_items(db, read_items(path), progress=progress)

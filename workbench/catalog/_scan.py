@@ -23,9 +23,7 @@ import orjson
 import pandas as pd
 
 from workbench.catalog._db import Database
-
-#: File suffixes catalogued as LoRAs. Pickle formats are listed but never opened.
-LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+from workbench.files import LORA_SUFFIXES
 
 #: Below this many files to inspect, worker processes cost more than they save.
 _POOL_THRESHOLD = 400

@@ -6,7 +6,7 @@ previews, thumbnails and hashes. Pure: safe in a process pool, imports nothing e
 
 from __future__ import annotations
 
-from workbench.files._analysis import analyse_tensors, base_model_family, base_model_from_metadata, normalize_base_model
+from workbench.files._analysis import analyse_tensors, base_model_from_metadata
 from workbench.files._hashes import FileHashes, file_hashes
 from workbench.files._header import (
     HeaderError,
@@ -24,10 +24,32 @@ from workbench.files._previews import (
     find_preview_file,
 )
 from workbench.files._sidecars import DESCRIPTIVE_ORDER, merge_fields, read_sidecars, sibling_names
+from workbench.files._taxonomy import (
+    BASE_MODEL_FAMILY,
+    BASE_MODELS,
+    CROSS_ATTENTION_WIDTH,
+    LORA_SUFFIXES,
+    TENSOR_SUFFIXES,
+    TINY_BASE_MODEL,
+    TINY_BASE_MODEL_VERSION,
+    TINY_CROSS_ATTENTION_DIM,
+    USER_FIELDS,
+    base_model_family,
+    normalize_base_model,
+)
 from workbench.files._thumbnails import DEFAULT_SIZE, ThumbnailCache
 from workbench.files._training import md_bool, md_float, md_int
 
 __all__ = [
+    "BASE_MODELS",
+    "BASE_MODEL_FAMILY",
+    "CROSS_ATTENTION_WIDTH",
+    "LORA_SUFFIXES",
+    "TENSOR_SUFFIXES",
+    "TINY_BASE_MODEL",
+    "TINY_BASE_MODEL_VERSION",
+    "TINY_CROSS_ATTENTION_DIM",
+    "USER_FIELDS",
     "DEFAULT_SIZE",
     "DESCRIPTIVE_ORDER",
     "PREVIEW_SUFFIXES",

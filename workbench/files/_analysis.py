@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from workbench.files._taxonomy import CROSS_ATTENTION_WIDTH, FINETUNE_NAMES, base_model_family, normalize_base_model
+
 # --- key naming ------------------------------------------------------------------------------
 
 _KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_transformer_")
@@ -49,27 +51,6 @@ _PEFT_PARAMS = frozenset(
     }
 )
 _TE_MARKERS = ("lora_te", "text_encoder")
-
-_CROSS_ATTN_WIDTH = {768: "SD1", 1024: "SD2", 2048: "SDXL", 1280: "SDXL"}
-
-BASE_MODEL_FAMILY = {
-    "SD1": "SD1",
-    "SD2": "SD2",
-    "SDXL": "SDXL",
-    "Pony": "SDXL",
-    "Illustrious": "SDXL",
-    "NoobAI": "SDXL",
-    "SD3": "SD3",
-    "FLUX": "FLUX",
-    "Chroma": "FLUX",
-    "Lumina2": "Lumina2",
-    "HunyuanImage": "HunyuanImage",
-}
-
-
-def base_model_family(name: str | None) -> str | None:
-    """Architecture family of a base-model label (Pony/Illustrious/NoobAI are SDXL finetunes)."""
-    return BASE_MODEL_FAMILY.get(name) if name else None
 
 
 class _KeyFacts(NamedTuple):
@@ -150,6 +131,9 @@ class _NameFacts(NamedTuple):
     alpha_index: list[int]
     name_base_model: tuple[str | None, str]  # verdict from names alone, before shapes
     name_fallback: tuple[str | None, str]  # name verdict used only when shapes say nothing
+    text_encoder_module_count: int
+    has_second_text_encoder: bool
+    foreign_keys: list[str]  # names no LoRA loader understands (bundled embeddings, …), at most 5
 
 
 _NAME_FACTS_CACHE: dict[tuple[str, ...], _NameFacts] = {}
@@ -195,6 +179,9 @@ def _name_facts(keys: list[str]) -> _NameFacts:
         alpha_index=[i for i, f in enumerate(facts) if f.param == "alpha"],
         name_base_model=name_verdict,
         name_fallback=fallback,
+        text_encoder_module_count=len({f.module for f in facts if f.text_encoder and f.param and f.param != "alpha"}),
+        has_second_text_encoder="lora_te2_" in names or "text_encoder_2." in names,
+        foreign_keys=[key for key, f in zip(keys, facts) if f.layout == "unknown"][:5],
     )
     if len(_NAME_FACTS_CACHE) >= _NAME_FACTS_CACHE_MAX:
         _NAME_FACTS_CACHE.pop(next(iter(_NAME_FACTS_CACHE)))
@@ -206,7 +193,8 @@ def analyse_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Structure facts from validated tensor entries.
 
     Keys: key_layout, network_type, ranks ({rank: modules}), rank_min, rank_max, module_count,
-    tensor_count, has_text_encoder, dtype (most common), alpha_tensor (name of the first
+    tensor_count, has_text_encoder, text_encoder_module_count, has_second_text_encoder, foreign_keys
+    (names no LoRA loader understands, at most 5), dtype (most common), alpha_tensor (name of the first
     per-module scalar ``alpha`` or None), base_model, base_model_evidence (tensor route only).
     """
     keys = list(tensors)
@@ -238,6 +226,9 @@ def analyse_tensors(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "module_count": names.module_count,
         "tensor_count": len(keys),
         "has_text_encoder": names.has_text_encoder,
+        "text_encoder_module_count": names.text_encoder_module_count,
+        "has_second_text_encoder": names.has_second_text_encoder,
+        "foreign_keys": names.foreign_keys,
         "dtype": dtypes.most_common(1)[0][0] if dtypes else None,
         "alpha_tensor": alpha_tensor,
         "base_model": base,
@@ -277,7 +268,7 @@ def _base_model_from_shapes(names: _NameFacts, shapes: list[Any]) -> tuple[str |
     widths = _widths(shapes, names.cross_attn_index)
     if widths:
         width = widths.most_common(1)[0][0]
-        family = _CROSS_ATTN_WIDTH.get(width)
+        family = CROSS_ATTENTION_WIDTH.get(width)
         if family:
             return family, f"tensor shapes: cross-attention (attn2 to_k/to_v) input width {width}"
     if names.name_fallback[0]:
@@ -289,55 +280,18 @@ def _base_model_from_shapes(names: _NameFacts, shapes: list[Any]) -> tuple[str |
     unnamed = _widths(shapes, names.unnamed_down_index)
     for width in (2048, 1024, 768):
         if unnamed.get(width):
-            return _CROSS_ATTN_WIDTH[width], f"tensor shapes: input width {width} among unnamed (cloneofsimo) modules"
+            return CROSS_ATTENTION_WIDTH[
+                width
+            ], f"tensor shapes: input width {width} among unnamed (cloneofsimo) modules"
     return None, ""
 
 
 # --- metadata route --------------------------------------------------------------------------
 
-_FINETUNE_NAMES = (("pony", "Pony"), ("illustrious", "Illustrious"), ("noobai", "NoobAI"), ("noob_ai", "NoobAI"))
-
-
-def normalize_base_model(label: Any) -> str | None:
-    """Map a base-model label from any source to SD1/SD2/SDXL/SD3/FLUX/Pony/Illustrious/NoobAI/….
-
-    Understands Civitai ``baseModel`` ("SD 1.5", "SDXL 1.0", "Pony", "Flux.1 D"), A1111
-    ``sd version`` ("SD1"), kohya ``ss_base_model_version`` ("sdxl_base_v1-0") and SAI
-    ``modelspec.architecture`` ("stable-diffusion-xl-v1-base/lora"). Unknown → None.
-    """
-    if not isinstance(label, str):
-        return None
-    text = label.strip().lower()
-    if not text or text in ("unknown", "other", "none"):
-        return None
-    for needle, name in _FINETUNE_NAMES:
-        if needle in text:
-            return name
-    compact = re.sub(r"[\s_.\-]", "", text)
-    if compact.startswith("stablediffusion"):
-        compact = "sd" + compact[len("stablediffusion") :]
-    if "flux" in compact:
-        return "FLUX"
-    if "chroma" in compact:
-        return "Chroma"
-    if "lumina" in compact:
-        return "Lumina2"
-    if "hunyuan" in compact:
-        return "HunyuanImage"
-    if compact.startswith("sdxl") or compact.startswith("xl") or "sdxl" in compact:
-        return "SDXL"
-    if compact.startswith(("sd3", "sdv3")) or "mmdit" in compact:
-        return "SD3"
-    if compact.startswith(("sd2", "sdv2")):
-        return "SD2"
-    if compact.startswith(("sd1", "sdv1")) or compact in ("sd15", "v15"):
-        return "SD1"
-    return None
-
 
 def _name_hint(name: str) -> str | None:
     low = name.lower()
-    for needle, label in _FINETUNE_NAMES:
+    for needle, label in FINETUNE_NAMES:
         if needle in low:
             return label
     if "flux" in low:

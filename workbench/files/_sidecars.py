@@ -60,7 +60,7 @@ from typing import Any
 
 import orjson
 
-from workbench.files._analysis import normalize_base_model
+from workbench.files._taxonomy import normalize_base_model
 from workbench.files._training import MAX_NESTED_DEPTH, json_depth_exceeds, split_list
 
 SIDECAR_MAX_BYTES = 16 * 1024 * 1024

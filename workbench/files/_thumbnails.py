@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from workbench.files._taxonomy import TENSOR_SUFFIXES
+
 log = logging.getLogger(__name__)
 
 #: Pixel edge of gallery thumbnails (the longest side).
@@ -31,7 +33,6 @@ MAX_SOURCE_BYTES = 64 * 1024 * 1024
 MAX_SOURCE_PIXELS = 64_000_000
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".avif"}
-_LORA_SUFFIXES = {".safetensors"}
 
 
 class ThumbnailCache:
@@ -113,7 +114,7 @@ def _resolve(path: Path) -> Path:
 
 def _source_bytes(path: Path) -> bytes | None:
     suffix = path.suffix.lower()
-    if suffix in _LORA_SUFFIXES:
+    if suffix in TENSOR_SUFFIXES:
         try:
             from workbench.files._previews import extract_embedded_preview
         except ImportError:

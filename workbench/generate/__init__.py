@@ -29,7 +29,6 @@ from workbench.generate._prompt_syntax import (
 from workbench.generate._recipes import Recipe, RecipeError, Recipes, parse_recipe
 from workbench.generate._rq import run_worker
 from workbench.generate._tiny_pipeline import (
-    TINY_BASE_MODEL,
     TINY_LORAS,
     kohya_metadata,
     make_lora_tensors,
@@ -53,19 +52,24 @@ from workbench.generate.backends import (
     BackendChoice,
     ComfyUIBackend,
     DiffusersBackend,
+    LoraFileInfo,
     build_graph,
+    check_diffusers_compatible,
     configured_backends,
+    inspect_file,
     open_backend,
 )
 
 __all__ = [
+    "LoraFileInfo",
+    "check_diffusers_compatible",
+    "inspect_file",
     "A1111",
     "COMFYUI",
     "A1111Backend",
     "ComfyUIBackend",
     "DiffusersBackend",
     "build_graph",
-    "TINY_BASE_MODEL",
     "TINY_LORAS",
     "Backend",
     "BackendChoice",

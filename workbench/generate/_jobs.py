@@ -715,7 +715,7 @@ class JobQueue:
         """For in-process diffusers: pin catalog paths of the stack's LoRAs (workers share the filesystem)."""
         if job.backend != "diffusers" or self.resolver is None:
             return job.request
-        from workbench.generate.backends._lora_files import remember_short_hash
+        from workbench.generate.backends._compat import remember_short_hash
 
         loras = []
         for spec in job.request.loras:

@@ -13,12 +13,9 @@ from __future__ import annotations
 import json
 import pathlib
 
-TINY_BASE_MODEL = "tiny-sd1 (random weights)"
-"""Base-model family name of the tiny pipeline and of the LoRAs written for it."""
-TINY_BASE_MODEL_VERSION = "tiny_sd1"
-"""Value written to ``ss_base_model_version`` in tiny LoRAs (kohya's field for the base family)."""
+from workbench.files import TINY_BASE_MODEL, TINY_BASE_MODEL_VERSION, TINY_CROSS_ATTENTION_DIM
+
 TINY_MODEL_NAME = "tiny-sd1-random"
-TINY_CROSS_ATTENTION_DIM = 32
 _RECIPE_VERSION = "1"
 _MARKER = "workbench_tiny.json"
 

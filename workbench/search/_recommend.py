@@ -26,17 +26,25 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from workbench.catalog import Catalog
 from workbench.search import _embeddings as emb
 from workbench.search._lexical import LexDoc, LexicalIndex, content_tokens, trigger_phrases
 from workbench.search._vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
-if TYPE_CHECKING:
-    from workbench._workbench import Workbench
+
+class Workbench(Protocol):
+    """What recommendations need of the façade (``workbench.Workbench`` has it)."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+    @property
+    def home(self) -> Path: ...
+
 
 _EXTRA_TAGS = re.compile(r"<(?:lora|lyco|locon|hypernet)\s*:[^>]*>", re.IGNORECASE)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import traitlets as t
 
-from workbench.files import ThumbnailCache
+from workbench.files import BASE_MODELS, ThumbnailCache
 from workbench.views._assets import asset_path
 from workbench.views._feedback import NoticeWidget, guarded
 from workbench.views._messages import InvalidMessage, clean_int, clean_strings, clean_text, clean_tristate, json_value
@@ -27,7 +27,6 @@ log = logging.getLogger("workbench.views")
 PREVIEW_SIZE = 512
 MAX_VALUE = 2000
 EDITABLE = ("tags", "notes", "rating", "favorite", "preferred_weight", "trigger_words", "base_model_override")
-KNOWN_BASE_MODELS = ("SD1", "SD2", "SDXL", "Pony", "Illustrious", "NoobAI", "SD3", "FLUX", "Chroma", "Lumina2")
 
 _FIELD_LABELS = (
     ("name", "Name"),
@@ -268,7 +267,7 @@ class DetailWidget(NoticeWidget):
     """Display-ready record (see :func:`detail_record`); empty when nothing is open."""
     preview = t.Bytes(b"").tag(sync=True)
     """WEBP preview of the open LoRA (empty when it has none)."""
-    base_models = t.List(list(KNOWN_BASE_MODELS)).tag(sync=True)
+    base_models = t.List(list(BASE_MODELS)).tag(sync=True)
 
     def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
         self._wb = wb
@@ -331,7 +330,7 @@ class DetailWidget(NoticeWidget):
         except Exception:
             log.debug("no facets for the base model list", exc_info=True)
             seen = []
-        self.base_models = sorted(set(KNOWN_BASE_MODELS) | {str(v)[:64] for v in seen})
+        self.base_models = sorted(set(BASE_MODELS) | {str(v)[:64] for v in seen})
 
     # -- browser messages -------------------------------------------------------------------
 

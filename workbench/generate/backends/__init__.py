@@ -10,6 +10,7 @@ import pathlib
 from workbench.generate._types import Backend
 from workbench.generate.backends._a1111 import A1111Backend
 from workbench.generate.backends._comfyui import ComfyUIBackend, build_graph
+from workbench.generate.backends._compat import LoraFileInfo, check_diffusers_compatible, inspect_file
 from workbench.generate.backends._diffusers import DiffusersBackend
 
 KINDS = ("diffusers", "a1111", "comfyui")
@@ -93,6 +94,9 @@ def configured_backends(home: str | os.PathLike[str] | None = None) -> list[Back
 
 
 __all__ = [
+    "LoraFileInfo",
+    "check_diffusers_compatible",
+    "inspect_file",
     "KINDS",
     "A1111Backend",
     "BackendChoice",

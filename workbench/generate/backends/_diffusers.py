@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from workbench.files import CROSS_ATTENTION_WIDTH
 from workbench.generate import _infotext as _infotext
 from workbench.generate._tiny_pipeline import (
     TINY_BASE_MODEL,
@@ -33,8 +34,9 @@ from workbench.generate._types import (
     JobControl,
     LoraIncompatibleError,
     LoraInfo,
+    LoraNotFoundError,
 )
-from workbench.generate.backends import _lora_files as lora_files
+from workbench.generate.backends import _compat as compat
 
 # A1111 sampler name -> (diffusers scheduler class, extra config)
 SAMPLERS: dict[str, tuple[str, dict]] = {
@@ -116,7 +118,7 @@ def pipeline_family(pipe, folder: pathlib.Path | None = None) -> str | None:
     if folder is not None and is_tiny_pipeline_folder(folder):
         return TINY_BASE_MODEL
     ctx = getattr(pipe.unet.config, "cross_attention_dim", None)
-    return lora_files._CTX_FAMILY.get(ctx) if isinstance(ctx, int) else None
+    return CROSS_ATTENTION_WIDTH.get(ctx) if isinstance(ctx, int) else None
 
 
 def _torch_threads() -> int:
@@ -210,7 +212,7 @@ class DiffusersBackend:
             return pathlib.Path(path)
         if self.resolver is not None:
             return pathlib.Path(self.resolver(name))
-        return lora_files.find_lora_file(name, self.lora_dirs)
+        return compat.find_lora_file(name, self.lora_dirs)
 
     def _adapter_for(self, name: str, path: pathlib.Path) -> str:
         """Load (or reuse) the adapter for this file; returns its adapter name."""
@@ -220,8 +222,8 @@ class DiffusersBackend:
             self._adapters.move_to_end(key)
             return self._adapters[key]
         pipe = self.pipe
-        info = lora_files.inspect_file(path)
-        lora_files.check_diffusers_compatible(
+        info = compat.inspect_file(path)
+        compat.check_diffusers_compatible(
             info, self._family, name, pipeline_has_te2=getattr(pipe, "text_encoder_2", None) is not None
         )
         while len(self._adapters) >= self.max_adapters:
@@ -278,7 +280,7 @@ class DiffusersBackend:
         for spec in request.loras:
             path = self.resolve(spec.name, spec.path)
             if not path.is_file():
-                raise lora_files.LoraNotFoundError(f"LoRA file {path} for {spec.name!r} does not exist")
+                raise LoraNotFoundError(f"LoRA file {path} for {spec.name!r} does not exist")
             adapter = self._adapter_for(spec.name, path)
             names.append(adapter)
             weights.append(
@@ -286,7 +288,7 @@ class DiffusersBackend:
                 if self._has_te.get(adapter)
                 else {"unet": spec.unet}
             )
-            hashes[spec.name] = lora_files.lora_short_hash(path)
+            hashes[spec.name] = compat.lora_short_hash(path)
         if names:
             pipe.enable_lora()
             pipe.set_adapters(names, adapter_weights=weights)
@@ -373,10 +375,7 @@ class DiffusersBackend:
         out = []
         for d in self.lora_dirs:
             for p in sorted(pathlib.Path(d).rglob("*.safetensors")):
-                try:
-                    meta = lora_files.read_header(p)[1]
-                except GenerationError:
-                    meta = {}
+                meta = compat.header_metadata(p)
                 out.append(
                     LoraInfo(name=p.stem, alias=meta.get("ss_output_name") or p.stem, path=str(p), metadata=meta)
                 )
