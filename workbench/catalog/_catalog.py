@@ -86,6 +86,18 @@ def _clean_str_list(value: Any, field: str) -> list[str]:
     return cleaned
 
 
+#: Where a field comes from when no sidecar or user edit claims it (shown beside each value in the detail view).
+_INTRINSIC_SOURCES = {
+    **dict.fromkeys(
+        ("rank", "alpha", "scale", "network_type", "key_layout", "base_model_detected", "module_count", "tensor_count")
+        + ("has_text_encoder", "header_len"),
+        "header",
+    ),
+    **dict.fromkeys(("size_bytes", "mtime", "path", "folder", "format"), "file"),
+    **dict.fromkeys(("added_at", "usage_count"), "catalog"),
+}
+
+
 def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """Check and normalise user-editable fields; raises CatalogError with a clear message."""
     clean: dict[str, Any] = {}
@@ -444,7 +456,7 @@ class Catalog:
             extra[key] = _loads(extra.get(key))
         record.update(extra)
         user_row = _row_to_dict(user.iloc[0]) if not user.empty else {}
-        sources = dict(record.get("sources") or {})
+        sources = {**_INTRINSIC_SOURCES, **(record.get("sources") or {})}
         for field in USER_FIELDS:
             target = "base_model" if field == "base_model_override" else field
             if user_row.get(field) is not None:

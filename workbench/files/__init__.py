@@ -22,6 +22,7 @@ from workbench.files._previews import (
     decode_image_payload,
     extract_embedded_preview,
     find_preview_file,
+    preview_source,
 )
 from workbench.files._sidecars import DESCRIPTIVE_ORDER, merge_fields, read_sidecars, sibling_names
 from workbench.files._taxonomy import (
@@ -70,6 +71,7 @@ __all__ = [
     "merge_fields",
     "normalize_base_model",
     "parse_header",
+    "preview_source",
     "read_header",
     "read_raw_header",
     "read_sidecars",

@@ -98,3 +98,16 @@ def extract_embedded_preview(path: Path) -> bytes | None:
     except HeaderError:
         return None
     return embedded_preview(metadata)
+
+
+def preview_source(row: Mapping[str, Any]) -> str | None:
+    """The file that shows a catalogued LoRA: its preview image, else the LoRA file itself when its header
+    embeds a cover (``row``: a catalog row with ``preview_path``, ``preview_embedded`` and ``path``)."""
+    preview = row.get("preview_path")
+    if isinstance(preview, str) and preview:
+        return preview
+    embedded = row.get("preview_embedded")
+    path = row.get("path")
+    if isinstance(path, str) and path and embedded is not None and embedded == embedded and bool(embedded):
+        return path
+    return None

@@ -17,16 +17,15 @@ from typing import Any
 
 import traitlets as t
 
-from workbench.files import BASE_MODELS, ThumbnailCache
+from workbench.files import BASE_MODELS, USER_FIELDS, ThumbnailCache, preview_source
 from workbench.views._assets import asset_path
 from workbench.views._feedback import NoticeWidget, guarded
-from workbench.views._messages import InvalidMessage, clean_int, clean_strings, clean_text, clean_tristate, json_value
+from workbench.views._messages import InvalidMessage, clean_int, json_value
 
 log = logging.getLogger("workbench.views")
 
 PREVIEW_SIZE = 512
 MAX_VALUE = 2000
-EDITABLE = ("tags", "notes", "rating", "favorite", "preferred_weight", "trigger_words", "base_model_override")
 
 _FIELD_LABELS = (
     ("name", "Name"),
@@ -126,23 +125,6 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         if shown == "":
             continue
         source = sources.get(key)
-        if source is None and key in (
-            "rank",
-            "alpha",
-            "network_type",
-            "key_layout",
-            "base_model_detected",
-            "scale",
-            "module_count",
-            "tensor_count",
-            "has_text_encoder",
-            "header_len",
-        ):
-            source = "header"
-        elif source is None and key in ("size_bytes", "mtime", "path", "folder", "format"):
-            source = "file"
-        elif source is None and key in ("added_at", "usage_count"):
-            source = "catalog"
         fields.append([label, shown, text_value(source) if source else ""])
 
     metadata = full.get("metadata") or {}
@@ -226,34 +208,18 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
 
 
 def clean_edit(raw: Any) -> dict[str, Any]:
-    """The user fields of a ``save`` message, checked for type and range."""
-    if not isinstance(raw, dict):
-        raise InvalidMessage("fields must be an object")
-    unknown = set(raw) - set(EDITABLE)
-    if unknown:
-        raise InvalidMessage(f"not editable: {sorted(unknown)[:5]}")
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in ("tags", "trigger_words"):
-            out[key] = clean_strings(value, limit=500, item_limit=100)
-        elif key == "notes":
-            out[key] = clean_text(value, 20_000)
-        elif key == "rating":
-            out[key] = clean_int(value, 0, 5)
-        elif key == "favorite":
-            flag = clean_tristate(value)
-            if flag is None:
-                raise InvalidMessage("favorite must be true or false")
-            out[key] = flag
-        elif key == "preferred_weight":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidMessage("preferred_weight must be a number")
-            if not -10 <= value <= 10:
-                raise InvalidMessage("preferred_weight must be between -10 and 10")
-            out[key] = float(value)
-        elif key == "base_model_override":
-            out[key] = clean_text(value, 64)
-    return out
+    """The user fields of a ``save`` message, checked by the catalog's own rules (an empty override clears it)."""
+    from workbench.catalog import CatalogError, validate_user_fields
+
+    if not isinstance(raw, dict) or not set(raw) <= set(USER_FIELDS):
+        raise InvalidMessage("fields must be an object of editable fields")
+    fields = dict(raw)
+    if fields.get("base_model_override") == "":
+        fields["base_model_override"] = None
+    try:
+        return validate_user_fields(fields)
+    except CatalogError as exc:
+        raise InvalidMessage(str(exc)) from None
 
 
 class DetailWidget(NoticeWidget):
@@ -306,13 +272,9 @@ class DetailWidget(NoticeWidget):
             return
         preview = b""
         frame = self._wb.catalog.query(ids=[int(lora_id)])
-        if len(frame):
-            row = frame.to_dict("records")[0]
-            source = json_value(row.get("preview_path"))
-            if not source and json_value(row.get("preview_embedded")):
-                source = json_value(row.get("path"))
-            if isinstance(source, str) and source:
-                preview = self._thumbnails.get(source, PREVIEW_SIZE) or b""
+        source = preview_source(frame.to_dict("records")[0]) if len(frame) else None
+        if source:
+            preview = self._thumbnails.get(source, PREVIEW_SIZE) or b""
         with self.hold_sync():
             self.record = record  # before lora_id, so the observer sees it is loaded
             self.preview = preview
@@ -352,7 +314,7 @@ class DetailWidget(NoticeWidget):
                 log.warning("detail: dropped unknown action %r", str(action)[:40])
         except InvalidMessage as exc:
             log.warning("detail: dropped invalid %s message: %s", action, exc)
-            self.notify("That edit was not accepted.", "error")
+            self.notify(f"That edit was not accepted: {exc}", "error")
 
     def _save(self, content: dict[str, Any]) -> None:
         from workbench.catalog import CatalogError
@@ -361,8 +323,6 @@ class DetailWidget(NoticeWidget):
         if lora_id != self.lora_id:
             raise InvalidMessage("save for a LoRA that is not open")
         fields = clean_edit(content.get("fields"))
-        if "base_model_override" in fields and not fields["base_model_override"]:
-            fields["base_model_override"] = None
         if not fields:
             return
         try:

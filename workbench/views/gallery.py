@@ -14,7 +14,7 @@ from typing import Any
 
 import traitlets as t
 
-from workbench.files import DEFAULT_SIZE, ThumbnailCache
+from workbench.files import DEFAULT_SIZE, ThumbnailCache, preview_source
 from workbench.views._assets import asset_path
 from workbench.views._feedback import NoticeWidget, guarded
 from workbench.views._messages import (
@@ -203,34 +203,13 @@ _FACET_NAMES = {
 }
 
 
-def normalize_facets(raw: Any, top_tags: int = 500) -> dict[str, list[list[Any]]]:
-    """Facet lists as ``{"base_models": [[value, count], ...], ...}`` for the filter controls."""
-    out: dict[str, list[list[Any]]] = {}
-    if not isinstance(raw, dict):
-        return out
-    for name, values in raw.items():
-        name = _FACET_NAMES.get(str(name), str(name))
-        pairs: list[list[Any]] = []
-        if hasattr(values, "to_dict") and hasattr(values, "columns"):  # DataFrame
-            values = list(values.itertuples(index=False, name=None))
-        elif isinstance(values, dict):
-            values = list(values.items())
-        if not isinstance(values, (list, tuple)):
-            continue
-        for item in values:
-            if isinstance(item, dict):
-                item = (item.get("value", item.get("name")), item.get("count", 0))
-            if isinstance(item, (list, tuple)) and len(item) >= 2:
-                value, count = item[0], item[1]
-            else:
-                value, count = item, 0
-            value = json_value(value)
-            if value is None or value == "":
-                continue
-            pairs.append([str(value)[:MAX_TEXT], int(json_value(count) or 0)])
-        pairs.sort(key=lambda p: (-p[1], p[0]))
-        out[name] = pairs[:top_tags] if name == "tags" else pairs
-    return out
+def facet_lists(facets: dict[str, list[tuple[str, int]]]) -> dict[str, list[list[Any]]]:
+    """The catalog's facets as the filter controls name them, empty values left out."""
+    return {
+        _FACET_NAMES[column]: [[str(value)[:MAX_TEXT], int(count)] for value, count in pairs if value]
+        for column, pairs in facets.items()
+        if column in _FACET_NAMES
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -315,7 +294,7 @@ class GalleryWidget(NoticeWidget):
 
     def refresh_facets(self) -> None:
         """Re-read the values the filter controls offer."""
-        self.facets = normalize_facets(self.catalog.facets())
+        self.facets = facet_lists(self.catalog.facets())
 
     def set_filters(self, **changes: Any) -> None:
         """Change some filters from Python, e.g. ``gallery.set_filters(text="castle")``."""
@@ -380,7 +359,7 @@ class GalleryWidget(NoticeWidget):
         if not ids:
             return
         frame = self.catalog.query(ids=ids)
-        previews = {int(r["id"]): self._preview_source(r) for r in frame.to_dict("records")}
+        previews = {int(r["id"]): preview_source(r) for r in frame.to_dict("records")}
         images = self._thumbnails.get_many(previews, self._thumbnail_size)
         found = [i for i in ids if i in images]
         self.send(
@@ -494,15 +473,6 @@ class GalleryWidget(NoticeWidget):
         frame = self.catalog.query(ids=wanted)
         present = {int(i) for i in frame["id"].tolist()}
         return [i for i in wanted if i in present]
-
-    def _preview_source(self, record: dict[str, Any]) -> str | None:
-        """The preview image file, else the LoRA file itself when its header embeds one."""
-        preview = json_value(record.get("preview_path"))
-        if preview:
-            return str(preview)
-        if _is_true(record.get("preview_embedded")) and json_value(record.get("path")):
-            return str(record["path"])
-        return None
 
     def _changed(self, ids: list[int] | None, message: str, undoable: bool = True) -> None:
         self.refresh()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets
@@ -71,41 +72,25 @@ def library_view(wb: Any, page_size: int = PAGE_SIZE) -> LibraryView:
     return LibraryView(wb, page_size=page_size)
 
 
-def _as_tabs(built: Any, default_title: str) -> list[tuple[str, ipywidgets.Widget]]:
-    """Accept what a tab builder returns: a widget, ``(title, widget)`` pairs or ``{title: widget}``."""
-    if isinstance(built, ipywidgets.Widget):
-        return [(default_title, built)]
-    if isinstance(built, dict):
-        built = list(built.items())
-    pairs = []
-    for item in built or ():
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], ipywidgets.Widget):
-            pairs.append((str(item[0]), item[1]))
-    return pairs
-
-
 def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
-    """The dashboard: a Library tab, plus Recommend / Generate / History tabs when those views work.
+    """The dashboard: Library, Recommend, and the generation tabs (Generate, Queue, History, Compare).
 
-    A later capability whose view is not installed or fails to build is left out (and
-    logged on the server), never shown as a placeholder.
+    A tab whose view fails to build (say, a backend misconfigured) is left out and logged on the
+    server, never shown as a placeholder; the Library always comes first.
     """
+    from workbench.views.generate import generation_tabs
+    from workbench.views.recommend import recommend_tab
+
     tabs: list[tuple[str, ipywidgets.Widget]] = [("Library", library_view(wb))]
-    builders = (
-        ("workbench.views.recommend", "recommend_tab", "Recommend"),
-        ("workbench.views.generate", "generation_tabs", "Generate"),
-    )
-    for module_name, function_name, title in builders:
+    builders: list[tuple[str, Callable[[Any], list[tuple[str, ipywidgets.Widget]]]]] = [
+        ("Recommend", lambda wb: [("Recommend", recommend_tab(wb))]),
+        ("Generate", generation_tabs),
+    ]
+    for title, builder in builders:
         try:
-            module = __import__(module_name, fromlist=[function_name])
-            builder = getattr(module, function_name)
-        except (ImportError, AttributeError):
-            log.info("dashboard: %s.%s is not available; no %s tab", module_name, function_name, title)
-            continue
-        try:
-            tabs.extend(_as_tabs(builder(wb), title))
+            tabs.extend(builder(wb))
         except Exception:
-            log.exception("dashboard: %s.%s failed; no %s tab", module_name, function_name, title)
+            log.exception("dashboard: the %s tab failed to build; left out", title)
     tab = ipywidgets.Tab(children=[widget for _, widget in tabs])
     for index, (title, _) in enumerate(tabs):
         tab.set_title(index, title)
