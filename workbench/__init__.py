@@ -6,7 +6,13 @@ wb.scan("~/loras")
 wb.catalog.query(text="anime", base_models=["SDXL"])
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from workbench._workbench import Workbench, open
 
-__all__ = ["Workbench", "open", "__version__"]
-__version__ = "0.1.0"
+try:
+    __version__ = version("lora-workbench")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["Workbench", "__version__", "open"]
