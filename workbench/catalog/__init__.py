@@ -4,7 +4,7 @@ import and archives. Imports only :mod:`workbench.files` of the rest of the pack
 from __future__ import annotations
 
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
-from workbench.catalog._catalog import CONTRACT_COLUMNS, Catalog, CatalogError, validate_user_fields
+from workbench.catalog._catalog import CONTRACT_COLUMNS, Catalog, CatalogError, LoraFilters, validate_user_fields
 from workbench.catalog._civitai_dump import (
     CivitaiImportReport,
     import_civitai,
@@ -26,6 +26,7 @@ __all__ = [
     "CivitaiImportReport",
     "Database",
     "ImportReport",
+    "LoraFilters",
     "ScanReport",
     "export_archive",
     "hash_catalog",

@@ -11,10 +11,11 @@ import json
 import math
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import duckdb
 import pandas as pd
+from typing_extensions import Unpack
 
 from workbench.catalog._db import Database
 from workbench.catalog._schema import migrate, needs_migration
@@ -59,6 +60,25 @@ _MAX_TAG_LEN = 100
 _MAX_TAGS = 500
 _MAX_NOTES = 20_000
 _FUZZY_THRESHOLD = 0.86
+
+
+class LoraFilters(TypedDict, total=False):
+    """The one filter vocabulary of :meth:`Catalog.query`, :meth:`~Catalog.count` and :meth:`~Catalog.page`
+    (the gallery, the CLI and exports use the same names)."""
+
+    text: str | None
+    fuzzy: bool
+    tags_all: Sequence[str] | None
+    tags_any: Sequence[str] | None
+    base_models: Sequence[str] | None
+    folder: str | None
+    formats: Sequence[str] | None
+    network_types: Sequence[str] | None
+    favorites: bool | None
+    missing: bool | None
+    errors: bool | None
+    has_preview: bool | None
+    ids: Sequence[int] | None
 
 
 class CatalogError(ValueError):
@@ -219,23 +239,23 @@ class Catalog:
         return self._table.take(positions[positions >= 0]).to_pandas()
 
     # -- queries -------------------------------------------------------------------------
-    def _where(
-        self,
-        text: str | None = None,
-        fuzzy: bool = False,
-        tags_all: Sequence[str] | None = None,
-        tags_any: Sequence[str] | None = None,
-        base_models: Sequence[str] | None = None,
-        folder: str | None = None,
-        formats: Sequence[str] | None = None,
-        favorites: bool | None = None,
-        missing: bool | None = None,
-        errors: bool | None = None,
-        has_preview: bool | None = None,
-        ids: Sequence[int] | None = None,
-        network_types: Sequence[str] | None = None,
-    ) -> tuple[str, list[Any], str, list[Any]]:
+    def _where(self, filters: LoraFilters) -> tuple[str, list[Any], str, list[Any]]:
         """Build a WHERE clause and a relevance expression, with parameters only (no user SQL)."""
+        unknown = set(filters) - set(LoraFilters.__annotations__)
+        if unknown:
+            raise CatalogError(
+                f"unknown filter {sorted(unknown)[0]!r}; filters: {', '.join(LoraFilters.__annotations__)}"
+            )
+        text, fuzzy = filters.get("text"), bool(filters.get("fuzzy"))
+        tags_all, tags_any = filters.get("tags_all"), filters.get("tags_any")
+        base_models, formats, network_types = (
+            filters.get("base_models"),
+            filters.get("formats"),
+            filters.get("network_types"),
+        )
+        folder, ids = filters.get("folder"), filters.get("ids")
+        favorites, missing, errors = filters.get("favorites"), filters.get("missing"), filters.get("errors")
+        has_preview = filters.get("has_preview")
         clauses: list[str] = []
         params: list[Any] = []
         relevance, rel_params = "0", []
@@ -281,54 +301,33 @@ class Catalog:
     def query(
         self,
         text: str | None = None,
-        fuzzy: bool = False,
-        tags_all: Sequence[str] | None = None,
-        tags_any: Sequence[str] | None = None,
-        base_models: Sequence[str] | None = None,
-        folder: str | None = None,
-        formats: Sequence[str] | None = None,
-        favorites: bool | None = None,
-        missing: bool | None = None,
-        errors: bool | None = None,
-        has_preview: bool | None = None,
-        ids: Sequence[int] | None = None,
-        network_types: Sequence[str] | None = None,
+        *,
         sort: str = "name",
         descending: bool = False,
         limit: int | None = None,
         offset: int = 0,
         seed: int = 0,
+        **filters: Unpack[LoraFilters],
     ) -> pd.DataFrame:
-        """Filter, sort and page the catalog; returns one row per LoRA (see CONTRACT_COLUMNS)."""
+        """Filter (see :class:`LoraFilters`), sort and page the catalog; one row per LoRA (see CONTRACT_COLUMNS)."""
+        if text is not None:
+            filters["text"] = text
         if sort not in SORT_KEYS:
             raise CatalogError(f"unknown sort {sort!r}; choose one of {', '.join(SORT_KEYS)}")
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise CatalogError("limit must be a non-negative integer")
         if not isinstance(offset, int) or offset < 0:
             raise CatalogError("offset must be a non-negative integer")
-        where, params, relevance, rel_params = self._where(
-            text,
-            fuzzy,
-            tags_all,
-            tags_any,
-            base_models,
-            folder,
-            formats,
-            favorites,
-            missing,
-            errors,
-            has_preview,
-            ids,
-            network_types,
+        where, params, relevance, rel_params = self._where(filters)
+        ids = filters.get("ids")
+        narrowed = any(
+            (value is not None) if key in ("favorites", "missing", "errors", "has_preview") else bool(value)
+            for key, value in filters.items()
+            if key not in ("ids", "fuzzy")
         )
-        if (
-            ids is not None
-            and sort == "name"
-            and not descending
-            and not any((text, tags_all, tags_any, base_models, folder, formats, network_types))
-            and all(v is None for v in (favorites, missing, errors, has_preview))
-        ):
+        if ids is not None and sort == "name" and not descending and not narrowed:
             return self._rows_by_id(ids, limit, offset)
+        text, fuzzy = filters.get("text"), bool(filters.get("fuzzy"))
         order = SORT_KEYS[sort].format(seed=int(seed))
         direction = "DESC" if descending or sort == "relevance" else "ASC"
         # Two steps: order and page the ids (narrow), then fetch the wide rows of that page only.
@@ -366,9 +365,18 @@ class Catalog:
         frame.attrs["total"] = total
         return frame
 
-    def page(self, limit: int = 100, offset: int = 0, **filters: Any) -> tuple[pd.DataFrame, int]:
+    def page(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        sort: str = "name",
+        descending: bool = False,
+        seed: int = 0,
+        **filters: Unpack[LoraFilters],
+    ) -> tuple[pd.DataFrame, int]:
         """One page of `query` plus how many rows match in all, computed in the same pass."""
-        frame = self.query(limit=limit, offset=offset, **filters)
+        frame = self.query(limit=limit, offset=offset, sort=sort, descending=descending, seed=seed, **filters)
         total = frame.attrs.get("total")
         return frame, int(total) if total is not None else self.count(**filters)
 
@@ -398,10 +406,9 @@ class Catalog:
             [tokens],
         )
 
-    def count(self, **filters: Any) -> int:
+    def count(self, **filters: Unpack[LoraFilters]) -> int:
         """How many LoRAs match the same filters `query` takes."""
-        filters = {k: v for k, v in filters.items() if k not in ("sort", "descending", "limit", "offset", "seed")}
-        where, params, _, _ = self._where(**filters)
+        where, params, _, _ = self._where(filters)
         self.refresh()
         with self._mem_lock:
             self._prepare_fuzzy(filters.get("text") if filters.get("fuzzy") else None)

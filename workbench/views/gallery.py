@@ -14,6 +14,7 @@ from typing import Any
 
 import traitlets as t
 
+from workbench.catalog import LoraFilters
 from workbench.files import DEFAULT_SIZE, ThumbnailCache, preview_source
 from workbench.views._assets import asset_path
 from workbench.views._feedback import NoticeWidget, guarded
@@ -106,10 +107,10 @@ def clean_filters(raw: Any) -> dict[str, Any]:
     return filters
 
 
-def query_arguments(filters: dict[str, Any]) -> dict[str, Any]:
+def query_arguments(filters: dict[str, Any]) -> LoraFilters:
     """Catalog ``query``/``count`` keyword arguments for a cleaned filter dict."""
     tags = filters["tags"] or None
-    args: dict[str, Any] = {
+    args: LoraFilters = {
         "text": filters["text"] or None,
         "fuzzy": filters["fuzzy"],
         "tags_all": tags if filters["tag_mode"] == "all" else None,
@@ -118,8 +119,8 @@ def query_arguments(filters: dict[str, Any]) -> dict[str, Any]:
         "folder": filters["folder"] or None,
         "formats": filters["formats"] or None,
     }
-    for key in _TRISTATE_KEYS:
-        args[key] = filters[key]
+    args["favorites"], args["has_preview"] = filters["favorites"], filters["has_preview"]
+    args["missing"], args["errors"] = filters["missing"], filters["errors"]
     return args
 
 
