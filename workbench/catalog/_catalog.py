@@ -300,7 +300,6 @@ class Catalog:
 
     def query(
         self,
-        text: str | None = None,
         *,
         sort: str = "name",
         descending: bool = False,
@@ -310,8 +309,6 @@ class Catalog:
         **filters: Unpack[LoraFilters],
     ) -> pd.DataFrame:
         """Filter (see :class:`LoraFilters`), sort and page the catalog; one row per LoRA (see CONTRACT_COLUMNS)."""
-        if text is not None:
-            filters["text"] = text
         if sort not in SORT_KEYS:
             raise CatalogError(f"unknown sort {sort!r}; choose one of {', '.join(SORT_KEYS)}")
         if limit is not None and (not isinstance(limit, int) or limit < 0):
