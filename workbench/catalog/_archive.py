@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from workbench.catalog._catalog import Catalog, validate_user_fields
+from workbench.catalog._catalog import Catalog, _loads, validate_user_fields
 from workbench.catalog._db import Database
 from workbench.files import USER_FIELDS
 
@@ -338,12 +338,3 @@ def import_archive(
                     [recipe["name"], json.dumps(_loads(recipe.get("stack"))), json.dumps(_loads(recipe.get("params")))],
                 )
     return report
-
-
-def _loads(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
