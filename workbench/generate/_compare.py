@@ -140,7 +140,7 @@ def assemble_grid(
 
     def size(text: str) -> tuple[int, int]:
         left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
-        return right - left, bottom - top
+        return int(right - left), int(bottom - top)
 
     cell_w = max(im.width for im in images)
     cell_h = max(im.height for im in images)

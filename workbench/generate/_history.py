@@ -6,11 +6,13 @@ under ``<home>/outputs`` and carry A1111 infotext, so they stay meaningful outsi
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import pathlib
 import zipfile
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -42,7 +44,8 @@ class History:
     ) -> pd.DataFrame:
         """Results newest first, filtered in DuckDB: prompt text, LoRA name in the stack, favorite, rating, backend."""
         self._sync()
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if not include_deleted:
             where.append("NOT r.deleted")
         if text:
@@ -84,7 +87,7 @@ class History:
         row["params"] = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
         return row
 
-    def paths(self, result_ids: list[str]) -> dict[str, str]:
+    def paths(self, result_ids: builtins.list[str]) -> dict[str, str]:
         """result id -> PNG path for many results in one query (thumbnails of a history page)."""
         self._sync()
         if not result_ids:
@@ -123,7 +126,9 @@ class History:
     def png(self, result_id: str) -> bytes:
         return pathlib.Path(self.get(result_id)["path"]).read_bytes()
 
-    def export_zip(self, dest: str | pathlib.Path | None = None, ids: list[str] | None = None) -> bytes | pathlib.Path:
+    def export_zip(
+        self, dest: str | pathlib.Path | None = None, ids: builtins.list[str] | None = None
+    ) -> bytes | pathlib.Path:
         """A zip of the PNGs (infotext inside) plus ``manifest.json`` with every parameter.
 
         Returns the bytes when ``dest`` is None, else writes the file and returns its path.

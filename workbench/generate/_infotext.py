@@ -54,7 +54,9 @@ def parse_infotext(text: str) -> dict[str, Any]:
             if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
                 value = value[1:-1].replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
             params[key.strip()] = value
-    prompt_lines, negative_lines, in_negative = [], [], False
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
     for line in lines:
         if line.startswith("Negative prompt:"):
             in_negative = True

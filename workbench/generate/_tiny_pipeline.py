@@ -118,7 +118,7 @@ def build_tiny_pipeline(cache_dir: str | pathlib.Path) -> pathlib.Path:
         **_components(), safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
     tmp = folder.with_name(folder.name + ".tmp")
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]  # a DiffusionPipeline method
     (tmp / _MARKER).write_text(
         json.dumps(
             {

@@ -61,7 +61,8 @@ class NoticeWidget(anywidget.AnyWidget):
 
     def notify(self, text: str, level: str = "info") -> None:
         """Show a short message in the page (``level``: info, success, error)."""
-        self.notice = {"seq": self.notice.get("seq", 0) + 1, "text": str(text)[:500], "level": level}
+        seq: int = self.notice.get("seq", 0)
+        self.notice = {"seq": seq + 1, "text": str(text)[:500], "level": level}
 
     def notify_error(self, text: str) -> None:
         self.notify(text, "error")

@@ -190,7 +190,7 @@ class ComfyUIBackend:
         t0 = time.perf_counter()
         files = self.resolve_loras([s.name for s in request.loras])
         checkpoint = (
-            request.model or self.checkpoint or (self._choices("CheckpointLoaderSimple", "ckpt_name") or [None])[0]
+            request.model or self.checkpoint or next(iter(self._choices("CheckpointLoaderSimple", "ckpt_name")), None)
         )
         if not checkpoint:
             raise GenerationError(f"ComfyUI at {self.url} lists no checkpoint")
