@@ -61,8 +61,8 @@ class NoticeWidget(anywidget.AnyWidget):
 
     def notify(self, text: str, level: str = "info") -> None:
         """Show a short message in the page (``level``: info, success, error)."""
-        seq: int = self.notice.get("seq", 0)
-        self.notice = {"seq": seq + 1, "text": str(text)[:500], "level": level}
+        seq = self.notice.get("seq", 0)
+        self.notice = {"seq": (seq if isinstance(seq, int) else 0) + 1, "text": str(text)[:500], "level": level}
 
     def notify_error(self, text: str) -> None:
         self.notify(text, "error")
