@@ -8,7 +8,7 @@ from workbench.catalog._catalog import CONTRACT_COLUMNS, USER_FIELDS, Catalog, C
 from workbench.catalog._civitai_dump import import_civitai, import_items, item_to_record, link_local_files, read_items
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
-from workbench.catalog._scan import LORA_SUFFIXES, ScanReport, scan
+from workbench.catalog._scan import LORA_SUFFIXES, RootRefusedError, ScanReport, scan
 
 __all__ = [
     "CONTRACT_COLUMNS",
@@ -20,6 +20,7 @@ __all__ = [
     "CatalogError",
     "Database",
     "ImportReport",
+    "RootRefusedError",
     "ScanReport",
     "export_archive",
     "hash_catalog",

@@ -247,7 +247,7 @@ def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
         dtype = info.get("dtype")
         bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
         if bits is None:
-            raise HeaderError(f"tensor {_short(name)}: unknown dtype {dtype!r}")
+            raise HeaderError(f"tensor {_short(name)}: unknown dtype {_clip(dtype)}")
         shape = info.get("shape")
         if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
             raise HeaderError(f"tensor {_short(name)}: shape {_clip(shape)} is not a list of non-negative integers")
@@ -266,7 +266,7 @@ def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
         nbits = math.prod(shape) * bits
         if nbits % 8 or nbits // 8 != end - begin:
             raise HeaderError(
-                f"tensor {_short(name)}: data_offsets span {end - begin} bytes but shape {shape} of {dtype} needs "
+                f"tensor {_short(name)}: data_offsets span {end - begin} bytes but shape {_clip(shape)} of {dtype} needs "
                 f"{nbits / 8:g} bytes"
             )
         spans.append((begin, end, name))
