@@ -244,8 +244,13 @@ def _collect_dir(
                 real = resolved if resolved is not None else entry.path
         if real in found:
             continue
-        if note is not None:  # listed, never opened: no stat of the target, no sidecars
-            found[real] = _Found(real, root, folder, entry.name, 0, 0, "", note)
+        if note is not None:  # listed, never opened: the link's own stat, not its target's; no sidecars
+            try:
+                lst = entry.stat(follow_symlinks=False)
+                size, mtime_ns = lst.st_size, lst.st_mtime_ns
+            except OSError:
+                size, mtime_ns = 0, 0
+            found[real] = _Found(real, root, folder, entry.name, size, mtime_ns, "link", note)
             continue
         try:
             st = entry.stat()
@@ -363,6 +368,9 @@ _TEXT_COLUMNS = (
 )
 
 
+_TEXT_LIMITS = {"description": 65_600}
+
+
 def _storable(record: dict[str, Any]) -> dict[str, Any]:
     """The record as the catalog can hold it: paths in their stored form, text UTF-8 safe and bounded."""
     for key in _PATH_COLUMNS:
@@ -370,7 +378,7 @@ def _storable(record: dict[str, Any]) -> dict[str, Any]:
             record[key] = catalog_path(record[key])
     for key in _TEXT_COLUMNS:
         if isinstance(record.get(key), str):
-            record[key] = _text(record[key])
+            record[key] = _text(record[key], _TEXT_LIMITS.get(key, 500))
     if record.get("error"):
         record["error"] = _text(str(record["error"]), MAX_ERROR_CHARS)
     notes = record.get("sidecar_errors") or []
@@ -731,8 +739,10 @@ def _scan_locked(
                 to_inspect.append(item)
             continue
         unchanged = (
-            int(row["size_bytes"] or -1) == item.size
-            and int(row["mtime_ns"] or -1) == item.mtime_ns
+            row["size_bytes"] is not None
+            and int(row["size_bytes"]) == item.size
+            and row["mtime_ns"] is not None
+            and int(row["mtime_ns"]) == item.mtime_ns
             and row["sidecar_sig"] == item.sidecar_sig
         )
         if row["missing"] is True:

@@ -375,9 +375,9 @@ class _Fields:
             if _NOT_FOUND.match(value):
                 self.errors.append(f"{self.label}: {key} is {value.strip()!r} (treated as absent)")
                 return
-            if value.strip().isdigit():
+            if value.strip().isdigit() and len(value.strip()) <= 19:  # int() of 5,000 digits raises
                 value = int(value.strip())
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
             self._wrong(key, value, "a positive integer id")
             return
         self.set(name, value)
