@@ -287,3 +287,16 @@ def test_the_probe_library_scans_without_stopping(tmp_path):
     report = wb.scan([lib], progress=False)
     assert report.new == 4 and report.errors == 0
     assert wb.catalog.count() == 4
+
+
+def test_files_with_undecodable_names_are_hashed(tmp_path):
+    lib = tmp_path / "lib"
+    path = write_safetensors(lib / os.fsdecode(b"h\xff\xfe.safetensors"), _tiny_entries())
+    wb = workbench.open(tmp_path / "home")
+    wb.scan([lib], progress=False)
+    assert wb.hash(progress=False) == 1
+    row = wb.catalog.query().iloc[0]
+    import hashlib
+
+    assert row["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert fs_path(row["path"]) == str(path.resolve())
