@@ -567,7 +567,7 @@ def build_hostile_corpus(dest: Path, outside: Path) -> tuple[dict[str, str], dic
     freq("tagfreq_empty_tags", {"a": {"": 5, "  ": 2, " girl ": 3}})
     freq("tagfreq_many_dirs", {f"{i}_dir": {"girl": 1} for i in range(20_000)})
     freq("tagfreq_100k_tags", {"a": {f"tag{i}": i % 97 for i in range(100_000)}})
-    freq("tagfreq_12mb", {"a": {f"tag_{i:08d}_" + "x" * 40: 1 for i in range(220_000)}})
+    freq("tagfreq_12mb", {"a": {f"tag_{i:08d}_" + "x" * 40: 1 for i in range(220_000)}}, "over the 8 MiB cap")
     freq("tagfreq_nan_text", '{"a": {"girl": NaN}}')
     # Other metadata values: huge, numeric edge cases, control characters.
     meta("network_dim_1e400", {"ss_network_dim": "1e400", "ss_network_alpha": "1e400"})

@@ -148,7 +148,9 @@ def test_huge_tag_counts_are_clamped_not_fatal(hostile, scanned):
     assert len(orjson.loads(big["training_tags"])) == 50
     huge = by_path[str(lib / "meta" / "tagfreq_12mb.safetensors")]
     assert huge["metadata_chars"] < 10_000  # a note, not 12 MB
-    assert "too large to keep" in orjson.loads(huge["metadata"])["ss_tag_frequency"]
+    assert "not read" in orjson.loads(huge["metadata"])["ss_tag_frequency"]
+    mid = by_path[str(lib / "meta" / "tagfreq_100k_tags.safetensors")]  # 2 MB: counted, then kept as a note
+    assert "too large to keep" in orjson.loads(mid["metadata"])["ss_tag_frequency"]
 
 
 def test_long_lists_are_cut_with_a_note(hostile, scanned):

@@ -394,6 +394,29 @@ def split_metadata(raw: bytes, data_len: int) -> tuple[dict[str, str] | None, by
     return None, digest.digest()
 
 
+# One JSON string, escapes included (possessive: linear, no backtracking on a 50 MB value).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+
+
+def drop_long_strings(raw: bytes, limit: int) -> tuple[bytes, int]:
+    """``raw`` with every JSON string longer than ``limit`` bytes replaced by a short note; and how many.
+
+    A hostile header can hold one 50 MB metadata value; parsing it costs ~2× its size in memory
+    for a value that would never be used. Linear in ``len(raw)``; only worth calling on big headers.
+    """
+    parts: list[bytes] = []
+    last = dropped = 0
+    for match in _JSON_STRING.finditer(raw):
+        start, end = match.span()
+        if end - start > limit:
+            parts += (raw[last:start], b'"<%d bytes, over the cap for one value; not read>"' % (end - start))
+            last, dropped = end, dropped + 1
+    if not dropped:
+        return raw, 0
+    parts.append(raw[last:])
+    return b"".join(parts), dropped
+
+
 def read_header(path: Path | str) -> SafetensorsHeader:
     """Read, parse and validate a header in one go (no caching). Raises ``HeaderError``."""
     head = read_raw_header(path)

@@ -19,6 +19,7 @@ from workbench.files import _sidecars as sidecars
 from workbench.files import _training as training_metadata
 from workbench.files._header import (
     HeaderError,
+    drop_long_strings,
     parse_header,
     read_raw_header,
     read_scalar,
@@ -34,6 +35,8 @@ PICKLE_NOTE = (
 
 _STRUCTURE_CACHE: dict[bytes, dict[str, Any]] = {}
 _STRUCTURE_CACHE_MAX = 8192  # a few KB each; big libraries hold ~1-3k distinct structures
+#: Headers larger than this are parsed once, without the split-metadata shortcut (memory, not speed).
+_LARGE_HEADER_BYTES = 4 * 1024 * 1024
 
 
 def _empty_row(path: Path) -> dict[str, Any]:
@@ -169,9 +172,16 @@ def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] |
         row["error"] = str(err)
         return None, {}
     row["header_len"] = head.header_len
+    if len(head.raw) > training_metadata.MAX_NESTED_JSON_CHARS:
+        head.raw, dropped = drop_long_strings(head.raw, training_metadata.MAX_NESTED_JSON_CHARS)
+        if dropped:
+            limit = training_metadata.MAX_NESTED_JSON_CHARS // (1024 * 1024)
+            row["sidecar_errors"].append(f"header: {dropped} value(s) over the {limit} MiB cap for one value; not read")
     metadata, key = split_metadata(head.raw, head.data_len)
     structure = _STRUCTURE_CACHE.get(key) if metadata is not None else None
     if structure is None:
+        if len(head.raw) > _LARGE_HEADER_BYTES:
+            metadata = None  # a hostile 50 MB header: never hold two parsed copies of it (and do not cache)
         try:
             full_metadata, tensors = parse_header(head.raw)
         except HeaderError as err:
