@@ -480,7 +480,7 @@ def build_malformed_corpus(dest: Path) -> dict[str, str]:
     lora = write_safetensors(dest / "sidecars" / "huge_sidecar.safetensors", _tiny_entries())
     with open(dest / "sidecars" / "huge_sidecar.civitai.info", "wb") as handle:
         handle.truncate(17 * 1024 * 1024)  # sparse: costs no disk
-    cases[f"sidecars/{lora.name}"] = "over the 16 MiB sidecar cap"
+    cases[f"sidecars/{lora.name}"] = "over the 8 MiB sidecar cap"
     write_safetensors(dest / "sidecars" / "sidecar_is_fifo.safetensors", _tiny_entries())
     os.mkfifo(dest / "sidecars" / "sidecar_is_fifo.metadata.json")
     cases["sidecars/sidecar_is_fifo.safetensors"] = "lm.metadata.json: not a regular file"
@@ -744,13 +744,15 @@ def build_hostile_corpus(dest: Path, outside: Path) -> tuple[dict[str, str], dic
 
     side("trained_words_100k", ".civitai.info", {"trainedWords": [f"w{i}" for i in range(100_000)]}, "first 1000 kept")
     side("trained_words_dupes", ".civitai.info", {"trainedWords": ["same"] * 200_000}, "only the first 4000 read")
-    side("tags_1m", ".metadata.json", {"tags": [f"t{i}" for i in range(1_000_000)]}, "first 1000 kept")
+    side("tags_1m", ".metadata.json", {"tags": [f"t{i}" for i in range(1_000_000)]}, "over the 8 MiB sidecar cap")
+    side("tags_300k", ".metadata.json", {"tags": [f"t{i}" for i in range(300_000)]}, "first 1000 kept")
     side("tags_dicts_100k", ".civitai.info", {"model": {"tags": [{"name": f"t{i}"} for i in range(100_000)]}}, "kept")
     side("activation_100k", ".json", {"activation text": ",".join(f"a{i}" for i in range(100_000))}, "first 1000")
     side("words_non_text", ".civitai.info", {"trainedWords": [1, None, {}, [], "ok"]}, "4 non-text item(s)")
     side("word_1mb", ".civitai.info", {"trainedWords": ["w" * 1_000_000]})
     big_images = [{"url": f"https://x/{i}.png", "meta": {"prompt": "p" * 300}} for i in range(40_000)]
-    side("info_15mb", ".civitai.info", {"id": 1, "images": big_images})
+    side("info_15mb", ".civitai.info", {"id": 1, "images": big_images}, "over the 8 MiB sidecar cap")
+    side("info_7mb", ".civitai.info", {"id": 1, "images": big_images[:18_000]})
     side("images_100k", ".civitai.info", {"images": [{"url": "ftp://no"}] * 100_000})
     side("files_100k", ".civitai.info", {"files": [{"name": f"f{i}", "primary": False} for i in range(100_000)]})
     side("versions_10k", ".json", {"name": "m", "modelVersions": [{"id": i + 1, "files": []} for i in range(10_000)]})
@@ -774,7 +776,8 @@ def build_hostile_corpus(dest: Path, outside: Path) -> tuple[dict[str, str], dic
     side("lone_surrogate", ".civitai.info", b'{"name": "\\udcff"}', "not valid JSON")
     side("nul_in_strings", ".civitai.info", {"name": "a\x00b", "trainedWords": ["x\x00y"], "description": "\x00"})
     side("duplicate_keys", ".civitai.info", b'{"id": 1, "id": 2, "trainedWords": ["a"], "trainedWords": ["b"]}')
-    side("description_txt_10mb", ".txt", "t" * 10_000_000)
+    side("description_txt_10mb", ".txt", "t" * 10_000_000, "over the 8 MiB sidecar cap")
+    side("description_txt_7mb", ".txt", "t" * 7_000_000)
     side("description_txt_nul", ".txt", "a\x00b\x00")
     side("model_json_deep_versions", ".json", {"modelVersions": [{"files": [[[[]]]] * 100_000}]})
     return cases, folder_links

@@ -158,7 +158,7 @@ def test_long_lists_are_cut_with_a_note(hostile, scanned):
     *_, by_path = scanned
     row = by_path[str(lib / "bounds" / "trained_words_100k.safetensors")]
     assert list(row["trigger_words"])[:3] == ["w0", "w1", "w2"] and len(row["trigger_words"]) == 1000
-    row = by_path[str(lib / "bounds" / "tags_1m.safetensors")]
+    row = by_path[str(lib / "bounds" / "tags_300k.safetensors")]
     assert len(row["file_tags"]) == 1000
     row = by_path[str(lib / "bounds" / "trained_words_dupes.safetensors")]
     assert list(row["trigger_words"]) == ["same"]

@@ -282,15 +282,41 @@ def _inspect_record(item: _Found) -> dict[str, Any]:
 
     if item.note is not None:
         return _storable(_record_from_info(item, {"error": item.note, "format": _format_of(item.file_name)}))
+    started = time.perf_counter()
     try:
         # Sidecars and previews must resolve inside the root (or beside a file the user let us follow).
         info = inspect_lora(Path(item.path), roots=(item.root, os.path.dirname(item.path)))
     except Exception as exc:  # inspect_lora promises not to raise; keep the scan alive if it does
         info = {"error": f"could not inspect file: {type(exc).__name__}: {exc}", "format": _format_of(item.file_name)}
     try:
-        return _storable(_record_from_info(item, info))
+        record = _storable(_record_from_info(item, info))
     except Exception as exc:
-        return _error_record(item, exc)
+        record = _error_record(item, exc)
+    if time.perf_counter() - started > _SLOW_FILE_SECONDS:
+        del info
+        _trim_heap()
+    return record
+
+
+#: A file that took this long parsed megabytes (a hostile header or sidecar): give the memory back after it.
+_SLOW_FILE_SECONDS = 0.05
+
+
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so one huge file does not raise the floor."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 def _format_of(file_name: str) -> str:
@@ -787,6 +813,7 @@ def _scan_locked(
         if len(batch) >= _BATCH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
             _write_contained(db, batch)
             batch, flushed = [], time.monotonic()
+            _trim_heap()  # the batch's frames and DuckDB's buffers are gone: give the pages back
     _write_contained(db, batch)
 
 

@@ -154,6 +154,7 @@ class _NameFacts(NamedTuple):
 
 _NAME_FACTS_CACHE: dict[tuple[str, ...], _NameFacts] = {}
 _NAME_FACTS_CACHE_MAX = 128  # each holds its name tuple (~100 KB)
+_NAME_FACTS_MAX_KEYS = 10_000  # real LoRAs have ≤ ~3,000 tensors; larger name lists are not cached
 
 
 def _name_facts(keys: list[str]) -> _NameFacts:
@@ -196,6 +197,8 @@ def _name_facts(keys: list[str]) -> _NameFacts:
         name_base_model=name_verdict,
         name_fallback=fallback,
     )
+    if len(keys) > _NAME_FACTS_MAX_KEYS:
+        return result  # a hostile 50,000-tensor file: 128 of them cached would hold ~400 MB
     if len(_NAME_FACTS_CACHE) >= _NAME_FACTS_CACHE_MAX:
         _NAME_FACTS_CACHE.pop(next(iter(_NAME_FACTS_CACHE)))
     _NAME_FACTS_CACHE[signature] = result

@@ -19,7 +19,6 @@ from workbench.files import _sidecars as sidecars
 from workbench.files import _training as training_metadata
 from workbench.files._header import (
     HeaderError,
-    drop_long_strings,
     parse_header,
     read_raw_header,
     read_scalar,
@@ -167,16 +166,16 @@ def _inspect(path: Path, row: dict[str, Any], roots: tuple[str, ...]) -> None:
 def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """Header → (structure analysis or None, raw metadata); sets ``row['error']`` on failure."""
     try:
-        head = read_raw_header(path)
+        head = read_raw_header(path, drop_strings_over=training_metadata.MAX_NESTED_JSON_CHARS)
     except HeaderError as err:
         row["error"] = str(err)
         return None, {}
     row["header_len"] = head.header_len
-    if len(head.raw) > training_metadata.MAX_NESTED_JSON_CHARS:
-        head.raw, dropped = drop_long_strings(head.raw, training_metadata.MAX_NESTED_JSON_CHARS)
-        if dropped:
-            limit = training_metadata.MAX_NESTED_JSON_CHARS // (1024 * 1024)
-            row["sidecar_errors"].append(f"header: {dropped} value(s) over the {limit} MiB cap for one value; not read")
+    if head.dropped:
+        limit = training_metadata.MAX_NESTED_JSON_CHARS // (1024 * 1024)
+        row["sidecar_errors"].append(
+            f"header: {head.dropped} value(s) over the {limit} MiB cap for one value; not read"
+        )
     metadata, key = split_metadata(head.raw, head.data_len)
     structure = _STRUCTURE_CACHE.get(key) if metadata is not None else None
     if structure is None:

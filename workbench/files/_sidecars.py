@@ -64,7 +64,9 @@ from workbench.files._analysis import normalize_base_model
 from workbench.files._paths import is_inside, printable
 from workbench.files._training import MAX_LIST_ITEMS, MAX_NESTED_DEPTH, json_depth_exceeds, split_list
 
-SIDECAR_MAX_BYTES = 16 * 1024 * 1024
+#: Real sidecars are KBs (a Civitai model JSON with every version and image: ~1-3 MB); parsing costs
+#: ~5x the file in memory, so larger ones are skipped with a line instead of read.
+SIDECAR_MAX_BYTES = 8 * 1024 * 1024
 #: Longest text kept from one sidecar field (descriptions are HTML from Civitai, rarely over 20 KB).
 MAX_FIELD_CHARS = 64 * 1024
 #: What is kept of a sidecar's raw JSON for the catalog (the detail panel): lists and objects are cut

@@ -33,8 +33,9 @@ MAX_SOURCE_BYTES = 64 * 1024 * 1024
 #: Images declaring more pixels than this are refused (decompression bombs).
 MAX_SOURCE_PIXELS = 64_000_000
 #: Images decoded at full size (everything but JPEG, which decodes at 1/2..1/8 scale) may have at most
-#: this many pixels: 32 M pixels × 4 bytes is the largest buffer one thumbnail may cost.
-MAX_DECODE_PIXELS = 32_000_000
+#: this many pixels (4096²): 16 M pixels × 4 bytes = 64 MB is the largest buffer one thumbnail may cost.
+#: Civitai previews are ≤ 2048² and 4K frames 8 M pixels; larger previews get no thumbnail.
+MAX_DECODE_PIXELS = 4096 * 4096
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".avif"}
 _LORA_SUFFIXES = {".safetensors"}

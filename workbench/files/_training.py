@@ -33,6 +33,8 @@ MAX_NESTED_JSON_CHARS = 8 * 1024 * 1024
 MAX_STORED_JSON_CHARS = 256 * 1024
 #: Plain metadata strings longer than this are cut in the decoded metadata.
 MAX_STORED_TEXT_CHARS = 64 * 1024
+#: Metadata keys longer than this (real ones are < 40 characters) are cut, with their value.
+MAX_KEY_CHARS = 200
 #: Per-tag counts and their sums saturate here (JSON-safe integers; kohya counts are small).
 MAX_TAG_COUNT = 2**53 - 1
 #: Distinct training tags kept by :func:`tag_frequency`.
@@ -81,7 +83,10 @@ def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     """
     out: dict[str, Any] = dict(raw)
     for key, value in raw.items():
-        if len(value) > MAX_STORED_TEXT_CHARS and key not in NESTED_JSON_KEYS and key not in EMBEDDED_IMAGE_KEYS:
+        if len(key) > MAX_KEY_CHARS:
+            del out[key]
+            out[key[:MAX_KEY_CHARS] + f"… <cut: {len(key)} characters>"] = value[:MAX_KEY_CHARS]
+        elif len(value) > MAX_STORED_TEXT_CHARS and key not in NESTED_JSON_KEYS and key not in EMBEDDED_IMAGE_KEYS:
             out[key] = value[:MAX_STORED_TEXT_CHARS] + f"… <cut: {len(value)} characters in the file>"
     for key in NESTED_JSON_KEYS:
         value = out.get(key)
