@@ -302,3 +302,20 @@ def test_files_with_undecodable_names_are_hashed(tmp_path):
 
     assert row["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert fs_path(row["path"]) == str(path.resolve())
+
+
+def test_follow_outside_from_the_command_line_is_remembered_per_root(tmp_path):
+    from workbench.cli import main
+
+    lib, outside, home = tmp_path / "lib", tmp_path / "outside", tmp_path / "home"
+    write_safetensors(lib / "in.safetensors", _tiny_entries())
+    write_safetensors(outside / "out.safetensors", _tiny_entries())
+    os.symlink(outside, lib / "linked")
+    assert main(["scan", str(lib), "--home", str(home), "-q"]) == 0
+    wb = workbench.open(home)
+    assert sorted(wb.catalog.query()["file_name"]) == ["in.safetensors"]
+    assert main(["scan", str(lib), "--home", str(home), "-q", "--follow-outside"]) == 0
+    assert main(["scan", "--home", str(home), "-q"]) == 0  # remembered for this root
+    assert sorted(wb.catalog.query(missing=False)["file_name"]) == ["in.safetensors", "out.safetensors"]
+    assert main(["scan", str(lib), "--home", str(home), "-q", "--no-follow-outside"]) == 0
+    assert sorted(wb.catalog.query(missing=False)["file_name"]) == ["in.safetensors"]

@@ -747,7 +747,7 @@ def _scan_locked(
     returned_ids: list[int] = []
     missing_by_name: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for path, row in existing.items():
-        if path not in found and (row["missing"] is True or _under(path, root_strs)):
+        if path not in found and (row["missing"] is True or _owned(path, row, root_strs)):
             missing_by_name.setdefault((row["file_name"], int(row["size_bytes"] or 0)), []).append(row)
 
     for path, item in found.items():
@@ -785,7 +785,7 @@ def _scan_locked(
     newly_missing = [
         int(row["id"])
         for path, row in existing.items()
-        if path not in found and row["missing"] is not True and _under(path, root_strs)
+        if path not in found and row["missing"] is not True and _owned(path, row, root_strs)
     ]
     report.missing = len(newly_missing)
 
@@ -862,5 +862,6 @@ def _minimal_record(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return is_inside(path, roots)
+def _owned(path: str, row: dict[str, Any], roots: Sequence[str]) -> bool:
+    """True when this scan of ``roots`` answers for the row: its file lies under one, or was reached from one."""
+    return is_inside(path, roots) or row.get("root") in roots
