@@ -319,3 +319,24 @@ def test_follow_outside_from_the_command_line_is_remembered_per_root(tmp_path):
     assert sorted(wb.catalog.query(missing=False)["file_name"]) == ["in.safetensors", "out.safetensors"]
     assert main(["scan", str(lib), "--home", str(home), "-q", "--no-follow-outside"]) == 0
     assert sorted(wb.catalog.query(missing=False)["file_name"]) == ["in.safetensors"]
+
+
+def test_a_row_the_catalog_refuses_keeps_its_identity_and_the_rest_are_written(tmp_path, monkeypatch):
+    lib = tmp_path / "lib"
+    for name in ("a", "b", "c"):
+        write_safetensors(lib / f"{name}.safetensors", _tiny_entries())
+    real = scanner._record_from_info
+
+    def poisoned(item, info):
+        record = real(item, info)
+        if item.file_name == "b.safetensors":
+            record["metadata"] = "{this is not JSON"  # DuckDB refuses the CAST AS JSON: the batch fails
+        return record
+
+    monkeypatch.setattr(scanner, "_record_from_info", poisoned)
+    wb = workbench.open(tmp_path / "home")
+    wb.scan([lib], progress=False, workers=1)
+    rows = wb.db.read_df("SELECT file_name, coalesce(error, '') AS error, header_len FROM loras ORDER BY file_name")
+    assert list(rows["file_name"]) == ["a.safetensors", "b.safetensors", "c.safetensors"]
+    assert rows["error"].iloc[0] == rows["error"].iloc[2] == "" and rows["header_len"].iloc[0] > 0
+    assert "could not store this file's details" in rows["error"].iloc[1]

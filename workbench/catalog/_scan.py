@@ -821,24 +821,22 @@ def _write_contained(db: Database, records: list[dict[str, Any]]) -> None:
     """Write a batch; if the catalog refuses it, write row by row and turn a refused row into an error row."""
     import duckdb
 
+    refused = (duckdb.Error, ValueError, TypeError, OverflowError, UnicodeError)
     try:
         _write_records(db, records)
         return
-    except (duckdb.Error, ValueError, TypeError, OverflowError, UnicodeError):
+    except refused as exc:
         if len(records) == 1:
-            pass
-        else:
-            for record in records:
-                _write_contained(db, [record])
+            try:
+                _write_records(db, [_minimal_record(records[0], exc)])
+            except refused:
+                pass  # nothing of this file can be stored; the rest of the scan goes on
             return
-    record = records[0]
-    try:
-        _write_records(db, [_minimal_record(record)])
-    except (duckdb.Error, ValueError, TypeError, OverflowError, UnicodeError):
-        pass  # nothing of this file can be stored; the rest of the scan goes on
+    for record in records:
+        _write_contained(db, [record])
 
 
-def _minimal_record(record: dict[str, Any]) -> dict[str, Any]:
+def _minimal_record(record: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     """Only the identity of a row the catalog refused, with an error saying so."""
     keep = {
         "id",
@@ -856,9 +854,13 @@ def _minimal_record(record: dict[str, Any]) -> dict[str, Any]:
         "origin",
     }
     out = {key: (record.get(key) if key in keep else None) for key in _COLUMNS}
-    out["name"] = record.get("name") or record.get("file_name")
+    for key in _PATH_COLUMNS:
+        if isinstance(out.get(key), str):
+            out[key] = catalog_path(fs_path(out[key]))  # idempotent on the stored form, escapes a raw one
+    out["name"] = _text(str(record.get("name") or out.get("file_name") or ""), 500)
     out["preview_embedded"] = False
-    out["error"] = "the catalog could not store this file's details (see the scan log); only its identity is kept"
+    reason = _text(f"{type(exc).__name__}: {exc}", 300)
+    out["error"] = f"could not store this file's details ({reason}); only its identity is kept"
     return out
 
 
