@@ -859,7 +859,8 @@ def _minimal_record(record: dict[str, Any], exc: BaseException) -> dict[str, Any
             out[key] = catalog_path(fs_path(out[key]))  # idempotent on the stored form, escapes a raw one
     out["name"] = _text(str(record.get("name") or out.get("file_name") or ""), 500)
     out["preview_embedded"] = False
-    reason = _text(f"{type(exc).__name__}: {exc}", 300)
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    reason = _text(f"{type(exc).__name__}: {first_line}", 300)
     out["error"] = f"could not store this file's details ({reason}); only its identity is kept"
     return out
 
