@@ -480,8 +480,304 @@ def build_malformed_corpus(dest: Path) -> dict[str, str]:
     lora = write_safetensors(dest / "sidecars" / "huge_sidecar.safetensors", _tiny_entries())
     with open(dest / "sidecars" / "huge_sidecar.civitai.info", "wb") as handle:
         handle.truncate(17 * 1024 * 1024)  # sparse: costs no disk
-    cases[f"sidecars/{lora.name}"] = "over the 16 MiB sidecar cap"
+    cases[f"sidecars/{lora.name}"] = "over the 8 MiB sidecar cap"
     write_safetensors(dest / "sidecars" / "sidecar_is_fifo.safetensors", _tiny_entries())
     os.mkfifo(dest / "sidecars" / "sidecar_is_fifo.metadata.json")
     cases["sidecars/sidecar_is_fifo.safetensors"] = "lm.metadata.json: not a regular file"
     return cases
+
+
+# --- the hostile corpus (issue 14): bounds, names, links -------------------------------------------
+
+#: Text planted in every file outside the library; it must never reach the catalog.
+OUTSIDE_SECRET = "OUTSIDE-SECRET-7f3a9c"
+#: Paths outside any library that hostile links point at; none may ever be opened by a scan.
+SYSTEM_TARGETS = ("/proc/self/environ", "/etc/passwd", "/dev/zero")
+
+
+def _png_bytes(width: int = 4, height: int = 4) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_outside_bait(outside: Path) -> Path:
+    """Files outside the library, each holding :data:`OUTSIDE_SECRET`, for links to point at."""
+    outside.mkdir(parents=True, exist_ok=True)
+    bait = {"description": OUTSIDE_SECRET, "trainedWords": [OUTSIDE_SECRET], "model_name": OUTSIDE_SECRET}
+    (outside / "bait.json").write_bytes(orjson.dumps(bait))
+    (outside / "bait.txt").write_text(OUTSIDE_SECRET)
+    (outside / "bait.png").write_bytes(_png_bytes())
+    write_safetensors(outside / "bait.safetensors", _tiny_entries(), {"ss_output_name": OUTSIDE_SECRET})
+    (outside / "bait_dir").mkdir(exist_ok=True)
+    write_safetensors(outside / "bait_dir" / "inner.safetensors", _tiny_entries(), {"ss_output_name": OUTSIDE_SECRET})
+    return outside
+
+
+def _fsname(name: bytes) -> str:
+    return os.fsdecode(name)
+
+
+def build_hostile_corpus(dest: Path, outside: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Write the hostile library of issue 14 under ``dest`` (links point into ``outside`` and the system).
+
+    Returns ``(cases, folder_links)``. ``cases`` maps a LoRA's relative path (``os.fsdecode`` form:
+    non-UTF-8 bytes as surrogates) to the substring expected in its ``error`` or ``sidecar_errors``;
+    ``""`` means "catalogued without an error". ``folder_links`` maps a folder link's name to the
+    substring expected in the scan's ``skipped_dirs`` (such folders are never walked).
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    build_outside_bait(Path(outside))
+    cases: dict[str, str] = {}
+    folder_links: dict[str, str] = {}
+    good_tensors, good_len = header_entries(_tiny_entries())
+
+    def lora(rel: str, metadata: Mapping[str, str] | None = None, expect: str = "") -> Path:
+        path = write_safetensors(dest / rel, _tiny_entries(), metadata)
+        cases[rel] = expect
+        return path
+
+    def header(rel: str, obj: bytes | dict, expect: str, data_len: int = 0) -> None:
+        write_raw(dest / rel, _header(obj), data_len)
+        cases[rel] = expect
+
+    def meta(rel: str, md: Mapping[str, str], expect: str = "") -> None:
+        lora(f"meta/{rel}.safetensors", md, expect)
+
+    # Training metadata the probe found (ss_tag_frequency counts outside 64 bits) and its relatives.
+    def freq(rel: str, value: object, expect: str = "") -> None:
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        meta(rel, {"ss_tag_frequency": text}, expect)
+
+    freq("tagfreq_u64_max", '{"10_a": {"girl": 18446744073709551615, "solo": 3}}')
+    freq("tagfreq_1e308", '{"10_a": {"girl": 1e308, "solo": 3}}')
+    freq("tagfreq_sum_overflow", '{"a": {"girl": 18446744073709551615}, "b": {"girl": 18446744073709551615}}')
+    freq("tagfreq_beyond_u64", '{"a": {"girl": 999999999999999999999999999999}}')
+    freq("tagfreq_negative", {"a": {"girl": -5, "solo": 2}})
+    freq("tagfreq_string_counts", {"a": {"girl": "12", "solo": None, "x": [1]}})
+    freq("tagfreq_not_object", [["girl", 3]])
+    freq("tagfreq_dir_not_object", {"a": ["girl"], "b": "solo"})
+    freq("tagfreq_invalid_json", '{"a": {"girl": 3,}')
+    freq("tagfreq_nested_deep", '{"a":' * 200 + "1" + "}" * 200)
+    freq("tagfreq_empty_tags", {"a": {"": 5, "  ": 2, " girl ": 3}})
+    freq("tagfreq_many_dirs", {f"{i}_dir": {"girl": 1} for i in range(20_000)})
+    freq("tagfreq_100k_tags", {"a": {f"tag{i}": i % 97 for i in range(100_000)}})
+    freq("tagfreq_12mb", {"a": {f"tag_{i:08d}_" + "x" * 40: 1 for i in range(220_000)}}, "over the 8 MiB cap")
+    freq("tagfreq_nan_text", '{"a": {"girl": NaN}}')
+    # Other metadata values: huge, numeric edge cases, control characters.
+    meta("network_dim_1e400", {"ss_network_dim": "1e400", "ss_network_alpha": "1e400"})
+    meta("network_dim_huge_int", {"ss_network_dim": "9" * 40, "ss_network_alpha": "-" + "9" * 40})
+    meta("network_alpha_nan", {"ss_network_alpha": "nan", "ss_network_dim": "inf"})
+    meta("training_comment_2mb", {"ss_training_comment": "c" * 2_000_000})
+    meta("output_name_1mb", {"ss_output_name": "n" * 1_000_000})
+    meta("description_5mb", {"ssmd_description": "d" * 5_000_000})
+    meta("keywords_100k", {"ssmd_keywords": ",".join(f"word{i}" for i in range(100_000))})
+    meta("tags_1m", {"ssmd_tags": ",".join(f"t{i}" for i in range(1_000_000))})
+    meta("many_keys_100k", {f"key_{i}": "v" * 20 for i in range(100_000)})
+    meta("key_1mb", {"k" * 1_000_000: "v"})
+    meta("cover_images_garbage", {"ssmd_cover_images": '["' + "A" * 3_000_000 + '"]'})
+    meta("thumbnail_not_image", {"modelspec.thumbnail": "data:image/png;base64," + "QUFB" * 500_000})
+    meta("nul_characters", {"ss_output_name": "nul\x00name", "ssmd_description": "a\x00b"})
+    meta("control_and_bidi", {"ss_output_name": "\u202eevil\u202c\x1b[31m", "ssmd_author": "\x07bell"})
+    meta("html_injection", {"ss_output_name": "<img src=x onerror=alert(1)>", "ssmd_keywords": "<script>x</script>"})
+    meta("dataset_dirs_deep", {"ss_dataset_dirs": "[" * 10_000 + "]" * 10_000})
+    meta("network_args_not_json", {"ss_network_args": "{lokr", "ss_network_module": "lycoris.kohya"})
+    meta("base_model_1mb", {"ss_base_model_version": "x" * 1_000_000, "modelspec.architecture": "y" * 100_000})
+    # Header-level hostility beyond the malformed corpus.
+    entry = {"dtype": "Q" * 1_000_000, "shape": [2, 4], "data_offsets": [0, 16]}
+    header("header/dtype_1mb.safetensors", {"t": entry}, "unknown dtype", 16)
+    entry = {"dtype": "X", "shape": [2, 4], "data_offsets": [0, 16]}
+    header("header/tensor_name_1mb.safetensors", {"n" * 1_000_000: entry}, "unknown dtype", 16)
+    entry = {"dtype": "F16", "shape": [1] * 200_000, "data_offsets": [0, 4]}
+    header("header/shape_200k_dims.safetensors", {"t": entry}, "needs 2 bytes", 4)
+    entry = {"dtype": "F16", "shape": [2, 4], "data_offsets": [0, 2**64 - 1]}
+    header("header/offset_u64_max.safetensors", {"t": entry}, "data area is only", 16)
+    entry = {"dtype": "F16", "shape": [2**62, 2**62], "data_offsets": [0, 16]}
+    header("header/shape_product_huge.safetensors", {"t": entry}, "needs", 16)
+    header("header/lone_surrogate_escape.safetensors", b'{"\\udcff": {"dtype": "F16"}}', "not valid JSON")
+    header("header/metadata_lone_surrogate.safetensors", b'{"__metadata__": {"a": "\\ud800"}}', "not valid JSON")
+    header(
+        "header/duplicate_metadata.safetensors",
+        b'{"__metadata__": {"a": "1"}, "__metadata__": {"a": "2"},' + orjson.dumps(good_tensors)[1:],
+        "",
+        good_len,
+    )
+    many = {f"t{i}": {"dtype": "F16", "shape": [1], "data_offsets": [2 * i, 2 * i + 2]} for i in range(50_000)}
+    header("header/tensors_50k.safetensors", many, "", 100_000)
+    header("header/metadata_array_of_1m.safetensors", b'{"__metadata__": [' + b"1," * 1_000_000 + b"1]}", "an array")
+
+    # File and folder names that are not UTF-8 (the probe's bad\xff.safetensors) and other odd names.
+    names = dest / "names"
+    names.mkdir(exist_ok=True)
+    for raw_name in (
+        b"bad\xff.safetensors",
+        b"caf\xe9.safetensors",
+        b"overlong\xc0\xaf.safetensors",
+        b"cesu\xed\xa0\x80.safetensors",
+        b"only\x80\x81\x82.safetensors",
+    ):
+        name = _fsname(raw_name)
+        write_safetensors(names / name, _tiny_entries(), {"ss_output_name": "named"})
+        cases[f"names/{name}"] = ""
+    for raw_dir in (b"dir\xfe", b"\xff\xfe"):
+        folder = names / _fsname(raw_dir)
+        write_safetensors(folder / "inner.safetensors", _tiny_entries())
+        cases[f"names/{_fsname(raw_dir)}/inner.safetensors"] = ""
+    for name in (
+        "literal\\xff.safetensors",
+        "back\\slash.safetensors",
+        "new\nline.safetensors",
+        "x" * 240 + ".safetensors",
+        "<img src=x onerror=alert(1)>.safetensors",
+        "tab\tand space .safetensors",
+        "emoji😀.safetensors",
+    ):
+        write_safetensors(names / name, _tiny_entries())
+        cases[f"names/{name}"] = ""
+    broken = _fsname(b"broken\xff.safetensors")
+    write_raw(names / broken, b"{}", 0)
+    cases[f"names/{broken}"] = "no tensors"
+    with_sidecar = _fsname(b"side\xff.safetensors")
+    write_safetensors(names / with_sidecar, _tiny_entries())
+    (names / _fsname(b"side\xff.civitai.info")).write_bytes(orjson.dumps({"id": 5, "trainedWords": ["ink"]}))
+    (names / _fsname(b"side\xff.preview.png")).write_bytes(_png_bytes())
+    cases[f"names/{with_sidecar}"] = ""
+    wrong = _fsname(b"wrong\xff.safetensors")
+    write_safetensors(names / wrong, _tiny_entries())
+    (names / _fsname(b"wrong\xff.json")).write_bytes(orjson.dumps({"preferred weight": "heavy"}))
+    cases[f"names/{wrong}"] = "preferred weight is a string"
+
+    # Links: sidecars, previews and LoRA files that resolve outside the root, and non-regular files.
+    links = dest / "links"
+    links.mkdir(exist_ok=True)
+    bait_for = {".civitai.info": "bait.json", ".json": "bait.json", ".metadata.json": "bait.json", ".txt": "bait.txt"}
+    for suffix, bait in bait_for.items():
+        tag = suffix.strip(".").replace(".", "_")
+        for target_name, target in (
+            ("environ", "/proc/self/environ"),
+            ("passwd", "/etc/passwd"),
+            ("outside", str(Path(outside) / bait)),
+            ("outside_relative", os.path.relpath(Path(outside) / bait, links)),
+        ):
+            stem = f"side_{tag}_{target_name}"
+            write_safetensors(links / f"{stem}.safetensors", _tiny_entries())
+            os.symlink(target, links / f"{stem}{suffix}")
+            cases[f"links/{stem}.safetensors"] = "links outside the library root"
+        stem = f"side_{tag}_fifo"
+        write_safetensors(links / f"{stem}.safetensors", _tiny_entries())
+        os.mkfifo(links / f"{stem}{suffix}")
+        cases[f"links/{stem}.safetensors"] = "not a regular file"
+        stem = f"side_{tag}_dir"
+        write_safetensors(links / f"{stem}.safetensors", _tiny_entries())
+        (links / f"{stem}{suffix}").mkdir()
+        cases[f"links/{stem}.safetensors"] = "not a regular file"
+        stem = f"side_{tag}_broken"
+        write_safetensors(links / f"{stem}.safetensors", _tiny_entries())
+        os.symlink("nowhere" + suffix, links / f"{stem}{suffix}")
+        cases[f"links/{stem}.safetensors"] = "cannot read"
+    write_safetensors(links / "side_description_environ.safetensors", _tiny_entries())
+    os.symlink("/proc/self/environ", links / "side_description_environ.description.txt")
+    cases["links/side_description_environ.safetensors"] = "links outside the library root"
+    # A sidecar linked to another file inside the root is fine.
+    (links / "shared").mkdir()
+    (links / "shared" / "info.json").write_bytes(orjson.dumps({"id": 9, "trainedWords": ["inside"]}))
+    write_safetensors(links / "side_inside_link.safetensors", _tiny_entries())
+    os.symlink("shared/info.json", links / "side_inside_link.civitai.info")
+    cases["links/side_inside_link.safetensors"] = ""
+    for target_name, target in (
+        ("environ", "/proc/self/environ"),
+        ("zero", "/dev/zero"),
+        ("outside", str(Path(outside) / "bait.png")),
+    ):
+        stem = f"preview_{target_name}"
+        write_safetensors(links / f"{stem}.safetensors", _tiny_entries())
+        os.symlink(target, links / f"{stem}.preview.png")
+        cases[f"links/{stem}.safetensors"] = "links outside the library root"
+    write_safetensors(links / "preview_fifo.safetensors", _tiny_entries())
+    os.mkfifo(links / "preview_fifo.preview.png")
+    cases["links/preview_fifo.safetensors"] = "not a regular file"
+    write_safetensors(links / "preview_dir.safetensors", _tiny_entries())
+    (links / "preview_dir.png").mkdir()
+    cases["links/preview_dir.safetensors"] = "not a regular file"
+    write_safetensors(links / "preview_broken.safetensors", _tiny_entries())
+    os.symlink("nowhere.png", links / "preview_broken.preview.png")
+    cases["links/preview_broken.safetensors"] = "cannot read"
+    for target_name, target in (
+        ("outside", str(Path(outside) / "bait.safetensors")),
+        ("outside_relative", os.path.relpath(Path(outside) / "bait.safetensors", links)),
+    ):
+        os.symlink(target, links / f"lora_{target_name}.safetensors")
+        cases[f"links/lora_{target_name}.safetensors"] = "links outside the library root"
+    for target_name, target in (("environ", "/proc/self/environ"), ("passwd", "/etc/passwd"), ("zero", "/dev/zero")):
+        os.symlink(target, links / f"lora_{target_name}.safetensors")
+        cases[f"links/lora_{target_name}.safetensors"] = "never followed"
+    os.symlink(Path(outside) / "bait_dir", links / "folder_named.safetensors")
+    cases["links/folder_named.safetensors"] = "links outside the library root"
+    for name, target, expect in (
+        ("to_root", "/", "never followed"),
+        ("to_proc", "/proc", "never followed"),
+        ("to_sys", "/sys", "never followed"),
+        ("to_usr", "/usr", "never followed"),
+        ("to_etc", "/etc", "never followed"),
+        ("to_dev", "/dev", "never followed"),
+        ("to_outside", str(Path(outside) / "bait_dir"), "outside the library root"),
+        ("to_outside_relative", os.path.relpath(Path(outside) / "bait_dir", links), "outside the library root"),
+    ):
+        os.symlink(target, links / name)
+        folder_links[f"links/{name}"] = expect
+
+    # Sidecars that are large, long or numerically hostile (bounded cost, bounded storage).
+    def side(stem: str, suffix: str, content: bytes | dict | list | str, expect: str = "") -> None:
+        folder = dest / "bounds"
+        write_safetensors(folder / f"{stem}.safetensors", _tiny_entries())
+        if isinstance(content, str):
+            content = content.encode()
+        elif not isinstance(content, bytes):
+            content = orjson.dumps(content)
+        (folder / f"{stem}{suffix}").write_bytes(content)
+        cases[f"bounds/{stem}.safetensors"] = expect
+
+    side("trained_words_100k", ".civitai.info", {"trainedWords": [f"w{i}" for i in range(100_000)]}, "first 1000 kept")
+    side("trained_words_dupes", ".civitai.info", {"trainedWords": ["same"] * 200_000}, "only the first 4000 read")
+    side("tags_1m", ".metadata.json", {"tags": [f"t{i}" for i in range(1_000_000)]}, "over the 8 MiB sidecar cap")
+    side("tags_300k", ".metadata.json", {"tags": [f"t{i}" for i in range(300_000)]}, "first 1000 kept")
+    side("tags_dicts_100k", ".civitai.info", {"model": {"tags": [{"name": f"t{i}"} for i in range(100_000)]}}, "kept")
+    side("activation_100k", ".json", {"activation text": ",".join(f"a{i}" for i in range(100_000))}, "first 1000")
+    side("words_non_text", ".civitai.info", {"trainedWords": [1, None, {}, [], "ok"]}, "4 non-text item(s)")
+    side("word_1mb", ".civitai.info", {"trainedWords": ["w" * 1_000_000]})
+    big_images = [{"url": f"https://x/{i}.png", "meta": {"prompt": "p" * 300}} for i in range(40_000)]
+    side("info_15mb", ".civitai.info", {"id": 1, "images": big_images}, "over the 8 MiB sidecar cap")
+    side("info_7mb", ".civitai.info", {"id": 1, "images": big_images[:18_000]})
+    side("images_100k", ".civitai.info", {"images": [{"url": "ftp://no"}] * 100_000})
+    side("files_100k", ".civitai.info", {"files": [{"name": f"f{i}", "primary": False} for i in range(100_000)]})
+    side("versions_10k", ".json", {"name": "m", "modelVersions": [{"id": i + 1, "files": []} for i in range(10_000)]})
+    side("keys_100k", ".civitai.info", {f"k{i}": i for i in range(100_000)})
+    side("description_5mb", ".civitai.info", {"description": "d" * 5_000_000})
+    side("notes_5mb", ".json", {"notes": "n" * 5_000_000, "description": "ok"})
+    side("username_1mb", ".civitai.info", {"creator": {"username": "u" * 1_000_000}})
+    side("base_model_1mb", ".civitai.info", {"baseModel": "SD 1.5" + "x" * 1_000_000})
+    side("id_2_70", ".civitai.info", '{"id": 1180591620717411303424, "modelId": 5}', "positive integer id")
+    side("id_u64_max", ".civitai.info", '{"id": 18446744073709551615, "modelId": 5}', "positive integer id")
+    side("id_5000_digits", ".json", {"modelId": "9" * 5000}, "positive integer id")
+    side("id_negative", ".civitai.info", {"id": -5, "modelId": 0}, "positive integer id")
+    side("id_1e400", ".civitai.info", '{"id": 1e400, "modelId": 7}', "number is infinity")
+    side("weight_1e400", ".json", '{"preferred weight": 1e400}', "number is infinity")
+    side("weight_huge_text", ".json", {"preferred weight": "9" * 5000}, "")
+    side("sha256_1mb", ".civitai.info", {"files": [{"hashes": {"SHA256": "f" * 1_000_000}}]}, "not a SHA256")
+    side("usage_tips_inf", ".metadata.json", {"usage_tips": '{"strength": 1e400, "clip": "x"}'})
+    side("usage_tips_deep", ".metadata.json", {"usage_tips": "[" * 100_000 + "]" * 100_000}, "usage_tips")
+    side("empty_file", ".civitai.info", b"", "not valid JSON")
+    side("utf16_json", ".civitai.info", '{"id": 5}'.encode("utf-16"), "not valid UTF-8")
+    side("lone_surrogate", ".civitai.info", b'{"name": "\\udcff"}', "not valid JSON")
+    side("nul_in_strings", ".civitai.info", {"name": "a\x00b", "trainedWords": ["x\x00y"], "description": "\x00"})
+    side("duplicate_keys", ".civitai.info", b'{"id": 1, "id": 2, "trainedWords": ["a"], "trainedWords": ["b"]}')
+    side("description_txt_10mb", ".txt", "t" * 10_000_000, "over the 8 MiB sidecar cap")
+    side("description_txt_7mb", ".txt", "t" * 7_000_000)
+    side("description_txt_nul", ".txt", "a\x00b\x00")
+    side("model_json_deep_versions", ".json", {"modelVersions": [{"files": [[[[]]]] * 100_000}]})
+    return cases, folder_links

@@ -132,3 +132,54 @@ def test_structure_key_ignores_header_padding():
     short = _header_bytes({"a": "b"}, tensors)
     longer = _header_bytes({"a": "bcd"}, tensors) + b"     "
     assert split_metadata(short, data_len)[1] == split_metadata(longer, data_len)[1]
+
+
+# --- long metadata values are dropped while the header streams in (issue 14) ---------------------
+
+_JSON_STRING = __import__("re").compile(rb'"(?:[^"\\]++|\\.)*+"')
+
+
+def _oracle(raw: bytes, limit: int) -> tuple[bytes, int]:
+    """The same cut done the slow way: tokenise every JSON string of the whole header with a regex."""
+    parts, last, dropped = [], 0, 0
+    for match in _JSON_STRING.finditer(raw):
+        start, end = match.span()
+        if end - start > limit:
+            parts += [raw[last:start], b'"<%d bytes, over the cap for one value; not read>"' % (end - start)]
+            last, dropped = end, dropped + 1
+    return b"".join([*parts, raw[last:]]), dropped
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64, 1 << 20])
+def test_streamed_header_drops_exactly_the_long_strings(tmp_path, monkeypatch, piece):
+    import random
+
+    from workbench.files import _header
+
+    monkeypatch.setattr(_header, "_READ_PIECE", piece)
+    rng = random.Random(piece)
+    for trial in range(40):
+        values = {}
+        for k in range(rng.randint(1, 6)):
+            text = "".join(rng.choice('ab"\\\\\n{}[],:é') for _ in range(rng.choice([0, 3, 20, 90])))
+            values[f"k{k}\\" + '"' * (k % 2)] = text
+        raw = orjson.dumps({"__metadata__": values, "t": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}})
+        path = tmp_path / f"h{trial}.safetensors"
+        path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\x00\x00")
+        limit = rng.choice([5, 30, 60])
+        head = _header.read_raw_header(path, drop_strings_over=limit)
+        expected, dropped = _oracle(raw, limit) if len(raw) > limit else (raw, 0)
+        assert (head.raw, head.dropped) == (expected, dropped), (raw, limit)
+        orjson.loads(head.raw)  # still valid JSON
+
+
+def test_a_50mb_metadata_value_is_never_read_whole(tmp_path):
+    from workbench.files import inspect_lora
+
+    freq = '{"a": {' + ", ".join(f'"tag{i:07d}": {i}' for i in range(1_500_000)) + "}}"
+    path = tmp_path / "big.safetensors"
+    write_safetensors(path, {"t.lora_down.weight": ("F16", [2, 4])}, {"ss_tag_frequency": freq})
+    row = inspect_lora(path)
+    assert row["error"] is None and row["header_len"] > 20_000_000
+    assert any("over the 8 MiB cap for one value" in note for note in row["sidecar_errors"])
+    assert "not read" in row["metadata"]["ss_tag_frequency"]

@@ -65,9 +65,22 @@ def test_symlinks_followed_without_duplicates_or_loops(home: Path, tmp_path: Pat
     os.symlink(outside, lib / "linked")  # a linked folder elsewhere
     os.symlink(outside / "two.safetensors", lib / "two_link.safetensors")  # the same file by a file link
     wb = workbench.open(home)
+    # By default nothing outside the root is followed: the file link is listed with a note, the folder skipped.
     report = wb.scan([lib, lib / "a"], progress=False)  # overlapping roots too
     assert report.seen == 2
-    assert sorted(wb.catalog.query()["file_name"]) == ["one.safetensors", "two.safetensors"]
+    frame = wb.catalog.query()
+    assert sorted(frame["file_name"]) == ["one.safetensors", "two_link.safetensors"]
+    link_row = frame[frame["file_name"] == "two_link.safetensors"].iloc[0]
+    assert "outside the library root" in link_row["error"] and "--follow-outside" in link_row["error"]
+    assert link_row["path"] == str(lib.resolve() / "two_link.safetensors")
+    assert link_row["network_type"] is None or link_row["network_type"] != link_row["network_type"]
+    assert any("linked" in s and "outside the library root" in s for s in report.skipped_dirs)
+    # Opted in (and remembered for the root): the outside file is catalogued once.
+    report = wb.scan([lib], progress=False, follow_outside=True)
+    assert sorted(wb.catalog.query(missing=False)["file_name"]) == ["one.safetensors", "two.safetensors"]
+    report = wb.scan(progress=False)  # remembered
+    assert report.unchanged >= 2
+    assert "two.safetensors" in set(wb.catalog.query(missing=False)["file_name"])
 
 
 def test_incremental_rescan_reopens_only_changed_files(
@@ -81,7 +94,9 @@ def test_incremental_rescan_reopens_only_changed_files(
     opened: list[str] = []
     real_inspect = workbench.files.inspect_lora
     monkeypatch.setattr(
-        workbench.files, "inspect_lora", lambda p, st=None: opened.append(Path(p).name) or real_inspect(p, st)
+        workbench.files,
+        "inspect_lora",
+        lambda p, st=None, **kw: opened.append(Path(p).name) or real_inspect(p, st, **kw),
     )
     report = wb.scan(progress=False)
     assert opened == [] and report.unchanged == 5

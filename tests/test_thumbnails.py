@@ -92,3 +92,73 @@ def test_bad_files_give_no_thumbnail(home: Path, library: Path) -> None:
         assert cache.get(library / name) is None, name
     assert cache.get(None) is None
     assert write_kohya_lora(library / "plain.safetensors") and cache.get(library / "plain.safetensors") is None
+
+
+def _streamed_png(width: int, height: int) -> bytes:
+    """A real, fully decodable RGB PNG of ``width`` × ``height`` zeros, built without holding its pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + 3 * width)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_a_fifo_named_like_a_preview_never_hangs(home: Path, library: Path) -> None:
+    import threading
+
+    os.mkfifo(library / "x.preview.png")
+    os.mkfifo(library / "y.safetensors")
+    (library / "folder.png").mkdir()
+    cache = ThumbnailCache(home, [library])
+    results: dict[str, bytes | None] = {}
+
+    def run() -> None:
+        for name in ("x.preview.png", "y.safetensors", "folder.png"):
+            results[name] = cache.get(library / name)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a hang detector, not a speed check: opening a FIFO for reading blocks forever
+    assert not worker.is_alive(), "thumbnail code blocked on a FIFO"
+    assert results == {"x.preview.png": None, "y.safetensors": None, "folder.png": None}
+
+
+def test_the_probe_8000px_png_is_refused_without_decoding(home: Path, library: Path) -> None:
+    from workbench.files import _thumbnails as thumbnails
+
+    (library / "huge.png").write_bytes(_streamed_png(7999, 8000))
+    assert 7999 * 8000 > thumbnails.MAX_DECODE_PIXELS
+    assert ThumbnailCache(home, [library]).get(library / "huge.png") is None
+
+
+def test_large_images_are_reduced_before_conversion(home: Path, library: Path) -> None:
+    """A big JPEG decodes at reduced scale, a big PNG is box-reduced; EXIF orientation still applies."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown
+    buffer = io.BytesIO()
+    Image.new("RGB", (3000, 2000), (10, 10, 200)).save(buffer, format="PNG", exif=exif)
+    (library / "wide_rotated.png").write_bytes(buffer.getvalue())
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (200, 200, 10)).save(buffer, format="JPEG", quality=70)
+    (library / "photo.jpg").write_bytes(buffer.getvalue())
+    cache = ThumbnailCache(home, [library])
+    with Image.open(io.BytesIO(cache.get(library / "wide_rotated.png", 256))) as image:
+        assert image.size == (171, 256)  # portrait after the EXIF rotation
+        assert image.convert("RGB").getpixel((80, 120))[2] > 150
+    with Image.open(io.BytesIO(cache.get(library / "photo.jpg", 256))) as image:
+        assert image.size == (256, 192)
+
+
+def test_previews_with_undecodable_names_by_their_stored_path(home: Path, library: Path) -> None:
+    from workbench.files import catalog_path
+
+    preview = library / os.fsdecode(b"p\xff.preview.png")
+    preview.write_bytes(png_bytes())
+    stored = catalog_path(str(preview))
+    assert stored != str(preview) and stored.encode("utf-8")
+    cache = ThumbnailCache(home, [catalog_path(str(library))])
+    assert cache.get(stored) is not None and cache.get(str(preview)) is not None

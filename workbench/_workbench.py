@@ -35,7 +35,9 @@ class Workbench:
     @property
     def roots(self) -> list[Path]:
         """Library roots scanned into this catalog (the only folders besides home that may be served)."""
-        return [Path(p) for p in self.catalog.roots()]
+        from workbench.files import fs_path
+
+        return [Path(fs_path(p)) for p in self.catalog.roots()]
 
     def scan(
         self,
@@ -43,15 +45,22 @@ class Workbench:
         *,
         workers: int | None = None,
         progress: bool = True,
+        follow_outside: bool | None = None,
     ) -> ScanReport:
-        """Scan library roots (default: the ones scanned before) into the catalog, incrementally."""
+        """Scan library roots (default: the ones scanned before) into the catalog, incrementally.
+
+        ``follow_outside=True`` follows links that resolve outside a root (remembered per root;
+        None keeps what was remembered). ``/`` and system folders are refused as roots.
+        """
         from workbench.catalog import scan
 
         if roots is None:
             roots = self.roots
         elif isinstance(roots, (str, os.PathLike)):
             roots = [roots]
-        return scan(self.db, [Path(r) for r in roots], workers=workers, progress=progress)
+        return scan(
+            self.db, [Path(r) for r in roots], workers=workers, progress=progress, follow_outside=follow_outside
+        )
 
     def hash(self, ids: Iterable[int] | None = None, *, progress: bool = True, workers: int | None = None) -> int:
         """Compute missing file hashes (SHA256, AutoV1/V2, tensor hash); returns how many files were hashed."""

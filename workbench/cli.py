@@ -21,7 +21,9 @@ def _open(args: argparse.Namespace) -> workbench.Workbench:
 
 def _cmd_scan(args: argparse.Namespace) -> int:
     wb = _open(args)
-    report = wb.scan(args.roots or None, workers=args.workers, progress=not args.quiet)
+    report = wb.scan(
+        args.roots or None, workers=args.workers, progress=not args.quiet, follow_outside=args.follow_outside
+    )
     print(report)
     for skipped in report.skipped_dirs:
         print(f"skipped folder: {skipped}", file=sys.stderr)
@@ -121,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="inspection processes (default: CPU count)")
     p.add_argument("--hash", action="store_true", help="also compute missing file hashes")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--follow-outside",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="follow links that resolve outside these roots (remembered per root; default: as before, else no)",
+    )
     p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser("hash", help="compute missing SHA256 / AutoV2 / tensor hashes")

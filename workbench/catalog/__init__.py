@@ -15,7 +15,7 @@ from workbench.catalog._civitai_dump import (
 )
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
-from workbench.catalog._scan import ScanReport, scan
+from workbench.catalog._scan import RootRefusedError, ScanReport, scan
 
 __all__ = [
     "CONTRACT_COLUMNS",
@@ -27,6 +27,7 @@ __all__ = [
     "Database",
     "ImportReport",
     "LoraFilters",
+    "RootRefusedError",
     "ScanReport",
     "export_archive",
     "hash_catalog",

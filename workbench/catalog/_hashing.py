@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from workbench.catalog._db import Database
-from workbench.files import FileHashes, file_hashes
+from workbench.files import FileHashes, file_hashes, fs_path
 
 _WRITE_EVERY = 64
 
@@ -35,10 +35,10 @@ def _pending(db: Database, ids: Iterable[int] | None) -> list[tuple[str, int, in
 def _hash_one(item: tuple[str, int, int]) -> tuple[str, int, int, FileHashes] | None:
     path, size, mtime_ns = item
     try:
-        st = os.stat(path)
+        st = os.stat(fs_path(path))  # the stored path may be escaped (a name that is not UTF-8)
         if st.st_size != size or st.st_mtime_ns != mtime_ns:
             return None  # changed since the scan: the next scan will pick it up
-        return path, size, mtime_ns, file_hashes(path)
+        return path, size, mtime_ns, file_hashes(fs_path(path))
     except OSError:
         return None
 

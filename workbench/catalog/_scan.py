@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,12 +26,25 @@ import orjson
 import pandas as pd
 
 from workbench.catalog._db import Database
-from workbench.files import LORA_SUFFIXES
+from workbench.files import LORA_SUFFIXES, catalog_path, fs_path, is_inside, printable, refuse_system_root
 
 #: Below this many files to inspect, worker processes cost more than they save.
 _POOL_THRESHOLD = 400
 _BATCH_ROWS = 2000
+#: A slow scan (hostile or cold files) still commits at least this often, so a killed scan keeps its progress.
+_FLUSH_SECONDS = 2.0
 _CHUNK = 64
+#: Longest ``error`` stored for a file, and longest / most ``sidecar_errors`` lines.
+MAX_ERROR_CHARS = 500
+MAX_NOTE_CHARS = 300
+MAX_NOTES = 50
+#: Largest JSON document stored in one column of one row (metadata, sidecars, …).
+MAX_STORED_JSON_BYTES = 1024 * 1024
+
+OUTSIDE_NOTE = (
+    "links outside the library root (to {target}); not followed: scan with --follow-outside "
+    "(wb.scan(..., follow_outside=True)) to include it"
+)
 
 _COLUMNS = (
     "id",
@@ -116,24 +132,34 @@ class _Found:
     size: int
     mtime_ns: int
     sidecar_sig: str
+    #: Set for a link that resolves outside the root (not followed): stored as the file's error, never opened.
+    note: str | None = None
 
 
-def walk_roots(roots: Sequence[Path], skipped: list[str] | None = None) -> dict[str, _Found]:
-    """Every LoRA file under the roots, keyed by resolved path; symlinks followed without loops or dupes."""
+def walk_roots(
+    roots: Sequence[Path], skipped: list[str] | None = None, follow_outside: Iterable[str] = ()
+) -> dict[str, _Found]:
+    """Every LoRA file under the roots, keyed by resolved path; symlinks followed without loops or dupes.
+
+    A link (file or folder) that resolves outside its root is followed only when that root is in
+    ``follow_outside``; otherwise a file link is listed with a note (and never opened) and a folder
+    link is named in ``skipped``. Links to ``/`` or a system folder are never followed.
+    """
     found: dict[str, _Found] = {}
     visited_dirs: set[tuple[int, int]] = set()
     skipped = skipped if skipped is not None else []
+    follow = {os.path.realpath(r) for r in follow_outside}
     for root in roots:
         root_real = os.path.realpath(root)
         if not os.path.isdir(root_real):
-            raise FileNotFoundError(f"library root {root} is not a folder")
+            raise FileNotFoundError(f"library root {printable(os.fspath(root))} is not a folder")
         stack = [root_real]
         while stack:
             directory = stack.pop()
             try:
                 st = os.stat(directory)
             except OSError as exc:
-                skipped.append(f"{directory}: {exc.strerror}")
+                skipped.append(f"{printable(directory)}: {exc.strerror}")
                 continue
             key = (st.st_dev, st.st_ino)
             if key in visited_dirs:
@@ -142,14 +168,33 @@ def walk_roots(roots: Sequence[Path], skipped: list[str] | None = None) -> dict[
             try:
                 entries = list(os.scandir(directory))
             except OSError as exc:
-                skipped.append(f"{directory}: {exc.strerror}")
+                skipped.append(f"{printable(directory)}: {exc.strerror}")
                 continue
-            _collect_dir(directory, root_real, entries, found, stack)
+            _collect_dir(directory, root_real, entries, found, stack, skipped, root_real in follow)
     return found
 
 
+def _link_target(entry: os.DirEntry[str], root: str, follow_outside: bool) -> tuple[str | None, str | None]:
+    """(resolved target to use, or None; why it is not followed, or None) for a symlink ``entry``."""
+    target = os.path.realpath(entry.path)
+    if is_inside(target, (root,)):
+        return target, None
+    refused = refuse_system_root(target)
+    if refused is not None:
+        return None, f"links to {printable(target)[:200]}, a system folder or the file-system root; never followed"
+    if follow_outside:
+        return target, None
+    return None, OUTSIDE_NOTE.format(target=printable(target)[:200])
+
+
 def _collect_dir(
-    directory: str, root: str, entries: list[os.DirEntry[str]], found: dict[str, _Found], stack: list[str]
+    directory: str,
+    root: str,
+    entries: list[os.DirEntry[str]],
+    found: dict[str, _Found],
+    stack: list[str],
+    skipped: list[str],
+    follow_outside: bool,
 ) -> None:
     folder = os.path.relpath(directory, root)
     folder = "" if folder == "." else folder
@@ -165,8 +210,16 @@ def _collect_dir(
             loras.append(entry)  # a folder named like a LoRA file: catalogued with a clear error
             continue
         if is_dir:
-            if not entry.name.startswith("."):
-                stack.append(os.path.realpath(entry.path) if entry.is_symlink() else entry.path)
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                target, note = _link_target(entry, root, follow_outside)
+                if target is None:
+                    skipped.append(f"{printable(entry.path)}: folder {note}")
+                    continue
+                stack.append(target)
+            else:
+                stack.append(entry.path)
             continue
         if lower.endswith(LORA_SUFFIXES):
             loras.append(entry)
@@ -178,10 +231,23 @@ def _collect_dir(
     sorted_names = [n for n, _ in names]
     for entry in loras:
         real = entry.path
+        note = None
         if entry.is_symlink():
             target = os.path.realpath(entry.path)
-            real = target if os.path.exists(target) else entry.path  # a broken link keeps its own name
+            if not os.path.exists(target):
+                real = entry.path  # a broken link keeps its own name; inspect_lora names the problem
+            else:
+                resolved, note = _link_target(entry, root, follow_outside)
+                real = resolved if resolved is not None else entry.path
         if real in found:
+            continue
+        if note is not None:  # listed, never opened: the link's own stat, not its target's; no sidecars
+            try:
+                lst = entry.stat(follow_symlinks=False)
+                size, mtime_ns = lst.st_size, lst.st_mtime_ns
+            except OSError:
+                size, mtime_ns = 0, 0
+            found[real] = _Found(real, root, folder, entry.name, size, mtime_ns, "link", note)
             continue
         try:
             st = entry.stat()
@@ -197,22 +263,57 @@ def _collect_dir(
                 break
             try:
                 sst = names[i][1].stat()
-                digest.update(f"{name}\0{sst.st_size}\0{sst.st_mtime_ns}\n".encode())
+                digest.update(f"{name}\0{sst.st_size}\0{sst.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
             except OSError:
-                digest.update(f"{name}\0?\n".encode())
+                digest.update(f"{name}\0?\n".encode("utf-8", "surrogateescape"))
         found[real] = _Found(real, root, folder, os.path.basename(real), size, mtime_ns, digest.hexdigest())
     return
 
 
 def _inspect_record(item: _Found) -> dict[str, Any]:
-    """Runs in a worker: inspect one file and flatten the result into catalog columns."""
+    """Runs in a worker: inspect one file and flatten the result into storable catalog columns.
+
+    Never raises: whatever goes wrong with one file becomes that file's ``error``.
+    """
     from workbench.files import inspect_lora
 
+    if item.note is not None:
+        return _storable(_record_from_info(item, {"error": item.note, "format": _format_of(item.file_name)}))
+    started = time.perf_counter()
     try:
-        info = inspect_lora(Path(item.path))
+        # Sidecars and previews must resolve inside the root (or beside a file the user let us follow).
+        info = inspect_lora(Path(item.path), roots=(item.root, os.path.dirname(item.path)))
     except Exception as exc:  # inspect_lora promises not to raise; keep the scan alive if it does
         info = {"error": f"could not inspect file: {type(exc).__name__}: {exc}", "format": _format_of(item.file_name)}
-    return _record_from_info(item, info)
+    try:
+        record = _storable(_record_from_info(item, info))
+    except Exception as exc:
+        record = _error_record(item, exc)
+    if time.perf_counter() - started > _SLOW_FILE_SECONDS:
+        del info
+        _trim_heap()
+    return record
+
+
+#: A file that took this long parsed megabytes (a hostile header or sidecar): give the memory back after it.
+_SLOW_FILE_SECONDS = 0.05
+
+
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so one huge file does not raise the floor."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 def _format_of(file_name: str) -> str:
@@ -220,17 +321,52 @@ def _format_of(file_name: str) -> str:
 
 
 def _json(value: Any) -> str | None:
+    """JSON text of ``value`` for a JSON column: any Python value, bounded to ``MAX_STORED_JSON_BYTES``."""
     if value is None:
         return None
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        data = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # an int beyond 64 bits, a string with undecodable bytes (surrogates)
+        data = orjson.dumps(_json_safe(value), default=str, option=orjson.OPT_NON_STR_KEYS)
+    if len(data) > MAX_STORED_JSON_BYTES:
+        data = orjson.dumps({"<not kept>": f"{len(data)} bytes of JSON, over the {MAX_STORED_JSON_BYTES} byte cap"})
+    return data.decode()
 
 
-def _str_list(value: Any) -> list[str] | None:
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` that orjson can write: big ints as text, undecodable bytes escaped."""
+    if depth > 100:
+        return "<nested too deeply>"
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in value]
+    return _text(str(value))
+
+
+def _text(value: str, limit: int | None = None) -> str:
+    """``value`` with undecodable bytes escaped (UTF-8 safe), cut to ``limit`` characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = printable(value).encode("utf-8", "replace").decode("utf-8")
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1] + "…"
+    return value
+
+
+def _str_list(value: Any, limit: int | None = None) -> list[str] | None:
     if not value:
         return None
     if isinstance(value, str):
         value = [value]
-    out = [str(v) for v in value if v is not None and str(v).strip()]
+    out = [_text(str(v), limit) for v in value if v is not None and str(v).strip()]
     return out or None
 
 
@@ -241,6 +377,52 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+_PATH_COLUMNS = ("path", "root", "folder", "file_name", "preview_path")
+_TEXT_COLUMNS = (
+    "name",
+    "format",
+    "key_layout",
+    "network_type",
+    "base_model",
+    "base_model_evidence",
+    "description",
+    "creator",
+    "sha256_claimed",
+)
+
+
+_TEXT_LIMITS = {"description": 65_600}
+
+
+def _storable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the catalog can hold it: paths in their stored form, text UTF-8 safe and bounded."""
+    for key in _PATH_COLUMNS:
+        if isinstance(record.get(key), str):
+            record[key] = catalog_path(record[key])
+    for key in _TEXT_COLUMNS:
+        if isinstance(record.get(key), str):
+            record[key] = _text(record[key], _TEXT_LIMITS.get(key, 500))
+    if record.get("error"):
+        record["error"] = _text(str(record["error"]), MAX_ERROR_CHARS)
+    notes = record.get("sidecar_errors") or []
+    if len(notes) > MAX_NOTES:
+        notes = [*notes[:MAX_NOTES], f"… and {len(notes) - MAX_NOTES} more problem(s)"]
+    record["sidecar_errors"] = _str_list(notes, MAX_NOTE_CHARS)
+    for key in ("trigger_words", "file_tags"):
+        record[key] = _str_list(record.get(key), 200)
+    for key in ("alpha", "scale"):
+        value = record.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or not -1e300 < float(value) < 1e300):
+            record[key] = None
+    return record
+
+
+def _error_record(item: _Found, exc: BaseException) -> dict[str, Any]:
+    """The row of a file whose details could not be stored: its identity and one clear error."""
+    message = f"could not store this file's details: {type(exc).__name__}: {exc}"
+    return _storable(_record_from_info(item, {"error": message, "format": _format_of(item.file_name)}))
+
+
 def _record_from_info(item: _Found, info: dict[str, Any]) -> dict[str, Any]:
     merged = info.get("merged") or {}
 
@@ -248,7 +430,7 @@ def _record_from_info(item: _Found, info: dict[str, Any]) -> dict[str, Any]:
         value = merged.get(key)
         return value if value not in (None, "", []) else info.get(key)
 
-    stem = item.file_name.rsplit(".", 1)[0]
+    stem = printable(item.file_name.rsplit(".", 1)[0])
     return {
         "path": item.path,
         "root": item.root,
@@ -298,7 +480,56 @@ def _inspect_chunk(items: list[_Found]) -> list[dict[str, Any]]:
     return [_inspect_record(item) for item in items]
 
 
-def _inspect_all(items: list[_Found], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+def _worker_start(parent_pid: int, lock_paths: tuple[str, ...]) -> None:
+    """Pool-worker initializer: die with the scanning process and hold none of its locks.
+
+    A forked worker inherits every open descriptor, including the flock'd ``scan.lock``; a flock
+    lives as long as any descriptor of it, so a worker outliving a SIGKILLed scan would block the
+    next scan for its whole timeout. The inherited lock descriptors are closed here (the parent's
+    stay open), and the worker asks the kernel for SIGKILL when its parent dies (Linux), with a
+    parent-pid watchdog thread as a fallback elsewhere.
+    """
+    _close_inherited(lock_paths)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="scan-parent-watch").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _close_inherited(paths: tuple[str, ...]) -> None:
+    """Close this process's descriptors that point at ``paths`` (Linux: found through /proc/self/fd)."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") in paths:
+                os.close(int(name))
+        except (OSError, ValueError):
+            continue
+
+
+def _lock_paths(db: Database) -> tuple[str, ...]:
+    return tuple(os.path.realpath(p) for p in (db.path.with_name("scan.lock"), db.lock_path))
+
+
+def _inspect_all(
+    items: list[_Found], workers: int, progress: bool, lock_paths: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
     """Inspect files, in the pool when there are enough; at most a few chunks in flight (bounded memory)."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
@@ -315,7 +546,12 @@ def _inspect_all(items: list[_Found], workers: int, progress: bool) -> Iterator[
         chunks.reverse()  # pop() from the end takes them in walk order
         # fork: children only parse files, start instantly and need no importable __main__
         # (scripts without a main guard and notebooks both work); no catalog connection is open here.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_worker_start,
+            initargs=(os.getpid(), lock_paths),
+        ) as pool:
             pending: set[Any] = set()
             while chunks or pending:
                 while chunks and len(pending) < 4 * workers:
@@ -344,7 +580,14 @@ def _existing_rows(db: Database) -> dict[str, dict[str, Any]]:
     )
     with db.read() as con:
         rows = con.execute(f"SELECT {', '.join(columns)} FROM loras WHERE origin = 'scan' AND path <> ''").fetchall()
-    return {row[1]: dict(zip(columns, row)) for row in rows}
+    existing: dict[str, dict[str, Any]] = {}
+    for values in rows:
+        row = dict(zip(columns, values))
+        for key in ("path", "root", "file_name"):  # stored form → file-system form, as the walk sees them
+            if row[key] is not None:
+                row[key] = fs_path(row[key])
+        existing[row["path"]] = row
+    return existing
 
 
 def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
@@ -431,23 +674,67 @@ def _select_list(columns: Iterable[str]) -> str:
     return ", ".join(parts)
 
 
-def scan(db: Database, roots: Sequence[Path], *, workers: int | None = None, progress: bool = True) -> ScanReport:
-    """Bring the catalog in line with the files under `roots`; see the module docstring."""
+class RootRefusedError(ValueError):
+    """A library root that is never scanned: ``/``, a system folder, or not a folder at all."""
+
+
+def check_root(root: str | os.PathLike[str]) -> Path:
+    """The resolved library root, or ``RootRefusedError`` saying why it cannot be one."""
+    resolved = os.path.realpath(os.path.expanduser(fs_path(os.fspath(root))))
+    why = refuse_system_root(resolved)
+    if why is not None:
+        raise RootRefusedError(f"refusing to scan {printable(os.fspath(root))}: {why}")
+    return Path(resolved)
+
+
+def remembered_follow_outside(db: Database) -> set[str]:
+    """Roots (file-system form) whose user opted in to following links outside them."""
+    with db.read() as con:
+        rows = con.execute("SELECT path FROM roots WHERE coalesce(follow_outside, false)").fetchall()
+    return {fs_path(r[0]) for r in rows}
+
+
+def scan(
+    db: Database,
+    roots: Sequence[Path],
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    follow_outside: bool | None = None,
+) -> ScanReport:
+    """Bring the catalog in line with the files under `roots`; see the module docstring.
+
+    ``follow_outside``: follow links that resolve outside a root (True/False is remembered for
+    each root given; None uses what was remembered, by default False). ``/`` and system folders are
+    refused as roots (``RootRefusedError``) before anything is read.
+    """
     started = time.perf_counter()
-    resolved = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
-    report = ScanReport(roots=[str(r) for r in resolved])
+    resolved = [check_root(r) for r in roots]
+    report = ScanReport(roots=[printable(str(r)) for r in resolved])
     if not resolved:
         raise ValueError("no library roots given (pass folders to scan)")
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
     with db.task_lock("scan"):  # a second kernel scanning at once waits, then finds nothing to do
-        _scan_locked(db, resolved, report, workers, progress)
+        _scan_locked(db, resolved, report, workers, progress, follow_outside)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers: int, progress: bool) -> None:
-    found = walk_roots(resolved, report.skipped_dirs)
+def _scan_locked(
+    db: Database,
+    resolved: list[Path],
+    report: ScanReport,
+    workers: int,
+    progress: bool,
+    follow_outside: bool | None,
+) -> None:
+    root_strs = [str(r) for r in resolved]
+    if follow_outside is None:
+        follow = remembered_follow_outside(db) & set(root_strs)
+    else:
+        follow = set(root_strs) if follow_outside else set()
+    found = walk_roots(resolved, report.skipped_dirs, follow)
     report.seen = len(found)
     existing = _existing_rows(db)
 
@@ -456,9 +743,8 @@ def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers
     added_for: dict[str, Any] = {}
     returned_ids: list[int] = []
     missing_by_name: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    root_strs = [str(r) for r in resolved]
     for path, row in existing.items():
-        if path not in found and (row["missing"] is True or _under(path, root_strs)):
+        if path not in found and (row["missing"] is True or _owned(path, row, root_strs)):
             missing_by_name.setdefault((row["file_name"], int(row["size_bytes"] or 0)), []).append(row)
 
     for path, item in found.items():
@@ -476,8 +762,10 @@ def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers
                 to_inspect.append(item)
             continue
         unchanged = (
-            int(row["size_bytes"] or -1) == item.size
-            and int(row["mtime_ns"] or -1) == item.mtime_ns
+            row["size_bytes"] is not None
+            and int(row["size_bytes"]) == item.size
+            and row["mtime_ns"] is not None
+            and int(row["mtime_ns"]) == item.mtime_ns
             and row["sidecar_sig"] == item.sidecar_sig
         )
         if row["missing"] is True:
@@ -494,30 +782,86 @@ def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers
     newly_missing = [
         int(row["id"])
         for path, row in existing.items()
-        if path not in found and row["missing"] is not True and _under(path, root_strs)
+        if path not in found and row["missing"] is not True and _owned(path, row, root_strs)
     ]
     report.missing = len(newly_missing)
 
     with db.write() as con:
         for root in root_strs:
-            con.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", [root])
+            con.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", [catalog_path(root)])
+            if follow_outside is not None:
+                con.execute(
+                    "UPDATE roots SET follow_outside = ? WHERE path = ?", [bool(follow_outside), catalog_path(root)]
+                )
         if newly_missing:
             con.execute("UPDATE loras SET missing = true WHERE list_contains(?, id)", [newly_missing])
         if returned_ids:
             con.execute("UPDATE loras SET missing = false WHERE list_contains(?, id)", [returned_ids])
 
     batch: list[dict[str, Any]] = []
-    for record in _inspect_all(to_inspect, workers, progress):
-        record["id"] = ids_for.get(record["path"])
-        record["added_at"] = added_for.get(record["path"])
+    flushed = time.monotonic()
+    for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db)):
+        path = fs_path(record["path"])
+        record["id"] = ids_for.get(path)
+        record["added_at"] = added_for.get(path)
         if record["error"]:
             report.errors += 1
         batch.append(record)
-        if len(batch) >= _BATCH_ROWS:
-            _write_records(db, batch)
-            batch = []
-    _write_records(db, batch)
+        if len(batch) >= _BATCH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
+            _write_contained(db, batch)
+            batch, flushed = [], time.monotonic()
+            _trim_heap()  # the batch's frames and DuckDB's buffers are gone: give the pages back
+    _write_contained(db, batch)
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+def _write_contained(db: Database, records: list[dict[str, Any]]) -> None:
+    """Write a batch; if the catalog refuses it, write row by row and turn a refused row into an error row."""
+    import duckdb
+
+    refused = (duckdb.Error, ValueError, TypeError, OverflowError, UnicodeError)
+    try:
+        _write_records(db, records)
+        return
+    except refused as exc:
+        if len(records) == 1:
+            try:
+                _write_records(db, [_minimal_record(records[0], exc)])
+            except refused:
+                pass  # nothing of this file can be stored; the rest of the scan goes on
+            return
+    for record in records:
+        _write_contained(db, [record])
+
+
+def _minimal_record(record: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """Only the identity of a row the catalog refused, with an error saying so."""
+    keep = {
+        "id",
+        "path",
+        "root",
+        "folder",
+        "file_name",
+        "format",
+        "size_bytes",
+        "mtime",
+        "mtime_ns",
+        "sidecar_sig",
+        "added_at",
+        "missing",
+        "origin",
+    }
+    out = {key: (record.get(key) if key in keep else None) for key in _COLUMNS}
+    for key in _PATH_COLUMNS:
+        if isinstance(out.get(key), str):
+            out[key] = catalog_path(fs_path(out[key]))  # idempotent on the stored form, escapes a raw one
+    out["name"] = _text(str(record.get("name") or out.get("file_name") or ""), 500)
+    out["preview_embedded"] = False
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    reason = _text(f"{type(exc).__name__}: {first_line}", 300)
+    out["error"] = f"could not store this file's details ({reason}); only its identity is kept"
+    return out
+
+
+def _owned(path: str, row: dict[str, Any], roots: Sequence[str]) -> bool:
+    """True when this scan of ``roots`` answers for the row: its file lies under one, or was reached from one."""
+    return is_inside(path, roots) or row.get("root") in roots

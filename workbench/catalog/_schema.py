@@ -81,6 +81,10 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMP DEFAULT current_timestamp, updated_at TIMESTAMP DEFAULT current_timestamp
     );
     """,
+    # 3 (issue 14): per library root, whether links that resolve outside it are followed (opt-in)
+    """
+    ALTER TABLE roots ADD COLUMN follow_outside BOOLEAN DEFAULT false;
+    """,
 ]
 
 # The flat view every reader uses; the in-memory snapshot copies it. User fields win over file fields.

@@ -17,6 +17,7 @@ from workbench.files._header import (
     validate_tensors,
 )
 from workbench.files._inspect import inspect_lora
+from workbench.files._paths import catalog_path, fs_path, is_inside, printable, refuse_system_root
 from workbench.files._previews import (
     PREVIEW_SUFFIXES,
     decode_image_payload,
@@ -60,11 +61,14 @@ __all__ = [
     "analyse_tensors",
     "base_model_family",
     "base_model_from_metadata",
+    "catalog_path",
     "decode_image_payload",
     "extract_embedded_preview",
     "file_hashes",
     "find_preview_file",
+    "fs_path",
     "inspect_lora",
+    "is_inside",
     "md_bool",
     "md_float",
     "md_int",
@@ -72,9 +76,11 @@ __all__ = [
     "normalize_base_model",
     "parse_header",
     "preview_source",
+    "printable",
     "read_header",
     "read_raw_header",
     "read_sidecars",
+    "refuse_system_root",
     "sibling_names",
     "split_metadata",
     "validate_tensors",

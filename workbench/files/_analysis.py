@@ -138,6 +138,7 @@ class _NameFacts(NamedTuple):
 
 _NAME_FACTS_CACHE: dict[tuple[str, ...], _NameFacts] = {}
 _NAME_FACTS_CACHE_MAX = 128  # each holds its name tuple (~100 KB)
+_NAME_FACTS_MAX_KEYS = 10_000  # real LoRAs have ≤ ~3,000 tensors; larger name lists are not cached
 
 
 def _name_facts(keys: list[str]) -> _NameFacts:
@@ -183,6 +184,8 @@ def _name_facts(keys: list[str]) -> _NameFacts:
         has_second_text_encoder="lora_te2_" in names or "text_encoder_2." in names,
         foreign_keys=[key for key, f in zip(keys, facts) if f.layout == "unknown"][:5],
     )
+    if len(keys) > _NAME_FACTS_MAX_KEYS:
+        return result  # a hostile 50,000-tensor file: 128 of them cached would hold ~400 MB
     if len(_NAME_FACTS_CACHE) >= _NAME_FACTS_CACHE_MAX:
         _NAME_FACTS_CACHE.pop(next(iter(_NAME_FACTS_CACHE)))
     _NAME_FACTS_CACHE[signature] = result

@@ -32,6 +32,10 @@ import orjson
 # ComfyUI-Lora-Manager refuses headers over 64 MiB (MAX_SAFETENSORS_HEADER_BYTES); real LoRA headers
 # are well under 1 MiB even with embedded cover images.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: After long values are dropped (``read_raw_header(..., drop_strings_over=…)``), at most this much header
+#: is parsed: 16 MiB of tensor entries is ~150,000 tensors, 50x a real SDXL LoRA, ~150 MB once parsed.
+MAX_PARSED_HEADER_BYTES = 16 * 1024 * 1024
+_READ_PIECE = 1024 * 1024
 
 # Bits per element, as in the safetensors Rust crate's Dtype.
 DTYPE_BITS: dict[str, int] = {
@@ -71,6 +75,8 @@ class RawHeader:
     header_len: int
     file_size: int
     raw: bytes
+    #: JSON strings left out of ``raw`` (see :func:`read_raw_header`'s ``drop_strings_over``).
+    dropped: int = 0
 
     @property
     def data_len(self) -> int:
@@ -150,8 +156,14 @@ def _read_exact(fd: int, n: int, offset: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def read_raw_header(path: Path | str) -> RawHeader:
-    """Read the length prefix and the header bytes, checking them against the file size."""
+def read_raw_header(path: Path | str, drop_strings_over: int | None = None) -> RawHeader:
+    """Read the length prefix and the header bytes, checking them against the file size.
+
+    With ``drop_strings_over``, a header longer than that is read in pieces and every JSON string
+    longer than that is replaced by a short note as it streams past (``RawHeader.dropped`` counts
+    them): a 50 MB metadata value is never held in memory. What remains must fit
+    :data:`MAX_PARSED_HEADER_BYTES`.
+    """
     fd, st = open_regular_file(path)
     try:
         size = st.st_size
@@ -171,15 +183,25 @@ def read_raw_header(path: Path | str) -> RawHeader:
         if header_len > MAX_HEADER_BYTES:
             raise HeaderError(f"header length {header_len} exceeds the {MAX_HEADER_BYTES // (1024 * 1024)} MiB cap")
         # Exactly the header: reading past it would pull tensor data from disk on a cold scan.
+        dropped = 0
         try:
-            raw = _read_exact(fd, header_len, 8)
+            if drop_strings_over is not None and header_len > drop_strings_over:
+                raw, dropped, got = _read_dropping_long_strings(fd, header_len, drop_strings_over)
+            else:
+                raw = _read_exact(fd, header_len, 8)
+                got = len(raw)
         except OSError as err:
             raise HeaderError(describe_os_error(err)) from None
-        if len(raw) != header_len:
+        if got != header_len:
             raise HeaderError(
-                f"header truncated: expected {header_len} bytes, read {len(raw)} (file changed while reading?)"
+                f"header truncated: expected {header_len} bytes, read {got} (file changed while reading?)"
             )
-        return RawHeader(header_len=header_len, file_size=size, raw=raw)
+        if drop_strings_over is not None and len(raw) > MAX_PARSED_HEADER_BYTES:
+            raise HeaderError(
+                f"header holds {len(raw)} bytes of entries besides long values, over the "
+                f"{MAX_PARSED_HEADER_BYTES // (1024 * 1024)} MiB that are parsed"
+            )
+        return RawHeader(header_len=header_len, file_size=size, raw=raw, dropped=dropped)
     finally:
         os.close(fd)
 
@@ -247,7 +269,7 @@ def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
         dtype = info.get("dtype")
         bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
         if bits is None:
-            raise HeaderError(f"tensor {_short(name)}: unknown dtype {dtype!r}")
+            raise HeaderError(f"tensor {_short(name)}: unknown dtype {_clip(dtype)}")
         shape = info.get("shape")
         if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
             raise HeaderError(f"tensor {_short(name)}: shape {_clip(shape)} is not a list of non-negative integers")
@@ -266,7 +288,7 @@ def validate_tensors(tensors: dict[str, Any], data_len: int) -> None:
         nbits = math.prod(shape) * bits
         if nbits % 8 or nbits // 8 != end - begin:
             raise HeaderError(
-                f"tensor {_short(name)}: data_offsets span {end - begin} bytes but shape {shape} of {dtype} needs "
+                f"tensor {_short(name)}: data_offsets span {end - begin} bytes but shape {_clip(shape)} of {dtype} needs "
                 f"{nbits / 8:g} bytes"
             )
         spans.append((begin, end, name))
@@ -392,6 +414,69 @@ def split_metadata(raw: bytes, data_len: int) -> tuple[dict[str, str] | None, by
         return meta, digest.digest()
     digest.update(raw)
     return None, digest.digest()
+
+
+_QUOTE_OR_BACKSLASH = re.compile(rb'["\\]')
+
+
+def _read_dropping_long_strings(fd: int, length: int, limit: int) -> tuple[bytes, int, int]:
+    """Read ``length`` header bytes at offset 8 in 1 MiB pieces; JSON strings over ``limit`` become notes.
+
+    Returns ``(kept bytes, strings dropped, bytes read)``. Memory: one piece plus what is kept.
+    A JSON string starts at an unescaped ``"`` outside a string and ends at the next unescaped ``"``;
+    a backslash escapes the next byte, also across piece boundaries.
+    """
+    kept: list[bytes] = []
+    current: list[bytes] = []  # pieces of the string being read, while it is still short enough to keep
+    current_len = 0
+    in_string = skip_next = False
+    dropped = read = 0
+    while read < length:
+        piece = os.pread(fd, min(_READ_PIECE, length - read), 8 + read)
+        if not piece:
+            break
+        read += len(piece)
+        i = start = 0
+        if skip_next:
+            i, skip_next = 1, False
+        n = len(piece)
+        while i < n:
+            if not in_string:
+                j = piece.find(b'"', i)
+                if j < 0:
+                    break
+                kept.append(piece[start:j])
+                in_string, start, i, current, current_len = True, j, j + 1, [], 0
+                continue
+            match = _QUOTE_OR_BACKSLASH.search(piece, i)
+            if match is None:
+                break
+            j = match.start()
+            if piece[j] == 0x5C:  # backslash: skip the escaped byte (maybe the first of the next piece)
+                i = j + 2
+                if i > n:
+                    skip_next = True
+                continue
+            total = current_len + (j + 1 - start)
+            if total > limit:
+                kept.append(b'"<%d bytes, over the cap for one value; not read>"' % total)
+                dropped += 1
+            else:
+                kept.extend(current)
+                kept.append(piece[start : j + 1])
+            in_string, start, i, current, current_len = False, j + 1, j + 1, [], 0
+        tail = piece[start:]
+        if in_string:
+            current_len += len(tail)
+            if current_len <= limit:
+                current.append(tail)
+            else:
+                current = []  # too long already: only its length is kept
+        else:
+            kept.append(tail)
+    if in_string:  # an unterminated string: keep what there is so the parser names the problem
+        kept.extend(current if current else [b'"'])
+    return b"".join(kept), dropped, read
 
 
 def read_header(path: Path | str) -> SafetensorsHeader:

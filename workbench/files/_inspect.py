@@ -34,6 +34,8 @@ PICKLE_NOTE = (
 
 _STRUCTURE_CACHE: dict[bytes, dict[str, Any]] = {}
 _STRUCTURE_CACHE_MAX = 8192  # a few KB each; big libraries hold ~1-3k distinct structures
+#: Headers larger than this are parsed once, without the split-metadata shortcut (memory, not speed).
+_LARGE_HEADER_BYTES = 4 * 1024 * 1024
 
 
 def _empty_row(path: Path) -> dict[str, Any]:
@@ -79,7 +81,9 @@ def file_format(path: Path) -> str:
     return PICKLE_FORMATS.get(path.suffix.lower(), "safetensors")
 
 
-def inspect_lora(path: Path | str, st: os.stat_result | None = None) -> dict[str, Any]:
+def inspect_lora(
+    path: Path | str, st: os.stat_result | None = None, *, roots: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Inspect one LoRA file: header, tensor structure, training metadata, sidecars, preview.
 
     Never raises for bad input: a malformed or unreadable file gets ``error`` (one sentence) and
@@ -87,21 +91,27 @@ def inspect_lora(path: Path | str, st: os.stat_result | None = None) -> dict[str
     is accepted for the scanner's convenience; sizes are re-checked on the open file descriptor.
     Keys: see CONTRACT.md "Inspecting one file", plus ``name``, ``name_candidates``, ``dtype`` and
     ``base_model_detected`` (the base model from the file alone, before sidecar claims).
+
+    ``roots``: resolved folders that sidecars and previews may resolve into (default: the file's own
+    folder); one that links elsewhere, or is not a regular file, is named in ``sidecar_errors`` and
+    never opened.
     """
     path = Path(path)
     row = _empty_row(path)
+    if roots is None:
+        roots = (os.path.realpath(path.parent),)
     try:
-        _inspect(path, row)
+        _inspect(path, row, roots)
     except Exception as err:
         row["error"] = f"internal error while inspecting: {type(err).__name__}: {err}"
     return row
 
 
-def _inspect(path: Path, row: dict[str, Any]) -> None:
+def _inspect(path: Path, row: dict[str, Any], roots: tuple[str, ...]) -> None:
     fmt = file_format(path)
     row["format"] = fmt
     siblings = sidecars.sibling_names(path.parent)
-    report = sidecars.read_sidecars(path, siblings)
+    report = sidecars.read_sidecars(path, siblings, roots)
     row["sidecars"] = report.sidecars
     row["sidecar_errors"] = report.errors
     fields_by_source: dict[str, dict[str, Any]] = dict(report.fields)
@@ -113,7 +123,8 @@ def _inspect(path: Path, row: dict[str, Any]) -> None:
         if raw_metadata:
             md = training_metadata.decode_metadata(raw_metadata)
             row["metadata"] = md
-            freq = training_metadata.tag_frequency(md)
+            # A large ss_tag_frequency is only a note in ``md``; count from the raw string then.
+            freq = training_metadata.tag_frequency(md if isinstance(md.get("ss_tag_frequency"), dict) else raw_metadata)
             row["tag_frequency"] = freq
             row["training_tags"] = training_metadata.training_tags(md, frequency=freq)
             header = training_metadata.header_fields(md)
@@ -143,7 +154,10 @@ def _inspect(path: Path, row: dict[str, Any]) -> None:
     row["sha256_claimed"] = merged.get("sha256")
 
     preview = previews.find_preview_file(path, siblings)
-    if preview is not None:
+    problem = previews.preview_problem(preview, roots) if preview is not None else None
+    if problem is not None:
+        row["sidecar_errors"].append(problem)
+    if preview is not None and problem is None:
         row["preview_path"] = str(preview)
     elif raw_metadata and ("ssmd_cover_images" in raw_metadata or "modelspec.thumbnail" in raw_metadata):
         row["preview_embedded"] = previews.embedded_preview(raw_metadata) is not None
@@ -152,14 +166,21 @@ def _inspect(path: Path, row: dict[str, Any]) -> None:
 def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """Header → (structure analysis or None, raw metadata); sets ``row['error']`` on failure."""
     try:
-        head = read_raw_header(path)
+        head = read_raw_header(path, drop_strings_over=training_metadata.MAX_NESTED_JSON_CHARS)
     except HeaderError as err:
         row["error"] = str(err)
         return None, {}
     row["header_len"] = head.header_len
+    if head.dropped:
+        limit = training_metadata.MAX_NESTED_JSON_CHARS // (1024 * 1024)
+        row["sidecar_errors"].append(
+            f"header: {head.dropped} value(s) over the {limit} MiB cap for one value; not read"
+        )
     metadata, key = split_metadata(head.raw, head.data_len)
     structure = _STRUCTURE_CACHE.get(key) if metadata is not None else None
     if structure is None:
+        if len(head.raw) > _LARGE_HEADER_BYTES:
+            metadata = None  # a hostile 50 MB header: never hold two parsed copies of it (and do not cache)
         try:
             full_metadata, tensors = parse_header(head.raw)
         except HeaderError as err:

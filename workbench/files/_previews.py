@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from workbench.files._header import HeaderError, parse_header, read_raw_header
+from workbench.files._paths import is_inside, printable
 from workbench.files._sidecars import sibling_names
 
 PREVIEW_SUFFIXES = (
@@ -50,6 +53,26 @@ def find_preview_file(path: Path, siblings: Mapping[str, str] | None = None) -> 
         real = siblings.get(stem + suffix)
         if real is not None:
             return path.with_name(real)
+    return None
+
+
+def preview_problem(preview: Path, roots: tuple[str, ...] | None = None) -> str | None:
+    """Why the preview file ``preview`` may not be used (a link outside ``roots``, not a regular file), or None.
+
+    ``roots`` default to the preview's own folder. Only ``stat`` is called: nothing is opened here.
+    """
+    resolved = os.path.realpath(preview)
+    if roots is None:
+        roots = (os.path.realpath(os.path.dirname(os.path.abspath(preview))),)
+    name = printable(Path(preview).name)[:200]
+    if not is_inside(resolved, roots):
+        return f"preview {name}: links outside the library root (to {printable(resolved)[:200]}); not used"
+    try:
+        mode = os.stat(resolved).st_mode
+    except OSError as err:
+        return f"preview {name}: cannot read ({err.strerror or err}); not used"
+    if not stat.S_ISREG(mode):
+        return f"preview {name}: not a regular file; not used"
     return None
 
 

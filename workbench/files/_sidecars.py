@@ -60,10 +60,18 @@ from typing import Any
 
 import orjson
 
+from workbench.files._paths import is_inside, printable
 from workbench.files._taxonomy import normalize_base_model
-from workbench.files._training import MAX_NESTED_DEPTH, json_depth_exceeds, split_list
+from workbench.files._training import MAX_LIST_ITEMS, MAX_NESTED_DEPTH, json_depth_exceeds, split_list
 
-SIDECAR_MAX_BYTES = 16 * 1024 * 1024
+#: Real sidecars are KBs (a Civitai model JSON with every version and image: ~1-3 MB); parsing costs
+#: ~5x the file in memory, so larger ones are skipped with a line instead of read.
+SIDECAR_MAX_BYTES = 8 * 1024 * 1024
+#: Longest text kept from one sidecar field (descriptions are HTML from Civitai, rarely over 20 KB).
+MAX_FIELD_CHARS = 64 * 1024
+#: What is kept of a sidecar's raw JSON for the catalog (the detail panel): lists and objects are cut
+#: to this many items and strings to ``MAX_FIELD_CHARS``, so a hostile 15 MB file is not stored whole.
+MAX_STORED_ITEMS = 100
 
 DESCRIPTIVE_ORDER = (
     "lm.metadata.json",
@@ -156,9 +164,22 @@ class SidecarReport:
     errors: list[str] = field(default_factory=list)
 
 
-def _read_bytes(path: Path, label: str, errors: list[str]) -> bytes | None:
+def _read_bytes(path: Path, label: str, errors: list[str], roots: tuple[str, ...] | None = None) -> bytes | None:
+    """The bytes of a sidecar that is a regular file inside ``roots`` (default: its own folder), else None.
+
+    Symlinks are resolved first and the target must lie inside a root: a sidecar linked to
+    ``/proc/self/environ`` is refused with a line in ``errors``, never opened. The resolved path is
+    opened without following links and without blocking (a FIFO gets a line, not a hang).
+    """
+    resolved = os.path.realpath(path)
+    if roots is None:
+        roots = (os.path.realpath(os.path.dirname(os.path.abspath(path))),)
+    if not is_inside(resolved, roots):
+        errors.append(f"{label}: links outside the library root (to {printable(resolved)[:200]}); not read")
+        return None
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(resolved, flags)
     except OSError as err:
         errors.append(f"{label}: cannot read ({err.strerror or err})")
         return None
@@ -186,8 +207,10 @@ def _read_bytes(path: Path, label: str, errors: list[str]) -> bytes | None:
         os.close(fd)
 
 
-def _load_json_object(path: Path, label: str, errors: list[str]) -> dict[str, Any] | None:
-    data = _read_bytes(path, label, errors)
+def _load_json_object(
+    path: Path, label: str, errors: list[str], roots: tuple[str, ...] | None = None
+) -> dict[str, Any] | None:
+    data = _read_bytes(path, label, errors, roots)
     if data is None:
         return None
     if data.startswith(b"\xef\xbb\xbf"):
@@ -215,13 +238,19 @@ def _load_json_object(path: Path, label: str, errors: list[str]) -> dict[str, An
     return obj
 
 
-def read_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> SidecarReport:
-    """Read and normalise every sidecar of ``path``; never raises."""
+def read_sidecars(
+    path: Path, siblings: Mapping[str, str] | None = None, roots: tuple[str, ...] | None = None
+) -> SidecarReport:
+    """Read and normalise every sidecar of ``path``; never raises.
+
+    ``roots``: folders a sidecar may resolve into (default: the LoRA's own folder); see :func:`_read_bytes`.
+    """
     path = Path(path)
     report = SidecarReport()
     for role, sidecar_path in find_sidecars(path, siblings).items():
+        label = printable(sidecar_path.name if role == "base.json" else role)
         if role == "description.txt":
-            data = _read_bytes(sidecar_path, role, report.errors)
+            data = _read_bytes(sidecar_path, role, report.errors, roots)
             if data is None:
                 continue
             try:
@@ -231,12 +260,12 @@ def read_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> Side
                     f"{role}: not valid UTF-8 (bad byte at offset {err.start}; undecodable bytes replaced)"
                 )
                 text = data.decode("utf-8", errors="replace")
-            text = text.strip()
+            text = _cut(text.strip())
             report.sidecars[role] = {"text": text}
             if text:
                 report.fields[role] = {"description": text}
             continue
-        obj = _load_json_object(sidecar_path, sidecar_path.name if role == "base.json" else role, report.errors)
+        obj = _load_json_object(sidecar_path, label, report.errors, roots)
         if obj is None:
             continue
         if role == "base.json":
@@ -244,10 +273,37 @@ def read_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> Side
         parser = _PARSERS[role]
         fields_ = _Fields(role, report.errors)
         parser(obj, fields_, path)
-        report.sidecars[role] = obj
+        report.sidecars[role] = bounded_copy(obj)
         if fields_.values:
             report.fields[role] = fields_.values
     return report
+
+
+def _cut(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… <cut: {len(text)} characters>"
+
+
+def bounded_copy(value: Any, items: int = MAX_STORED_ITEMS, chars: int = MAX_FIELD_CHARS) -> Any:
+    """A copy of parsed JSON with every list/object cut to ``items`` entries and every string to ``chars``.
+
+    Depth is already bounded by the reader (``MAX_NESTED_DEPTH``), so plain recursion is safe here.
+    """
+    if type(value) is str:
+        return _cut(value, chars)
+    if type(value) is list:
+        out = [bounded_copy(item, items, chars) for item in value[:items]]
+        if len(value) > items:
+            out.append(f"<{len(value) - items} more item(s) not kept>")
+        return out
+    if type(value) is dict:
+        kept = {}
+        for index, (key, item) in enumerate(value.items()):
+            if index >= items:
+                kept["<not kept>"] = f"{len(value) - items} more key(s)"
+                break
+            kept[_cut(key, 200)] = bounded_copy(item, items, chars)
+        return kept
+    return value
 
 
 # --- typed field extraction ----------------------------------------------------------------------
@@ -285,7 +341,7 @@ class _Fields:
         if not isinstance(value, str):
             self._wrong(key, value, "text")
             return
-        self.set(name, value.strip())
+        self.set(name, _cut(value.strip()))
 
     def number(self, obj: Mapping[str, Any], key: str, name: str, *, zero_is_default: bool = False) -> None:
         value = obj.get(key)
@@ -321,9 +377,9 @@ class _Fields:
             if _NOT_FOUND.match(value):
                 self.errors.append(f"{self.label}: {key} is {value.strip()!r} (treated as absent)")
                 return
-            if value.strip().isdigit():
+            if value.strip().isdigit() and len(value.strip()) <= 19:  # int() of 5,000 digits raises
                 value = int(value.strip())
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
             self._wrong(key, value, "a positive integer id")
             return
         self.set(name, value)
@@ -348,25 +404,36 @@ class _Fields:
         if value is None:
             return
         if isinstance(value, str) and split_text:
-            self.set(name, split_list(value))
+            words = split_list(value)
+            if len(words) >= MAX_LIST_ITEMS:
+                self.errors.append(
+                    f"{self.label}: {key} has more than {MAX_LIST_ITEMS} items; the first {MAX_LIST_ITEMS} kept"
+                )
+            self.set(name, words)
             return
         if not isinstance(value, list):
             self._wrong(key, value, "a list")
             return
-        items: list[str] = []
+        items: dict[str, None] = {}  # insertion-ordered set: linear de-duplication
         dropped = 0
-        for item in value:
+        for item in value[: MAX_LIST_ITEMS * 4]:
             if isinstance(item, dict) and isinstance(item.get("name"), str):
                 item = item["name"]  # older Civitai tags: [{"name": ...}]
             if isinstance(item, str):
-                item = item.strip()
-                if item and item not in items:
-                    items.append(item)
+                item = item.strip()[:200]
+                if item:
+                    items[item] = None
+                    if len(items) >= MAX_LIST_ITEMS:
+                        break
             else:
                 dropped += 1
         if dropped:
             self.errors.append(f"{self.label}: {key} has {dropped} non-text item(s) (ignored)")
-        self.set(name, items)
+        if len(value) > MAX_LIST_ITEMS and len(items) >= MAX_LIST_ITEMS:
+            self.errors.append(f"{self.label}: {key} has {len(value)} items; the first {MAX_LIST_ITEMS} kept")
+        elif len(value) > MAX_LIST_ITEMS * 4:
+            self.errors.append(f"{self.label}: {key} has {len(value)} items; only the first {MAX_LIST_ITEMS * 4} read")
+        self.set(name, list(items))
 
     def base_model(self, obj: Mapping[str, Any], key: str) -> None:
         value = obj.get(key)

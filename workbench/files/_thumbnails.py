@@ -15,10 +15,12 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from workbench.files._paths import fs_path
 from workbench.files._taxonomy import TENSOR_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,12 @@ DEFAULT_SIZE = 256
 MAX_SIZE = 1024
 #: Preview files larger than this are not decoded (bytes).
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
-#: Images with more pixels than this are refused (decompression bombs).
+#: Images declaring more pixels than this are refused (decompression bombs).
 MAX_SOURCE_PIXELS = 64_000_000
+#: Images decoded at full size (everything but JPEG, which decodes at 1/2..1/8 scale) may have at most
+#: this many pixels (4096²): 16 M pixels × 4 bytes = 64 MB is the largest buffer one thumbnail may cost.
+#: Civitai previews are ≤ 2048² and 4K frames 8 M pixels; larger previews get no thumbnail.
+MAX_DECODE_PIXELS = 4096 * 4096
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".avif"}
 
@@ -46,17 +52,17 @@ class ThumbnailCache:
     def __init__(self, home: os.PathLike | str, allowed_roots: Iterable[os.PathLike | str] = ()) -> None:
         self.home = Path(home)
         self.folder = self.home / "thumbnails"
-        roots = [self.home, *map(Path, allowed_roots)]
+        roots = [self.home, *(Path(fs_path(r)) for r in allowed_roots)]
         self.allowed_roots = [_resolve(r) for r in roots]
 
     def is_allowed(self, path: os.PathLike | str) -> bool:
-        """True when ``path`` resolves (symlinks followed) inside an allowed root."""
-        resolved = _resolve(Path(path))
+        """True when ``path`` (as the catalog stores it) resolves, symlinks followed, inside an allowed root."""
+        resolved = _resolve(Path(fs_path(path)))
         return any(resolved == root or root in resolved.parents for root in self.allowed_roots)
 
     def key(self, preview_path: os.PathLike | str, size: int = DEFAULT_SIZE) -> str | None:
         """Cache key of a preview at a size, or None if the preview cannot be read."""
-        path = _resolve(Path(preview_path))
+        path = _resolve(Path(fs_path(preview_path)))
         try:
             st = path.stat()
         except OSError:
@@ -73,10 +79,12 @@ class ThumbnailCache:
 
         ``preview_path`` may be an image or a ``.safetensors`` file whose metadata embeds
         a cover image (``ssmd_cover_images`` / ``modelspec.thumbnail``). Never raises for
-        bad or missing files.
+        bad or missing files, and never blocks: a FIFO or device named like an image is skipped.
+        ``preview_path`` is a file-system path or the catalog's stored form (see ``workbench.files._paths``).
         """
         if not preview_path:
             return None
+        preview_path = fs_path(preview_path)
         size = max(16, min(int(size), MAX_SIZE))
         if not self.is_allowed(preview_path):
             log.warning("thumbnail refused for a path outside the library roots: %r", str(preview_path))
@@ -126,19 +134,38 @@ def _source_bytes(path: Path) -> bytes | None:
             return None
     if suffix not in _IMAGE_SUFFIXES:
         return None  # videos (mp4/webm) and anything else: no thumbnail
+    return read_regular_file(path, MAX_SOURCE_BYTES)
+
+
+def read_regular_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes, else None.
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat`` before any read: a FIFO named
+    ``x.preview.png`` returns None at once instead of blocking the gallery forever.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        if path.stat().st_size > MAX_SOURCE_BYTES:
-            return None
-        return path.read_bytes()
+        fd = os.open(path, flags)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _render(path: Path, size: int) -> bytes | None:
     source = _source_bytes(path)
     if not source:
         return None
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(source)) as image:
@@ -147,15 +174,41 @@ def _render(path: Path, size: int) -> bytes | None:
                 return None
             image.seek(0)
             image.draft("RGB", (size, size))  # JPEG: decode at reduced scale
+            width, height = image.size
+            if width * height > MAX_DECODE_PIXELS:
+                log.debug("preview %s too large to decode (%dx%d)", path, width, height)
+                return None
+            orientation = image.getexif().get(0x0112)
             mode = "RGBA" if _has_alpha(image) else "RGB"
-            frame = (ImageOps.exif_transpose(image) or image).convert(mode)
+            frame = image if image.mode == mode else image.convert(mode)
+            factor = min(width, height) // (2 * size)
+            if factor >= 2:  # integer box reduction first: the full-size copy is dropped at once
+                frame = frame.reduce(factor)
             frame.thumbnail((size, size), Image.Resampling.LANCZOS)
+            frame = _apply_exif_orientation(frame, orientation)
             buffer = io.BytesIO()
             frame.save(buffer, format="WEBP", quality=80, method=4)
             return buffer.getvalue()
     except Exception:  # PIL raises many types for hostile input
         log.debug("cannot make a thumbnail of %s", path, exc_info=True)
         return None
+
+
+def _apply_exif_orientation(frame, orientation: int | None):
+    """What ``ImageOps.exif_transpose`` does, on the already reduced frame (never a full-size copy)."""
+    from PIL import Image
+
+    t = Image.Transpose
+    method = {
+        2: t.FLIP_LEFT_RIGHT,
+        3: t.ROTATE_180,
+        4: t.FLIP_TOP_BOTTOM,
+        5: t.TRANSPOSE,
+        6: t.ROTATE_270,
+        7: t.TRANSVERSE,
+        8: t.ROTATE_90,
+    }.get(orientation)  # type: ignore[call-overload]
+    return frame if method is None else frame.transpose(method)
 
 
 def _has_alpha(image) -> bool:

@@ -27,6 +27,18 @@ NESTED_JSON_KEYS = (
 EMBEDDED_IMAGE_KEYS = ("ssmd_cover_images", "modelspec.thumbnail")
 MAX_NESTED_DEPTH = 64
 TRAINING_TAGS_LIMIT = 50
+#: Nested JSON values longer than this are not decoded (a 50 MB ``ss_tag_frequency`` would cost ~1 GB).
+MAX_NESTED_JSON_CHARS = 8 * 1024 * 1024
+#: Nested JSON values longer than this are kept in the decoded metadata only as a short note.
+MAX_STORED_JSON_CHARS = 256 * 1024
+#: Plain metadata strings longer than this are cut in the decoded metadata.
+MAX_STORED_TEXT_CHARS = 64 * 1024
+#: Metadata keys longer than this (real ones are < 40 characters) are cut, with their value.
+MAX_KEY_CHARS = 200
+#: Per-tag counts and their sums saturate here (JSON-safe integers; kohya counts are small).
+MAX_TAG_COUNT = 2**53 - 1
+#: Distinct training tags kept by :func:`tag_frequency`.
+MAX_DISTINCT_TAGS = 200_000
 
 # In tags joined by NUL: an empty tag, or one with leading/trailing whitespace.
 _UNTRIMMED = re.compile(r"(?:^|\x00)(?:\s|\x00|$)|\s(?:\x00|$)")
@@ -50,6 +62,8 @@ def json_depth_exceeds(value: Any, limit: int = MAX_NESTED_DEPTH) -> bool:
 
 
 def _decode_json_string(value: str) -> Any:
+    if len(value) > MAX_NESTED_JSON_CHARS:
+        return value
     try:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -68,9 +82,17 @@ def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     ``workbench.files._previews.extract_embedded_preview``. Undecodable nested JSON stays a string.
     """
     out: dict[str, Any] = dict(raw)
+    for key, value in raw.items():
+        if len(key) > MAX_KEY_CHARS:
+            del out[key]
+            out[key[:MAX_KEY_CHARS] + f"… <cut: {len(key)} characters>"] = value[:MAX_KEY_CHARS]
+        elif len(value) > MAX_STORED_TEXT_CHARS and key not in NESTED_JSON_KEYS and key not in EMBEDDED_IMAGE_KEYS:
+            out[key] = value[:MAX_STORED_TEXT_CHARS] + f"… <cut: {len(value)} characters in the file>"
     for key in NESTED_JSON_KEYS:
         value = out.get(key)
-        if isinstance(value, str) and value[:1] in ("{", "["):
+        if isinstance(value, str) and len(value) > MAX_STORED_JSON_CHARS and key != "ssmd_cover_images":
+            out[key] = f"<{len(value)} characters of JSON, too large to keep; see training_tags>"
+        elif isinstance(value, str) and value[:1] in ("{", "["):
             out[key] = _decode_json_string(value)
     covers = out.get("ssmd_cover_images")
     if covers is not None and covers != "" and covers != "[]":
@@ -134,8 +156,12 @@ def md_bool(md: Mapping[str, Any], key: str) -> bool | None:
     return None
 
 
-def split_list(text: str | None) -> list[str]:
-    """Split a comma-separated list, dropping empties and repeats (order kept)."""
+#: Items kept from one list of words or tags (trigger words, tags); the rest is dropped with a note.
+MAX_LIST_ITEMS = 1000
+
+
+def split_list(text: str | None, limit: int = MAX_LIST_ITEMS) -> list[str]:
+    """Split a comma-separated list, dropping empties and repeats (order kept); at most ``limit`` items."""
     if not text:
         return []
     seen: dict[str, None] = {}
@@ -143,6 +169,8 @@ def split_list(text: str | None) -> list[str]:
         part = part.strip()
         if part:
             seen.setdefault(part, None)
+            if len(seen) >= limit:
+                break
     return list(seen)
 
 
@@ -153,6 +181,9 @@ def tag_frequency(md: Mapping[str, Any]) -> dict[str, int]:
     """Caption-tag counts summed over all dataset folders, most frequent first.
 
     ``ss_tag_frequency`` is ``{dataset_dir: {tag: count}}`` (decoded or still a JSON string).
+    Hostile values stay bounded: counts are clamped to ``0..MAX_TAG_COUNT`` (2**64 - 1 or 1e308 would
+    not fit a 64-bit column), at most ``MAX_DISTINCT_TAGS`` tags are counted, and a value over
+    ``MAX_NESTED_JSON_CHARS`` is not decoded at all.
     """
     value = md.get("ss_tag_frequency")
     if isinstance(value, str):
@@ -168,8 +199,15 @@ def tag_frequency(md: Mapping[str, Any]) -> dict[str, int]:
             if type(count) is not int:
                 if type(count) is not float or not math.isfinite(count):
                     continue
-                count = int(count)
-            totals[tag] = get(tag, 0) + count
+                count = int(min(count, MAX_TAG_COUNT))
+            if count < 0:
+                continue
+            total = get(tag)
+            if total is None:
+                if len(totals) >= MAX_DISTINCT_TAGS:
+                    continue
+                total = 0
+            totals[tag] = min(total + count, MAX_TAG_COUNT)
     if _UNTRIMMED.search("\x00".join(totals)):  # rare: a tag with outer whitespace, or an empty tag
         cleaned: dict[str, int] = {}
         for tag, count in totals.items():
