@@ -154,9 +154,9 @@ def _oracle(raw: bytes, limit: int) -> tuple[bytes, int]:
 def test_streamed_header_drops_exactly_the_long_strings(tmp_path, monkeypatch, piece):
     import random
 
-    from workbench.files import _header
+    from workbench.files import read_raw_header
 
-    monkeypatch.setattr(_header, "_READ_PIECE", piece)
+    monkeypatch.setattr("workbench.files._header._READ_PIECE", piece)
     rng = random.Random(piece)
     for trial in range(40):
         values = {}
@@ -167,7 +167,7 @@ def test_streamed_header_drops_exactly_the_long_strings(tmp_path, monkeypatch, p
         path = tmp_path / f"h{trial}.safetensors"
         path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\x00\x00")
         limit = rng.choice([5, 30, 60])
-        head = _header.read_raw_header(path, drop_strings_over=limit)
+        head = read_raw_header(path, drop_strings_over=limit)
         expected, dropped = _oracle(raw, limit) if len(raw) > limit else (raw, 0)
         assert (head.raw, head.dropped) == (expected, dropped), (raw, limit)
         orjson.loads(head.raw)  # still valid JSON

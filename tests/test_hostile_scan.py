@@ -23,8 +23,7 @@ from malformed_corpus import (
 )
 
 import workbench
-from workbench.catalog import RootRefusedError
-from workbench.catalog import _scan as scanner
+from workbench.catalog import MAX_ERROR_CHARS, MAX_NOTE_CHARS, MAX_NOTES, MAX_STORED_JSON_BYTES, RootRefusedError
 from workbench.files import ThumbnailCache, catalog_path, fs_path, inspect_lora
 
 # -- recording what a scan opens and lists (PEP 578 audit hooks cannot be removed, so they are gated) --
@@ -124,9 +123,9 @@ def test_every_case_has_one_row_with_its_message(hostile, scanned):
 def test_what_is_stored_stays_bounded(scanned):
     *_, by_path = scanned
     for path, row in by_path.items():
-        assert len(row["error"] or "") <= scanner.MAX_ERROR_CHARS, path
+        assert len(row["error"] or "") <= MAX_ERROR_CHARS, path
         notes = list(row["sidecar_errors"]) if row["sidecar_errors"] is not None else []
-        assert len(notes) <= scanner.MAX_NOTES + 1 and all(len(n) <= scanner.MAX_NOTE_CHARS for n in notes), path
+        assert len(notes) <= MAX_NOTES + 1 and all(len(n) <= MAX_NOTE_CHARS for n in notes), path
         for column in ("trigger_words", "file_tags"):
             values = row[column]
             assert values is None or len(values) <= 1000, (path, column)
@@ -134,7 +133,7 @@ def test_what_is_stored_stays_bounded(scanned):
         assert len(row["description"] or "") <= 70_000, path
         for column in ("metadata_chars", "sidecars_chars"):
             value = row[column]
-            assert value is None or value <= scanner.MAX_STORED_JSON_BYTES, (path, column)
+            assert value is None or value <= MAX_STORED_JSON_BYTES, (path, column)
 
 
 def test_huge_tag_counts_are_clamped_not_fatal(hostile, scanned):
@@ -232,7 +231,7 @@ def test_rescan_of_the_hostile_library_reopens_nothing(hostile, scanned):
 def test_pool_scan_of_odd_names_and_links_matches(hostile, tmp_path, monkeypatch):
     """The same messages when files are inspected in forked pool workers."""
     _, lib, _, cases, _ = hostile
-    monkeypatch.setattr(scanner, "_POOL_THRESHOLD", 4)
+    monkeypatch.setattr("workbench.catalog._scan._POOL_THRESHOLD", 4)
     wb = workbench.open(tmp_path / "home")
     wb.scan([lib / "names", lib / "links"], workers=2, progress=False)
     rows = wb.db.read_df("SELECT path, coalesce(error, '') AS error, coalesce(sidecar_errors, []) AS notes FROM loras")
@@ -325,7 +324,9 @@ def test_a_row_the_catalog_refuses_keeps_its_identity_and_the_rest_are_written(t
     lib = tmp_path / "lib"
     for name in ("a", "b", "c"):
         write_safetensors(lib / f"{name}.safetensors", _tiny_entries())
-    real = scanner._record_from_info
+    import sys
+
+    real = sys.modules["workbench.catalog._scan"]._record_from_info
 
     def poisoned(item, info):
         record = real(item, info)
@@ -333,7 +334,7 @@ def test_a_row_the_catalog_refuses_keeps_its_identity_and_the_rest_are_written(t
             record["metadata"] = "{this is not JSON"  # DuckDB refuses the CAST AS JSON: the batch fails
         return record
 
-    monkeypatch.setattr(scanner, "_record_from_info", poisoned)
+    monkeypatch.setattr("workbench.catalog._scan._record_from_info", poisoned)
     wb = workbench.open(tmp_path / "home")
     wb.scan([lib], progress=False, workers=1)
     rows = wb.db.read_df("SELECT file_name, coalesce(error, '') AS error, header_len FROM loras ORDER BY file_name")

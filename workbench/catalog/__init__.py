@@ -15,9 +15,21 @@ from workbench.catalog._civitai_dump import (
 )
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
-from workbench.catalog._scan import RootRefusedError, ScanReport, scan
+from workbench.catalog._scan import (
+    MAX_ERROR_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_NOTES,
+    MAX_STORED_JSON_BYTES,
+    RootRefusedError,
+    ScanReport,
+    scan,
+)
 
 __all__ = [
+    "MAX_ERROR_CHARS",
+    "MAX_NOTES",
+    "MAX_NOTE_CHARS",
+    "MAX_STORED_JSON_BYTES",
     "CONTRACT_COLUMNS",
     "ArchiveError",
     "Catalog",
