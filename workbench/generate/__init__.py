@@ -15,6 +15,7 @@ from workbench.generate._infotext import (
     read_infotext,
 )
 from workbench.generate._jobs import Job, JobQueue, RetryPolicy, catalog_resolver
+from workbench.generate._limits import BACKEND_LIMITS, GenerationLimits, InvalidRequestError, validate_request
 from workbench.generate._prompt_syntax import (
     A1111,
     COMFYUI,
@@ -59,6 +60,10 @@ from workbench.generate.backends import (
 )
 
 __all__ = [
+    "BACKEND_LIMITS",
+    "GenerationLimits",
+    "InvalidRequestError",
+    "validate_request",
     "A1111",
     "COMFYUI",
     "A1111Backend",
