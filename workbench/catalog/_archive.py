@@ -83,9 +83,14 @@ def _sha256_bytes(data: bytes) -> str:
 
 
 def _clean(value: Any) -> Any:
+    """A catalog value as plain JSON: arrays to lists, NaN/NaT/NA and infinities to None (never a literal NaN)."""
     if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, float) and math.isnan(value):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    if type(value).__name__ in ("NaTType", "NAType"):
         return None
     if hasattr(value, "isoformat"):
         return value.isoformat()
@@ -101,25 +106,31 @@ def export_archive(wb: Workbench, dest: str | os.PathLike[str], *, include_files
     records = []
     for row in frame.to_dict("records"):
         u = user_by_id.get(int(row["id"]), {})
-        records.append(
-            {
-                "name": row["name"],
-                "file_name": row["file_name"],
-                "folder": row["folder"],
-                "root": row["root"],
-                "path": row["path"],
-                "size_bytes": _clean(row["size_bytes"]),
-                "sha256": row["sha256"],
-                "tensor_hash": row["tensor_hash"],
-                "base_model": row["base_model"],
-                "user_fields": {f: _clean(u.get(f)) for f in USER_FIELDS if _clean(u.get(f)) is not None},
-            }
-        )
+        record = {
+            key: _clean(row[key])
+            for key in (
+                "name",
+                "file_name",
+                "folder",
+                "root",
+                "path",
+                "size_bytes",
+                "sha256",
+                "tensor_hash",
+                "base_model",
+            )
+        }
+        if isinstance(record["size_bytes"], float):
+            record["size_bytes"] = int(record["size_bytes"])
+        record["user_fields"] = {f: _clean(u.get(f)) for f in USER_FIELDS if _clean(u.get(f)) is not None}
+        records.append(record)
     recipes = wb.db.read_df("SELECT name, stack, params FROM recipes").to_dict("records")
     members: dict[str, bytes] = {
-        "loras.jsonl": "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode(),
+        "loras.jsonl": "".join(
+            json.dumps(r, ensure_ascii=False, default=str, allow_nan=False) + "\n" for r in records
+        ).encode(),
         "recipes.jsonl": "".join(
-            json.dumps({k: _clean(v) for k, v in r.items()}, default=str) + "\n" for r in recipes
+            json.dumps({k: _clean(v) for k, v in r.items()}, default=str, allow_nan=False) + "\n" for r in recipes
         ).encode(),
     }
     files: dict[str, Path] = {}
@@ -476,10 +487,13 @@ def _stage_files(
     destinations = _destinations(verified.file_members, target)
     todo = [(info, dest) for info, dest in zip(verified.file_members, destinations.values()) if not dest.exists()]
     need = sum(info.file_size for info, _ in todo)
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     _clear_stale_staging(target)
     free = shutil.disk_usage(target).free
     if need > free:
+        if created:
+            target.rmdir()
         raise ArchiveError(f"not enough disk space in {target}: the files need {need:,} bytes, {free:,} are free")
     staging = target / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -496,6 +510,8 @@ def _stage_files(
             pairs.append((staged, dest))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(target, ignore_errors=True)  # it held nothing but the staging folder
         raise
     return staging, pairs
 

@@ -78,20 +78,23 @@ def _clean_str_list(value: Any, field: str) -> list[str]:
         value = [part for part in value.split(",")]
     if not isinstance(value, (list, tuple)):
         raise CatalogError(f"{field} must be a list of strings, got {type(value).__name__}")
-    cleaned: list[str] = []
+    if len(value) > 4 * _MAX_TAGS:  # refused before any work: the cap holds after de-duplication
+        raise CatalogError(f"at most {_MAX_TAGS} {field} (got a list of {len(value):,})")
+    cleaned: dict[str, None] = {}  # insertion-ordered set: linear de-duplication
     for item in value:
         if not isinstance(item, str):
             raise CatalogError(f"{field} must hold strings, got {type(item).__name__}")
+        if len(item) > 4 * _MAX_TAG_LEN:
+            raise CatalogError(f"{field} entries are at most {_MAX_TAG_LEN} characters")
         item = " ".join(item.split())
         if not item:
             continue
         if len(item) > _MAX_TAG_LEN:
             raise CatalogError(f"{field} entries are at most {_MAX_TAG_LEN} characters")
-        if item not in cleaned:
-            cleaned.append(item)
-    if len(cleaned) > _MAX_TAGS:
-        raise CatalogError(f"at most {_MAX_TAGS} {field}")
-    return cleaned
+        cleaned[item] = None
+        if len(cleaned) > _MAX_TAGS:
+            raise CatalogError(f"at most {_MAX_TAGS} {field}")
+    return list(cleaned)
 
 
 def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
