@@ -579,16 +579,19 @@ class Catalog:
         for attempt in range(first, _OPTIMISTIC_TRIES + 1):
             pessimistic = attempt == _OPTIMISTIC_TRIES
             with self.db.write() if pessimistic else self.db.read() as con:
-                seen = _fingerprint(con, ids, effective_field)
+                seen = None if pessimistic else _fingerprint(con, ids, effective_field)
                 plan = self._plan_edit(con, kind, ids, compute, effective_field)
                 if pessimistic:
                     edit_id = _apply_edit(con, kind, ids, plan, also)
                     break
-            with self.db.write() as con:
-                if _fingerprint(con, ids, effective_field) != seen:
-                    continue
-                edit_id = _apply_edit(con, kind, ids, plan, also)
+            try:
+                with self.db.write() as con:
+                    if _fingerprint(con, ids, effective_field) != seen:
+                        raise _Stale  # rolled back: nothing committed, the change stamp stays
+                    edit_id = _apply_edit(con, kind, ids, plan, also)
                 break
+            except _Stale:
+                continue
         if edit_id is not None:
             self._my_edits.append(edit_id)
         return edit_id
@@ -665,6 +668,10 @@ _ARROW_TYPES = {
     "removed": "bool",
 }
 _CASTS = {"rating": int, "favorite": bool, "removed": bool, "preferred_weight": float}
+
+
+class _Stale(Exception):
+    """The rows an edit was planned from changed before it could be written; plan again."""
 
 
 _OPTIMISTIC_TRIES = 4
