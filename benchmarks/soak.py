@@ -120,12 +120,55 @@ def baseline(home: Path, rounds: int = 30) -> dict[str, float]:
     return {"write_p50": _percentile(w, 50), "read_p50": _percentile(r, 50)}
 
 
+def edit_holds(home: Path) -> dict[str, float]:
+    """Longest exclusive hold (open + work + commit) of bulk_update / add_tags / undo over every entry, alone,
+    next to the raw floor: an empty write transaction on the same catalog."""
+    import contextlib
+
+    import workbench
+    from workbench.catalog import Database
+
+    wb = workbench.open(home)
+    ids = [int(i) for i in wb.db.read_df("SELECT id FROM loras")["id"]]
+    holds: list[float] = []
+    real_write = Database.write
+
+    @contextlib.contextmanager
+    def timed(self):
+        t = time.perf_counter()
+        with real_write(self) as con:
+            yield con
+        holds.append(time.perf_counter() - t)
+
+    out: dict[str, float] = {}
+    Database.write = timed  # type: ignore[method-assign]
+    try:
+        for name, edit in (
+            ("empty_write", None),
+            ("bulk_update", lambda: wb.catalog.bulk_update(ids, rating=3, notes="held")),
+            ("add_tags", lambda: wb.catalog.add_tags(ids, ["held"])),
+            ("undo", lambda: wb.catalog.undo()),
+        ):
+            holds.clear()
+            if name == "empty_write":
+                with wb.db.write():
+                    pass
+            else:
+                edit()
+            out[f"hold_{name}_s"] = max(holds)
+    finally:
+        Database.write = real_write  # type: ignore[method-assign]
+    wb.catalog.undo()
+    return out
+
+
 def run(procs: int, seconds: float, entries: int, workdir: Path) -> dict:
     import workbench
 
     home, lib = workdir / "home", workdir / "lib"
     prepare(home, lib, entries)
     raw = baseline(home)
+    held = edit_holds(home)
     script = workdir / "soak_worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -172,6 +215,9 @@ def run(procs: int, seconds: float, entries: int, workdir: Path) -> dict:
         "writes_per_plain_process_min_max": [per_process[0], per_process[-1]] if per_process else [],
         "baseline_alone_read_p50_s": raw["read_p50"],
         "baseline_alone_write_p50_s": raw["write_p50"],
+        **held,
+        "load_average_1m": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
     }
 
 
@@ -205,6 +251,12 @@ def main() -> int:
     )
     print(f"  lost writes {f['lost_writes']}, surfaced errors {f['surfaced_errors']} {f['error_examples'][:2]}")
     print(f"  writes per plain process (min, max): {f['writes_per_plain_process_min_max']}")
+    print(
+        f"  longest exclusive hold over {f['entries']} ids, alone: bulk_update {f['hold_bulk_update_s'] * 1000:.0f} ms, "
+        f"add_tags {f['hold_add_tags_s'] * 1000:.0f} ms, undo {f['hold_undo_s'] * 1000:.0f} ms "
+        f"(raw floor, an empty write transaction: {f['hold_empty_write_s'] * 1000:.0f} ms; goal ~200 ms)"
+    )
+    print(f"  machine: {f['cpus']} CPUs, load average {f['load_average_1m']:.1f} at the end")
     return 0
 
 

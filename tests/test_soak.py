@@ -14,7 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_eight_processes_for_twenty_seconds_lose_nothing_and_surface_no_error() -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--procs", "8", "--seconds", "20", "--entries", "2000", "--json"],
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "soak.py"),
+            "--procs",
+            "8",
+            "--seconds",
+            "20",
+            "--entries",
+            "2000",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=900,

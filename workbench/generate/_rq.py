@@ -77,7 +77,9 @@ def run_generation(payload: dict) -> dict:
         # Redis is shared: check what arrives as the owner did (its limits travel with the job).
         request = request_from_stored(payload)
         limits = payload.get("limits")
-        validate_request(request, GenerationLimits(**limits) if isinstance(limits, dict) else limits_for(payload["backend"]))
+        validate_request(
+            request, GenerationLimits(**limits) if isinstance(limits, dict) else limits_for(payload["backend"])
+        )
         backend = _backend(payload["backend"], payload.get("backend_options") or {})
         result = backend.submit(request, control)
     finally:
