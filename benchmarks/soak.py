@@ -227,8 +227,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--entries", type=int, default=5000, help="catalog-only entries besides the scanned files")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--holds-only", action="store_true", help="only the exclusive holds of 5,000-id edits")
     args = parser.parse_args()
     random.seed(0)
+    if args.holds_only:
+        with tempfile.TemporaryDirectory(prefix="wb-soak-") as tmp:
+            prepare(Path(tmp) / "home", Path(tmp) / "lib", args.entries)
+            held = edit_holds(Path(tmp) / "home")
+        print(
+            f"longest exclusive hold over {args.entries} ids: "
+            + ", ".join(f"{k[5:-2]} {v * 1000:.0f} ms" for k, v in held.items())
+            + f"  (load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)"
+        )
+        return 0
     with tempfile.TemporaryDirectory(prefix="wb-soak-") as tmp:
         figures = run(args.procs, args.seconds, args.entries, Path(tmp))
     if args.json:
