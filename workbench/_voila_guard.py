@@ -4,7 +4,7 @@ Why: Voilà 0.5 and jupyter_server answer a few odd URLs with an uncaught except
 traceback in the log): a NUL byte in the path (``/%00``, ``/voila/templates/lab/static/a%00b``), a
 ``..`` segment under the template static route (an ``assert``), and ``/logout`` (a template this
 app does not ship). The guard looks at the raw path before any handler runs and answers such
-requests with tornado's plain ``ErrorHandler`` (400 or 404). ``workbench dashboard`` starts
+requests with tornado's plain ``ErrorHandler``: 400 for bytes no URL may hold, 404 for path tricks. ``workbench dashboard`` starts
 ``python -m workbench._voila_guard`` with the usual Voilà arguments.
 """
 
@@ -28,7 +28,7 @@ def rejected_status(path: str) -> int | None:
     except UnicodeDecodeError:
         return 400
     if "\\" in text or any(part in ("..", ".") for part in text.split("/")[1:]):
-        return 400  # dot segments and backslashes: path tricks, never a real route
+        return 404  # dot segments and backslashes: path tricks that name nothing served here
     if text in _NOT_HERE:
         return 404
     return None
