@@ -293,6 +293,8 @@ def test_stored_bad_jobs_from_older_versions_are_failed_not_run(tmp_path, params
     row = wb.db.read_df("SELECT state, error, finished_at FROM jobs WHERE id='old'").iloc[0]
     assert row["state"] == "failed" and message in row["error"] and row["error"].startswith("not run:")
     assert row["finished_at"] is not None and "old" not in wb.queue._jobs
+    with pytest.raises(InvalidRequestError):  # and a retry of it is refused the same way
+        wb.queue.retry_job("old")
 
 
 def test_an_owner_is_dead_when_its_pid_was_reused():

@@ -497,13 +497,18 @@ class JobQueue:
             rows = self.db.read_df(
                 "SELECT backend, params, max_attempts, created_at FROM jobs WHERE id=?", [job_id]
             ).to_dict("records")
-            params = json.loads(rows[0]["params"])
+            try:
+                params = json.loads(rows[0]["params"])
+            except (ValueError, TypeError, RecursionError):
+                params = None
+            request = request_from_stored(params)
+            validate_request(request, self._limits(rows[0]["backend"]))  # a row stored before the limits existed
             job = Job(
                 id=job_id,
                 backend=rows[0]["backend"],
-                request=GenerationRequest.from_dict(params["request"]),
+                request=request,
                 backend_options=params.get("backend_options") or {},
-                max_attempts=int(rows[0]["max_attempts"]),
+                max_attempts=max(1, int(rows[0]["max_attempts"] or 1)),
                 created_at=rows[0]["created_at"],
             )
             self._jobs[job_id] = job
