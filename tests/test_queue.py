@@ -11,7 +11,7 @@ import pytest
 
 import workbench
 from tests.fake_servers import FakeA1111, shared_tiny, tiny_request
-from workbench.generate import LoraSpec, RetryPolicy, read_infotext
+from workbench.generate import GenerationLimits, LoraSpec, RetryPolicy, read_infotext
 
 
 @pytest.fixture()
@@ -51,6 +51,7 @@ def test_same_seed_and_stack_identical_bytes_through_the_queue(wb):
 
 
 def test_cancel_running_job_stops_backend(wb):
+    wb.queue.limits["diffusers"] = GenerationLimits(max_steps=1000)  # a long job on purpose
     jid = wb.queue.submit(tiny_request(steps=400))
     deadline = time.monotonic() + 30
     while wb.queue.get(jid)["step"] < 2 and time.monotonic() < deadline:
@@ -164,7 +165,7 @@ class Blocking:
 
 wb = workbench.open(sys.argv[1])
 wb.queue.set_backend("diffusers", Blocking())
-first = wb.queue.submit(tiny_request(steps=500))
+first = wb.queue.submit(tiny_request(steps=100))
 second = wb.queue.submit(tiny_request(seed=99))
 deadline = time.monotonic() + 120
 while wb.queue.get(first)["step"] < 1:
@@ -202,7 +203,7 @@ def test_kernel_restart_recovers_queued_and_interrupted_jobs(tmp_path):
     assert sorted(wb.queue.recover()) == sorted([first, second])  # what start() does first
     assert wb.queue.get(first)["error"].startswith("interrupted") and wb.queue.get(second)["error"] is None
     wb.queue.start()
-    wb.queue.cancel(first)  # 500 steps: do not wait for it
+    wb.queue.cancel(first)  # a blocking job: do not wait for it
     assert wb.queue.wait(first, 60)["state"] == "cancelled"
     assert wb.queue.wait(second, 60)["state"] == "succeeded"
     wb.queue.close()

@@ -14,7 +14,7 @@ import pytest
 import workbench
 from tests import fake_servers
 from tests.fake_servers import shared_tiny, tiny_request
-from workbench.generate import JobQueue, LoraSpec, RetryPolicy, read_infotext
+from workbench.generate import GenerationLimits, JobQueue, LoraSpec, RetryPolicy, read_infotext
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -127,6 +127,7 @@ def test_rq_worker_returns_results_to_the_owner_and_dies_visibly(redis_url, work
     backend, lora_dir = shared_tiny()
     wb = workbench.open(tmp_path / "home")
     queue = JobQueue(wb.db, wb.home / "outputs", executor="rq", redis_url=redis_url, retry=RetryPolicy(max_attempts=1))
+    queue.limits["diffusers"] = GenerationLimits(max_steps=1000)  # long jobs on purpose (cancel, kill)
     try:
         req = tiny_request(loras=[LoraSpec("tiny_watercolor", 0.6)])
         jid = queue.submit(req)

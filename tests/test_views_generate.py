@@ -9,7 +9,7 @@ import pytest
 
 import workbench
 from tests.fake_servers import shared_tiny
-from workbench.generate import LoraSpec, RetryPolicy
+from workbench.generate import GenerationLimits, LoraSpec, RetryPolicy
 from workbench.views import GENERIC_ERROR
 from workbench.views.compare import CompareView, parse_numbers
 from workbench.views.generate import GenerateView, generation_tabs
@@ -102,6 +102,7 @@ def test_queue_view_cancel_and_retry_buttons_act_on_the_queue(wb):
     from tests.fake_servers import tiny_request
 
     view = QueueView(wb, min_refresh_s=0.05)
+    wb.queue.limits["diffusers"] = GenerationLimits(max_steps=1000)  # a long job on purpose
     try:
         long_job = wb.queue.submit(tiny_request(steps=400))
         short_job = wb.queue.submit(tiny_request(seed=8))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -39,12 +40,19 @@ def _cmd_hash(args: argparse.Namespace) -> int:
 
 
 def _jsonable(value: Any) -> Any:
+    """A catalog value as strict JSON: NaN, infinities, NaT and NA become null, also inside lists and objects."""
     if hasattr(value, "tolist"):
-        return value.tolist()
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or type(value).__name__ in ("NaTType", "NAType"):
+        return None
     if hasattr(value, "isoformat"):
         return value.isoformat()
-    if isinstance(value, float) and value != value:
-        return None
     return value
 
 
@@ -55,7 +63,7 @@ def _cmd_export_catalog(args: argparse.Namespace) -> int:
         frame.to_csv(sys.stdout, index=False)
         return 0
     for record in frame.to_dict("records"):
-        sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False, default=str) + "\n")
     return 0
 
 

@@ -86,7 +86,7 @@ def voila_command(
     command = [
         sys.executable,
         "-m",
-        "voila",
+        "workbench._voila_guard",  # Voilà, with malformed URLs answered 4xx instead of HTTP 500
         str(notebook),
         f"--port={int(port)}",
         f"--Voila.ip={host}",

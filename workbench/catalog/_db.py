@@ -6,6 +6,11 @@ keeps a connection open: each read or write takes an advisory file lock (shared 
 exclusive for writes), opens the file, does its work and closes it. Waiting happens on our lock
 file, not as DuckDB lock errors; a DuckDB lock error (someone outside the workbench holding the
 file) is retried with backoff as well. Callers never see a lock error before `timeout` seconds.
+
+Fairness: a waiting writer first takes a turnstile lock exclusively, which new readers pass through
+(shared) before taking their read lock; so a stream of readers cannot starve a writer, and a writer
+waits only for the reads already under way. Waiting is a blocking ``flock`` (the kernel wakes
+waiters at once when the lock is released), not a sleep-and-poll that a busy neighbour always wins.
 """
 
 from __future__ import annotations
@@ -36,6 +41,43 @@ _LOCK_ERROR_MARKERS = ("Could not set lock", "Conflicting lock", "database is lo
 _CONNECT_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False, "threads": 2}
 
 
+def _flock(fd: int, mode: int, timeout: float, what: Path) -> None:
+    """Take ``mode`` on ``fd`` within ``timeout`` seconds, waiting in the kernel (woken on release), else raise.
+
+    ``flock`` itself has no timeout, so a contended wait runs in a helper thread; if the caller gives
+    up, the helper releases the lock as soon as it gets it (the descriptor is the caller's to close).
+    """
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    got, gave_up, guard = threading.Event(), threading.Event(), threading.Lock()
+    waiter_fd = os.dup(fd)  # same open file description: the lock taken through it is the caller's
+
+    def wait() -> None:
+        try:
+            fcntl.flock(waiter_fd, mode)
+            with guard:
+                if gave_up.is_set():
+                    fcntl.flock(waiter_fd, fcntl.LOCK_UN)
+                else:
+                    got.set()
+        except OSError:
+            pass
+        finally:
+            os.close(waiter_fd)
+
+    threading.Thread(target=wait, name="workbench-flock", daemon=True).start()
+    if got.wait(timeout):
+        return
+    with guard:
+        if got.is_set():
+            return
+        gave_up.set()
+    raise CatalogBusyError(f"{what} stayed locked by another process for {timeout:.0f} s")
+
+
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc)
     return any(marker in text for marker in _LOCK_ERROR_MARKERS)
@@ -47,6 +89,7 @@ class Database:
     def __init__(self, path: Path, timeout: float = 120.0) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_suffix(".lock")
+        self.turnstile_path = self.path.with_suffix(".turnstile")
         self.stamp_path = self.path.with_suffix(".version")
         self.timeout = timeout
         # One connection at a time per process: DuckDB caches one instance per file and
@@ -57,26 +100,33 @@ class Database:
     # -- locking -----------------------------------------------------------------------
     @contextmanager
     def _file_lock(self, exclusive: bool, path: Path | None = None, timeout: float | None = None) -> Iterator[None]:
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         fd = os.open(path or self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        timeout = self.timeout if timeout is None else timeout
         try:
-            deadline = time.monotonic() + timeout
-            delay = 0.002
-            while True:
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise CatalogBusyError(
-                            f"{path or self.path} stayed locked by another process for {timeout:.0f} s"
-                        ) from None
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 1.6, 0.05)
+            _flock(
+                fd,
+                fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH,
+                self.timeout if timeout is None else timeout,
+                path or self.path,
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+    @contextmanager
+    def _catalog_lock(self, exclusive: bool) -> Iterator[None]:
+        """The catalog's lock behind the turnstile: writers queue there and hold it until they got the catalog."""
+        deadline = time.monotonic() + self.timeout
+        with self._file_lock(exclusive, self.turnstile_path):
+            lock = self._file_lock(exclusive, timeout=max(0.0, deadline - time.monotonic()))
+            lock.__enter__()
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.timeout
@@ -104,7 +154,7 @@ class Database:
             with self.write() as con:
                 yield con
             return
-        with self._process_lock, self._file_lock(exclusive=False):
+        with self._process_lock, self._catalog_lock(exclusive=False):
             con = self._open(read_only=True)
             self._held.con = con
             try:
@@ -122,7 +172,7 @@ class Database:
             return
         if current is not None:
             raise RuntimeError("cannot start a catalog write inside a catalog read")
-        with self._process_lock, self._file_lock(exclusive=True):
+        with self._process_lock, self._catalog_lock(exclusive=True):
             con = self._open(read_only=False)
             self._held.con, self._held.writable = con, True
             try:

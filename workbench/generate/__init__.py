@@ -15,6 +15,7 @@ from workbench.generate._infotext import (
     read_infotext,
 )
 from workbench.generate._jobs import Job, JobQueue, RetryPolicy, catalog_resolver
+from workbench.generate._limits import BACKEND_LIMITS, GenerationLimits, InvalidRequestError, validate_request
 from workbench.generate._prompt_syntax import (
     A1111,
     COMFYUI,
@@ -64,6 +65,10 @@ __all__ = [
     "LoraFileInfo",
     "check_diffusers_compatible",
     "inspect_file",
+    "BACKEND_LIMITS",
+    "GenerationLimits",
+    "InvalidRequestError",
+    "validate_request",
     "A1111",
     "COMFYUI",
     "A1111Backend",

@@ -31,6 +31,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from workbench.generate._limits import (
+    BACKEND_LIMITS,
+    GenerationLimits,
+    InvalidRequestError,
+    request_from_stored,
+    validate_request,
+)
 from workbench.generate._types import (
     GenerationError,
     GenerationRequest,
@@ -106,14 +113,24 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now()
 
 
+def _process_start(pid: int) -> str:
+    """The kernel's start time of a process (clock ticks since boot), '' when unknown: tells a reused pid apart."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def _owner_alive(owner: str | None) -> bool:
-    """Whether the queue owner that claimed a job is still running (same host: by pid; other hosts: assume yes)."""
+    """Whether the queue owner that claimed a job is still running (same host: by pid and its start time;
+    other hosts: assume yes). Owners are ``host:pid:nonce[:start ticks]``."""
     if not owner:
         return False
     if owner in _ACTIVE_OWNERS:
         return True
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
+    parts = owner.split(":")
+    host, pid_text = parts[0], parts[1] if len(parts) > 1 else ""
     if host != socket.gethostname() or not pid_text.isdigit():
         return True
     pid = int(pid_text)
@@ -125,7 +142,13 @@ def _owner_alive(owner: str | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    started = parts[3] if len(parts) > 3 else ""
+    return not started or _process_start(pid) in ("", started)
+
+
+def _owner_label(owner: str | None) -> str:
+    parts = (owner or "?").split(":")
+    return f"pid {parts[1]} on {parts[0]}" if len(parts) > 1 else (owner or "unknown")
 
 
 def _flush_at_exit(ref: weakref.ref[JobQueue], timeout: float = 15.0) -> None:
@@ -170,7 +193,13 @@ class JobQueue:
         self.redis_url = redis_url
         self.rq_queue = rq_queue
         self.progress_interval = progress_interval
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_process_start(os.getpid())}"
+        #: Per backend kind, what a request may ask for (checked before a job is queued); raise a limit here.
+        self.limits: dict[str, GenerationLimits] = dict(BACKEND_LIMITS)
+        #: Running jobs leave a marker file here (owner, attempt) until their final state is committed, so a
+        #: job whose process died is found within ``dead_check_s`` by any live queue, and its attempt counts.
+        self.markers_dir = self.outputs_dir / ".running"
+        self.dead_check_s = 2.0
         self._jobs: dict[str, Job] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
@@ -219,36 +248,130 @@ class JobQueue:
         _ACTIVE_OWNERS.discard(self.owner)
 
     def recover(self) -> list[str]:
-        """Claim queued jobs and jobs interrupted by their owner's death; requeue them here."""
+        """Claim jobs whose owner died: queued ones are queued here; an interrupted one counts its attempt and is
+        failed with the reason when no attempt is left, else requeued behind newer jobs. Returns the claimed ids."""
+        dead_markers = self._dead_markers()
         rows = self.db.read_df(
             "SELECT id, backend, params, state, attempts, max_attempts, worker, created_at FROM jobs "
             "WHERE state IN ('queued', 'running') ORDER BY created_at"
-        )
-        claimed = []
-        for row in rows.to_dict("records"):
+        ).to_dict("records")
+        plans: list[tuple[dict, Job | None, str, str | None, int]] = []  # row, job to run here, state, error, attempts
+        for row in rows:
+            marker = dead_markers.get(row["id"])
             if row["id"] in self._jobs or _owner_alive(row["worker"]):
                 continue
-            params = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
+            attempts = int(row["attempts"] or 0)
+            max_attempts = max(1, int(row["max_attempts"] or 1))
+            if marker is not None:
+                attempts = max(attempts, int(marker.get("attempt") or 0))
+            interrupted = row["state"] == "running" or marker is not None
+            try:
+                params = json.loads(row["params"]) if isinstance(row["params"], str) else row["params"]
+                request = request_from_stored(params)
+                validate_request(request, self._limits(row["backend"]))
+            except (InvalidRequestError, ValueError, TypeError, RecursionError) as exc:
+                plans.append((row, None, "failed", f"not run: {exc}", attempts))
+                continue
             job = Job(
                 id=row["id"],
                 backend=row["backend"],
-                request=GenerationRequest.from_dict(params["request"]),
+                request=request,
                 backend_options=params.get("backend_options") or {},
-                attempts=int(row["attempts"] or 0),
-                max_attempts=int(row["max_attempts"] or 1),
+                attempts=attempts,
+                max_attempts=max_attempts,
                 created_at=row["created_at"],
             )
-            note = "interrupted (its kernel or worker stopped); requeued" if row["state"] == "running" else None
-            job.error = note
-            with self.db.write() as con:
-                con.execute(
-                    "UPDATE jobs SET state='queued', worker=?, error=?, progress=0, updated_at=? WHERE id=?",
-                    [self.owner, note, _now(), job.id],
-                )
-            self._jobs[job.id] = job
-            self._push(job.id, 0.0)
-            claimed.append(job.id)
+            if not interrupted:
+                plans.append((row, job, "queued", None, attempts))
+                continue
+            who = _owner_label((marker or {}).get("owner") or row["worker"])
+            reason = f"its process ({who}) died during attempt {attempts} of {max_attempts}"
+            if attempts >= max_attempts:
+                plans.append((row, None, "failed", f"{reason}; no attempts left", attempts))
+            else:
+                plans.append((row, job, "queued", f"interrupted: {reason}; requeued behind newer jobs", attempts))
+        claimed = self._claim(plans)
+        unfinished = {row["id"] for row in rows}
+        for job_id in dead_markers:  # left by the dead: claimed now, finished, or taken over by a live queue
+            if (
+                job_id in claimed
+                or job_id not in unfinished
+                or job_id in self._jobs
+                or job_id not in {p[0]["id"] for p in plans}
+            ):
+                self._marker(job_id).unlink(missing_ok=True)
         return claimed
+
+    def _claim(self, plans: list[tuple[dict, Job | None, str, str | None, int]]) -> list[str]:
+        """Apply recovery plans in one transaction; a row another queue claimed meanwhile is left alone."""
+        if not plans:
+            return []
+        now, won = _now(), []
+        with self.db.write() as con:
+            for row, job, state, error, attempts in plans:
+                hit = con.execute(
+                    "UPDATE jobs SET state=?, worker=?, error=?, progress=0, attempts=?, updated_at=?, "
+                    "finished_at=CASE WHEN ? = 'failed' THEN ? ELSE NULL END "
+                    "WHERE id=? AND worker IS NOT DISTINCT FROM ? AND state IN ('queued', 'running') RETURNING id",
+                    [
+                        state,
+                        self.owner,
+                        error,
+                        attempts,
+                        now,
+                        state,
+                        now,
+                        row["id"],
+                        row["worker"],
+                    ],
+                ).fetchall()
+                if hit:
+                    won.append((row["id"], job, error))
+        claimed = []
+        for job_id, job, error in won:
+            claimed.append(job_id)
+            if job is None:
+                continue
+            job.error = error
+            self._jobs[job.id] = job
+            # an interrupted job waits its back-off and yields to fresh jobs (their heap key is 0.0)
+            self._push(job.id, time.monotonic() + self.retry.delay(job.attempts) if error else 0.0)
+        return claimed
+
+    def _limits(self, backend: str) -> GenerationLimits:
+        return self.limits.get(backend) or GenerationLimits()
+
+    # -- running markers: a job's attempt survives its process's death
+    def _marker(self, job_id: str) -> pathlib.Path:
+        return self.markers_dir / f"{job_id}.json"
+
+    def _mark_running(self, job: Job) -> None:
+        try:
+            self.markers_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.markers_dir / f".{job.id}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps({"owner": self.owner, "attempt": job.attempts, "max_attempts": job.max_attempts}))
+            os.replace(tmp, self._marker(job.id))
+        except OSError:  # an unwritable outputs folder fails the job later with its own clear error
+            pass
+
+    def _dead_markers(self) -> dict[str, dict]:
+        """Markers left by owners that are gone: job id -> {owner, attempt}."""
+        out: dict[str, dict] = {}
+        try:
+            entries = list(os.scandir(self.markers_dir))
+        except OSError:
+            return out
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                marker = json.loads(pathlib.Path(entry.path).read_text())
+                owner = marker["owner"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if owner != self.owner and not _owner_alive(owner):
+                out[entry.name[: -len(".json")]] = marker
+        return out
 
     # ---------------------------------------------------------------- public API
     def submit(
@@ -259,7 +382,14 @@ class JobQueue:
         backend_options: dict | None = None,
         max_attempts: int | None = None,
     ) -> str:
-        """Persist a job and queue it; returns its id. Starts the worker thread if needed."""
+        """Persist a job and queue it; returns its id. Starts the worker thread if needed.
+
+        The request is checked against ``self.limits[backend]`` first: a bad parameter raises
+        :class:`InvalidRequestError` (a ``ValueError``) naming it, and nothing is stored.
+        """
+        validate_request(request, self._limits(backend))
+        if max_attempts is not None and (isinstance(max_attempts, bool) or not 1 <= int(max_attempts) <= 100):
+            raise InvalidRequestError(f"max_attempts must be from 1 to 100, got {max_attempts!r}")
         job = Job(
             id=uuid.uuid4().hex,
             backend=backend,
@@ -367,13 +497,18 @@ class JobQueue:
             rows = self.db.read_df(
                 "SELECT backend, params, max_attempts, created_at FROM jobs WHERE id=?", [job_id]
             ).to_dict("records")
-            params = json.loads(rows[0]["params"])
+            try:
+                params = json.loads(rows[0]["params"])
+            except (ValueError, TypeError, RecursionError):
+                params = None
+            request = request_from_stored(params)
+            validate_request(request, self._limits(rows[0]["backend"]))  # a row stored before the limits existed
             job = Job(
                 id=job_id,
                 backend=rows[0]["backend"],
-                request=GenerationRequest.from_dict(params["request"]),
+                request=request,
                 backend_options=params.get("backend_options") or {},
-                max_attempts=int(rows[0]["max_attempts"]),
+                max_attempts=max(1, int(rows[0]["max_attempts"] or 1)),
                 created_at=rows[0]["created_at"],
             )
             self._jobs[job_id] = job
@@ -446,7 +581,10 @@ class JobQueue:
                 self._cv.wait(min(1.0, self._heap[0][0] - now) if self._heap else 1.0)
             return None
 
-    def _write(self, fn: Callable) -> None:
+    def _write(self, fn: Callable, after: Callable[[], None] | None = None) -> None:
+        """Queue a write for the recorder; ``after`` runs once it is committed (markers are removed then)."""
+        if after is not None:
+            fn.after_commit = after  # type: ignore[attr-defined]
         self._writes.put(fn)
 
     def _next_batch(self) -> list:
@@ -491,6 +629,13 @@ class JobQueue:
                                         f(con)
                                 self._own_stamp = self.db.stamp()
                                 self._last_commit = time.monotonic()
+                                for f in todo:
+                                    after = getattr(f, "after_commit", None)
+                                    if after is not None:
+                                        try:
+                                            after()
+                                        except OSError:
+                                            pass
                             finally:
                                 self._committing = False
                             break
@@ -533,7 +678,14 @@ class JobQueue:
         net). A cancel from this process never touches the catalog: it sets the job's event.
         """
         seen, last_full = self.db.stamp(), time.monotonic()
-        while not self._stop.wait(1.0):
+        last_dead = last_recover = time.monotonic()
+        while not self._stop.wait(min(1.0, self.dead_check_s)):
+            if time.monotonic() - last_dead >= self.dead_check_s:
+                last_dead = time.monotonic()
+                full = time.monotonic() - last_recover >= 3 * self.full_check_s
+                if full or self._dead_markers():
+                    last_recover = time.monotonic()
+                    self._recover_quietly()
             running = [j for j in list(self._jobs.values()) if j.state == "running" and j.control is not None]
             for job in running:
                 if not job.persisted_running and time.monotonic() - job.running_since >= self.progress_interval:
@@ -560,8 +712,21 @@ class JobQueue:
                 if job is not None and job.control is not None:
                     job.control.cancel()
 
+    def _recover_quietly(self) -> None:
+        """The watcher's periodic recovery: a failure here is logged and tried again next round."""
+        try:
+            self.recover()
+        except Exception as exc:
+            import logging
+
+            logging.getLogger(__name__).warning("recovering jobs of dead owners failed: %s", exc)
+
     def _run(self, job: Job) -> None:
+        if job.attempts >= job.max_attempts:  # never "attempt 4 of 3"
+            self._finish(job, "failed", job.error or f"no attempts left ({job.attempts} of {job.max_attempts})")
+            return
         job.attempts += 1
+        self._mark_running(job)
         job.started_at = _now()
         job.error = None
         job.persisted_running = False
@@ -638,7 +803,8 @@ class JobQueue:
             lambda con: con.execute(
                 "UPDATE jobs SET state='queued', error=?, next_attempt_at=?, attempts=?, started_at=?, updated_at=? WHERE id=?",
                 [err, when, attempts, started, _now(), job.id],
-            )
+            ),
+            after=lambda: self._marker(job.id).unlink(missing_ok=True),
         )
         self._notify(job)
         self._push(job.id, time.monotonic() + delay)
@@ -652,7 +818,8 @@ class JobQueue:
                 "UPDATE jobs SET state=?, error=?, attempts=?, started_at=coalesce(?, started_at), finished_at=?, updated_at=?, "
                 "worker=? WHERE id=?",
                 [state, error, attempts, started, fin, fin, self.owner, job.id],
-            )
+            ),
+            after=lambda: self._marker(job.id).unlink(missing_ok=True),
         )
         job.done.set()
         self._notify(job)
@@ -707,7 +874,7 @@ class JobQueue:
                         [lora_id, job.id, weight],
                     )
 
-        self._write(write)
+        self._write(write, after=lambda: self._marker(job.id).unlink(missing_ok=True))
         job.done.set()
         self._notify(job)
 

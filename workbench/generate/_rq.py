@@ -8,11 +8,13 @@ dead worker (heartbeat gone), an error or a cancel into the job's final state.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import traceback
 from typing import Any
 
+from workbench.generate._limits import GenerationLimits, limits_for, request_from_stored, validate_request
 from workbench.generate._types import (
     BackendUnavailableError,
     GenerationError,
@@ -72,8 +74,14 @@ def run_generation(payload: dict) -> dict:
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
     try:
+        # Redis is shared: check what arrives as the owner did (its limits travel with the job).
+        request = request_from_stored(payload)
+        limits = payload.get("limits")
+        validate_request(
+            request, GenerationLimits(**limits) if isinstance(limits, dict) else limits_for(payload["backend"])
+        )
         backend = _backend(payload["backend"], payload.get("backend_options") or {})
-        result = backend.submit(GenerationRequest.from_dict(payload["request"]), control)
+        result = backend.submit(request, control)
     finally:
         stop.set()
         beat.join(5)
@@ -116,6 +124,7 @@ def run_via_rq(queue, job, request: GenerationRequest) -> GenerationResult:
         "backend": job.backend,
         "backend_options": job.backend_options,
         "request": request.to_dict(),
+        "limits": dataclasses.asdict(queue._limits(job.backend)),
     }
     try:
         conn.delete(CANCEL_KEY.format(job.id))
