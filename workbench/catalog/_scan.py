@@ -748,8 +748,8 @@ def _scan_locked(
             missing_by_name.setdefault((row["file_name"], int(row["size_bytes"] or 0)), []).append(row)
 
     for path, item in found.items():
-        row = existing.get(path)
-        if row is None:
+        known = existing.get(path)
+        if known is None:
             candidates = missing_by_name.get((item.file_name, item.size))
             if candidates:
                 old = candidates.pop(0)  # the same file moved: keep its id, so user fields follow it
@@ -762,21 +762,21 @@ def _scan_locked(
                 to_inspect.append(item)
             continue
         unchanged = (
-            row["size_bytes"] is not None
-            and int(row["size_bytes"]) == item.size
-            and row["mtime_ns"] is not None
-            and int(row["mtime_ns"]) == item.mtime_ns
-            and row["sidecar_sig"] == item.sidecar_sig
+            known["size_bytes"] is not None
+            and int(known["size_bytes"]) == item.size
+            and known["mtime_ns"] is not None
+            and int(known["mtime_ns"]) == item.mtime_ns
+            and known["sidecar_sig"] == item.sidecar_sig
         )
-        if row["missing"] is True:
+        if known["missing"] is True:
             report.returned += 1
         if unchanged:
             report.unchanged += 1
-            if row["missing"] is True:
-                returned_ids.append(int(row["id"]))
+            if known["missing"] is True:
+                returned_ids.append(int(known["id"]))
         else:
             report.changed += 1
-            ids_for[path], added_for[path] = int(row["id"]), row["added_at"]
+            ids_for[path], added_for[path] = int(known["id"]), known["added_at"]
             to_inspect.append(item)
 
     newly_missing = [
@@ -853,7 +853,7 @@ def _minimal_record(record: dict[str, Any], exc: BaseException) -> dict[str, Any
     out = {key: (record.get(key) if key in keep else None) for key in _COLUMNS}
     for key in _PATH_COLUMNS:
         if isinstance(out.get(key), str):
-            out[key] = catalog_path(fs_path(out[key]))  # idempotent on the stored form, escapes a raw one
+            out[key] = catalog_path(fs_path(str(out[key])))  # idempotent on the stored form, escapes a raw one
     out["name"] = _text(str(record.get("name") or out.get("file_name") or ""), 500)
     out["preview_embedded"] = False
     first_line = (str(exc).strip().splitlines() or [""])[0]

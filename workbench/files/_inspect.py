@@ -200,8 +200,8 @@ def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] |
         metadata = full_metadata
     if "error" in structure:
         row["error"] = structure["error"]
-        return None, metadata
-    return structure, metadata
+        return None, metadata or {}
+    return structure, metadata or {}
 
 
 def _apply_structure(path: Path, row: dict[str, Any], structure: dict[str, Any], md: dict[str, str]) -> None:

@@ -207,7 +207,7 @@ def _apply_exif_orientation(frame, orientation: int | None):
         6: t.ROTATE_270,
         7: t.TRANSVERSE,
         8: t.ROTATE_90,
-    }.get(orientation)  # type: ignore[call-overload]
+    }.get(orientation or 0)
     return frame if method is None else frame.transpose(method)
 
 

@@ -82,12 +82,12 @@ def decode_metadata(raw: Mapping[str, str]) -> dict[str, Any]:
     ``workbench.files._previews.extract_embedded_preview``. Undecodable nested JSON stays a string.
     """
     out: dict[str, Any] = dict(raw)
-    for key, value in raw.items():
+    for key, text in raw.items():
         if len(key) > MAX_KEY_CHARS:
             del out[key]
-            out[key[:MAX_KEY_CHARS] + f"… <cut: {len(key)} characters>"] = value[:MAX_KEY_CHARS]
-        elif len(value) > MAX_STORED_TEXT_CHARS and key not in NESTED_JSON_KEYS and key not in EMBEDDED_IMAGE_KEYS:
-            out[key] = value[:MAX_STORED_TEXT_CHARS] + f"… <cut: {len(value)} characters in the file>"
+            out[key[:MAX_KEY_CHARS] + f"… <cut: {len(key)} characters>"] = text[:MAX_KEY_CHARS]
+        elif len(text) > MAX_STORED_TEXT_CHARS and key not in NESTED_JSON_KEYS and key not in EMBEDDED_IMAGE_KEYS:
+            out[key] = text[:MAX_STORED_TEXT_CHARS] + f"… <cut: {len(text)} characters in the file>"
     for key in NESTED_JSON_KEYS:
         value = out.get(key)
         if isinstance(value, str) and len(value) > MAX_STORED_JSON_CHARS and key != "ssmd_cover_images":
