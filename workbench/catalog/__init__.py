@@ -1,11 +1,14 @@
-"""The DuckDB catalog and what writes it: db access, schema, :class:`Catalog`, scan, hashing, Civitai dump
-import and archives. Imports only :mod:`workbench.files` of the rest of the package."""
+"""The DuckDB catalog and what writes it: db access, schema, :class:`Catalog`, scan, hashing, Civitai (dump
+import and the online client) and archives. Imports only :mod:`workbench.files` of the rest of the package."""
 
 from __future__ import annotations
 
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
 from workbench.catalog._catalog import CONTRACT_COLUMNS, USER_FIELDS, Catalog, CatalogError, validate_user_fields
+from workbench.catalog._civitai_client import CivitaiClient, CivitaiError
+from workbench.catalog._civitai_download import DownloadResult, safe_destination
 from workbench.catalog._civitai_dump import import_civitai, import_items, item_to_record, link_local_files, read_items
+from workbench.catalog._civitai_online import CivitaiOnline, FetchReport, parse_civitai_ref
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
 from workbench.catalog._scan import LORA_SUFFIXES, ScanReport, scan
@@ -18,6 +21,11 @@ __all__ = [
     "Catalog",
     "CatalogBusyError",
     "CatalogError",
+    "CivitaiClient",
+    "CivitaiError",
+    "CivitaiOnline",
+    "DownloadResult",
+    "FetchReport",
     "Database",
     "ImportReport",
     "ScanReport",
@@ -29,7 +37,9 @@ __all__ = [
     "import_items",
     "item_to_record",
     "link_local_files",
+    "parse_civitai_ref",
     "read_items",
+    "safe_destination",
     "scan",
     "validate_user_fields",
 ]
