@@ -85,8 +85,9 @@ def _parse_retry_after(value: str | None) -> float | None:
 class _HostGate:
     """When the next request to one host may go out: Retry-After blocks, plus an adaptive pace.
 
-    The pace starts free (only the pool bounds it). On a 429 it becomes the interval at which the
-    host accepted requests in the last seconds (with a small margin); each further 429 widens it a little.
+    The pace starts free (only the pool bounds it). The first 429 sets it to the interval at which the
+    host had been accepting requests (plus 3 %); each later 429 for a request sent after the last block
+    widens it by 2 %. Sends are at least one interval apart by the clock, whoever wakes first.
     """
 
     WINDOW = 5.0
@@ -95,26 +96,36 @@ class _HostGate:
         self._lock = threading.Lock()
         self.blocked_until = 0.0
         self.interval = 0.0
-        self._next_slot = 0.0
+        self._last_sent = -1e9
+        self._last_block = -1e9
+        self._learn_at: float | None = None
         self._successes: deque[float] = deque(maxlen=256)
         self._first_success: float | None = None
         self.consecutive_429 = 0
 
-    def wait_turn(self, url: str) -> None:
-        """Sleep until a request may go out; a block longer than MAX_RETRY_AFTER fails now instead."""
+    def wait_turn(self, url: str) -> float:
+        """Sleep until a request may go out (returns the send time); a block longer than
+        MAX_RETRY_AFTER fails now instead."""
         while True:
             with self._lock:
                 now = time.monotonic()
                 if self.blocked_until - now > MAX_RETRY_AFTER:
                     wait = self.blocked_until - now
                     raise CivitaiError("rate_limited", f"{_safe(url)}: rate limited, retry after {wait:.0f} s", 429)
-                start = max(now, self.blocked_until, self._next_slot)
-                self._next_slot = start + self.interval
-            if start > now:
-                time.sleep(start - now)
-            with self._lock:
-                if time.monotonic() >= self.blocked_until:  # a 429 may have arrived while we slept
-                    return
+                if self._learn_at is not None and now >= self.blocked_until:
+                    self._learn(self._learn_at)
+                start = max(self.blocked_until, self._last_sent + self.interval)
+                if start <= now:
+                    self._last_sent = now
+                    return now
+            time.sleep(start - now)
+
+    def _learn(self, hit: float) -> None:
+        """The pace from the answers accepted in the seconds before the 429 at ``hit`` (caller holds the lock)."""
+        span = max(1.0, min(self.WINDOW, hit - (self._first_success or hit)))
+        accepted = sum(1 for t in self._successes if hit - span < t <= hit + 0.5)
+        self.interval = span / accepted * 1.03 if accepted else 0.0
+        self._learn_at = None
 
     def success(self) -> None:
         with self._lock:
@@ -124,18 +135,19 @@ class _HostGate:
                 self._first_success = now
             self.consecutive_429 = 0
 
-    def rate_limited(self, retry_after: float | None) -> float:
-        """Record a 429; returns how long the host is now blocked."""
+    def rate_limited(self, retry_after: float | None, sent_at: float) -> float:
+        """Record a 429 for a request sent at ``sent_at``; returns how long the host is now blocked."""
         with self._lock:
             now = time.monotonic()
             self.consecutive_429 += 1
             wait = retry_after if retry_after is not None else min(60.0, 2.0**self.consecutive_429)
+            if sent_at >= self._last_block:  # new evidence, not a request already in flight at the last 429
+                if self.interval == 0.0 and self._learn_at is None:
+                    self._learn_at = now  # learned when the block ends: answers in flight have landed by then
+                elif self.interval:
+                    self.interval *= 1.02
+                self._last_block = now
             self.blocked_until = max(self.blocked_until, now + wait)
-            span = max(1.0, min(self.WINDOW, now - (self._first_success or now)))
-            accepted = sum(1 for t in self._successes if t > now - span)
-            learned = span / accepted * 1.02 if accepted else 0.0
-            self.interval = max(learned, self.interval * 1.02)
-            self._next_slot = max(self._next_slot, self.blocked_until)
             return self.blocked_until - now
 
 
@@ -207,7 +219,7 @@ class CivitaiClient:
         gate = self._gate(url)
         attempt = 0
         while True:
-            gate.wait_turn(url)
+            sent_at = gate.wait_turn(url)
             try:
                 request = self._http.build_request(method, url, headers={**self._headers(url), **(headers or {})})
                 response = self._http.send(request, stream=True)
@@ -219,7 +231,7 @@ class CivitaiClient:
                 if response.status_code == 429:
                     response.close()
                     self.counts.add("rate_limited")
-                    wait = gate.rate_limited(_parse_retry_after(response.headers.get("Retry-After")))
+                    wait = gate.rate_limited(_parse_retry_after(response.headers.get("Retry-After")), sent_at)
                     if wait > MAX_RETRY_AFTER:
                         raise CivitaiError("rate_limited", f"{_safe(url)}: rate limited, retry after {wait:.0f} s", 429)
                     failure = CivitaiError("rate_limited", f"{_safe(url)}: still rate limited", 429)
