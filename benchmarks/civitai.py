@@ -78,8 +78,9 @@ def main() -> None:
     parser.add_argument("--known", type=float, default=0.9)
     parser.add_argument("--baseline-requests", type=int, default=100)
     args = parser.parse_args()
-    items = real_items(max(args.files, 50) + 10)
+    items = real_items(max(args.files, 50) * 2)
     site = FakeCivitai(items)
+    items = [i for i in items if (i.get("modelVersions") or [{}])[0].get("files")]  # a file to stand for
     import os
 
     os.environ["CIVITAI_BASE_URL"] = site.url

@@ -356,3 +356,21 @@ def test_parse_civitai_ref() -> None:
     for bad in ("https://civitai.com/images/5", "javascript:alert(1)", "https://civitai.com/models/1?modelVersionId=x"):
         with pytest.raises(ValueError):
             parse_civitai_ref(bad)
+
+
+def test_gallery_update_badge_and_filter(tmp_path, site, items) -> None:
+    from workbench.views.gallery import GalleryWidget
+
+    lib, chosen = _library(tmp_path, site, items)
+    wb = _open(tmp_path, lib)
+    wb.civitai.fetch(progress=False)
+    gallery = GalleryWidget(wb)
+    older = int(_row(wb, next(iter(chosen)))["id"])
+    marked = {r["id"]: r["update"] for r in gallery.first_rows}
+    latest = chosen[next(iter(chosen))][0]["modelVersions"][0]["name"]
+    assert marked[older] == f"newer on Civitai: {latest}" and sum(1 for v in marked.values() if v) == 1
+    gallery.set_filters(updates=True)
+    assert gallery.total == 1 and [r["id"] for r in gallery.first_rows] == [older]
+    gallery.set_filters(updates=False)
+    assert gallery.total == 3 and older not in [r["id"] for r in gallery.first_rows]
+    assert all(r["has_preview"] for r in gallery.first_rows if r["id"] != int(_row(wb, "unknown.safetensors")["id"]))
