@@ -374,3 +374,20 @@ def test_gallery_update_badge_and_filter(tmp_path, site, items) -> None:
     gallery.set_filters(updates=False)
     assert gallery.total == 3 and older not in [r["id"] for r in gallery.first_rows]
     assert all(r["has_preview"] for r in gallery.first_rows if r["id"] != int(_row(wb, "unknown.safetensors")["id"]))
+
+
+def test_examples_view_escapes_and_blurs(tmp_path, site, items) -> None:
+    from workbench.views.examples import examples_html
+
+    lib, chosen = _library(tmp_path, site, items)
+    name = next(iter(chosen))
+    vid = chosen[name][1]["id"]
+    answer = site.version_answer(vid)
+    answer["images"][0]["meta"]["prompt"] = "<script>alert(1)</script> a castle"
+    site.hostile_versions[vid] = answer
+    wb = _open(tmp_path, lib)
+    wb.civitai.fetch(progress=False)
+    page = examples_html(wb, int(_row(wb, name)["id"]), max_nsfw=2)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; a castle" in page
+    assert page.count("<img ") == 3 and page.count("blur(16px)") == 1  # levels 1, 1, 4
+    assert "No Civitai example images" in examples_html(wb, int(_row(wb, "unknown.safetensors")["id"]))
