@@ -391,3 +391,9 @@ def test_examples_view_escapes_and_blurs(tmp_path, site, items) -> None:
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; a castle" in page
     assert page.count("<img ") == 3 and page.count("blur(16px)") == 1  # levels 1, 1, 4
     assert "No Civitai example images" in examples_html(wb, int(_row(wb, "unknown.safetensors")["id"]))
+    # the library view shows them under the detail panel of the opened card
+    from workbench.views.library import LibraryView
+
+    library = LibraryView(wb)
+    library.gallery.active_id = int(_row(wb, name)["id"])
+    assert library.examples.value.count("<img ") == 3 and "&lt;script&gt;" in library.examples.value

@@ -87,7 +87,8 @@ class _HostGate:
 
     The pace starts free (only the pool bounds it). The first 429 sets it to the interval at which the
     host had been accepting requests (plus 3 %); each later 429 for a request sent after the last block
-    widens it by 2 %. Sends are at least one interval apart by the clock, whoever wakes first.
+    widens it by 2 %, and every accepted request lets it drift 2 % of the way back. Sends are at least
+    one interval apart by the clock, whoever wakes first.
     """
 
     WINDOW = 5.0
@@ -99,6 +100,7 @@ class _HostGate:
         self._last_sent = -1e9
         self._last_block = -1e9
         self._learn_at: float | None = None
+        self._base = 0.0
         self._successes: deque[float] = deque(maxlen=256)
         self._first_success: float | None = None
         self.consecutive_429 = 0
@@ -124,12 +126,14 @@ class _HostGate:
         """The pace from the answers accepted in the seconds before the 429 at ``hit`` (caller holds the lock)."""
         span = max(1.0, min(self.WINDOW, hit - (self._first_success or hit)))
         accepted = sum(1 for t in self._successes if hit - span < t <= hit + 0.5)
-        self.interval = span / accepted * 1.03 if accepted else 0.0
+        self.interval = self._base = span / accepted * 1.03 if accepted else 0.0
         self._learn_at = None
 
     def success(self) -> None:
         with self._lock:
             now = time.monotonic()
+            if self.interval > self._base:  # a widened pace drifts back to the learned one
+                self.interval = self._base + (self.interval - self._base) * 0.98
             self._successes.append(now)
             if self._first_success is None:
                 self._first_success = now

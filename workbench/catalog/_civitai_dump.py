@@ -88,7 +88,8 @@ def _files(version: Mapping[str, Any]) -> list[dict[str, Any]]:
     for f in _list(version.get("files")):
         if not isinstance(f, Mapping) or not isinstance(f.get("name"), str) or not f.get("name"):
             continue
-        raw_hashes = f.get("hashes") if isinstance(f.get("hashes"), Mapping) else {}
+        raw = f.get("hashes")
+        raw_hashes: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         hashes = {str(k).lower(): str(v).upper() for k, v in raw_hashes.items() if isinstance(v, str) and v}
         out.append(
             {
@@ -137,7 +138,7 @@ def item_to_record(item: Mapping[str, Any]) -> dict[str, Any] | None:
                 "files": _files(v),
             }
         )
-    newest = version_rows[0] if version_rows else {"id": None, "base_model": None, "files": []}
+    newest: dict[str, Any] = version_rows[0] if version_rows else {"id": None, "base_model": None, "files": []}
     primary = _primary(newest["files"]) or {}
     creator = item.get("creator")
     if isinstance(creator, Mapping):

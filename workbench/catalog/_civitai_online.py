@@ -102,7 +102,8 @@ def _loads(value: Any) -> Any:
 
 def _item_from_version(version: Mapping[str, Any]) -> dict[str, Any]:
     """A minimal model item from a version answer, for when the model itself could not be fetched."""
-    model = version.get("model") if isinstance(version.get("model"), Mapping) else {}
+    raw = version.get("model")
+    model: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     return {
         "id": version.get("modelId"),
         "name": model.get("name"),
@@ -308,7 +309,8 @@ class CivitaiOnline:
         models = self._models({t["model_id"] for t in targets.values()})
         with self.db.write() as con:
             for lora_id, target in targets.items():
-                version = target.get("version") if isinstance(target.get("version"), Mapping) else {}
+                raw = target.get("version")
+                version: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
                 item = models.get(target["model_id"]) or _item_from_version(version)
                 try:
                     rec = item_to_record(item)
@@ -399,7 +401,7 @@ class CivitaiOnline:
     def _download_image(self, client: CivitaiClient, version_id: int, position: int, image: dict[str, Any]) -> str:
         """Download one image into <home>/civitai/<version>/<position>.<ext>; returns its path relative to home."""
         url = image.get("url")
-        if not _is_http_url(url):
+        if not isinstance(url, str) or not _is_http_url(url):
             raise CivitaiError("refused", f"image URL refused (only http/https): {str(url)[:60]!r}")
         folder = self.home / "civitai" / str(int(version_id))
         folder.mkdir(parents=True, exist_ok=True)

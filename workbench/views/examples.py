@@ -1,20 +1,21 @@
 """Civitai example images of one LoRA with their prompts, offline, blurred above a chosen NSFW level.
 
 A plain ipywidgets HTML view over `wb.civitai.examples(id)`: every string is escaped, images are
-inlined from files the workbench may serve (its home), nothing is fetched from the network.
+inlined as cached WEBP thumbnails of files the workbench may serve (its home), nothing is fetched from
+the network. The library view shows it under the detail panel.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import mimetypes
-from pathlib import Path
 from typing import Any
+
+from workbench.files import ThumbnailCache
 
 #: Civitai's NSFW levels are a bitmask: 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX. Above this, images are blurred.
 DEFAULT_MAX_NSFW = 2
-_MAX_INLINE_BYTES = 4 * 1024 * 1024
+THUMB_SIZE = 256
 
 
 def examples_html(wb: Any, lora_id: int, *, max_nsfw: int = DEFAULT_MAX_NSFW) -> str:
@@ -23,14 +24,16 @@ def examples_html(wb: Any, lora_id: int, *, max_nsfw: int = DEFAULT_MAX_NSFW) ->
     if frame.empty:
         return "<div class='wb-examples'><i>No Civitai example images (run a Civitai fetch).</i></div>"
     cells = []
+    thumbs = ThumbnailCache(wb.home)
     for row in frame.to_dict("records"):
         path = row.get("path")
-        if not isinstance(path, str) or not wb.is_servable(path) or Path(path).stat().st_size > _MAX_INLINE_BYTES:
+        if not isinstance(path, str) or not wb.is_servable(path):
             continue
-        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        if not mime.startswith("image/"):
-            continue
-        data = base64.b64encode(Path(path).read_bytes()).decode()
+        image = thumbs.get(path, THUMB_SIZE)
+        if image is None:
+            continue  # not an image we can read (a video, a damaged file)
+        data = base64.b64encode(image).decode()
+        mime = "image/webp"
         level = row.get("nsfw_level")
         blurred = isinstance(level, (int, float)) and level == level and int(level) > max_nsfw
         style = "filter: blur(16px);" if blurred else ""
@@ -50,8 +53,29 @@ def examples_html(wb: Any, lora_id: int, *, max_nsfw: int = DEFAULT_MAX_NSFW) ->
     return "<div class='wb-examples'>" + "".join(cells) + "</div>"
 
 
-def examples_view(wb: Any, lora_id: int, *, max_nsfw: int = DEFAULT_MAX_NSFW) -> Any:
-    """An ipywidgets.HTML with the example gallery (embed it in a detail or library layout)."""
+def _widget_base() -> Any:
     import ipywidgets
 
-    return ipywidgets.HTML(examples_html(wb, lora_id, max_nsfw=max_nsfw))
+    return ipywidgets.HTML
+
+
+class ExamplesView(_widget_base()):  # type: ignore[misc]
+    """The example gallery of the LoRA last given to `load` (ipywidgets.HTML)."""
+
+    def __init__(self, wb: Any, *, max_nsfw: int = DEFAULT_MAX_NSFW, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._wb = wb
+        self.max_nsfw = max_nsfw
+        self.lora_id: int | None = None
+        self.add_class("wb-examples-view")
+
+    def load(self, lora_id: int | None) -> None:
+        self.lora_id = None if lora_id is None else int(lora_id)
+        self.value = "" if self.lora_id is None else examples_html(self._wb, self.lora_id, max_nsfw=self.max_nsfw)
+
+
+def examples_view(wb: Any, lora_id: int, *, max_nsfw: int = DEFAULT_MAX_NSFW) -> ExamplesView:
+    """An example gallery widget for one LoRA (embed it in any layout)."""
+    view = ExamplesView(wb, max_nsfw=max_nsfw)
+    view.load(lora_id)
+    return view
