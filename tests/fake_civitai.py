@@ -343,6 +343,8 @@ class FakeCivitai:
                         except tornado.iostream.StreamClosedError:
                             return
                     self.finish()
+                elif kind == "to-file":
+                    self.redirect("file:///etc/passwd", status=302)
                 elif kind == "elsewhere":
                     self.redirect(f"{fake.url}/api/v1/models/1", status=302)
                 elif kind == "html":

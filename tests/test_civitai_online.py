@@ -206,6 +206,7 @@ def test_malformed_and_hostile_answers(tmp_path, site, items) -> None:
                 {"url": f"{cdn}/hostile/huge-streamed"},
                 {"url": f"{cdn}/hostile/elsewhere"},
                 {"url": f"{cdn}/hostile/html"},
+                {"url": f"{cdn}/hostile/to-file"},
                 {"url": 12345},
                 "not an object",
             ],
@@ -217,14 +218,14 @@ def test_malformed_and_hostile_answers(tmp_path, site, items) -> None:
     site.hostile_versions[424242] = {"id": "x", "modelId": None}
     wb = _open(tmp_path, lib)
     wb.civitai.max_image_bytes = 1024 * 1024
-    report = wb.civitai.fetch(progress=False, max_images=8)
+    report = wb.civitai.fetch(progress=False, max_images=9)
     assert report.found == 2 and any("malformed" in e for e in report.errors)
     row = _row(wb, "a.safetensors")
     assert row["civitai_model_id"] == item["id"]  # the model answer still identifies it
     examples = wb.civitai.examples(int(row["id"]))
-    assert len(examples) == 7 and examples["path"].isna().all()
+    assert len(examples) == 8 and examples["path"].isna().all()
     reasons = " | ".join(examples["error"])
-    for expected in ("only http/https", "over the", "more than", "another host", "not an image"):
+    for expected in ("only http/https", "over the", "more than", "another host", "not an image", "non-http(s)"):
         assert expected in reasons, expected
     assert not isinstance(row["preview_path"], str)
     leftovers = [p for p in (wb.home / "civitai").rglob("*") if p.is_file() and p.parent.name == str(version["id"])]
@@ -397,3 +398,23 @@ def test_examples_view_escapes_and_blurs(tmp_path, site, items) -> None:
     library = LibraryView(wb)
     library.gallery.active_id = int(_row(wb, name)["id"])
     assert library.examples.value.count("<img ") == 3 and "&lt;script&gt;" in library.examples.value
+
+
+def test_client_settings_and_retry_after_forms(monkeypatch) -> None:
+    from email.utils import formatdate
+
+    from workbench.catalog._civitai_client import _parse_retry_after
+
+    assert _parse_retry_after("3") == 3.0 and _parse_retry_after("0.5") == 0.5
+    assert 50 < _parse_retry_after(formatdate(__import__("time").time() + 60, usegmt=True)) <= 60
+    assert _parse_retry_after("soon") is None and _parse_retry_after(None) is None
+    monkeypatch.setenv("CIVITAI_BASE_URL", "file:///etc")
+    with pytest.raises(ValueError, match="CIVITAI_BASE_URL"):
+        CivitaiClient()
+    monkeypatch.setenv("CIVITAI_BASE_URL", "https://mirror.example/")
+    monkeypatch.setenv("CIVITAI_API_KEY", "  ")
+    client = CivitaiClient()
+    assert client.base_url == "https://mirror.example" and "unset" in repr(client)
+    with pytest.raises(ValueError):
+        client.version_by_hash("not-a-hash")
+    client.close()
