@@ -111,6 +111,7 @@ function render({ model, el: root }) {
     ["has_preview", "Has preview"],
     ["missing", "Missing"],
     ["errors", "Errors"],
+    ["updates", "Update available"],
   ]) {
     const wrap = el("label", "wb-field");
     const select = el("select", `wb-filter-${key}`);
@@ -202,6 +203,7 @@ function render({ model, el: root }) {
       has_preview: tristateValue(tristates.has_preview),
       missing: tristateValue(tristates.missing),
       errors: tristateValue(tristates.errors),
+      updates: tristateValue(tristates.updates),
     };
   }
   function sendFilters(extra) {
@@ -353,6 +355,7 @@ function render({ model, el: root }) {
     const badges = el("div", "wb-badges");
     if (row.missing) badges.append(badge("missing", "wb-badge-missing", "The file is no longer on disk"));
     if (row.error) badges.append(badge("error", "wb-badge-error", row.error));
+    if (row.update) badges.append(badge("update", "wb-badge-update", row.update));
     thumb.append(badges);
 
     const body = el("div", "wb-body");

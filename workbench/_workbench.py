@@ -93,6 +93,16 @@ class Workbench:
 
         return import_civitai(self.db, path, progress=progress)
 
+    @property
+    def civitai(self) -> Any:
+        """Civitai online (`workbench.catalog.CivitaiOnline`): fetch, link, updates, examples, download.
+        Nothing goes to the network until one of them is called."""
+        if getattr(self, "_civitai", None) is None:
+            from workbench.catalog import CivitaiOnline
+
+            self._civitai = CivitaiOnline(self.db, self.home)
+        return self._civitai
+
     # generation
     @property
     def queue(self) -> JobQueue:

@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     # [recommend helper] recommend, import-civitai
     _add_recommend_commands(sub)
     # [/recommend helper]
+    # [civitai helper] civitai fetch|link|updates|download
+    _add_civitai_commands(sub)
+    # [/civitai helper]
     return parser
 
 
@@ -428,6 +431,97 @@ def _add_recommend_commands(sub: Any) -> None:
 
 
 # [/recommend helper]
+
+
+# [civitai helper]
+def _cmd_civitai_fetch(args: argparse.Namespace) -> int:
+    """Identify files on Civitai by SHA256 and store what it says (the only command that asks by hash)."""
+    report = _open(args).civitai.fetch(
+        refresh=args.refresh, max_images=args.images, sidecars=args.sidecars, progress=not args.quiet
+    )
+    print(report)
+    for error in report.errors:
+        print(f"  error: {error}", file=sys.stderr)
+    return 1 if report.errors and not (report.found or report.not_found or report.cached) else 0
+
+
+def _cmd_civitai_link(args: argparse.Namespace) -> int:
+    from workbench.catalog import CivitaiError
+
+    try:
+        result = _open(args).civitai.link(args.id, args.url)
+    except CivitaiError as exc:
+        print(f"workbench civitai link: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"LoRA {result['lora_id']} linked to Civitai model {result['model_id']} "
+        f"version {result['version_id']} ({result['images']} images)"
+    )
+    for error in result["errors"]:
+        print(f"  error: {error}", file=sys.stderr)
+    return 0
+
+
+def _cmd_civitai_updates(args: argparse.Namespace) -> int:
+    frame = _open(args).civitai.updates(refresh=args.refresh, progress=not args.quiet)
+    if args.format == "jsonl":
+        for record in frame.to_dict("records"):
+            print(json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False))
+    elif frame.empty:
+        print("no updates available (from the last fetch; --refresh asks Civitai again)")
+    else:
+        cols = ["id", "name", "current_version", "current_version_id", "latest_version", "latest_version_id"]
+        print(frame[cols].to_string(index=False))
+    return 0
+
+
+def _cmd_civitai_download(args: argparse.Namespace) -> int:
+    from workbench.catalog import CivitaiError
+
+    try:
+        result = _open(args).civitai.download(args.ref, args.to, progress=not args.quiet)
+    except CivitaiError as exc:
+        print(f"workbench civitai download: {exc}", file=sys.stderr)
+        return 1
+    print(result)
+    return 0
+
+
+def _add_civitai_commands(sub: Any) -> None:
+    group = sub.add_parser(
+        "civitai", help="ask Civitai about your files: fetch by hash, link, updates, download"
+    ).add_subparsers(dest="civitai_command", required=True)
+
+    p = group.add_parser("fetch", help="look files up by SHA256; store metadata, previews and example images")
+    _add_home(p)
+    p.add_argument("--refresh", action="store_true", help="ask again about files already looked up")
+    p.add_argument("--images", type=int, default=4, help="example images kept per version (default 4; 0: none)")
+    p.add_argument("--sidecars", action="store_true", help="also write .civitai.info and .metadata.json sidecars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_civitai_fetch)
+
+    p = group.add_parser("link", help="link a file to a Civitai version by hand (when its hash is not known)")
+    p.add_argument("id", type=int, help="catalog id of the LoRA")
+    p.add_argument("--url", required=True, help="https://civitai.com/models/ID?modelVersionId=VID, or a version id")
+    _add_home(p)
+    p.set_defaults(func=_cmd_civitai_link)
+
+    p = group.add_parser("updates", help="LoRAs whose Civitai model has a newer version")
+    _add_home(p)
+    p.add_argument("--format", choices=["table", "jsonl"], default="table")
+    p.add_argument("--refresh", action="store_true", help="ask Civitai about those models again first")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_civitai_updates)
+
+    p = group.add_parser("download", help="download a model version into a folder and add it to the catalog")
+    p.add_argument("ref", help="a version id or a Civitai model/download URL")
+    p.add_argument("--to", required=True, help="library folder to put the file in")
+    _add_home(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_civitai_download)
+
+
+# [/civitai helper]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,12 @@
-"""The DuckDB catalog and what writes it: db access, schema, :class:`Catalog`, scan, hashing, Civitai dump
-import and archives. Imports only :mod:`workbench.files` of the rest of the package."""
+"""The DuckDB catalog and what writes it: db access, schema, :class:`Catalog`, scan, hashing, Civitai (dump
+import and the online client) and archives. Imports only :mod:`workbench.files` of the rest of the package."""
 
 from __future__ import annotations
 
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
 from workbench.catalog._catalog import CONTRACT_COLUMNS, Catalog, CatalogError, LoraFilters, validate_user_fields
+from workbench.catalog._civitai_client import CivitaiClient, CivitaiError
+from workbench.catalog._civitai_download import DownloadResult, safe_destination
 from workbench.catalog._civitai_dump import (
     CivitaiImportReport,
     import_civitai,
@@ -13,6 +15,7 @@ from workbench.catalog._civitai_dump import (
     link_local_files,
     read_items,
 )
+from workbench.catalog._civitai_online import CivitaiOnline, FetchReport, parse_civitai_ref
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
 from workbench.catalog._scan import (
@@ -36,6 +39,11 @@ __all__ = [
     "CatalogBusyError",
     "CatalogError",
     "CivitaiImportReport",
+    "CivitaiClient",
+    "CivitaiError",
+    "CivitaiOnline",
+    "DownloadResult",
+    "FetchReport",
     "Database",
     "ImportReport",
     "LoraFilters",
@@ -49,7 +57,9 @@ __all__ = [
     "import_items",
     "item_to_record",
     "link_local_files",
+    "parse_civitai_ref",
     "read_items",
+    "safe_destination",
     "scan",
     "validate_user_fields",
 ]

@@ -78,12 +78,19 @@ def _base_model(label: Any) -> str | None:
     return normalize_base_model(label) if isinstance(label, str) else None
 
 
+def _list(value: Any) -> list[Any]:
+    """A JSON list, or [] for anything else (a string must not become a list of its characters)."""
+    return value if isinstance(value, list) else []
+
+
 def _files(version: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for f in version.get("files") or []:
-        if not isinstance(f, Mapping) or not f.get("name"):
+    for f in _list(version.get("files")):
+        if not isinstance(f, Mapping) or not isinstance(f.get("name"), str) or not f.get("name"):
             continue
-        hashes = {str(k).lower(): str(v).upper() for k, v in (f.get("hashes") or {}).items() if v}
+        raw = f.get("hashes")
+        raw_hashes: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        hashes = {str(k).lower(): str(v).upper() for k, v in raw_hashes.items() if isinstance(v, str) and v}
         out.append(
             {
                 "name": str(f["name"]),
@@ -112,30 +119,31 @@ def item_to_record(item: Mapping[str, Any]) -> dict[str, Any] | None:
     name = item.get("name")
     if not isinstance(model_id, int) or not isinstance(name, str) or not name.strip():
         return None
-    versions = [v for v in item.get("modelVersions") or [] if isinstance(v, Mapping)]
+    versions = [v for v in _list(item.get("modelVersions")) if isinstance(v, Mapping)]
     version_rows = []
     triggers: list[str] = []
     for v in versions:
-        words = [str(w).strip() for w in v.get("trainedWords") or [] if isinstance(w, str) and w.strip()]
+        words = [str(w).strip() for w in _list(v.get("trainedWords")) if isinstance(w, str) and w.strip()]
         for w in words:
             if w not in triggers:
                 triggers.append(w)
         version_rows.append(
             {
-                "id": v.get("id"),
-                "name": v.get("name"),
-                "base_model": v.get("baseModel"),
+                "id": v.get("id") if isinstance(v.get("id"), int) else None,
+                "name": v.get("name") if isinstance(v.get("name"), str) else None,
+                "base_model": v.get("baseModel") if isinstance(v.get("baseModel"), str) else None,
                 "trained_words": words,
-                "created_at": v.get("createdAt"),
+                "created_at": v.get("createdAt") if isinstance(v.get("createdAt"), str) else None,
+                "published_at": v.get("publishedAt") if isinstance(v.get("publishedAt"), str) else None,
                 "files": _files(v),
             }
         )
-    newest = version_rows[0] if version_rows else {"id": None, "base_model": None, "files": []}
+    newest: dict[str, Any] = version_rows[0] if version_rows else {"id": None, "base_model": None, "files": []}
     primary = _primary(newest["files"]) or {}
     creator = item.get("creator")
     if isinstance(creator, Mapping):
         creator = creator.get("username")
-    tags = [str(t).strip() for t in item.get("tags") or [] if isinstance(t, (str, int)) and str(t).strip()]
+    tags = [str(t).strip() for t in _list(item.get("tags")) if isinstance(t, (str, int)) and str(t).strip()]
     file_name = primary.get("name")
     fmt = file_name.rsplit(".", 1)[-1].lower() if file_name and "." in file_name else None
     return {
@@ -161,6 +169,7 @@ def item_to_record(item: Mapping[str, Any]) -> dict[str, Any] | None:
                 "type": item.get("type"),
                 "nsfw": item.get("nsfw"),
                 "allow_commercial_use": item.get("allowCommercialUse"),
+                "nsfw_level": item.get("nsfwLevel") if isinstance(item.get("nsfwLevel"), int) else None,
                 "versions": version_rows,
             }
         },
@@ -345,14 +354,28 @@ def _bulk_upsert(con: Any, records: list[dict[str, Any]]) -> None:
 
 def _join(con: Any, lora_id: int, rec: Mapping[str, Any], version: Mapping[str, Any]) -> None:
     """Write Civitai facts onto a scanned file's row; fill descriptive fields the file lacks."""
-    current = con.execute(f"SELECT {', '.join(_FILL_IF_EMPTY)}, metadata FROM loras WHERE id = ?", [lora_id]).fetchone()
+    current = con.execute(
+        f"SELECT {', '.join(_FILL_IF_EMPTY)}, file_name, metadata FROM loras WHERE id = ?", [lora_id]
+    ).fetchone()
+    stem = current[-2].rsplit(".", 1)[0] if isinstance(current[-2], str) else None
+    current = (*current[:-2], current[-1])
     sets = {c: rec[c] for c in _JOIN_COLUMNS}
     sets["civitai_version_id"] = version.get("id") if isinstance(version.get("id"), int) else rec["civitai_version_id"]
     for col, value in zip(_FILL_IF_EMPTY, current[:-1]):
+        if col == "name" and value == stem:
+            value = None  # a name that is only the file's stem says less than Civitai's model name
         if value in (None, "", []) and rec.get(col) not in (None, "", []):
             sets[col] = rec[col]
     if "base_model" in sets:
         sets["base_model"] = _base_model(version.get("base_model")) or rec["base_model"]
+    else:  # Civitai names the finetune (Pony, Illustrious…) where the tensors only say its family (SDXL)
+        from workbench.files import base_model_family
+
+        named = _base_model(version.get("base_model"))
+        detected = current[_FILL_IF_EMPTY.index("base_model")]
+        if named and detected and named != detected and base_model_family(named) == detected:
+            sets["base_model"] = named
+            sets["base_model_evidence"] = f"civitai: baseModel {version.get('base_model')!r}"
     try:
         meta = json.loads(current[-1]) if isinstance(current[-1], str) else (current[-1] or {})
     except ValueError:

@@ -85,6 +85,23 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE roots ADD COLUMN follow_outside BOOLEAN DEFAULT false;
     """,
+    # 4 (civitai online): cached answers by SHA256 ("not_found" too), models, links made by hand, images
+    """
+    CREATE TABLE civitai_lookups (
+        sha256 VARCHAR PRIMARY KEY, status VARCHAR, model_id BIGINT, version_id BIGINT, version JSON,
+        checked_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE civitai_models (model_id BIGINT PRIMARY KEY, item JSON, fetched_at TIMESTAMP DEFAULT current_timestamp);
+    CREATE TABLE civitai_links (
+        lora_id BIGINT PRIMARY KEY, model_id BIGINT, version_id BIGINT, version JSON,
+        linked_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE civitai_images (
+        version_id BIGINT, position INTEGER, kind VARCHAR, url VARCHAR, path VARCHAR, nsfw_level INTEGER,
+        width INTEGER, height INTEGER, meta JSON, error VARCHAR, fetched_at TIMESTAMP DEFAULT current_timestamp,
+        PRIMARY KEY (version_id, position)
+    );
+    """,
 ]
 
 # The flat view every reader uses; the in-memory snapshot copies it. User fields win over file fields.

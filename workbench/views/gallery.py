@@ -61,6 +61,7 @@ DEFAULT_FILTERS: dict[str, Any] = {
     "has_preview": None,
     "missing": None,
     "errors": None,
+    "updates": None,
     "sort": "name",
     "descending": False,
     "seed": 0,
@@ -96,6 +97,8 @@ def clean_filters(raw: Any) -> dict[str, Any]:
     for key in _TRISTATE_KEYS:
         if key in raw:
             filters[key] = clean_tristate(raw[key])
+    if "updates" in raw:  # Civitai "update available" (not a catalog column: the widget turns it into ids)
+        filters["updates"] = clean_tristate(raw["updates"])
     if "sort" in raw:
         if raw["sort"] not in SORTS:
             raise InvalidMessage(f"unknown sort {raw['sort']!r}")
@@ -275,6 +278,7 @@ class GalleryWidget(NoticeWidget):
         filters = self.filters
         return self.catalog.query(
             **query_arguments(filters),
+            **self._update_arguments(filters),
             **self._sort_arguments(filters),
             limit=limit,
             offset=offset,
@@ -283,9 +287,13 @@ class GalleryWidget(NoticeWidget):
     def refresh(self, reset_scroll: bool = False) -> None:
         """Re-run the current query (after filters or data changed) and repaint the grid."""
         frame, total = self.catalog.page(
-            limit=self.page_size, offset=0, **query_arguments(self.filters), **self._sort_arguments(self.filters)
+            limit=self.page_size,
+            offset=0,
+            **query_arguments(self.filters),
+            **self._update_arguments(self.filters),
+            **self._sort_arguments(self.filters),
         )
-        first = card_rows(frame)
+        first = self._mark_updates(card_rows(frame))
         with self.hold_sync():
             self.total = total
             self.first_rows = first
@@ -352,7 +360,7 @@ class GalleryWidget(NoticeWidget):
         offset = clean_int(content.get("offset"), 0, max(self.total, 0))
         if generation != self.generation:
             return  # the browser will ask again for the current generation
-        rows = card_rows(self.query_frame(limit=self.page_size, offset=offset))
+        rows = self._mark_updates(card_rows(self.query_frame(limit=self.page_size, offset=offset)))
         self.send({"kind": "rows", "generation": generation, "offset": offset, "rows": rows})
 
     def _act_thumbs(self, content: dict[str, Any]) -> None:
@@ -459,6 +467,33 @@ class GalleryWidget(NoticeWidget):
     }
 
     # -- helpers ------------------------------------------------------------------------
+
+    # -- Civitai "update available" (badge + filter), from the last fetch's cached answers --------
+    def _updates(self) -> dict[int, str]:
+        stamp = self._wb.db.stamp()
+        if getattr(self, "_updates_stamp", None) != stamp:
+            frame = self._wb.civitai.updates(progress=False)
+            self._updates_cache = {
+                int(r["id"]): f"newer on Civitai: {r['latest_version'] or r['latest_version_id']}"[:MAX_TEXT]
+                for r in frame.to_dict("records")
+            }
+            self._updates_stamp = stamp
+        return self._updates_cache
+
+    def _update_arguments(self, filters: dict[str, Any]) -> dict[str, Any]:
+        wanted = filters.get("updates")
+        if wanted is None:
+            return {}
+        ids = set(self._updates())
+        if not wanted:
+            ids = {int(i) for i in self._wb.db.read_df("SELECT id FROM lora_view")["id"]} - ids
+        return {"ids": sorted(ids)}
+
+    def _mark_updates(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        updates = self._updates()
+        for row in rows:
+            row["update"] = updates.get(row["id"])
+        return rows
 
     def _sort_arguments(self, filters: dict[str, Any]) -> dict[str, Any]:
         sort = SORTS[filters["sort"]]

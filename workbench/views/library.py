@@ -10,6 +10,7 @@ import ipywidgets
 
 from workbench.views._feedback import guarded
 from workbench.views.detail import DetailWidget
+from workbench.views.examples import ExamplesView
 from workbench.views.gallery import PAGE_SIZE, GalleryWidget
 from workbench.views.status import StatusView
 
@@ -34,7 +35,10 @@ class LibraryView(ipywidgets.VBox):
                 flex="2 1 0", min_width="280px", max_height="820px", overflow="auto", margin="0 0 0 12px"
             ),
         )
-        body = ipywidgets.HBox([self.gallery, self.detail], layout=ipywidgets.Layout(width="100%"))
+        self.examples = ExamplesView(wb, layout=ipywidgets.Layout(margin="0 0 0 12px"))  # Civitai examples
+        side = ipywidgets.VBox([self.detail, self.examples], layout=ipywidgets.Layout(flex="2 1 0", min_width="280px"))
+        self.detail.layout.flex = "none"
+        body = ipywidgets.HBox([self.gallery, side], layout=ipywidgets.Layout(width="100%"))
         super().__init__([self.status, body], **kwargs)
         self.add_class("wb-library")
         self.gallery.observe(self._opened, names=["active_id"])
@@ -45,6 +49,7 @@ class LibraryView(ipywidgets.VBox):
     @guarded
     def _opened(self, change: Any) -> None:
         self.detail.load(change["new"])
+        self.examples.load(change["new"])
 
     @guarded
     def _gallery_changed(self, ids: list[int] | None) -> None:
