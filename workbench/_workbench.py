@@ -70,6 +70,17 @@ class Workbench:
             self._recommend = Recommender(self)
         return self._recommend
 
+    # [weights helper]
+    @property
+    def weights(self) -> Any:
+        """Weight-space analysis (`workbench.catalog.Weights`): analyze, table, get, similar, groups, duplicates."""
+        if getattr(self, "_weights", None) is None:
+            from workbench.catalog import Weights
+
+            self._weights = Weights(self.catalog)
+        return self._weights
+
+    # [/weights helper]
     def import_civitai(self, path: str | os.PathLike[str], *, progress: bool = True) -> Any:
         """Add catalog entries from a Civitai /api/v1/models export (.json, .jsonl, .jsonl.gz)."""
         from workbench.catalog import import_civitai

@@ -9,9 +9,11 @@ from workbench.catalog._civitai_dump import import_civitai, import_items, item_t
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
 from workbench.catalog._scan import LORA_SUFFIXES, ScanReport, scan
+from workbench.catalog._weights import DEFAULT_THRESHOLD, Weights, group_by_signatures
 
 __all__ = [
     "CONTRACT_COLUMNS",
+    "DEFAULT_THRESHOLD",
     "LORA_SUFFIXES",
     "USER_FIELDS",
     "ArchiveError",
@@ -21,7 +23,9 @@ __all__ = [
     "Database",
     "ImportReport",
     "ScanReport",
+    "Weights",
     "export_archive",
+    "group_by_signatures",
     "hash_catalog",
     "hash_in_background",
     "import_archive",

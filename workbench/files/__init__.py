@@ -17,6 +17,7 @@ from workbench.files._header import (
     validate_tensors,
 )
 from workbench.files._inspect import inspect_lora
+from workbench.files._module_keys import block_of, canonical_module
 from workbench.files._previews import (
     PREVIEW_SUFFIXES,
     decode_image_payload,
@@ -26,8 +27,32 @@ from workbench.files._previews import (
 from workbench.files._sidecars import DESCRIPTIVE_ORDER, merge_fields, read_sidecars, sibling_names
 from workbench.files._thumbnails import DEFAULT_SIZE, ThumbnailCache
 from workbench.files._training import md_bool, md_float, md_int
+from workbench.files._weights import (
+    ANALYSIS_VERSION,
+    SIGNATURE_DIM,
+    LoraWeights,
+    ModuleDelta,
+    WeightAnalysis,
+    WeightsError,
+    WeightSimilarity,
+    analyze_weights,
+    delta_inner,
+    weights_cosine,
+)
 
 __all__ = [
+    "ANALYSIS_VERSION",
+    "SIGNATURE_DIM",
+    "LoraWeights",
+    "ModuleDelta",
+    "WeightAnalysis",
+    "WeightSimilarity",
+    "WeightsError",
+    "analyze_weights",
+    "block_of",
+    "canonical_module",
+    "delta_inner",
+    "weights_cosine",
     "DEFAULT_SIZE",
     "DESCRIPTIVE_ORDER",
     "PREVIEW_SUFFIXES",
