@@ -300,12 +300,10 @@ class Weights:
         if cached and cached[0] == stamp:
             return cached[1]
         with self.db.read() as con:
-            table = con.execute(
+            table = con.sql(
                 "SELECT v.id, v.name, v.path, l.size_bytes, l.mtime_ns, v.base_model, w.family AS file_family,"
                 " w.signature " + self._CURRENT + " AND w.ok AND w.signature IS NOT NULL ORDER BY v.id"
-            ).arrow()
-        if hasattr(table, "read_all"):
-            table = table.read_all()
+            ).to_arrow_table()
         frame = table.drop(["signature"]).to_pandas()
         column = table.column("signature").combine_chunks()
         values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
