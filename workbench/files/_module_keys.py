@@ -67,7 +67,7 @@ def _sgm_to_diffusers(path: str) -> str:
             return "conv_in" + rest[len("conv") :] if rest.startswith("conv") else path
         level, slot = divmod(index - 1, 3)
         if slot == 2:
-            return f"down_blocks_{level}_downsamplers_0_conv"
+            return f"down_blocks_{level}_downsamplers_0_conv" if rest.startswith("op") else path
         if layer == 0:
             return f"down_blocks_{level}_resnets_{slot}_{_resnet(rest)}"
         return f"down_blocks_{level}_attentions_{slot}_{rest}"
