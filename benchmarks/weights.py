@@ -144,11 +144,13 @@ def bench_grouping(args: argparse.Namespace) -> None:
     _ = signatures @ signatures.T
     raw = time.perf_counter() - start
     start = time.perf_counter()
-    groups = group_by_signatures(signatures, 0.9, exact)
+    groups = group_by_signatures(signatures, 0.9, exact, index=args.index)
     ours = time.perf_counter() - start
     found = {tuple(members) for members, _ in groups}
     recovered = sum(tuple(p) in found for p in planted)
-    print(f"grouping: {n:,} LoRAs, {len(planted)} planted near-duplicate families, {n // 20} merges")
+    print(
+        f"grouping: {n:,} LoRAs, {len(planted)} planted near-duplicate families, {n // 20} merges, index {args.index}"
+    )
     print(f"  raw all-pairs signature product (numpy): {raw:.2f} s")
     print(f"  group_by_signatures:                     {ours:.2f} s  (goal <= {TARGET_GROUP_S:.0f} s)")
     print(f"  ratio (ours / raw all-pairs): {ours / raw:.2f}; exact confirmations: {confirmations[0]:,}")
@@ -161,6 +163,7 @@ def main() -> None:
     parser.add_argument("--modules", type=int, default=240)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto", help="FAISS index for grouping")
     parser.add_argument("--skip-analysis", action="store_true")
     parser.add_argument("--skip-grouping", action="store_true")
     args = parser.parse_args()

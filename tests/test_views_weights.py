@@ -79,3 +79,18 @@ def test_block_norm_grid_for_comparison(wb: workbench.Workbench) -> None:
     assert list(heat.x)[0] == "TE"
     for row in heat.z:
         assert abs(sum(v for v in row if v is not None) - 1) < 1e-6
+
+
+def test_weights_tab_analyses_the_library_and_follows_the_picker(wb: workbench.Workbench) -> None:
+    from workbench.views.library import dashboard_tabs
+    from workbench.views.weights import WeightsTab
+
+    tab = WeightsTab(wb)
+    assert len(tab.picker.options) == 4
+    tab.analyse().join(120)
+    assert "analysed 4 files" in tab.status.value
+    tab.picker.value = _id(wb, "a_fp16")
+    assert "nominal rank <b>4</b>" in tab.panel.summary.value
+    tabs = dashboard_tabs(wb)
+    titles = [tabs.get_title(i) for i in range(len(tabs.children))]
+    assert "Weights" in titles

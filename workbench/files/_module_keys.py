@@ -142,8 +142,10 @@ STAGE_ORDER = ("text encoder", "input", "middle", "output", "double", "single", 
 def _kind(path: str) -> str:
     if "attn2" in path:
         return "cross-attention"
-    if "attn1" in path or "self_attn" in path or "_attn_" in path or path.startswith("attn_"):
-        return "attention"
+    if "attn1" in path or "self_attn" in path:
+        return "self-attention"
+    if "_attn_" in path or path.startswith("attn_"):
+        return "attention"  # FLUX/SD3 joint attention over image and text tokens
     if "_ff_" in path or "mlp" in path or "_ff" in path or "linear1" in path or "linear2" in path:
         return "feed-forward"
     if "proj_in" in path or "proj_out" in path:

@@ -27,6 +27,8 @@ _EXPORTS = {
     "CompareView": "workbench.views.compare",
     "WeightsPanel": "workbench.views.weights",
     "WeightDuplicatesView": "workbench.views.weights",
+    "WeightsTab": "workbench.views.weights",
+    "weights_tab": "workbench.views.weights",
 }
 
 __all__ = sorted(_EXPORTS)

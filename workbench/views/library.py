@@ -94,6 +94,7 @@ def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
     builders = (
         ("workbench.views.recommend", "recommend_tab", "Recommend"),
         ("workbench.views.generate", "generation_tabs", "Generate"),
+        ("workbench.views.weights", "weights_tab", "Weights"),
     )
     for module_name, function_name, title in builders:
         try:

@@ -20,7 +20,7 @@ from workbench.views._feedback import guarded
 MAX_SIMILAR = 10
 MAX_GROUPS = 200
 
-_KIND_ORDER = ("attention", "cross-attention", "feed-forward", "projection", "conv", "other")
+_KIND_ORDER = ("self-attention", "attention", "cross-attention", "feed-forward", "projection", "conv", "other")
 
 
 def block_heatmap(record: dict[str, Any], title: str = "") -> Any:
@@ -270,3 +270,61 @@ class WeightDuplicatesView(w.VBox):
             self._wb.catalog.undo(self._edits.pop())
         self.undo_button.disabled = not self._edits
         self.find()
+
+
+class WeightsTab(w.VBox):
+    """The dashboard's Weights tab: analyse the library, look at one LoRA, find near-duplicates by weights."""
+
+    def __init__(self, wb: Any, **kwargs: Any) -> None:
+        self._wb = wb
+        self.picker = w.Dropdown(description="LoRA", options=[], layout=w.Layout(width="520px"))
+        self.analyse_all = w.Button(description="Analyse new files", icon="cogs")
+        self.status = w.HTML()
+        self.panel = WeightsPanel(wb)
+        self.duplicates = WeightDuplicatesView(wb)
+        self._thread: threading.Thread | None = None
+        self.picker.observe(self._picked, names=["value"])
+        self.analyse_all.on_click(lambda _b: self.analyse())
+        super().__init__(
+            [w.HBox([self.picker, self.analyse_all, self.status]), self.panel, w.HTML("<hr>"), self.duplicates],
+            **kwargs,
+        )
+        self.add_class("wb-weights-tab")
+        self.refresh()
+
+    def notify_error(self, message: str) -> None:
+        self.status.value = f'<span style="color:#b00">{html.escape(message)}</span>'
+
+    @guarded
+    def refresh(self) -> None:
+        """Reload the LoRA list (names are option labels: ipywidgets shows them as text, not HTML)."""
+        frame = self._wb.catalog.query(missing=False, sort="name", limit=5000)
+        self.picker.options = [(f"{name} (#{int(i)})", int(i)) for i, name in zip(frame["id"], frame["name"])]
+
+    @guarded
+    def _picked(self, change: Any) -> None:
+        if change["new"] is not None:
+            self.panel.show(int(change["new"]))
+
+    def analyse(self) -> threading.Thread | None:
+        """Analyse every file without a current analysis on a background thread."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        self.status.value = "reading tensors…"
+
+        @guarded(notify=self.notify_error)
+        def work() -> None:
+            done = self._wb.weights.analyze(progress=False)
+            bad = int((~done["ok"]).sum()) if len(done) else 0
+            self.status.value = f"analysed {len(done)} files ({bad} could not be read)"
+            if self.panel.lora_id is not None:
+                self.panel.show(self.panel.lora_id)
+
+        self._thread = threading.Thread(target=work, daemon=True, name="workbench-weights-all")
+        self._thread.start()
+        return self._thread
+
+
+def weights_tab(wb: Any) -> WeightsTab:
+    """Builder for the dashboard's Weights tab."""
+    return WeightsTab(wb)
