@@ -56,6 +56,7 @@ def _index(signatures: np.ndarray, kind: str = "auto") -> Any:
     """A FAISS inner-product index over unit signatures: flat when small, HNSW (sub-quadratic) when large."""
     import faiss
 
+    index: Any
     if kind == "flat" or (kind == "auto" and len(signatures) <= FLAT_INDEX_MAX):
         index = faiss.IndexFlatIP(signatures.shape[1])
     else:
@@ -412,9 +413,11 @@ class Weights:
         try:
             for family, members_of_family in frame.groupby("family").indices.items():
                 rows = np.asarray(members_of_family)
-                found = group_by_signatures(
-                    signatures[rows], threshold, lambda i, j, rows=rows: exact(int(rows[i]), int(rows[j]))
-                )
+
+                def family_exact(i: int, j: int, rows: np.ndarray = rows) -> float | None:
+                    return exact(int(rows[i]), int(rows[j]))
+
+                found = group_by_signatures(signatures[rows], threshold, family_exact)
                 for members, lowest in found:
                     picked = frame.iloc[rows[members]]
                     out.append(

@@ -245,9 +245,7 @@ class WeightDuplicatesView(w.VBox):
         header = w.HTML(
             f"<b>Group {number + 1}</b> ({html.escape(str(group['family']))}), lowest cosine {group['similarity']:.4f}"
         )
-        box = w.VBox([header, keep, remove])
-        box.keep = keep  # type: ignore[attr-defined]
-        return box
+        return w.VBox([header, keep, remove])
 
     @guarded
     def keep_one(self, number: int, keep_id: int) -> int:
