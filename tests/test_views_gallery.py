@@ -335,7 +335,7 @@ def test_dashboard_tabs_include_later_capabilities_only_when_they_build(
     monkeypatch.setitem(sys.modules, "workbench.views.recommend", broken)
     monkeypatch.setitem(sys.modules, "workbench.views.generate", working)
     tabs = dashboard_tabs(wb)
-    assert [tabs.get_title(i) for i in range(len(tabs.children))] == ["Library", "Generate", "History"]
+    assert [tabs.get_title(i) for i in range(len(tabs.children))] == ["Library", "Generate", "History", "Weights"]
     assert isinstance(tabs.children[0], LibraryView)
 
 
