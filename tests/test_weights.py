@@ -453,3 +453,68 @@ def test_no_alpha_anywhere_means_scale_one(tmp_path: Path) -> None:
     unscaled = analyze_weights(write_safetensors(tmp_path / "b.safetensors", t))
     assert unscaled.ok and scaled.ok
     assert unscaled.total_norm == pytest.approx(scaled.total_norm, rel=1e-6)  # alpha 4 / rank 4 = 1
+
+
+def _module_set(keys: list[str]) -> set[str]:
+    from workbench.files._analysis import key_facts
+    from workbench.files._module_keys import fused_parts
+
+    out: set[str] = set()
+    for facts in key_facts(keys):
+        if facts.param and facts.param != "alpha":
+            canonical = canonical_module(facts.module)
+            split = fused_parts(canonical)
+            out |= {key for key, _, _ in split[1]} if split else {canonical}
+    return out
+
+
+def test_real_flux_kohya_and_diffusers_key_lists_name_the_same_modules(shared_data: Path) -> None:
+    """The BFL/kohya list (fused qkv / linear1) and the diffusers list (split q, k, v, proj_mlp) of two real
+    FLUX LoRAs target the same 494 modules once fused modules are split."""
+    lists = {
+        name: list(json.loads((shared_data / "metadata" / f"{name}.json").read_text())["state_dict_keys"])
+        for name in ("flux_lora_kohya_format", "flux_lora_diffusers_format")
+    }
+    kohya, diffusers = (_module_set(keys) for keys in lists.values())
+    assert len(kohya) == 494 and kohya == diffusers
+
+
+def test_flux_fused_kohya_file_equals_its_diffusers_conversion(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    rank, hidden = 4, 3072
+    fused = {  # kohya module: (down, up) with FLUX widths
+        "lora_unet_double_blocks_0_img_attn_qkv": (rank, hidden, 3 * hidden),
+        "lora_unet_double_blocks_0_img_attn_proj": (rank, hidden, hidden),
+        "lora_unet_single_blocks_3_linear1": (rank, hidden, 7 * hidden),
+        "lora_unet_single_blocks_3_linear2": (rank, 5 * hidden, hidden),
+    }
+    kohya: dict[str, np.ndarray] = {}
+    peft: dict[str, np.ndarray] = {}
+    splits = {
+        "lora_unet_double_blocks_0_img_attn_qkv": [f"transformer_blocks.0.attn.to_{p}" for p in "qkv"],
+        "lora_unet_double_blocks_0_img_attn_proj": ["transformer_blocks.0.attn.to_out.0"],
+        "lora_unet_single_blocks_3_linear1": [f"single_transformer_blocks.3.attn.to_{p}" for p in "qkv"]
+        + ["single_transformer_blocks.3.proj_mlp"],
+        "lora_unet_single_blocks_3_linear2": ["single_transformer_blocks.3.proj_out"],
+    }
+    for name, (r, width_in, width_out) in fused.items():
+        down = (rng.standard_normal((r, width_in)) / 10).astype(np.float32)
+        up = (rng.standard_normal((width_out, r)) / 10).astype(np.float32)
+        kohya[f"{name}.lora_down.weight"], kohya[f"{name}.lora_up.weight"] = down, up
+        kohya[f"{name}.alpha"] = np.array(2.0, np.float32)
+        row = 0
+        for target in splits[name]:
+            rows = 4 * hidden if target.endswith("proj_mlp") else hidden
+            peft[f"transformer.{target}.lora_A.weight"] = down
+            peft[f"transformer.{target}.lora_B.weight"] = (up[row : row + rows] * 0.5).astype(np.float16)
+            row += rows
+        assert row == width_out
+    a = write_safetensors(tmp_path / "flux_kohya.safetensors", kohya)
+    b = write_safetensors(tmp_path / "flux_peft.safetensors", peft)
+    result = weights_cosine(a, b)
+    assert result.common_modules == 9
+    assert result.cosine >= 0.999
+    analysis = analyze_weights(a)
+    assert analysis.ok and analysis.family == "FLUX"
+    assert {row["block"] for row in analysis.modules} == {"D00", "S03"}
+    assert len(analysis.modules) == 9

@@ -9,8 +9,9 @@ component, then the diffusers path with ``.`` written as ``_``), so a converted 
 original. :func:`block_of` then says where the module sits the way block-weight users count (``IN04``,
 ``MID``, ``OUT05``; FLUX ``D07``/``S12``; text encoders ``TE``/``TE2``).
 
-Not mapped (documented limits): FLUX kohya/BFL fused ``qkv``/``linear1`` modules versus the split
-diffusers ``to_q``/``to_k``/``to_v`` modules (different module sets, so they share fewer modules), and
+FLUX files in BFL/kohya naming (``lora_unet_double_blocks_7_img_attn_proj``) map to diffusers names
+(``unet/transformer_blocks_7_attn_to_out_0``); their fused ``qkv``/``linear1`` modules are split by output rows
+into the diffusers ``to_q``/``to_k``/``to_v``/``proj_mlp`` modules (:func:`fused_parts`). Not mapped:
 cloneofsimo's numbered modules (``unet:12``), which only match other cloneofsimo files.
 """
 
@@ -89,6 +90,52 @@ def _sgm_to_diffusers(path: str) -> str:
     return path
 
 
+# FLUX: BFL/kohya names (`double_blocks_N_img_attn_proj`) → diffusers names. Fused projections are split in
+# :data:`_FLUX_FUSED` (rows of the fused output, as fractions of it).
+_FLUX_DOUBLE = re.compile(r"^double_blocks_(\d+)_(.+)$")
+_FLUX_SINGLE = re.compile(r"^single_blocks_(\d+)_(.+)$")
+_FLUX_DOUBLE_NAMES = {
+    "img_attn_proj": "attn_to_out_0",
+    "txt_attn_proj": "attn_to_add_out",
+    "img_mlp_0": "ff_net_0_proj",
+    "img_mlp_2": "ff_net_2",
+    "txt_mlp_0": "ff_context_net_0_proj",
+    "txt_mlp_2": "ff_context_net_2",
+    "img_mod_lin": "norm1_linear",
+    "txt_mod_lin": "norm1_context_linear",
+}
+_FLUX_SINGLE_NAMES = {"linear2": "proj_out", "modulation_lin": "norm_linear"}
+_FLUX_FUSED = {
+    # fused name → ((part name, first row, end row), …) in units of 1/denominator of the output rows
+    "img_attn_qkv": (3, (("attn_to_q", 0, 1), ("attn_to_k", 1, 2), ("attn_to_v", 2, 3))),
+    "txt_attn_qkv": (3, (("attn_add_q_proj", 0, 1), ("attn_add_k_proj", 1, 2), ("attn_add_v_proj", 2, 3))),
+    # single blocks: q, k, v (hidden each) then the MLP input (4 × hidden) in one 7 × hidden output
+    "linear1": (7, (("attn_to_q", 0, 1), ("attn_to_k", 1, 2), ("attn_to_v", 2, 3), ("proj_mlp", 3, 7))),
+}
+
+
+def _flux_to_diffusers(path: str) -> str:
+    match = _FLUX_DOUBLE.match(path)
+    if match and match[2] in _FLUX_DOUBLE_NAMES:
+        return f"transformer_blocks_{match[1]}_{_FLUX_DOUBLE_NAMES[match[2]]}"
+    match = _FLUX_SINGLE.match(path)
+    if match and match[2] in _FLUX_SINGLE_NAMES:
+        return f"single_transformer_blocks_{match[1]}_{_FLUX_SINGLE_NAMES[match[2]]}"
+    return path
+
+
+def fused_parts(canonical: str) -> tuple[int, list[tuple[str, int, int]]] | None:
+    """For a FLUX BFL/kohya fused module (``double_blocks_N_img_attn_qkv``, ``single_blocks_N_linear1``): the
+    denominator and the diffusers modules its output rows split into; None for an ordinary module."""
+    component, _, path = canonical.partition("/")
+    for pattern, prefix in ((_FLUX_DOUBLE, "transformer_blocks"), (_FLUX_SINGLE, "single_transformer_blocks")):
+        match = pattern.match(path)
+        if match and match[2] in _FLUX_FUSED:
+            denominator, parts = _FLUX_FUSED[match[2]]
+            return denominator, [(f"{component}/{prefix}_{match[1]}_{name}", a, b) for name, a, b in parts]
+    return None
+
+
 def canonical_module(module: str) -> str:
     """The layout-independent name of a module (as parsed from a tensor key by ``workbench.files._analysis``)."""
     match = _CLONEOFSIMO.match(module)
@@ -110,7 +157,7 @@ def canonical_module(module: str) -> str:
     path = rest.replace(".", "_")
     if component == "unet":
         path = path.removeprefix("unet_")  # kohya conversions that kept diffusers' `unet.` prefix
-        path = _sgm_to_diffusers(path)
+        path = _flux_to_diffusers(_sgm_to_diffusers(path))
     # Old diffusers attention processors: `attn1.processor.to_k_lora`, `to_out_lora` = `to_out.0`.
     path = path.replace("_processor_", "_")
     if path.endswith("_to_out"):

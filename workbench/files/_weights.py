@@ -39,7 +39,7 @@ import numpy as np
 
 from workbench.files._analysis import analyse_tensors, base_model_family, base_model_from_metadata, key_facts
 from workbench.files._header import HeaderError, open_regular_file, read_header
-from workbench.files._module_keys import block_of, block_sort_key, canonical_module
+from workbench.files._module_keys import block_of, block_sort_key, canonical_module, fused_parts
 
 #: Length of the per-LoRA signature vector (float32).
 SIGNATURE_DIM = 256
@@ -130,6 +130,7 @@ def delta_inner(a: ModuleDelta, b: ModuleDelta) -> float:
 class _Plan:
     source: str
     params: dict[str, str] = field(default_factory=dict)  # param → tensor key
+    rows: tuple[int, int, int] | None = None  # part of a fused module: output rows [a/d, b/d) as (a, b, d)
 
 
 class LoraWeights:
@@ -165,7 +166,8 @@ class LoraWeights:
             raise WeightsError(f"cannot map the file: {err}") from None
         finally:
             os.close(fd)
-        self._alphas_present = sum("alpha" in plan.params for plan in self.modules.values())
+        self._alphas_present = len({plan.source for plan in self.modules.values() if "alpha" in plan.params})
+        self._fused: tuple[str, Any] = ("", None)
 
     def _plan(self, keys: list[str]) -> None:
         by_source: dict[str, _Plan] = {}
@@ -181,9 +183,16 @@ class LoraWeights:
                     skipped.append(source)
                 continue
             canonical = canonical_module(source)
-            if canonical in self.modules:
-                raise WeightsError(f"modules {self.modules[canonical].source!r} and {source!r} are the same module")
-            self.modules[canonical] = plan
+            split = fused_parts(canonical)
+            parts = (
+                [(canonical, plan)]
+                if split is None
+                else [(key, _Plan(source, plan.params, (a, b, split[0]))) for key, a, b in split[1]]
+            )
+            for key, part in parts:
+                if key in self.modules:
+                    raise WeightsError(f"modules {self.modules[key].source!r} and {source!r} are the same module")
+                self.modules[key] = part
         if skipped:
             self.warnings.append(f"{len(skipped)} modules hold no weight factors (first: {skipped[0]!r})")
         if not self.modules:
@@ -255,6 +264,23 @@ class LoraWeights:
     def module(self, canonical: str) -> ModuleDelta:
         """Read one module's tensors and return its effective delta in low-rank form."""
         plan = self.modules[canonical]
+        if plan.rows is None:
+            return self._delta(canonical, plan)
+        if self._fused[0] == plan.source:  # the parts of a fused module come one after another
+            delta = self._fused[1]
+        else:
+            delta = self._delta(canonical, plan)
+            self._fused = (plan.source, delta)
+        first, end, denominator = plan.rows
+        rows = delta.up.shape[0]
+        if rows % denominator:
+            raise WeightsError(
+                f"module {plan.source!r}: {rows} output rows cannot be split into {denominator} equal parts"
+            )
+        part = slice(first * rows // denominator, end * rows // denominator)
+        return ModuleDelta(canonical, plan.source, delta.network, delta.up[part], delta.down, delta.nominal_rank)
+
+    def _delta(self, canonical: str, plan: _Plan) -> ModuleDelta:
         params = plan.params
         if "diff" in params:
             diff = self._load(plan, "diff")
@@ -357,8 +383,8 @@ class LoraWeights:
         return ModuleDelta(canonical, plan.source, "LoKr", np.kron(p1, p2) * scale, np.kron(q1, q2), rank or k)
 
     def iter_modules(self) -> Iterator[ModuleDelta | _Skip]:
-        """Every module in name order, read one at a time; unsupported variants come back as skips."""
-        for canonical in sorted(self.modules):
+        """Every module in file order, read one at a time; unsupported variants come back as skips."""
+        for canonical in self.modules:
             try:
                 yield self.module(canonical)
             except _Unsupported as skip:
