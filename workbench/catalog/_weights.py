@@ -12,6 +12,7 @@ group has an exact cosine ≥ the threshold, so a 50/50 merge of two LoRAs (cosi
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,8 @@ from workbench.files import (
 
 if TYPE_CHECKING:
     from workbench.catalog._catalog import Catalog
+
+log = logging.getLogger("workbench.weights")
 
 #: Default cosine for "near-duplicate by weights": the same LoRA re-saved (fp16, other alpha, other key
 #: layout, re-factorised) scores ≥ 0.999, retrains of one dataset typically 0.9–0.99, a 50/50 merge ≈ 0.71
@@ -217,7 +220,11 @@ class Weights:
                 return None
             if st.st_size != size or st.st_mtime_ns != mtime_ns:
                 return None  # changed since the scan: the next scan picks it up
-            return analyze_weights(path)
+            try:
+                return analyze_weights(path)
+            except Exception as err:  # a bug must not stop the run over a library; the file records it
+                log.exception("weight analysis of %s failed", path)
+                return WeightAnalysis(path=path, error=f"unexpected error: {type(err).__name__}: {err}")
 
         with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for item, result in zip(pending, pool.map(run, pending)):
