@@ -69,6 +69,7 @@ class ModuleDelta:
     up: np.ndarray
     down: np.ndarray | None
     nominal_rank: int
+    scale: float = 1.0  # ΔW = scale · up · down (kept apart so the factors are never rescaled in memory)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -77,11 +78,12 @@ class ModuleDelta:
 
     def grams(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(UᵀU, VVᵀ) in float64 — k × k each; a dense ΔW gives its smaller Gram matrix and None."""
+        square = self.scale * self.scale
         if self.down is None:
             d = self.up
             gram = d @ d.T if d.shape[0] <= d.shape[1] else d.T @ d
-            return gram.astype(np.float64), None
-        return (self.up.T @ self.up).astype(np.float64), (self.down @ self.down.T).astype(np.float64)
+            return gram.astype(np.float64) * square, None
+        return (self.up.T @ self.up).astype(np.float64) * square, (self.down @ self.down.T).astype(np.float64)
 
     def norm2(self, grams: tuple[np.ndarray, np.ndarray | None] | None = None) -> float:
         """Squared Frobenius norm, ``Σ (UᵀU) ⊙ (VVᵀ)``."""
@@ -105,22 +107,23 @@ class ModuleDelta:
 
     def dense(self) -> np.ndarray:
         """The dense ΔW (tests and small modules only)."""
-        return self.up if self.down is None else self.up @ self.down
+        return self.scale * (self.up if self.down is None else self.up @ self.down)
 
 
 def delta_inner(a: ModuleDelta, b: ModuleDelta) -> float:
     """⟨ΔA, ΔB⟩_F without forming either matrix densely (shapes must agree)."""
     if a.shape != b.shape:
         raise ValueError(f"module {a.key}: shapes {a.shape} and {b.shape} differ")
+    scale = a.scale * b.scale
     if a.down is None and b.down is None:
-        return float(np.vdot(a.up, b.up))
+        return scale * float(np.vdot(a.up, b.up))
     if a.down is None:
         a, b = b, a
     if b.down is None:
         assert a.down is not None
-        return float(np.sum((a.up.T @ b.up) * a.down, dtype=np.float64))
+        return scale * float(np.sum((a.up.T @ b.up) * a.down, dtype=np.float64))
     assert a.down is not None
-    return float(np.sum((a.up.T @ b.up) * (a.down @ b.down.T), dtype=np.float64))
+    return scale * float(np.sum((a.up.T @ b.up) * (a.down @ b.down.T), dtype=np.float64))
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -278,7 +281,9 @@ class LoraWeights:
                 f"module {plan.source!r}: {rows} output rows cannot be split into {denominator} equal parts"
             )
         part = slice(first * rows // denominator, end * rows // denominator)
-        return ModuleDelta(canonical, plan.source, delta.network, delta.up[part], delta.down, delta.nominal_rank)
+        return ModuleDelta(
+            canonical, plan.source, delta.network, delta.up[part], delta.down, delta.nominal_rank, delta.scale
+        )
 
     def _delta(self, canonical: str, plan: _Plan) -> ModuleDelta:
         params = plan.params
@@ -319,7 +324,7 @@ class LoraWeights:
             )
         scale = self._scale(plan, rank)
         network = "DoRA" if "dora_scale" in params or "lora_magnitude_vector" in params else "LoRA"
-        return _lowrank(canonical, plan.source, network, up2 * np.float32(scale), factor, rank)
+        return _lowrank(canonical, plan.source, network, up2, factor, rank, scale)
 
     def _loha(self, canonical: str, plan: _Plan) -> ModuleDelta:
         missing = [p for p in _LOHA if p not in plan.params]
@@ -420,10 +425,12 @@ def _split_full(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.eye(rows, dtype=np.float32), matrix
 
 
-def _lowrank(key: str, source: str, network: str, up: np.ndarray, down: np.ndarray, rank: int) -> ModuleDelta:
+def _lowrank(
+    key: str, source: str, network: str, up: np.ndarray, down: np.ndarray, rank: int, scale: float = 1.0
+) -> ModuleDelta:
     if up.shape[1] >= min(up.shape[0], down.shape[1]):
-        return ModuleDelta(key, source, network, up @ down, None, rank)
-    return ModuleDelta(key, source, network, up, down, rank)
+        return ModuleDelta(key, source, network, up @ down, None, rank, scale)
+    return ModuleDelta(key, source, network, up, down, rank, scale)
 
 
 # --- signature -------------------------------------------------------------------------------------
@@ -461,7 +468,7 @@ def _sketch(delta: ModuleDelta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sketch = g.T @ delta.up @ h
     else:
         sketch = (g.T @ delta.up) @ (delta.down @ h)
-    return sketch.ravel(), slots, signs
+    return sketch.ravel() * np.float32(delta.scale), slots, signs
 
 
 # --- analysis --------------------------------------------------------------------------------------
@@ -560,8 +567,29 @@ class WeightAnalysis:
         }
 
 
-def _energy_rank(energy: np.ndarray, total: float, share: float) -> int:
-    return int(np.searchsorted(np.cumsum(energy), share * total * (1 - 1e-9)) + 1)
+_BATCH_RANK_MAX = 64  # modules with k ≤ this get their k × k eigen-problems solved in one batched call
+
+
+def _energy_ranks(squares: np.ndarray) -> tuple[int, int]:
+    """How many singular directions hold 90 % and 99 % of the energy (0, 0 for an all-zero module)."""
+    energy = np.sort(np.clip(squares, 0, None))[::-1]
+    total = float(energy.sum())
+    if total <= 0:
+        return 0, 0
+    cumulative = np.cumsum(energy)
+    return (
+        int(np.searchsorted(cumulative, 0.90 * total * (1 - 1e-9)) + 1),
+        int(np.searchsorted(cumulative, 0.99 * total * (1 - 1e-9)) + 1),
+    )
+
+
+def _batched_squares(stack: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """σ² of many modules of one rank at once: with UᵀU = S Sᵀ, σ² = eig(Sᵀ VVᵀ S), as stacked LAPACK calls."""
+    gram_up = np.stack([g for _, g, _ in stack])
+    gram_down = np.stack([g for _, _, g in stack])
+    lam, vectors = np.linalg.eigh(gram_up)
+    root = vectors * np.sqrt(np.clip(lam, 0, None))[:, None, :]
+    return np.linalg.eigvalsh(np.swapaxes(root, 1, 2) @ gram_down @ root)
 
 
 def analyze_weights(path: Path | str) -> WeightAnalysis:
@@ -579,6 +607,7 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
             signature = np.zeros(SIGNATURE_DIM, dtype=np.float64)
             total = 0.0
             nominal: dict[int, int] = {}
+            batches: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
             for item in lora.iter_modules():
                 if isinstance(item, _Skip):
                     block = block_of(item.key, result.family)
@@ -588,11 +617,12 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
                 grams = item.grams()
                 if not (np.isfinite(grams[0]).all() and (grams[1] is None or np.isfinite(grams[1]).all())):
                     lora.check_finite(item)
-                values = item.singular_values(grams)
-                energy = values**2
                 norm2 = item.norm2(grams)
-                rank90 = _energy_rank(energy, float(energy.sum()), 0.90) if norm2 > 0 else 0
-                rank99 = _energy_rank(energy, float(energy.sum()), 0.99) if norm2 > 0 else 0
+                if grams[1] is not None and len(grams[0]) <= _BATCH_RANK_MAX:
+                    batches.setdefault(len(grams[0]), []).append((len(result.modules), grams[0], grams[1]))
+                    rank90 = rank99 = 0  # filled in below, from one batched eigen-solve per rank
+                else:
+                    rank90, rank99 = _energy_ranks(item.singular_values(grams) ** 2)
                 block = block_of(item.key, result.family)
                 row = _module_row(
                     item.key, item.source, block, item.shape, item.nominal_rank, math.sqrt(norm2), rank90, rank99
@@ -603,6 +633,9 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
                 total += norm2
                 sketch, slots, signs = _sketch(item)
                 np.add.at(signature, slots, signs * sketch)
+            for stack in batches.values():
+                for (index, _, _), squares in zip(stack, _batched_squares(stack)):
+                    result.modules[index]["rank90"], result.modules[index]["rank99"] = _energy_ranks(squares)
             if lora.network_type == "DoRA":
                 result.warnings.append(
                     "DoRA: the norms and similarity use the low-rank direction update (alpha/rank)·up·down; "
