@@ -333,7 +333,7 @@ def test_a_tab_that_fails_to_build_is_left_out(wb: workbench.Workbench, monkeypa
         lambda wb: [("Generate", ipywidgets.Label("g")), ("History", ipywidgets.Label("h"))],
     )
     tabs = dashboard_tabs(wb)
-    assert [tabs.get_title(i) for i in range(len(tabs.children))] == ["Library", "Generate", "History"]
+    assert [tabs.get_title(i) for i in range(len(tabs.children))] == ["Library", "Generate", "History", "Weights"]
     assert isinstance(tabs.children[0], LibraryView)
 
 

@@ -14,7 +14,7 @@ from workbench.catalog import Catalog, Database
 if TYPE_CHECKING:
     import threading
 
-    from workbench.catalog import CivitaiImportReport, ImportReport, ScanReport
+    from workbench.catalog import CivitaiImportReport, CivitaiOnline, ImportReport, ScanReport, Weights
     from workbench.generate import History, JobQueue, Recipes
     from workbench.search import Recommender
 
@@ -30,6 +30,8 @@ class Workbench:
         self._queue: JobQueue | None = None
         self._history: History | None = None
         self._recipes: Recipes | None = None
+        self._weights: Weights | None = None
+        self._civitai: CivitaiOnline | None = None
 
     # -- library -----------------------------------------------------------------------
     @property
@@ -87,6 +89,15 @@ class Workbench:
             self._recommend = Recommender(self)
         return self._recommend
 
+    @property
+    def weights(self) -> Weights:
+        """Weight-space analysis (:class:`workbench.catalog.Weights`): analyze, table, get, similar, duplicates."""
+        if self._weights is None:
+            from workbench.catalog import Weights
+
+            self._weights = Weights(self.catalog)
+        return self._weights
+
     def import_civitai(self, path: str | os.PathLike[str], *, progress: bool = True) -> CivitaiImportReport:
         """Add catalog entries from a Civitai /api/v1/models export (.json, .jsonl, .jsonl.gz)."""
         from workbench.catalog import import_civitai
@@ -94,10 +105,10 @@ class Workbench:
         return import_civitai(self.db, path, progress=progress)
 
     @property
-    def civitai(self) -> Any:
-        """Civitai online (`workbench.catalog.CivitaiOnline`): fetch, link, updates, examples, download.
+    def civitai(self) -> CivitaiOnline:
+        """Civitai online (:class:`workbench.catalog.CivitaiOnline`): fetch, link, updates, examples, download.
         Nothing goes to the network until one of them is called."""
-        if getattr(self, "_civitai", None) is None:
+        if self._civitai is None:
             from workbench.catalog import CivitaiOnline
 
             self._civitai = CivitaiOnline(self.db, self.home)

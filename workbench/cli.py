@@ -69,7 +69,13 @@ def _cmd_export_catalog(args: argparse.Namespace) -> int:
 
 def _cmd_duplicates(args: argparse.Namespace) -> int:
     wb = _open(args)
+    if args.by == "weights":
+        return _print_weight_groups(wb, args.threshold, args.format)
     frame = wb.catalog.duplicates(by=args.by)
+    if args.format == "jsonl":
+        for value, group in frame.groupby("hash", sort=False):
+            print(json.dumps({args.by: value, "ids": group["id"].tolist(), "paths": group["path"].tolist()}))
+        return 0
     print(frame.to_string(index=False) if len(frame) else "no duplicates")
     return 0
 
@@ -152,8 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("duplicates", help="list duplicate files by hash")
     _add_home(p)
-    p.add_argument("--by", choices=["sha256", "tensor_hash"], default="sha256")
+    p.add_argument(
+        "--by",
+        choices=["sha256", "tensor_hash", "weights"],
+        default="sha256",
+        help="file hash, tensor-data hash, or weights: near-duplicates whose deltas have cosine >= --threshold "
+        "(run 'workbench weights' first)",
+    )
+    p.add_argument("--threshold", type=float, default=0.9, help="--by weights: lowest cosine inside a group (0.9)")
+    p.add_argument("--format", choices=["table", "jsonl"], default="table")
     p.set_defaults(func=_cmd_duplicates)
+
+    # [weights helper] weights
+    p = sub.add_parser("weights", help="analyse LoRA tensors: block norms, effective rank, similarity signature")
+    _add_home(p)
+    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="catalog ids (default: every file not analysed)")
+    p.add_argument("--force", action="store_true", help="analyse again even when a current analysis exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_weights)
+    # [/weights helper]
 
     p = sub.add_parser("report", help="run the papermill report notebook")
     _add_home(p)
@@ -205,6 +228,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_civitai_commands(sub)
     # [/civitai helper]
     return parser
+
+
+# [weights helper]
+def _cmd_weights(args: argparse.Namespace) -> int:
+    """Analyse tensors of files lacking a current analysis; print the table of analyses (errors included)."""
+    wb = _open(args)
+    done = wb.weights.analyze(args.ids or None, force=args.force, progress=not args.quiet)
+    table = wb.weights.table(args.ids or None)
+    print(f"analysed {len(done)} files now ({int((~done['ok']).sum()) if len(done) else 0} with errors)")
+    if table.empty:
+        print("no analyses (scan a library first)")
+        return 0
+    shown = table[["id", "name", "family", "network_type", "nominal_rank", "rank90", "rank99", "total_norm"]]
+    with __import__("pandas").option_context("display.max_colwidth", 40, "display.width", 200):
+        print(shown.round(3).to_string(index=False))
+    for row in table[~table["ok"]].itertuples():
+        print(f"error: {row.id} {row.path}: {row.error}", file=sys.stderr)
+    return 0
+
+
+def _print_weight_groups(wb: workbench.Workbench, threshold: float, fmt: str) -> int:
+    groups = wb.weights.groups(threshold)
+    if fmt == "jsonl":
+        for group in groups:
+            print(json.dumps(group, ensure_ascii=False))
+        return 0
+    if not groups:
+        print(f"no near-duplicates by weights at cosine >= {threshold}")
+    for number, group in enumerate(groups, start=1):
+        print(f"group {number} ({group['family']}, lowest cosine {group['similarity']:.4f}):")
+        for lora_id, path in zip(group["ids"], group["paths"]):
+            print(f"  {lora_id:>6}  {path}")
+    return 0
+
+
+# [/weights helper]
 
 
 # [generation helper]

@@ -27,6 +27,7 @@ from workbench.catalog._scan import (
     ScanReport,
     scan,
 )
+from workbench.catalog._weights import DEFAULT_THRESHOLD, Weights, group_by_signatures
 
 __all__ = [
     "MAX_ERROR_CHARS",
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_NOTE_CHARS",
     "MAX_STORED_JSON_BYTES",
     "CONTRACT_COLUMNS",
+    "DEFAULT_THRESHOLD",
     "ArchiveError",
     "Catalog",
     "CatalogBusyError",
@@ -49,7 +51,9 @@ __all__ = [
     "LoraFilters",
     "RootRefusedError",
     "ScanReport",
+    "Weights",
     "export_archive",
+    "group_by_signatures",
     "hash_catalog",
     "hash_in_background",
     "import_archive",

@@ -473,10 +473,16 @@ class Catalog:
         record["duplicates"] = dupes.to_dict("records")
         return record
 
-    def duplicates(self, by: str = "sha256") -> pd.DataFrame:
-        """Groups of catalog entries sharing a file hash (`sha256`) or a tensor-data hash (`tensor_hash`)."""
+    def duplicates(self, by: str = "sha256", threshold: float | None = None) -> pd.DataFrame:
+        """Groups of catalog entries sharing a file hash (`sha256`) or a tensor-data hash (`tensor_hash`), or
+        near-duplicates by their weights (`weights`: every pair in a group has a delta cosine ≥ `threshold`,
+        default 0.9; only LoRAs analysed with `wb.weights.analyze()` take part)."""
+        if by == "weights":
+            from workbench.catalog._weights import DEFAULT_THRESHOLD, Weights
+
+            return Weights(self).duplicates(DEFAULT_THRESHOLD if threshold is None else threshold)
         if by not in ("sha256", "tensor_hash"):
-            raise CatalogError("duplicates(by=) takes 'sha256' or 'tensor_hash'")
+            raise CatalogError("duplicates(by=) takes 'sha256', 'tensor_hash' or 'weights'")
         self.refresh()
         with self._mem_lock:
             return self._mem.execute(

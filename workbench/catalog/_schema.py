@@ -102,6 +102,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (version_id, position)
     );
     """,
+    # 5 (weights): weight-space analyses cached by file identity, exact pair cosines
+    """
+    CREATE TABLE weight_analyses (
+        path VARCHAR, size_bytes BIGINT, mtime_ns BIGINT, version INTEGER,
+        ok BOOLEAN, error VARCHAR, family VARCHAR, network_type VARCHAR, key_layout VARCHAR,
+        nominal_rank INTEGER, rank90 DOUBLE, rank99 DOUBLE, total_norm DOUBLE, module_count INTEGER,
+        summary JSON, signature FLOAT[], computed_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE INDEX weight_analyses_path ON weight_analyses(path);
+    CREATE TABLE weight_pairs (
+        key_a VARCHAR, key_b VARCHAR, cosine DOUBLE, common_modules INTEGER, error VARCHAR,
+        computed_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE INDEX weight_pairs_keys ON weight_pairs(key_a, key_b);
+    """,
 ]
 
 # The flat view every reader uses; the in-memory snapshot copies it. User fields win over file fields.

@@ -17,6 +17,7 @@ from workbench.files._header import (
     validate_tensors,
 )
 from workbench.files._inspect import inspect_lora
+from workbench.files._module_keys import block_of, canonical_module
 from workbench.files._paths import catalog_path, fs_path, is_inside, printable, refuse_system_root
 from workbench.files._previews import (
     PREVIEW_SUFFIXES,
@@ -41,6 +42,18 @@ from workbench.files._taxonomy import (
 )
 from workbench.files._thumbnails import DEFAULT_SIZE, ThumbnailCache
 from workbench.files._training import md_bool, md_float, md_int
+from workbench.files._weights import (
+    ANALYSIS_VERSION,
+    SIGNATURE_DIM,
+    LoraWeights,
+    ModuleDelta,
+    WeightAnalysis,
+    WeightsError,
+    WeightSimilarity,
+    analyze_weights,
+    delta_inner,
+    weights_cosine,
+)
 
 __all__ = [
     "BASE_MODELS",
@@ -52,6 +65,18 @@ __all__ = [
     "TINY_BASE_MODEL_VERSION",
     "TINY_CROSS_ATTENTION_DIM",
     "USER_FIELDS",
+    "ANALYSIS_VERSION",
+    "SIGNATURE_DIM",
+    "LoraWeights",
+    "ModuleDelta",
+    "WeightAnalysis",
+    "WeightSimilarity",
+    "WeightsError",
+    "analyze_weights",
+    "block_of",
+    "canonical_module",
+    "delta_inner",
+    "weights_cosine",
     "DEFAULT_SIZE",
     "DESCRIPTIVE_ORDER",
     "PREVIEW_SUFFIXES",

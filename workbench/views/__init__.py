@@ -25,6 +25,10 @@ _EXPORTS = {
     "HistoryView": "workbench.views.history",
     "HistoryWidget": "workbench.views.history",
     "CompareView": "workbench.views.compare",
+    "WeightsPanel": "workbench.views.weights",
+    "WeightDuplicatesView": "workbench.views.weights",
+    "WeightsTab": "workbench.views.weights",
+    "weights_tab": "workbench.views.weights",
 }
 
 __all__ = sorted(_EXPORTS)

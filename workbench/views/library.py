@@ -85,11 +85,13 @@ def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
     """
     from workbench.views.generate import generation_tabs
     from workbench.views.recommend import recommend_tab
+    from workbench.views.weights import weights_tab
 
     tabs: list[tuple[str, ipywidgets.Widget]] = [("Library", library_view(wb))]
     builders: list[tuple[str, Callable[[Any], list[tuple[str, ipywidgets.Widget]]]]] = [
         ("Recommend", lambda wb: [("Recommend", recommend_tab(wb))]),
         ("Generate", generation_tabs),
+        ("Weights", lambda wb: [("Weights", weights_tab(wb))]),
     ]
     for title, builder in builders:
         try:

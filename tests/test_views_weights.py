@@ -1,0 +1,96 @@
+"""Weight views without a browser: panel (summary, heatmap, similar), duplicates with keep-one, escaping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from weights_factory import random_lora, refactorised, write_kohya, write_peft
+
+import workbench
+from workbench.views.weights import WeightDuplicatesView, WeightsPanel, block_norms_grid
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture()
+def wb(tmp_path: Path) -> workbench.Workbench:
+    lib = tmp_path / "lib"
+    a = random_lora(1)
+    write_kohya(lib / f"{HOSTILE}.safetensors", a)
+    write_peft(lib / "a_peft.safetensors", refactorised(a))
+    write_kohya(lib / "a_fp16.safetensors", a, dtype=np.float16)
+    write_kohya(lib / "other.safetensors", random_lora(2))
+    bench = workbench.open(tmp_path / "home")
+    bench.scan([lib], workers=1, progress=False)
+    return bench
+
+
+def _id(wb: workbench.Workbench, stem: str) -> int:
+    frame = wb.catalog.query(limit=None)
+    return int(next(i for i, p in zip(frame["id"], frame["path"]) if Path(p).stem == stem))
+
+
+def test_panel_analyses_on_demand_and_shows_heatmap_and_similar(wb: workbench.Workbench) -> None:
+    panel = WeightsPanel(wb, _id(wb, "a_peft"))
+    assert "Not analysed" in panel.summary.value
+    assert len(panel.figure.data) == 0
+    panel.analyse().join(60)
+    assert "nominal rank <b>4</b>" in panel.summary.value
+    assert panel.figure.data[0].type == "heatmap"
+    assert "IN01" in list(panel.figure.data[0].x) and "TE" in list(panel.figure.data[0].x)
+    # similar shows only analysed LoRAs: the others were not read yet
+    assert "No other analysed LoRA" in panel.similar.value
+    wb.weights.analyze(progress=False)
+    panel.show(_id(wb, "a_peft"))
+    assert "1.0000" in panel.similar.value
+    assert HOSTILE not in panel.similar.value and "&lt;img src=x" in panel.similar.value
+
+
+def test_duplicates_view_keeps_one_and_undoes(wb: workbench.Workbench) -> None:
+    wb.weights.analyze(progress=False)
+    view = WeightDuplicatesView(wb)
+    view.find()
+    assert len(view.groups) == 1 and len(view.groups[0]["ids"]) == 3
+    html_text = " ".join(
+        c.value
+        for box in view.groups_box.children
+        for c in box.children
+        if hasattr(c, "value") and isinstance(c.value, str)
+    )
+    assert HOSTILE not in html_text
+    keep = _id(wb, "a_fp16")
+    view.keep_one(0, keep)
+    remaining = set(wb.catalog.query(limit=None)["id"])
+    assert keep in remaining and _id(wb, "other") in remaining and len(remaining) == 2
+    assert view.groups == []
+    view.undo()
+    assert len(wb.catalog.query(limit=None)) == 4
+    assert len(view.groups) == 1
+
+
+def test_block_norm_grid_for_comparison(wb: workbench.Workbench) -> None:
+    wb.weights.analyze(progress=False)
+    ids = [_id(wb, "a_peft"), _id(wb, "other")]
+    figure = block_norms_grid([wb.weights.get(i) for i in ids], ["a_peft", "other"])
+    heat = figure.data[0]
+    assert list(heat.y) == ["a_peft", "other"]
+    assert list(heat.x)[0] == "TE"
+    for row in heat.z:
+        assert abs(sum(v for v in row if v is not None) - 1) < 1e-6
+
+
+def test_weights_tab_analyses_the_library_and_follows_the_picker(wb: workbench.Workbench) -> None:
+    from workbench.views.library import dashboard_tabs
+    from workbench.views.weights import WeightsTab
+
+    tab = WeightsTab(wb)
+    assert len(tab.picker.options) == 4
+    tab.analyse().join(120)
+    assert "analysed 4 files" in tab.status.value
+    tab.picker.value = _id(wb, "a_fp16")
+    assert "nominal rank <b>4</b>" in tab.panel.summary.value
+    tabs = dashboard_tabs(wb)
+    titles = [tabs.get_title(i) for i in range(len(tabs.children))]
+    assert "Weights" in titles

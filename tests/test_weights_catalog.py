@@ -1,0 +1,154 @@
+"""Weights in the catalog: cached analyses, similar by weights, near-duplicate groups, CLI, bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_weights import _bad_files
+from weights_factory import merged, random_lora, refactorised, rescaled_alpha, sdxl_lora, write_kohya, write_peft
+
+import workbench
+from workbench.catalog import group_by_signatures
+from workbench.cli import main
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("weights_lib")
+    lib = root / "loras"
+    a, b, c = random_lora(1), random_lora(2), random_lora(3, rank=8)
+    write_kohya(lib / "a.safetensors", a)
+    write_kohya(lib / "copies" / "a_fp16.safetensors", a, dtype=np.float16)
+    write_kohya(lib / "copies" / "a_alpha.safetensors", rescaled_alpha(a))
+    write_kohya(lib / "copies" / "a_refactorised.safetensors", refactorised(a))
+    write_peft(lib / "converted" / "a_peft.safetensors", a)
+    write_kohya(lib / "b.safetensors", b)
+    write_peft(lib / "converted" / "b_peft.safetensors", b, dtype=np.float16)
+    write_peft(lib / "merge_ab.safetensors", merged(a, b))
+    write_kohya(lib / "c.safetensors", c)
+    xl, sgm = sdxl_lora(4)
+    write_kohya(lib / "xl" / "xl_kohya.safetensors", xl, names=sgm)
+    write_peft(lib / "xl" / "xl_peft.safetensors", xl)
+    _bad_files(lib / "bad")
+    home = root / "home"
+    wb = workbench.open(home)
+    wb.scan(lib, workers=1, progress=False)
+    return home, lib
+
+
+def _ids(wb: workbench.Workbench) -> dict[str, int]:
+    frame = wb.catalog.query(limit=None)
+    return {Path(p).stem: int(i) for p, i in zip(frame["path"], frame["id"])}
+
+
+def test_analyze_caches_results_and_records_bad_files(library: tuple[Path, Path]) -> None:
+    home, lib = library
+    wb = workbench.open(home)
+    done = wb.weights.analyze(progress=False)
+    ids = _ids(wb)
+    assert set(done["id"]) == set(ids.values())
+    bad = {Path(p).stem for p in done.loc[~done["ok"], "path"]}
+    assert bad == {p.stem for p in (lib / "bad").iterdir()}
+    assert all(done.loc[~done["ok"], "error"].str.len() > 10)
+    with wb.db.read() as con:
+        valid_bad = con.execute(
+            "SELECT count(*) FROM weight_analyses WHERE path LIKE ? AND (ok OR signature IS NOT NULL)",
+            [str(lib / "bad") + "%"],
+        ).fetchall()[0][0]
+    assert valid_bad == 0
+    assert wb.weights.analyze(progress=False).empty  # cached by (path, size, mtime)
+    record = wb.weights.get(ids["a"])
+    assert record["ok"] and record["family"] == "SD1"
+    assert record["ranks"]["nominal_rank"] == 4
+    assert {b["block"] for b in record["blocks"]} >= {"TE", "IN01", "IN05", "MID", "OUT05", "OUT09"}
+    assert abs(sum(b["share"] for b in record["blocks"]) - 1) < 1e-9
+    assert wb.weights.get(ids["nan"])["error"].startswith("module")
+
+
+def test_groups_are_complete_linkage_within_a_family(library: tuple[Path, Path]) -> None:
+    home, _ = library
+    wb = workbench.open(home)
+    wb.weights.analyze(progress=False)
+    groups = wb.weights.groups(0.9)
+    named = [sorted(Path(p).stem for p in g["paths"]) for g in groups]
+    assert sorted(named) == sorted(
+        [
+            ["a", "a_alpha", "a_fp16", "a_peft", "a_refactorised"],
+            ["b", "b_peft"],
+            ["xl_kohya", "xl_peft"],
+        ]
+    )
+    assert all(g["similarity"] >= 0.999 for g in groups)
+    assert {g["family"] for g in groups} == {"SD1", "SDXL"}
+    frame = wb.catalog.duplicates(by="weights")
+    assert set(frame["group"]) == {1, 2, 3}
+    assert "merge_ab" not in {Path(p).stem for p in frame["path"]}
+    # a lower threshold lets the merge in with one parent only if every pair passes: at 0.6 the merge is
+    # ≥ 0.6 to a's and b's copies, but a and b are ≈ 0 apart, so it joins one group, never bridges both
+    low = wb.weights.groups(0.6)
+    holding_merge = [g for g in low if any(Path(p).stem == "merge_ab" for p in g["paths"])]
+    assert len(holding_merge) == 1
+    stems = {Path(p).stem for p in holding_merge[0]["paths"]}
+    assert not ({"a", "b"} <= stems)
+
+
+def test_similar_by_weights(library: tuple[Path, Path]) -> None:
+    home, _ = library
+    wb = workbench.open(home)
+    wb.weights.analyze(progress=False)
+    ids = _ids(wb)
+    similar = wb.weights.similar(ids["a"], k=6)
+    stems = [Path(p).stem for p in similar["path"]]
+    assert set(stems[:4]) == {"a_alpha", "a_fp16", "a_peft", "a_refactorised"}
+    assert (similar["cosine"].iloc[:4] >= 0.999).all()
+    assert stems[4] == "merge_ab" and 0.6 < similar["cosine"].iloc[4] < 0.8
+    assert not {"xl_kohya", "xl_peft"} & set(stems)  # other base-model family
+    with pytest.raises(LookupError, match="could not be analysed"):
+        wb.weights.similar(ids["nan"])
+
+
+def test_cli_weights_and_duplicates_jsonl(library: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    home, _ = library
+    assert main(["weights", "--home", str(home), "-q"]) == 0
+    out = capsys.readouterr()
+    assert "a_peft" in out.out and "error:" in out.err
+    assert main(["duplicates", "--home", str(home), "--by", "weights", "--format", "jsonl"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3
+    for group in lines:
+        assert group["similarity"] >= 0.999 and len(group["paths"]) >= 2
+    assert main(["duplicates", "--home", str(home), "--by", "weights", "--threshold", "0.5"]) == 0
+    assert "group 1" in capsys.readouterr().out
+
+
+def test_changed_and_removed_files(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    a = random_lora(1)
+    write_kohya(lib / "a.safetensors", a)
+    write_peft(lib / "a_peft.safetensors", a)
+    write_kohya(lib / "b.safetensors", random_lora(5))
+    wb = workbench.open(tmp_path / "home")
+    wb.scan(lib, workers=1, progress=False)
+    wb.weights.analyze(progress=False)
+    assert len(wb.weights.groups()) == 1
+    # b is rewritten as a copy of a: the rescan sees a new (size, mtime), so it is analysed again
+    write_kohya(lib / "b.safetensors", rescaled_alpha(a, 2.0))
+    wb.scan(lib, workers=1, progress=False)
+    assert list(wb.weights.analyze(progress=False)["path"]) == [str((lib / "b.safetensors").resolve())]
+    assert sorted(len(g["ids"]) for g in wb.weights.groups()) == [3]
+    ids = _ids(wb)
+    wb.catalog.remove([ids["a_peft"]])
+    assert [sorted(Path(p).stem for p in g["paths"]) for g in wb.weights.groups()] == [["a", "b"]]
+
+
+def test_grouping_splits_a_chain_by_complete_linkage() -> None:
+    """x ~ y ~ z with x and z apart: single linkage would join all three; complete linkage must not."""
+    sims = np.array([[1.0, 0.95, 0.85], [0.95, 1.0, 0.95], [0.85, 0.95, 1.0]])
+    vectors = np.linalg.cholesky(sims).astype(np.float32)  # rows with exactly these inner products
+    groups = group_by_signatures(vectors, 0.9, lambda i, j: float(sims[i, j]))
+    assert len(groups) == 1
+    members, lowest = groups[0]
+    assert len(members) == 2 and lowest >= 0.9

@@ -1,0 +1,328 @@
+"""Weight-space views: where a LoRA acts (block heatmap), its effective rank, LoRAs similar by weights, and
+near-duplicate groups with "keep one, remove the rest from the catalog".
+
+Views only call ``wb.weights`` and ``wb.catalog``; every string from a file name or the catalog is escaped
+before it reaches HTML. Analysing reads tensors (seconds for a large file), so it runs on a background thread
+and the panel redraws when it is done.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as w
+
+from workbench.views._feedback import guarded
+
+MAX_SIMILAR = 10
+MAX_GROUPS = 200
+
+_KIND_ORDER = ("self-attention", "attention", "cross-attention", "feed-forward", "projection", "conv", "other")
+
+
+def block_heatmap(record: dict[str, Any], title: str = "") -> Any:
+    """A plotly heatmap of one analysis: blocks (network order) across, layer kinds down, Frobenius norm as colour."""
+    import plotly.graph_objects as go
+
+    blocks = [b["block"] for b in record.get("blocks", [])]
+    kinds_present = {k for kinds in record.get("block_kinds", {}).values() for k in kinds}
+    kinds = [k for k in _KIND_ORDER if k in kinds_present]
+    z = [[record["block_kinds"].get(b, {}).get(k) for b in blocks] for k in kinds]
+    figure = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=blocks,
+            y=kinds,
+            colorscale="Viridis",
+            colorbar={"title": "‖ΔW‖"},
+            hovertemplate="%{x} %{y}: ‖ΔW‖_F = %{z:.4g}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=title or "Where the LoRA acts (Frobenius norm of the effective change per block and layer kind)",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"type": "category", "title": "block"},
+        yaxis={"title": ""},
+    )
+    return figure
+
+
+def block_norms_grid(records: Sequence[dict[str, Any]], names: Sequence[str]) -> Any:
+    """LoRAs side by side: one row per LoRA, blocks across, each block's share of that LoRA's energy."""
+    import plotly.graph_objects as go
+
+    order: dict[str, int] = {}
+    for record in records:
+        for position, block in enumerate(record.get("blocks", [])):
+            order.setdefault(block["block"], position)
+    columns = sorted(order, key=lambda b: _block_rank(b))
+    z = [[next((b["share"] for b in r.get("blocks", []) if b["block"] == c), None) for c in columns] for r in records]
+    figure = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=columns,
+            y=[str(n) for n in names],
+            colorscale="Viridis",
+            colorbar={"title": "share"},
+            hovertemplate="%{y} %{x}: %{z:.1%} of the energy<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="Block norms side by side (share of each LoRA's ‖ΔW‖²)",
+        height=120 + 28 * len(records),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"type": "category"},
+    )
+    return figure
+
+
+def _block_rank(block: str) -> tuple[int, str]:
+    prefixes = ("TE", "IN", "MID", "OUT", "D", "S", "J", "BASE", "?")
+    for position, prefix in enumerate(prefixes):
+        if block.startswith(prefix):
+            return position, block
+    return len(prefixes), block
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}g}"
+
+
+def summary_html(record: dict[str, Any] | None) -> str:
+    """Effective rank, norm and flags of one analysis as escaped HTML."""
+    if record is None:
+        return "<i>Not analysed yet: the weights have not been read.</i>"
+    if not record.get("ok"):
+        return f'<span style="color:#b00">Could not analyse: {html.escape(str(record.get("error")))}</span>'
+    ranks = record.get("ranks", {})
+    parts = [
+        f"<b>{html.escape(str(record.get('network_type') or ''))}</b> in "
+        f"{html.escape(str(record.get('key_layout') or ''))} layout, {record.get('module_count')} modules, "
+        f"family {html.escape(str(record.get('family') or 'unknown'))}",
+        f"nominal rank <b>{_number(ranks.get('nominal_rank'))}</b>; rank holding 90 % of each module's energy: "
+        f"median <b>{_number(ranks.get('rank90_median'))}</b> (max {_number(ranks.get('rank90_max'))}); "
+        f"99 %: median <b>{_number(ranks.get('rank99_median'))}</b> (max {_number(ranks.get('rank99_max'))})",
+        f"‖ΔW‖<sub>F</sub> over all modules: {_number(record.get('total_norm'))}",
+    ]
+    if record.get("flagged_count"):
+        parts.append(f"{record['flagged_count']} modules flagged (all-zero or skipped)")
+    for warning in record.get("warnings", [])[:5]:
+        parts.append(f'<span style="color:#8a6d00">{html.escape(str(warning))}</span>')
+    return "<br>".join(parts)
+
+
+def similar_html(frame: Any) -> str:
+    """The similar-by-weights table as escaped HTML."""
+    if frame is None or len(frame) == 0:
+        return "<i>No other analysed LoRA of the same base-model family.</i>"
+    rows = "".join(
+        f"<tr><td>{int(r.id)}</td><td>{html.escape(str(r.name))}</td><td>{r.cosine:.4f}</td></tr>"
+        for r in frame.itertuples()
+    )
+    return f"<table><thead><tr><th>id</th><th>name</th><th>cosine of ΔW</th></tr></thead><tbody>{rows}</tbody></table>"
+
+
+class WeightsPanel(w.VBox):
+    """One LoRA's weight-space analysis: summary, block heatmap, similar by weights; an Analyse button."""
+
+    def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
+        import plotly.graph_objects as go
+
+        self._wb = wb
+        self.lora_id: int | None = None
+        self.summary = w.HTML()
+        self.analyse_button = w.Button(description="Analyse weights", icon="cogs")
+        self.figure = go.FigureWidget()
+        self.similar = w.HTML()
+        self.status = w.HTML()
+        self._thread: threading.Thread | None = None
+        self.analyse_button.on_click(self._on_analyse)
+        super().__init__(
+            [self.summary, w.HBox([self.analyse_button, self.status]), self.figure, self.similar], **kwargs
+        )
+        self.add_class("wb-weights")
+        if lora_id is not None:
+            self.show(lora_id)
+
+    def notify_error(self, message: str) -> None:
+        self.status.value = f'<span style="color:#b00">{html.escape(message)}</span>'
+
+    @guarded
+    def show(self, lora_id: int) -> None:
+        """Show the stored analysis of one LoRA (nothing is read from the file here)."""
+        self.lora_id = int(lora_id)
+        record = self._wb.weights.get(self.lora_id)
+        self.summary.value = summary_html(record)
+        self.analyse_button.description = "Analyse weights" if record is None else "Analyse again"
+        with self.figure.batch_update():
+            self.figure.data = ()
+            if record is not None and record.get("ok"):
+                heatmap = block_heatmap(record)
+                self.figure.add_traces(heatmap.data)
+                self.figure.layout = heatmap.layout
+        if record is not None and record.get("ok"):
+            self.similar.value = "<b>Similar by weights</b>" + similar_html(
+                self._wb.weights.similar(self.lora_id, k=MAX_SIMILAR)
+            )
+        else:
+            self.similar.value = ""
+
+    def analyse(self) -> threading.Thread | None:
+        """Read this LoRA's tensors on a background thread, then redraw (the thread is returned for tests)."""
+        if self.lora_id is None or (self._thread is not None and self._thread.is_alive()):
+            return None
+        lora_id = self.lora_id
+        self.status.value = "reading tensors…"
+
+        @guarded(notify=self.notify_error)
+        def work() -> None:
+            self._wb.weights.analyze([lora_id], force=True, progress=False)
+            self.status.value = ""
+            if self.lora_id == lora_id:
+                self.show(lora_id)
+
+        self._thread = threading.Thread(target=work, daemon=True, name="workbench-weights")
+        self._thread.start()
+        return self._thread
+
+    @guarded
+    def _on_analyse(self, _button: Any) -> None:
+        self.analyse()
+
+
+class WeightDuplicatesView(w.VBox):
+    """Near-duplicate groups by weights; per group choose the one to keep and remove the rest from the catalog
+    (files are never deleted; undo restores them)."""
+
+    def __init__(self, wb: Any, threshold: float = 0.9, **kwargs: Any) -> None:
+        self._wb = wb
+        self.threshold = w.FloatSlider(value=threshold, min=0.5, max=1.0, step=0.005, description="cosine ≥")
+        self.find_button = w.Button(description="Find duplicates", icon="search", button_style="primary")
+        self.undo_button = w.Button(description="Undo last removal", icon="undo", disabled=True)
+        self.status = w.HTML()
+        self.groups_box = w.VBox()
+        self.groups: list[dict[str, Any]] = []
+        self._edits: list[int] = []
+        self.find_button.on_click(lambda _b: self.find())
+        self.undo_button.on_click(lambda _b: self.undo())
+        super().__init__(
+            [
+                w.HTML(
+                    "Groups of LoRAs whose weight changes are nearly the same (every pair's cosine ≥ the "
+                    "threshold): fp16/fp32 copies, re-saved with another alpha, converted between layouts, "
+                    "close retrains. Run <code>workbench weights</code> first."
+                ),
+                w.HBox([self.threshold, self.find_button, self.undo_button]),
+                self.status,
+                self.groups_box,
+            ],
+            **kwargs,
+        )
+        self.add_class("wb-weight-duplicates")
+
+    def notify_error(self, message: str) -> None:
+        self.status.value = f'<span style="color:#b00">{html.escape(message)}</span>'
+
+    @guarded
+    def find(self) -> None:
+        """Compute the groups at the slider's threshold and list them."""
+        self.groups = self._wb.weights.groups(float(self.threshold.value))[:MAX_GROUPS]
+        self.status.value = f"{len(self.groups)} groups" if self.groups else "no near-duplicates at this threshold"
+        self.groups_box.children = [self._group_box(number, g) for number, g in enumerate(self.groups)]
+
+    def _group_box(self, number: int, group: dict[str, Any]) -> w.Widget:
+        options = [
+            (f"{name}  —  {path}", int(lora_id))
+            for lora_id, name, path in zip(group["ids"], group["names"], group["paths"])
+        ]
+        keep = w.RadioButtons(options=options, value=options[0][1], layout=w.Layout(width="auto"))
+        remove = w.Button(description="Keep this one, remove the rest", icon="trash", button_style="warning")
+        remove.on_click(lambda _b, n=number: self.keep_one(n, int(keep.value)))
+        header = w.HTML(
+            f"<b>Group {number + 1}</b> ({html.escape(str(group['family']))}), lowest cosine {group['similarity']:.4f}"
+        )
+        return w.VBox([header, keep, remove])
+
+    @guarded
+    def keep_one(self, number: int, keep_id: int) -> int:
+        """Remove every member of group ``number`` except ``keep_id`` from the catalog; returns the edit id."""
+        group = self.groups[number]
+        if keep_id not in group["ids"]:
+            raise ValueError(f"LoRA {keep_id} is not in group {number + 1}")
+        others = [i for i in group["ids"] if i != keep_id]
+        edit = self._wb.catalog.remove(others)
+        self._edits.append(edit)
+        self.undo_button.disabled = False
+        self.find()
+        self.status.value = f"removed {len(others)} LoRAs from the catalog (files untouched)"
+        return edit
+
+    @guarded
+    def undo(self) -> None:
+        """Bring back the LoRAs of the last removal."""
+        if self._edits:
+            self._wb.catalog.undo(self._edits.pop())
+        self.undo_button.disabled = not self._edits
+        self.find()
+
+
+class WeightsTab(w.VBox):
+    """The dashboard's Weights tab: analyse the library, look at one LoRA, find near-duplicates by weights."""
+
+    def __init__(self, wb: Any, **kwargs: Any) -> None:
+        self._wb = wb
+        self.picker = w.Dropdown(description="LoRA", options=[], layout=w.Layout(width="520px"))
+        self.analyse_all = w.Button(description="Analyse new files", icon="cogs")
+        self.status = w.HTML()
+        self.panel = WeightsPanel(wb)
+        self.duplicates = WeightDuplicatesView(wb)
+        self._thread: threading.Thread | None = None
+        self.picker.observe(self._picked, names=["value"])
+        self.analyse_all.on_click(lambda _b: self.analyse())
+        super().__init__(
+            [w.HBox([self.picker, self.analyse_all, self.status]), self.panel, w.HTML("<hr>"), self.duplicates],
+            **kwargs,
+        )
+        self.add_class("wb-weights-tab")
+        self.refresh()
+
+    def notify_error(self, message: str) -> None:
+        self.status.value = f'<span style="color:#b00">{html.escape(message)}</span>'
+
+    @guarded
+    def refresh(self) -> None:
+        """Reload the LoRA list (names are option labels: ipywidgets shows them as text, not HTML)."""
+        frame = self._wb.catalog.query(missing=False, sort="name", limit=5000)
+        self.picker.options = [(f"{name} (#{int(i)})", int(i)) for i, name in zip(frame["id"], frame["name"])]
+
+    @guarded
+    def _picked(self, change: Any) -> None:
+        if change["new"] is not None:
+            self.panel.show(int(change["new"]))
+
+    def analyse(self) -> threading.Thread | None:
+        """Analyse every file without a current analysis on a background thread."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        self.status.value = "reading tensors…"
+
+        @guarded(notify=self.notify_error)
+        def work() -> None:
+            done = self._wb.weights.analyze(progress=False)
+            bad = int((~done["ok"]).sum()) if len(done) else 0
+            self.status.value = f"analysed {len(done)} files ({bad} could not be read)"
+            if self.panel.lora_id is not None:
+                self.panel.show(self.panel.lora_id)
+
+        self._thread = threading.Thread(target=work, daemon=True, name="workbench-weights-all")
+        self._thread.start()
+        return self._thread
+
+
+def weights_tab(wb: Any) -> WeightsTab:
+    """Builder for the dashboard's Weights tab."""
+    return WeightsTab(wb)
