@@ -183,6 +183,9 @@ function render({ model, el: root }) {
     const notes = el("textarea", "wb-edit-notes");
     notes.rows = 3;
     notes.value = e.notes || "";
+    const negative = el("textarea", "wb-edit-negative");
+    negative.rows = 2;
+    negative.value = e.negative_text || "";
     const save = el("button", "wb-button wb-save", "Save");
     save.type = "submit";
     const favWrap = el("label", "wb-inline");
@@ -196,6 +199,7 @@ function render({ model, el: root }) {
       field("Base model override", base),
       baseList,
       field("Notes", notes),
+      field("Negative prompt to use with it", negative),
       save,
     );
     form.addEventListener("submit", (ev) => {
@@ -212,6 +216,7 @@ function render({ model, el: root }) {
           tags: splitList(tags.value),
           base_model_override: base.value.trim(),
           notes: notes.value,
+          negative_text: negative.value,
         },
       });
     });

@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     # [recommend helper] recommend, import-civitai
     _add_recommend_commands(sub)
     # [/recommend helper]
+    # [migration] import-recipe
+    _add_migration_commands(sub)
+    # [/migration]
     return parser
 
 
@@ -412,6 +415,27 @@ def _add_recommend_commands(sub: Any) -> None:
 
 
 # [/recommend helper]
+
+
+# [migration]
+def _cmd_import_recipe(args: argparse.Namespace) -> int:
+    """Save the recipe an A1111 or ComfyUI image carries; list the LoRAs this catalog lacks."""
+    found = _open(args).recipes.import_image(args.image, args.name, overwrite=args.overwrite)
+    print(found.summary())
+    print(f"saved recipe {found.recipe.name!r}")
+    return 0
+
+
+def _add_migration_commands(sub: Any) -> None:
+    p = sub.add_parser("import-recipe", help="make a recipe from an A1111 or ComfyUI image (PNG metadata)")
+    p.add_argument("image", help="PNG (or JPEG/WEBP with A1111 infotext) carrying generation parameters")
+    _add_home(p)
+    p.add_argument("--name", help="recipe name (default: the image's file name)")
+    p.add_argument("--overwrite", action="store_true", help="replace a recipe of the same name")
+    p.set_defaults(func=_cmd_import_recipe)
+
+
+# [/migration]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ USER_FIELDS = (
     "preferred_weight",
     "trigger_words",
     "base_model_override",
+    "negative_text",
 )
 
 #: Columns every query result carries (the stable contract the views and exports use).
@@ -104,9 +105,9 @@ def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
             clean[key] = None
         elif key in ("tags", "trigger_words"):
             clean[key] = _clean_str_list(value, key)
-        elif key == "notes":
+        elif key in ("notes", "negative_text"):
             if not isinstance(value, str) or len(value) > _MAX_NOTES:
-                raise CatalogError(f"notes must be text of at most {_MAX_NOTES} characters")
+                raise CatalogError(f"{key} must be text of at most {_MAX_NOTES} characters")
             clean[key] = value
         elif key == "rating":
             if (

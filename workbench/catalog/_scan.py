@@ -23,6 +23,7 @@ import orjson
 import pandas as pd
 
 from workbench.catalog._db import Database
+from workbench.files import forget_model_json_cache, unclaimed_json_names
 
 #: File suffixes catalogued as LoRAs. Pickle formats are listed but never opened.
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -77,6 +78,12 @@ _COLUMNS = (
     "stats",
     "sha256_claimed",
     "origin",
+    "imported_notes",
+    "imported_preferred_weight",
+    "imported_negative_text",
+    "imported_favorite",
+    "usage_tips",
+    "nsfw_level",
 )
 
 
@@ -178,6 +185,15 @@ def _collect_dir(
         return
     names.sort(key=lambda item: item[0])
     sorted_names = [n for n, _ in names]
+    # A Civitai model JSON named after the model, not the file, is read as a sidecar of the file(s) it
+    # lists: its (name, size, mtime) joins every LoRA's signature in this folder, so editing it rescans them.
+    folder_digest = b""
+    if any(n.endswith(".json") for n in sorted_names):
+        listing = {n: e.name for n, e in names} | {e.name.lower(): e.name for e in loras}
+        unclaimed = unclaimed_json_names(listing)
+        if unclaimed:
+            by_name = dict(names)
+            folder_digest = "".join(_entry_sig(n, by_name[n]) for n in unclaimed).encode()
     for entry in loras:
         real = entry.path
         if entry.is_symlink():
@@ -191,19 +207,23 @@ def _collect_dir(
         except OSError:  # broken link, loop: inspect_lora names the problem
             size, mtime_ns = 0, 0
         base = entry.name.rsplit(".", 1)[0].lower() + "."
-        digest = hashlib.blake2b(digest_size=8)
+        digest = hashlib.blake2b(folder_digest, digest_size=8) if folder_digest else hashlib.blake2b(digest_size=8)
         start = bisect_left(sorted_names, base)
         for i in range(start, len(sorted_names)):
             name = sorted_names[i]
             if not name.startswith(base):
                 break
-            try:
-                sst = names[i][1].stat()
-                digest.update(f"{name}\0{sst.st_size}\0{sst.st_mtime_ns}\n".encode())
-            except OSError:
-                digest.update(f"{name}\0?\n".encode())
+            digest.update(_entry_sig(name, names[i][1]).encode())
         found[real] = _Found(real, root, folder, os.path.basename(real), size, mtime_ns, digest.hexdigest())
     return
+
+
+def _entry_sig(name: str, entry: os.DirEntry[str]) -> str:
+    try:
+        sst = entry.stat()
+        return f"{name}\0{sst.st_size}\0{sst.st_mtime_ns}\n"
+    except OSError:
+        return f"{name}\0?\n"
 
 
 def _inspect_record(item: _Found) -> dict[str, Any]:
@@ -293,6 +313,13 @@ def _record_from_info(item: _Found, info: dict[str, Any]) -> dict[str, Any]:
         "stats": _json(merged.get("stats")),
         "sha256_claimed": pick("sha256_claimed"),
         "origin": "scan",
+        # What the person made in another tool, stored apart from user_fields (their edits here still win).
+        "imported_notes": merged.get("notes"),
+        "imported_preferred_weight": merged.get("preferred_weight"),
+        "imported_negative_text": merged.get("negative_text"),
+        "imported_favorite": merged.get("favorite"),
+        "usage_tips": _json(merged.get("usage_tips")),
+        "nsfw_level": _int_or_none(merged.get("nsfw_level")),
     }
 
 
@@ -395,7 +422,7 @@ _KEPT_ON_RESCAN = (
     "file_tags",
 )
 _LIST_COLUMNS = {"trigger_words", "file_tags", "sidecar_errors"}
-_JSON_COLUMNS = {"training_tags", "metadata", "sidecars", "sources", "stats"}
+_JSON_COLUMNS = {"training_tags", "metadata", "sidecars", "sources", "stats", "usage_tips"}
 _CASTS = {
     "id": "BIGINT",
     "size_bytes": "BIGINT",
@@ -414,6 +441,9 @@ _CASTS = {
     "preview_embedded": "BOOLEAN",
     "civitai_model_id": "BIGINT",
     "civitai_version_id": "BIGINT",
+    "imported_preferred_weight": "DOUBLE",
+    "imported_favorite": "BOOLEAN",
+    "nsfw_level": "INTEGER",
     "added_at": "TIMESTAMP",
     "scanned_at": "TIMESTAMP",
 }
@@ -449,6 +479,7 @@ def scan(db: Database, roots: Sequence[Path], *, workers: int | None = None, pro
 
 
 def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers: int, progress: bool) -> None:
+    forget_model_json_cache()
     found = walk_roots(resolved, report.skipped_dirs)
     report.seen = len(found)
     existing = _existing_rows(db)

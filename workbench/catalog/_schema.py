@@ -81,6 +81,17 @@ MIGRATIONS: list[str] = [
         created_at TIMESTAMP DEFAULT current_timestamp, updated_at TIMESTAMP DEFAULT current_timestamp
     );
     """,
+    # 3: values imported from other tools' sidecars (A1111 .json, ComfyUI-Lora-Manager, Civitai JSON), kept
+    #    apart from user_fields so a person's edit still wins and a rescan refreshes them; negative text.
+    """
+    ALTER TABLE loras ADD COLUMN imported_notes VARCHAR;
+    ALTER TABLE loras ADD COLUMN imported_preferred_weight DOUBLE;
+    ALTER TABLE loras ADD COLUMN imported_negative_text VARCHAR;
+    ALTER TABLE loras ADD COLUMN imported_favorite BOOLEAN;
+    ALTER TABLE loras ADD COLUMN usage_tips JSON;
+    ALTER TABLE loras ADD COLUMN nsfw_level INTEGER;
+    ALTER TABLE user_fields ADD COLUMN negative_text VARCHAR;
+    """,
 ]
 
 # The flat view every reader uses; the in-memory snapshot copies it. User fields win over file fields.
@@ -99,7 +110,9 @@ SELECT
     l.base_model AS base_model_detected, l.base_model_evidence, u.base_model_override,
     l.description, l.preview_path, (l.preview_path IS NOT NULL OR coalesce(l.preview_embedded, false)) AS has_preview,
     coalesce(l.preview_embedded, false) AS preview_embedded,
-    coalesce(u.favorite, false) AS favorite, coalesce(u.rating, 0) AS rating, u.notes, u.preferred_weight,
+    coalesce(u.favorite, l.imported_favorite, false) AS favorite, coalesce(u.rating, 0) AS rating,
+    coalesce(u.notes, l.imported_notes) AS notes, coalesce(u.preferred_weight, l.imported_preferred_weight) AS preferred_weight,
+    coalesce(u.negative_text, l.imported_negative_text) AS negative_text, l.nsfw_level,
     l.added_at, coalesce(usage.n, 0) AS usage_count,
     l.civitai_model_id, l.civitai_version_id, l.creator, h.tensor_hash, h.autov1, l.origin
 FROM loras l

@@ -23,7 +23,14 @@ from workbench.files._previews import (
     extract_embedded_preview,
     find_preview_file,
 )
-from workbench.files._sidecars import DESCRIPTIVE_ORDER, merge_fields, read_sidecars, sibling_names
+from workbench.files._sidecars import (
+    DESCRIPTIVE_ORDER,
+    forget_model_json_cache,
+    merge_fields,
+    read_sidecars,
+    sibling_names,
+    unclaimed_json_names,
+)
 from workbench.files._thumbnails import DEFAULT_SIZE, ThumbnailCache
 from workbench.files._training import md_bool, md_float, md_int
 
@@ -40,6 +47,7 @@ __all__ = [
     "decode_image_payload",
     "extract_embedded_preview",
     "file_hashes",
+    "forget_model_json_cache",
     "find_preview_file",
     "inspect_lora",
     "md_bool",
@@ -53,5 +61,6 @@ __all__ = [
     "read_sidecars",
     "sibling_names",
     "split_metadata",
+    "unclaimed_json_names",
     "validate_tensors",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from workbench.generate._compare import CompareResult, assemble_grid, compare, plan_cells
 from workbench.generate._history import History
+from workbench.generate._image_recipes import ImageRecipe, image_text_chunks, recipe_from_image
 from workbench.generate._infotext import (
     build_infotext,
     format_lora_hashes,
@@ -75,6 +76,7 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "History",
+    "ImageRecipe",
     "Job",
     "JobCancelledError",
     "JobControl",
@@ -97,6 +99,7 @@ __all__ = [
     "convert",
     "format_lora_hashes",
     "format_tag",
+    "image_text_chunks",
     "insert_trigger_words",
     "kohya_metadata",
     "make_lora_tensors",
@@ -109,6 +112,7 @@ __all__ = [
     "plan_cells",
     "png_with_infotext",
     "read_infotext",
+    "recipe_from_image",
     "run_worker",
     "write_tiny_loras",
 ]

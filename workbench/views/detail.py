@@ -26,7 +26,16 @@ log = logging.getLogger("workbench.views")
 
 PREVIEW_SIZE = 512
 MAX_VALUE = 2000
-EDITABLE = ("tags", "notes", "rating", "favorite", "preferred_weight", "trigger_words", "base_model_override")
+EDITABLE = (
+    "tags",
+    "notes",
+    "rating",
+    "favorite",
+    "preferred_weight",
+    "trigger_words",
+    "base_model_override",
+    "negative_text",
+)
 KNOWN_BASE_MODELS = ("SD1", "SD2", "SDXL", "Pony", "Illustrious", "NoobAI", "SD3", "FLUX", "Chroma", "Lumina2")
 
 _FIELD_LABELS = (
@@ -43,7 +52,13 @@ _FIELD_LABELS = (
     ("trigger_words", "Trigger words"),
     ("tags", "Tags"),
     ("description", "Description"),
+    ("preferred_weight", "Preferred weight"),
+    ("negative_text", "Negative prompt"),
+    ("notes", "Notes"),
+    ("favorite", "Favorite"),
     ("creator", "Creator"),
+    ("nsfw_level", "Civitai NSFW level"),
+    ("stats", "Civitai stats"),
     ("civitai_model_id", "Civitai model"),
     ("civitai_version_id", "Civitai version"),
     ("size_bytes", "Size"),
@@ -89,6 +104,11 @@ def _size(value: Any) -> str:
 
 
 def _timestamp(value: Any) -> str:
+    """Minutes are enough for people: epoch seconds or a (UTC, naive) catalog timestamp, no microseconds."""
+    if isinstance(value, datetime):  # pandas Timestamp too
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     value = json_value(value)
     if isinstance(value, (int, float)) and value > 0:
         return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -120,7 +140,7 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         value = full.get(key)
         if key == "size_bytes":
             shown = _size(value)
-        elif key == "mtime":
+        elif key in ("mtime", "added_at"):
             shown = _timestamp(value)
         else:
             shown = text_value(value)
@@ -193,7 +213,7 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         for d in full.get("duplicates") or []
     ]
     name_for_prompt = PurePath(str(full.get("file_name") or full.get("name") or "")).stem or str(full.get("name") or "")
-    weight = json_value(user.get("preferred_weight"))
+    weight = json_value(full.get("preferred_weight"))  # the user's, else the one imported from a sidecar
     weight = float(weight) if isinstance(weight, (int, float)) and math.isfinite(weight) else 1.0
     effective_triggers = [text_value(w, 200) for w in json_value(full.get("trigger_words")) or []]
     effective_tags = [text_value(w, 200) for w in json_value(full.get("tags")) or []]
@@ -216,7 +236,8 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         "edit": {
             "tags": effective_tags,
             "trigger_words": effective_triggers,
-            "notes": text_value(user.get("notes"), 20_000),
+            "notes": text_value(full.get("notes"), 20_000),
+            "negative_text": text_value(full.get("negative_text"), 20_000),
             "rating": int(json_value(full.get("rating")) or 0),
             "favorite": bool(json_value(full.get("favorite"))),
             "preferred_weight": weight,
@@ -237,7 +258,7 @@ def clean_edit(raw: Any) -> dict[str, Any]:
     for key, value in raw.items():
         if key in ("tags", "trigger_words"):
             out[key] = clean_strings(value, limit=500, item_limit=100)
-        elif key == "notes":
+        elif key in ("notes", "negative_text"):
             out[key] = clean_text(value, 20_000)
         elif key == "rating":
             out[key] = clean_int(value, 0, 5)
@@ -255,6 +276,17 @@ def clean_edit(raw: Any) -> dict[str, Any]:
         elif key == "base_model_override":
             out[key] = clean_text(value, 64)
     return out
+
+
+def _same(shown: Any, value: Any) -> bool:
+    if isinstance(shown, float) or isinstance(value, float):
+        try:
+            return math.isclose(float(shown), float(value), abs_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    if value is None:
+        return shown in (None, "", [])
+    return shown == value
 
 
 class DetailWidget(NoticeWidget):
@@ -364,6 +396,10 @@ class DetailWidget(NoticeWidget):
         fields = clean_edit(content.get("fields"))
         if "base_model_override" in fields and not fields["base_model_override"]:
             fields["base_model_override"] = None
+        fields = self._changed_only(fields)
+        if not fields:
+            self.notify("Nothing changed.")
+            return
         if not fields:
             return
         try:
@@ -375,6 +411,18 @@ class DetailWidget(NoticeWidget):
         self.notify("Saved.")
         for callback in list(self._saved_callbacks):
             callback(lora_id)
+
+    def _changed_only(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Drop fields the visitor left as shown: a value imported from a sidecar stays imported
+        (so the other tool's later changes still arrive) until the visitor really edits it."""
+        shown = (self.record or {}).get("edit") or {}
+        user = self._wb.catalog.get(int(self.lora_id)).get("user_fields") or {}
+        out = {}
+        for key, value in fields.items():
+            if user.get(key) is None and key in shown and _same(shown[key], value):
+                continue
+            out[key] = value
+        return out
 
     def _open(self, content: dict[str, Any]) -> None:
         lora_id = clean_int(content.get("id"), 0, 2**62)
