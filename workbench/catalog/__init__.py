@@ -6,6 +6,7 @@ from __future__ import annotations
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
 from workbench.catalog._catalog import CONTRACT_COLUMNS, USER_FIELDS, Catalog, CatalogError, validate_user_fields
 from workbench.catalog._civitai_dump import import_civitai, import_items, item_to_record, link_local_files, read_items
+from workbench.catalog._custom_previews import set_preview
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
 from workbench.catalog._scan import LORA_SUFFIXES, ScanReport, scan
@@ -31,5 +32,6 @@ __all__ = [
     "link_local_files",
     "read_items",
     "scan",
+    "set_preview",
     "validate_user_fields",
 ]

@@ -29,6 +29,7 @@ USER_FIELDS = (
     "trigger_words",
     "base_model_override",
     "negative_text",
+    "preview_override",
 )
 
 #: Columns every query result carries (the stable contract the views and exports use).
@@ -131,6 +132,10 @@ def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
             ):
                 raise CatalogError("preferred_weight must be a number from -10 to 10")
             clean[key] = float(value)
+        elif key == "preview_override":
+            if not isinstance(value, str) or not value or len(value) > 4096:
+                raise CatalogError("preview_override must be the path of an image (see Workbench.set_preview)")
+            clean[key] = value
         elif key == "base_model_override":
             if not isinstance(value, str) or len(value.strip()) > 64:
                 raise CatalogError("base_model_override must be a short text (at most 64 characters)")

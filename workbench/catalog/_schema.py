@@ -91,6 +91,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE loras ADD COLUMN usage_tips JSON;
     ALTER TABLE loras ADD COLUMN nsfw_level INTEGER;
     ALTER TABLE user_fields ADD COLUMN negative_text VARCHAR;
+    ALTER TABLE user_fields ADD COLUMN preview_override VARCHAR;
     """,
 ]
 
@@ -108,7 +109,8 @@ SELECT
     l.size_bytes, l.mtime, l.missing, l.error,
     l.folder, l.root, l.file_name, l.key_layout, l.rank_min, l.rank_max, l.scale,
     l.base_model AS base_model_detected, l.base_model_evidence, u.base_model_override,
-    l.description, l.preview_path, (l.preview_path IS NOT NULL OR coalesce(l.preview_embedded, false)) AS has_preview,
+    l.description, coalesce(u.preview_override, l.preview_path) AS preview_path,
+    (u.preview_override IS NOT NULL OR l.preview_path IS NOT NULL OR coalesce(l.preview_embedded, false)) AS has_preview,
     coalesce(l.preview_embedded, false) AS preview_embedded,
     coalesce(u.favorite, l.imported_favorite, false) AS favorite, coalesce(u.rating, 0) AS rating,
     coalesce(u.notes, l.imported_notes) AS notes, coalesce(u.preferred_weight, l.imported_preferred_weight) AS preferred_weight,

@@ -31,7 +31,7 @@ from workbench.files._sidecars import (
     sibling_names,
     unclaimed_json_names,
 )
-from workbench.files._thumbnails import DEFAULT_SIZE, ThumbnailCache
+from workbench.files._thumbnails import DEFAULT_SIZE, VIDEO_SUFFIXES, ThumbnailCache, video_poster
 from workbench.files._training import md_bool, md_float, md_int
 
 __all__ = [
@@ -63,4 +63,6 @@ __all__ = [
     "split_metadata",
     "unclaimed_json_names",
     "validate_tensors",
+    "video_poster",
+    "VIDEO_SUFFIXES",
 ]

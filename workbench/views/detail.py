@@ -17,7 +17,7 @@ from typing import Any
 
 import traitlets as t
 
-from workbench.files import ThumbnailCache
+from workbench.files import VIDEO_SUFFIXES, ThumbnailCache
 from workbench.views._assets import asset_path
 from workbench.views._feedback import NoticeWidget, guarded
 from workbench.views._messages import InvalidMessage, clean_int, clean_strings, clean_text, clean_tristate, json_value
@@ -25,6 +25,9 @@ from workbench.views._messages import InvalidMessage, clean_int, clean_strings, 
 log = logging.getLogger("workbench.views")
 
 PREVIEW_SIZE = 512
+#: Video previews up to this size are sent to the browser to play; larger ones show their poster only.
+MAX_VIDEO_BYTES = 32 * 1024 * 1024
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MAX_VALUE = 2000
 EDITABLE = (
     "tags",
@@ -301,6 +304,9 @@ class DetailWidget(NoticeWidget):
     preview = t.Bytes(b"").tag(sync=True)
     """WEBP preview of the open LoRA (empty when it has none)."""
     base_models = t.List(list(KNOWN_BASE_MODELS)).tag(sync=True)
+    video = t.Bytes(b"").tag(sync=True)
+    """The video preview itself (mp4/webm) when the LoRA has one, to play in the panel."""
+    video_type = t.Unicode("").tag(sync=True)
 
     def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
         self._wb = wb
@@ -328,7 +334,7 @@ class DetailWidget(NoticeWidget):
 
         if lora_id is None:
             with self.hold_sync():
-                self.record, self.preview = {}, b""
+                self.record, self.preview, self.video, self.video_type = {}, b"", b"", ""
             return
         try:
             record = detail_record(self._wb, int(lora_id))
@@ -337,7 +343,7 @@ class DetailWidget(NoticeWidget):
                 self.record, self.preview = {}, b""
             self.notify(str(exc), "error")
             return
-        preview = b""
+        preview, video, video_type = b"", b"", ""
         frame = self._wb.catalog.query(ids=[int(lora_id)])
         if len(frame):
             row = frame.to_dict("records")[0]
@@ -346,11 +352,27 @@ class DetailWidget(NoticeWidget):
                 source = json_value(row.get("path"))
             if isinstance(source, str) and source:
                 preview = self._thumbnails.get(source, PREVIEW_SIZE) or b""
+                video, video_type = self._video(source)
         with self.hold_sync():
             self.record = record  # before lora_id, so the observer sees it is loaded
             self.preview = preview
+            self.video, self.video_type = video, video_type
             if self.lora_id != lora_id:
                 self.lora_id = int(lora_id)
+
+    def _video(self, source: str) -> tuple[bytes, str]:
+        """The bytes and MIME type of a video preview the visitor may see, else empty."""
+        suffix = PurePath(source).suffix.lower()
+        if suffix not in VIDEO_SUFFIXES or not self._thumbnails.is_allowed(source):
+            return b"", ""
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(MAX_VIDEO_BYTES + 1)
+        except OSError:
+            return b"", ""
+        if len(data) > MAX_VIDEO_BYTES:
+            return b"", ""
+        return data, "video/webm" if suffix == ".webm" else "video/mp4"
 
     @t.observe("lora_id")
     def _lora_id_changed(self, change: Any) -> None:
@@ -367,12 +389,12 @@ class DetailWidget(NoticeWidget):
 
     # -- browser messages -------------------------------------------------------------------
 
-    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        self.handle_message(content)
+    def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any) -> None:
+        self.handle_message(content, buffers)
 
     @guarded
-    def handle_message(self, content: Any) -> None:
-        """Dispatch one browser message: ``save`` or ``open``; anything else is dropped."""
+    def handle_message(self, content: Any, buffers: Any = None) -> None:
+        """Dispatch one browser message: ``save``, ``open`` or ``set_preview``; anything else is dropped."""
         if not isinstance(content, dict):
             return
         action = content.get("action")
@@ -381,6 +403,8 @@ class DetailWidget(NoticeWidget):
                 self._save(content)
             elif action == "open":
                 self._open(content)
+            elif action == "set_preview":
+                self._set_preview(content, buffers)
             else:
                 log.warning("detail: dropped unknown action %r", str(action)[:40])
         except InvalidMessage as exc:
@@ -409,6 +433,28 @@ class DetailWidget(NoticeWidget):
             return
         self.load(lora_id)
         self.notify("Saved.")
+        for callback in list(self._saved_callbacks):
+            callback(lora_id)
+
+    def _set_preview(self, content: dict[str, Any], buffers: Any) -> None:
+        from workbench.catalog import CatalogError
+
+        lora_id = clean_int(content.get("id"), 0, 2**62)
+        if lora_id != self.lora_id:
+            raise InvalidMessage("preview for a LoRA that is not open")
+        if not buffers or len(buffers) != 1:
+            raise InvalidMessage("set_preview needs exactly one file")
+        data = bytes(buffers[0])
+        if len(data) > MAX_UPLOAD_BYTES:
+            self.notify(f"That file is over {MAX_UPLOAD_BYTES // 2**20} MiB.", "error")
+            return
+        try:
+            self._wb.set_preview(lora_id, data)
+        except CatalogError as exc:  # our own message, safe to show
+            self.notify(str(exc), "error")
+            return
+        self.load(lora_id)
+        self.notify("Preview replaced.")
         for callback in list(self._saved_callbacks):
             callback(lora_id)
 

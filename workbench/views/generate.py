@@ -58,6 +58,7 @@ class GenerateView(w.VBox):
         self._wb = wb
         self.backends = backends or configured_backends(wb.home)
         self.last_job_id: str | None = None
+        self._reveal_callbacks: list[Any] = []
         self.backend_note = w.HTML()
         self.prompt = w.Textarea(
             placeholder="prompt (you may type <lora:name:weight> tags)", layout=w.Layout(width="100%", height="70px")
@@ -140,6 +141,11 @@ class GenerateView(w.VBox):
         spec = self._wb.recipes.spec(name, unet, te)
         rows = [r for r in self.stack_box.children if r.lora_name != name]
         self.stack_box.children = [*rows, _StackRow(spec.name, spec.unet, spec.te, self._remove_row)]
+        negative = self._wb.recipes.negative_texts([name]).get(name)
+        if negative and negative not in self.negative.value:  # the LoRA's own negative prompt (A1111 .json)
+            current = self.negative.value.strip().rstrip(",")
+            self.negative.value = f"{current}, {negative}" if current else negative
+            self._say(f"Added {html.escape(name)} and its negative prompt.")
 
     def request(self) -> GenerationRequest:
         """The request the form describes (tags in the prompt join the stack; trigger words inserted)."""
@@ -175,6 +181,14 @@ class GenerateView(w.VBox):
         if request.sampler in self.sampler.options:
             self.sampler.value = request.sampler
         self.stack_box.children = [_StackRow(s.name, s.unet, s.te, self._remove_row) for s in request.loras]
+
+    def on_reveal(self, callback: Any) -> None:
+        """Call ``callback()`` when this form wants to be shown (the dashboard selects its tab)."""
+        self._reveal_callbacks.append(callback)
+
+    def reveal(self) -> None:
+        for callback in list(self._reveal_callbacks):
+            callback()
 
     def submit(self) -> str:
         """Submit the form to the queue; returns the job id."""
@@ -288,6 +302,12 @@ def generation_tabs(wb: Any) -> list[tuple[str, w.Widget]]:
     queue = QueueView(wb)
     history = HistoryView(wb)
     compare = CompareView(wb, backends)
-    history.on_reuse(lambda request: (generate.fill(request), history.notify("Loaded into the Generate tab.")))
+
+    def reuse(request: Any) -> None:
+        generate.fill(request)
+        generate._say("Loaded the parameters of a History image; press Generate to make it again.")
+        generate.reveal()
+
+    history.on_reuse(reuse)
     queue.on_finished(lambda _job: history.refresh())
     return [("Generate", generate), ("Queue", queue), ("History", history), ("Compare", compare)]

@@ -110,4 +110,7 @@ def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
     for index, (title, _) in enumerate(tabs):
         tab.set_title(index, title)
     tab.add_class("wb-dashboard")
+    for index, (_, widget) in enumerate(tabs):  # e.g. History's Reuse shows the Generate tab
+        if hasattr(widget, "on_reveal"):
+            widget.on_reveal(lambda index=index: setattr(tab, "selected_index", index))
     return tab
