@@ -101,6 +101,8 @@ class ScanReport:
     relinked: int = 0
     errors: int = 0
     skipped_dirs: list[str] = field(default_factory=list)
+    error_files: list[tuple[str, str]] = field(default_factory=list)
+    """(path, error) of every file inspected in this scan that has an error."""
     seconds: float = 0.0
 
     def __str__(self) -> str:
@@ -545,6 +547,7 @@ def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers
         record["added_at"] = added_for.get(record["path"])
         if record["error"]:
             report.errors += 1
+            report.error_files.append((record["path"], str(record["error"])))
         batch.append(record)
         if len(batch) >= _BATCH_ROWS:
             _write_records(db, batch)
