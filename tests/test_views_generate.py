@@ -279,3 +279,28 @@ def test_a_loras_negative_text_reaches_the_generate_form(wb):
     form.add_lora("tiny_watercolor")  # not added twice
     assert form.negative.value == "blurry, muddy colours"
     assert form.request().negative_prompt == "blurry, muddy colours"
+
+
+def test_generate_and_compare_offer_runnable_loras_first_and_say_why_not(wb, tmp_path):
+    from lora_factory import write_kohya_lora
+
+    other = tmp_path / "other"
+    write_kohya_lora(other / "real_sdxl_style.safetensors", base="SDXL")
+    wb.scan([other], progress=False, workers=1)
+    form = GenerateView(wb)
+    options = list(form.lora_name.options)
+    runnable = [o for o in options if not o.startswith("✕")]
+    assert runnable == ["tiny_neon_unet_only", "tiny_pixelart", "tiny_watercolor"]
+    assert options[: len(runnable)] == runnable  # runnable ones first
+    marked = {o.split(" — ")[0][2:]: o.split(" — ")[1] for o in options if o.startswith("✕")}
+    assert "made for SDXL; the tiny test pipeline runs only its own tiny LoRAs" == marked["real_sdxl_style"]
+    assert "LyCORIS LoHa" in marked["tiny_loha_lycoris"]
+    form.lora_name.value = next(o for o in options if "real_sdxl_style" in o)
+    form._on_add(None)
+    assert form.stack() == [] and "cannot run on this backend" in form.message.value
+
+    view = CompareView(wb)
+    labels = [label for label, _ in view.loras.options]
+    assert labels[:3] == runnable and any(label.startswith("✕ real_sdxl_style") for label in labels)
+    view.loras.value = ("real_sdxl_style",)
+    assert view.run() is None and "Cannot run on this backend" in view.status.value

@@ -5,6 +5,7 @@ history, recipes, comparison grids, the tiny test pipeline and the backends. Imp
 from __future__ import annotations
 
 from workbench.generate._compare import CompareResult, assemble_grid, compare, plan_cells
+from workbench.generate._compatibility import incompatibility, loras_for_backend
 from workbench.generate._history import History
 from workbench.generate._image_recipes import ImageRecipe, image_text_chunks, recipe_from_image
 from workbench.generate._infotext import (
@@ -100,8 +101,10 @@ __all__ = [
     "format_lora_hashes",
     "format_tag",
     "image_text_chunks",
+    "incompatibility",
     "insert_trigger_words",
     "kohya_metadata",
+    "loras_for_backend",
     "make_lora_tensors",
     "open_backend",
     "parse_infotext",

@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.generate import BackendChoice, GenerationRequest, LoraSpec, configured_backends
+from workbench.generate import BackendChoice, GenerationRequest, LoraSpec, configured_backends, loras_for_backend
 from workbench.views._feedback import guarded
 
 log = logging.getLogger("workbench.views")
@@ -58,6 +58,7 @@ class GenerateView(w.VBox):
         self._wb = wb
         self.backends = backends or configured_backends(wb.home)
         self.last_job_id: str | None = None
+        self._lora_labels: dict[str, tuple[str, str | None]] = {}
         self._reveal_callbacks: list[Any] = []
         self.backend_note = w.HTML()
         self.prompt = w.Textarea(
@@ -125,9 +126,19 @@ class GenerateView(w.VBox):
     @guarded
     def refresh(self) -> None:
         """Re-read the LoRA names and saved recipes offered by the form."""
-        frame = self._wb.catalog.query(missing=False, sort="usage", descending=True, limit=MAX_NAMES)
-        self.lora_name.options = sorted({str(n) for n in frame["name"] if isinstance(n, str)})
+        self._refresh_names()
         self.recipe_pick.options = self._wb.recipes.names()
+
+    def _refresh_names(self) -> None:
+        """The LoRAs the selected backend can run first, then the others marked with why they cannot."""
+        frame = loras_for_backend(self._wb.db, self.choice, MAX_NAMES)
+        labels: dict[str, tuple[str, str | None]] = {}
+        for row in frame.to_dict("records"):
+            reason = row["reason"] if isinstance(row["reason"], str) else None
+            label = f"✕ {row['name']} — {reason}" if reason else row["name"]
+            labels.setdefault(label, (row["name"], reason))
+        self._lora_labels = labels
+        self.lora_name.options = list(labels)
 
     @property
     def choice(self) -> BackendChoice:
@@ -204,9 +215,13 @@ class GenerateView(w.VBox):
     # -- callbacks --------------------------------------------------------------------------
     @guarded
     def _on_add(self, _button: Any) -> None:
-        name = (self.lora_name.value or "").strip()
-        if not name:
+        label = (self.lora_name.value or "").strip()
+        if not label:
             self._say("Pick a LoRA name first.")
+            return
+        name, reason = self._lora_labels.get(label, (label, None))
+        if reason:
+            self._say(f"{html.escape(name)} cannot run on this backend: {html.escape(reason)}.", error=True)
             return
         self.add_lora(name)
         self.lora_name.value = ""
@@ -255,6 +270,7 @@ class GenerateView(w.VBox):
     @guarded
     def _on_backend(self, _change: Any) -> None:
         self._show_backend()
+        self._refresh_names()
 
     # -- helpers ----------------------------------------------------------------------------
     def _form_request_without_triggers(self) -> GenerationRequest:
@@ -279,7 +295,7 @@ class GenerateView(w.VBox):
         choice = self.choice
         if choice.random_weights:
             self.backend_note.value = (
-                '<div class="wb-random-weights" style="background:#fff3cd;padding:4px 8px">'
+                '<div class="wb-random-weights" style="background:#fff3cd;color:#3b2f00;padding:4px 8px">'
                 "<b>Random weights:</b> the tiny test pipeline makes noise-like images that carry "
                 "no meaning. Configure a real model with <code>WORKBENCH_BACKEND</code>.</div>"
             )
@@ -287,7 +303,7 @@ class GenerateView(w.VBox):
             self.backend_note.value = f"<div>Backend: {html.escape(choice.label)}</div>"
 
     def _say(self, text_html: str, error: bool = False) -> None:
-        color = "#b00020" if error else "inherit"
+        color = "var(--jp-error-color1, #b00020)" if error else "inherit"
         self.message.value = f'<span style="color:{color}">{text_html}</span>'
 
 
