@@ -92,6 +92,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE loras ADD COLUMN nsfw_level INTEGER;
     ALTER TABLE user_fields ADD COLUMN negative_text VARCHAR;
     ALTER TABLE user_fields ADD COLUMN preview_override VARCHAR;
+    CREATE TABLE filter_presets (name VARCHAR PRIMARY KEY, filters JSON, updated_at TIMESTAMP DEFAULT current_timestamp);
     """,
 ]
 

@@ -42,6 +42,13 @@ SORTS: dict[str, str] = {
     "random": "random",
 }
 TAG_MODES = ("all", "any")
+#: Sorts that start from the largest value (best rated, most used, newest, biggest); the others ascend.
+DESCENDING_FIRST = ("rating", "usage", "added", "modified", "size")
+#: The base-model filter's entry for LoRAs whose base model is not known.
+UNKNOWN_BASE = "unknown"
+#: Removing more LoRAs than this at once needs ``confirmed: true`` in the message (the browser asks first).
+CONFIRM_REMOVE_OVER = 1
+MAX_PRESETS = 100
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_THUMBS_PER_REQUEST = 120
@@ -53,6 +60,7 @@ DEFAULT_FILTERS: dict[str, Any] = {
     "fuzzy": False,
     "tags": [],
     "tag_mode": "all",
+    "exclude_tags": [],
     "base_models": [],
     "folder": "",
     "formats": [],
@@ -86,6 +94,8 @@ def clean_filters(raw: Any) -> dict[str, Any]:
         if raw["tag_mode"] not in TAG_MODES:
             raise InvalidMessage("tag_mode must be 'all' or 'any'")
         filters["tag_mode"] = raw["tag_mode"]
+    if "exclude_tags" in raw:
+        filters["exclude_tags"] = clean_strings(raw["exclude_tags"], limit=20, item_limit=100)
     if "base_models" in raw:
         filters["base_models"] = clean_strings(raw["base_models"], limit=50, item_limit=64)
     if "folder" in raw:
@@ -114,7 +124,8 @@ def query_arguments(filters: dict[str, Any]) -> dict[str, Any]:
         "fuzzy": filters["fuzzy"],
         "tags_all": tags if filters["tag_mode"] == "all" else None,
         "tags_any": tags if filters["tag_mode"] == "any" else None,
-        "base_models": filters["base_models"] or None,
+        "tags_none": filters["exclude_tags"] or None,
+        "base_models": [None if b == UNKNOWN_BASE else b for b in filters["base_models"]] or None,
         "folder": filters["folder"] or None,
         "formats": filters["formats"] or None,
     }
@@ -225,6 +236,8 @@ def normalize_facets(raw: Any, top_tags: int = 500) -> dict[str, list[list[Any]]
             else:
                 value, count = item, 0
             value = json_value(value)
+            if name == "base_models" and (value is None or value == ""):
+                value = UNKNOWN_BASE
             if value is None or value == "":
                 continue
             pairs.append([str(value)[:MAX_TEXT], int(json_value(count) or 0)])
@@ -263,11 +276,15 @@ class GalleryWidget(NoticeWidget):
     facets = t.Dict().tag(sync=True)
     """``{"base_models"|"formats"|"folders"|"tags": [[value, count], ...]}`` for the filter controls."""
     sorts = t.List(list(SORTS)).tag(sync=True)
+    descending_first = t.List(list(DESCENDING_FIRST)).tag(sync=True)
+    """Sorts whose first click orders from the largest value (rating: best first)."""
     selected = t.List(t.Int()).tag(sync=True)
     """Ids of the selected cards (bulk actions apply to them)."""
     active_id = t.Int(None, allow_none=True).tag(sync=True)
     """Id of the card opened in the detail panel."""
     can_undo = t.Bool(False).tag(sync=True)
+    presets = t.List(t.Unicode()).tag(sync=True)
+    """Names of the saved filter presets (shared by everyone using this catalog)."""
     """Last message for the visitor (``seq`` makes repeats visible)."""
 
     def __init__(self, wb: Any, page_size: int = PAGE_SIZE, thumbnail_size: int = DEFAULT_SIZE, **kwargs: Any) -> None:
@@ -279,6 +296,7 @@ class GalleryWidget(NoticeWidget):
         self.on_msg(self._on_custom_msg)
         self.refresh_facets()
         self.refresh(reset_scroll=True)
+        self._refresh_presets()
 
     # -- public API ---------------------------------------------------------------------
 
@@ -365,7 +383,10 @@ class GalleryWidget(NoticeWidget):
             log.warning("gallery: dropped invalid %s message: %s", action, exc)
 
     def _act_filter(self, content: dict[str, Any]) -> None:
-        self.filters = clean_filters(content.get("filters"))
+        filters = clean_filters(content.get("filters"))
+        if filters["sort"] != self.filters["sort"]:  # a new sort starts where people expect (rating: best first)
+            filters["descending"] = filters["sort"] in DESCENDING_FIRST
+        self.filters = filters
 
     def _act_rows(self, content: dict[str, Any]) -> None:
         generation = clean_int(content.get("generation"), 0, 2**62)
@@ -419,6 +440,9 @@ class GalleryWidget(NoticeWidget):
             return
         value = content.get("value")
         count = f"{len(ids):,} LoRA{'s' if len(ids) != 1 else ''}"
+        if op == "remove" and len(ids) > CONFIRM_REMOVE_OVER and content.get("confirmed") is not True:
+            self.notify(f"Removing {count} needs a confirmation; nothing was removed.", "error")
+            return
         if op in ("add_tags", "remove_tags"):
             tags = clean_strings(value, limit=20, item_limit=100)
             if not tags:
@@ -465,6 +489,36 @@ class GalleryWidget(NoticeWidget):
         self.refresh_facets()
         self.refresh()
 
+    def _act_save_preset(self, content: dict[str, Any]) -> None:
+        name = clean_text(content.get("name"), 100).strip()
+        if not name:
+            raise InvalidMessage("a preset needs a name")
+        if name not in self.presets and len(self.presets) >= MAX_PRESETS:
+            self.notify(f"At most {MAX_PRESETS} presets; delete one first.", "error")
+            return
+        saved = {k: v for k, v in self.filters.items() if k != "seed"}
+        self.catalog.save_preset(name, saved)
+        self._refresh_presets()
+        self.notify(f"Saved the current filters as “{name}”.")
+
+    def _act_apply_preset(self, content: dict[str, Any]) -> None:
+        name = clean_text(content.get("name"), 100)
+        stored = self.catalog.presets().get(name)
+        if stored is None:
+            raise InvalidMessage(f"no preset {name[:40]!r}")
+        try:
+            self.filters = clean_filters(stored)
+        except InvalidMessage:
+            self.notify(f"The preset “{name}” no longer fits this version; save it again.", "error")
+            return
+        self.notify(f"Applied the preset “{name}”.")
+
+    def _act_delete_preset(self, content: dict[str, Any]) -> None:
+        name = clean_text(content.get("name"), 100)
+        if self.catalog.delete_preset(name):
+            self.notify(f"Deleted the preset “{name}”.")
+        self._refresh_presets()
+
     _ACTIONS: dict[str, Callable[[GalleryWidget, dict[str, Any]], None]] = {
         "filter": _act_filter,
         "rows": _act_rows,
@@ -476,9 +530,15 @@ class GalleryWidget(NoticeWidget):
         "bulk": _act_bulk,
         "undo": _act_undo,
         "refresh": _act_refresh,
+        "save_preset": _act_save_preset,
+        "apply_preset": _act_apply_preset,
+        "delete_preset": _act_delete_preset,
     }
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _refresh_presets(self) -> None:
+        self.presets = list(self.catalog.presets())
 
     def _sort_arguments(self, filters: dict[str, Any]) -> dict[str, Any]:
         sort = SORTS[filters["sort"]]

@@ -30,7 +30,12 @@ class LibraryView(ipywidgets.VBox):
         self.detail = DetailWidget(
             wb,
             layout=ipywidgets.Layout(
-                flex="2 1 0", min_width="280px", max_height="820px", overflow="auto", margin="0 0 0 12px"
+                flex="2 1 0",
+                min_width="280px",
+                max_height="820px",
+                overflow="auto",
+                margin="0 0 0 12px",
+                display="none",  # shown when a card is opened: until then the gallery uses the whole width
             ),
         )
         body = ipywidgets.HBox([self.gallery, self.detail], layout=ipywidgets.Layout(width="100%"))
@@ -44,6 +49,7 @@ class LibraryView(ipywidgets.VBox):
     @guarded
     def _opened(self, change: Any) -> None:
         self.detail.load(change["new"])
+        self.detail.layout.display = None if change["new"] is not None else "none"
 
     @guarded
     def _gallery_changed(self, ids: list[int] | None) -> None:
