@@ -111,7 +111,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     try:
         return serve_dashboard(
-            args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser
+            args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser, theme=args.theme
         )
     except OSError as exc:
         print(f"workbench dashboard: error: {exc}", file=sys.stderr)
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.add_argument(
+        "--theme", choices=["auto", "light", "dark"], default="auto", help="page theme (default: JupyterLab's setting)"
+    )
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]
     # [generation helper] generate, compare, worker
