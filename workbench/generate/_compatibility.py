@@ -51,6 +51,8 @@ def loras_for_backend(db: Any, choice: Any, limit: int = 5000) -> pd.DataFrame:
         [int(limit)],
     )
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    rows = [{"id": int(r["id"]), "name": str(r["name"]), "reason": incompatibility(choice, r)} for r in records]
-    rows.sort(key=lambda r: (r["reason"] is not None, r["name"].lower()))
+    rows: list[tuple[int, str, str | None]] = [
+        (int(r["id"]), str(r["name"]), incompatibility(choice, r)) for r in records
+    ]
+    rows.sort(key=lambda r: (r[2] is not None, r[1].lower()))
     return pd.DataFrame(rows, columns=["id", "name", "reason"])

@@ -462,6 +462,8 @@ class DetailWidget(NoticeWidget):
         """Drop fields the visitor left as shown: a value imported from a sidecar stays imported
         (so the other tool's later changes still arrive) until the visitor really edits it."""
         shown = (self.record or {}).get("edit") or {}
+        if self.lora_id is None:
+            return fields
         user = self._wb.catalog.get(int(self.lora_id)).get("user_fields") or {}
         out = {}
         for key, value in fields.items():

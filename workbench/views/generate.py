@@ -325,5 +325,6 @@ def generation_tabs(wb: Any) -> list[tuple[str, w.Widget]]:
         generate.reveal()
 
     history.on_reuse(reuse)
+    generate.generate_button.on_click(lambda _button: queue.refresh())  # after submit: the Queue tab shows the job
     queue.on_finished(lambda _job: history.refresh())
     return [("Generate", generate), ("Queue", queue), ("History", history), ("Compare", compare)]
