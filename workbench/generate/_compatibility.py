@@ -8,6 +8,7 @@ workbench does not know which checkpoint the server has loaded.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -42,6 +43,12 @@ def incompatibility(choice: Any, row: dict[str, Any]) -> str | None:
     return None
 
 
+def _sort_name(name: str) -> str:
+    """Names sort by their first letter or digit ("<script>…" files do not come first), as in the gallery."""
+    lowered = name.lower()
+    return re.sub(r"^[\W_]+", "", lowered) or lowered
+
+
 def loras_for_backend(db: Any, choice: Any, limit: int = 5000) -> pd.DataFrame:
     """Catalog LoRAs as ``id, name, reason`` (None = runnable), runnable ones first, then by name."""
     frame = db.read_df(
@@ -54,5 +61,5 @@ def loras_for_backend(db: Any, choice: Any, limit: int = 5000) -> pd.DataFrame:
     rows: list[tuple[int, str, str | None]] = [
         (int(r["id"]), str(r["name"]), incompatibility(choice, r)) for r in records
     ]
-    rows.sort(key=lambda r: (r[2] is not None, r[1].lower()))
+    rows.sort(key=lambda r: (r[2] is not None, _sort_name(r[1])))
     return pd.DataFrame(rows, columns=["id", "name", "reason"])

@@ -45,7 +45,7 @@ class CompareView(w.VBox):
         self._wb = wb
         self.backends = backends or configured_backends(wb.home)
         tiny = self.backends[0].random_weights
-        self.loras = w.SelectMultiple(options=[], description="LoRAs", rows=6, layout=w.Layout(width="420px"))
+        self.loras = w.SelectMultiple(options=[], description="LoRAs", rows=8, layout=w.Layout(width="640px"))
         self.weights = w.Text(value="0, 0.5, 1", description="weights")
         self.seeds = w.Text(value="1, 2", description="seeds")
         self.prompt = w.Text(value="a lighthouse at dusk", description="prompt", layout=w.Layout(width="420px"))
@@ -63,7 +63,7 @@ class CompareView(w.VBox):
         )
         self.run_button = w.Button(description="Run grid", button_style="primary", icon="th")
         self.status = w.HTML()
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.image = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))  # shown with a grid
         self.result = None
         self._thread: threading.Thread | None = None
         note = (
@@ -174,6 +174,7 @@ class CompareView(w.VBox):
         result.image.save(buf, format="PNG")
         self.result = result
         self.image.value = buf.getvalue()
+        self.image.layout.display = None
         self._say(f"{len(result.cells)} images · saved as <code>{html.escape(result.path.name)}</code>")
 
     def _say(self, text_html: str, error: bool = False) -> None:
