@@ -91,7 +91,7 @@ def test_base_model_filter_narrows_the_grid(session: Any, dashboard: Any) -> Non
     total, sdxl = cat.count(), cat.count(base_models=["SDXL"])
     assert 0 < sdxl < total
     page.locator(".wb-gallery .wb-filters-toggle").click()
-    page.locator(".wb-gallery .wb-filter-base").select_option(["SDXL"])
+    page.locator(".wb-gallery .wb-filter-base input[value='SDXL']").check()  # checkboxes: no Ctrl-click
     wait_count(page, sdxl)
     page.wait_for_function(
         "() => { const b = [...document.querySelectorAll('.wb-gallery .wb-card[data-id] .wb-base')];"

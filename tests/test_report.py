@@ -38,3 +38,37 @@ def test_report_cli_runs_the_notebook_with_papermill(home: Path, tmp_path: Path)
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "scanned 3 files" in text and "SD1" in text
     assert html.read_text().count("<html") == 1
+
+
+def test_report_reads_like_a_report(home: Path, tmp_path: Path) -> None:
+    """Run date and period, summary sentences, integer counts, human labels, no prompts, no NaN, small HTML."""
+    lib = tmp_path / "lib"
+    for i in range(3):
+        write_kohya_lora(lib / f"style_{i}.safetensors", seed=i)
+    (lib / "odd.safetensors").write_bytes(b"\x01")  # unknown base model, an error
+    out, html = tmp_path / "out" / "report.ipynb", tmp_path / "out" / "report.html"
+    assert main(["report", "--home", str(home), "--library", str(lib), "--out", str(out), "--html", str(html)]) == 0
+    page = html.read_text()
+    assert "Run:" in page and "the last 30 days" in page
+    assert "The library holds 4 LoRAs" in page and "1 cannot be read" in page
+    assert "3 files are not hashed yet, so duplicates among them are not known" in page
+    assert "Nothing was generated in the last 30 days." in page
+    assert "LoRAs in the catalog" in page and "local_files" not in page and "4.000" not in page
+    assert "Nothing yet: no LoRA has been used" in page
+    assert "NaN" not in page and "Out[" not in page and "In&nbsp;[" not in page and "None" not in page
+    assert "https://" not in page  # nothing fetched from a CDN
+    assert len(page.encode()) < 100_000, len(page.encode())
+
+
+def test_job_statistics(home: Path) -> None:
+    wb = workbench.open(home)
+    with wb.db.write() as con:
+        con.execute(
+            "INSERT INTO jobs (id, state, created_at, started_at, finished_at) VALUES "
+            "('a', 'succeeded', now(), now() - INTERVAL 3 SECOND, now()), "
+            "('b', 'failed', now(), now(), now()), ('c', 'queued', now(), NULL, NULL)"
+        )
+    stats = analytics.job_stats(wb, 30)
+    assert stats["total"] == 3 and stats["by_state"] == {"succeeded": 1, "failed": 1, "queued": 1}
+    assert stats["success_rate"] == 0.5 and 2.5 < stats["median_seconds"] < 3.5
+    assert "3 generation jobs ran, 50% of finished jobs succeeded" in " ".join(analytics.summary_sentences(wb))

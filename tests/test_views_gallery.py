@@ -87,7 +87,7 @@ def test_gallery_first_page_and_facets_come_from_the_catalog(wb: workbench.Workb
         "error",
         "has_preview",
     }
-    assert dict(gallery.facets["base_models"]) == {"SD1": 17, "SDXL": 8}, "the broken file has none"
+    assert dict(gallery.facets["base_models"]) == {"SD1": 17, "SDXL": 8, "unknown": 1}, "the broken file: unknown"
     assert dict(gallery.facets["folders"])["characters"] == 12
     json.dumps(gallery.get_state())  # every synced value is JSON
 
@@ -187,7 +187,7 @@ def test_bulk_actions_and_undo(wb: workbench.Workbench) -> None:
     assert {wb.catalog.get(i)["base_model"] for i in ids} != {"Pony"}
     gallery.handle_message({"action": "bulk", "op": "favorite", "value": True})
     assert wb.catalog.count(favorites=True) == 3
-    gallery.handle_message({"action": "bulk", "op": "remove"})
+    gallery.handle_message({"action": "bulk", "op": "remove", "confirmed": True})
     assert gallery.total == 23 and gallery.selected == []
     gallery.handle_message({"action": "undo"})
     assert gallery.total == 26
@@ -342,3 +342,87 @@ def test_widgets_load_their_browser_half_from_the_checkout() -> None:
         source = str(widget._esm)  # anywidget's FileContents: the module text
         assert source == (REPO / "widgets" / f"{name}.js").read_text(encoding="utf-8")
         assert "export default" in source
+
+
+def test_unknown_base_model_exclude_tags_and_hostile_names_not_first(wb: workbench.Workbench) -> None:
+    gallery = GalleryWidget(wb, page_size=50)
+    bases = dict(gallery.facets["base_models"])
+    assert bases["unknown"] == 1 and bases["SDXL"] == 8  # the broken file's base model is not known
+    gallery.handle_message({"action": "filter", "filters": {"base_models": ["unknown", "SDXL"]}})
+    assert gallery.total == 9
+    assert {r["base_model"] for r in gallery.first_rows} == {None, "SDXL"}
+    wb.catalog.add_tags([r["id"] for r in gallery.first_rows[:3]], ["wip"])
+    gallery.handle_message(
+        {"action": "filter", "filters": {"base_models": ["unknown", "SDXL"], "exclude_tags": ["WIP"]}}
+    )
+    assert gallery.total == 6
+    gallery.handle_message({"action": "filter", "filters": {}})
+    names = [r["name"] for r in gallery.first_rows]
+    assert names[0] == "broken" and names.index(SCRIPT) > names.index("Item 23")  # "<script>" sorts under s
+
+
+def test_rating_sort_starts_with_the_best(wb: workbench.Workbench) -> None:
+    gallery = GalleryWidget(wb, page_size=50)
+    target = gallery.first_rows[5]["id"]
+    wb.catalog.update(target, rating=5)
+    gallery.handle_message({"action": "filter", "filters": {**gallery.filters, "sort": "rating"}})
+    assert gallery.filters["descending"] is True and gallery.first_rows[0]["id"] == target
+    gallery.handle_message({"action": "filter", "filters": {**gallery.filters, "descending": False}})
+    assert gallery.filters["descending"] is False  # the direction button still flips it
+    gallery.handle_message({"action": "filter", "filters": {**gallery.filters, "sort": "name"}})
+    assert gallery.filters["descending"] is False
+
+
+def test_filter_presets_are_saved_applied_and_deleted(wb: workbench.Workbench) -> None:
+    gallery = GalleryWidget(wb, page_size=50)
+    gallery.handle_message({"action": "filter", "filters": {"base_models": ["SDXL"], "text": "item"}})
+    gallery.handle_message({"action": "save_preset", "name": "SDXL items"})
+    assert gallery.presets == ["SDXL items"] and "Saved the current filters" in gallery.notice["text"]
+    gallery.handle_message({"action": "filter", "filters": {}})
+    assert gallery.total == 26
+    other = GalleryWidget(wb, page_size=50)  # another visitor sees it
+    assert other.presets == ["SDXL items"]
+    other.handle_message({"action": "apply_preset", "name": "SDXL items"})
+    assert other.filters["base_models"] == ["SDXL"] and other.total == 8
+    other.handle_message({"action": "apply_preset", "name": "nope"})  # dropped
+    other.handle_message({"action": "save_preset", "name": ""})  # dropped
+    other.handle_message({"action": "delete_preset", "name": "SDXL items"})
+    assert other.presets == [] and wb.catalog.presets() == {}
+
+
+def test_removing_many_needs_confirmation(wb: workbench.Workbench) -> None:
+    gallery = GalleryWidget(wb, page_size=50)
+    ids = [r["id"] for r in gallery.first_rows[:3]]
+    gallery.selected = ids
+    gallery.handle_message({"action": "bulk", "op": "remove", "value": None})
+    assert gallery.total == 26 and "needs a confirmation" in gallery.notice["text"]
+    gallery.handle_message({"action": "bulk", "op": "remove", "value": None, "confirmed": True})
+    assert gallery.total == 23 and "Removed 3 LoRAs" in gallery.notice["text"]
+
+
+def test_detail_column_appears_only_when_a_lora_is_open(wb: workbench.Workbench) -> None:
+    view = LibraryView(wb, page_size=10)
+    assert view.detail.layout.display == "none"
+    view.gallery.handle_message({"action": "open", "id": view.gallery.first_rows[0]["id"]})
+    assert view.detail.layout.display is None
+
+
+def test_detail_shows_imported_values_and_keeps_them_imported(wb: workbench.Workbench, library: Path) -> None:
+    lora_id = int(wb.catalog.query(text="item 04")["id"].iloc[0])
+    path = Path(wb.catalog.get(lora_id)["path"])
+    path.with_suffix(".json").write_text(json.dumps({"preferred weight": 0.6, "negative text": "lowres"}))
+    try:
+        wb.scan([library], progress=False)
+        detail = DetailWidget(wb, lora_id)
+        assert detail.record["edit"]["preferred_weight"] == 0.6 and detail.record["edit"]["negative_text"] == "lowres"
+        fields = {label: (value, source) for label, value, source in detail.record["fields"]}
+        assert fields["Preferred weight"] == ("0.6", "a1111.json")
+        assert fields["Negative prompt"] == ("lowres", "a1111.json")
+        assert "." not in fields["Added"][0].split(":")[-1]  # minutes, no microseconds
+        unchanged = dict(detail.record["edit"])
+        unchanged.pop("base_model_override")
+        detail.handle_message({"action": "save", "id": lora_id, "fields": {**unchanged, "rating": 3}})
+        user = wb.catalog.get(lora_id)["user_fields"]
+        assert user["rating"] == 3 and user["preferred_weight"] is None and user["negative_text"] is None
+    finally:
+        path.with_suffix(".json").unlink()

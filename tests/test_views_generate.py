@@ -239,3 +239,69 @@ def test_history_thumbnails_only_come_from_the_workbench_home(wb, tmp_path):
     grid.send = lambda content, buffers=None: sent.append((content, buffers))
     grid.handle_message({"action": "thumbs", "ids": [job]})
     assert sent == [({"kind": "thumbs", "ids": []}, [])]
+
+
+def test_history_large_view_preview_and_reuse_reveals_the_generate_tab(wb):
+    from tests.fake_servers import tiny_request
+    from workbench.views.library import dashboard_tabs
+
+    tab = dashboard_tabs(wb)
+    titles = [tab.get_title(i) for i in range(len(tab.children))]
+    form, history = tab.children[titles.index("Generate")], tab.children[titles.index("History")].grid
+    job = wb.queue.submit(tiny_request(prompt="a red fox", seed=21, steps=5, loras=[LoraSpec("tiny_pixelart", 0.45)]))
+    wb.queue.wait(job, 120)
+    history.refresh()
+    assert "Steps: 5" in history.items[0]["infotext"]  # the large view shows every parameter
+    sent = []
+    history.send = lambda content, buffers=None: sent.append((content, buffers))
+    history.handle_message({"action": "large", "id": job})
+    assert sent[-1][0] == {"kind": "large", "id": job, "found": True} and sent[-1][1][0][:4] == b"RIFF"
+
+    history.handle_message({"action": "set_preview", "id": job, "lora": "tiny_pixelart"})
+    row = wb.catalog.query(text="tiny_pixelart").iloc[0]
+    assert row["preview_path"].startswith(str(wb.home / "previews")) and bool(row["has_preview"])
+    assert "now the preview of tiny_pixelart" in history.notice["text"]
+    history.handle_message({"action": "set_preview", "id": job, "lora": "no_such_lora"})
+    assert history.notice["level"] == "error"
+
+    tab.selected_index = 0
+    history.handle_message({"action": "reuse", "id": job})
+    assert tab.selected_index == titles.index("Generate") and form.prompt.value == "a red fox"
+    assert "Loaded the parameters" in form.message.value
+
+
+def test_a_loras_negative_text_reaches_the_generate_form(wb):
+    lora_id = int(wb.catalog.query(text="tiny_watercolor")["id"][0])
+    wb.catalog.update(lora_id, negative_text="muddy colours")
+    form = GenerateView(wb)
+    form.negative.value = "blurry"
+    form.add_lora("tiny_watercolor")
+    assert form.negative.value == "blurry, muddy colours"
+    form.add_lora("tiny_watercolor")  # not added twice
+    assert form.negative.value == "blurry, muddy colours"
+    assert form.request().negative_prompt == "blurry, muddy colours"
+
+
+def test_generate_and_compare_offer_runnable_loras_first_and_say_why_not(wb, tmp_path):
+    from lora_factory import write_kohya_lora
+
+    other = tmp_path / "other"
+    write_kohya_lora(other / "real_sdxl_style.safetensors", base="SDXL")
+    wb.scan([other], progress=False, workers=1)
+    form = GenerateView(wb)
+    options = list(form.lora_name.options)
+    runnable = [o for o in options if not o.startswith("✕")]
+    assert runnable == ["tiny_neon_unet_only", "tiny_pixelart", "tiny_watercolor"]
+    assert options[: len(runnable)] == runnable  # runnable ones first
+    marked = {o.split(" — ")[0][2:]: o.split(" — ")[1] for o in options if o.startswith("✕")}
+    assert "made for SDXL; the tiny test pipeline runs only its own tiny LoRAs" == marked["real_sdxl_style"]
+    assert "LyCORIS LoHa" in marked["tiny_loha_lycoris"]
+    form.lora_name.value = next(o for o in options if "real_sdxl_style" in o)
+    form._on_add(None)
+    assert form.stack() == [] and "cannot run on this backend" in form.message.value
+
+    view = CompareView(wb)
+    labels = [label for label, _ in view.loras.options]
+    assert labels[:3] == runnable and any(label.startswith("✕ real_sdxl_style") for label in labels)
+    view.loras.value = ("real_sdxl_style",)
+    assert view.run() is None and "Cannot run on this backend" in view.status.value

@@ -61,6 +61,7 @@ function render({ model, el: root }) {
   const container = el("div", "wb-detail");
   root.append(container);
   let previewUrl = null;
+  let videoUrl = null;
 
   function field(label, control) {
     const wrap = el("label", "wb-dfield");
@@ -75,6 +76,10 @@ function render({ model, el: root }) {
       URL.revokeObjectURL(previewUrl);
       previewUrl = null;
     }
+    if (videoUrl) {
+      URL.revokeObjectURL(videoUrl);
+      videoUrl = null;
+    }
     if (!r.id) {
       container.append(el("div", "wb-detail-empty", "Select a LoRA in the gallery to see its details."));
       container.append(noticeLine);
@@ -87,8 +92,22 @@ function render({ model, el: root }) {
     const pic = el("div", "wb-dpreview");
     const bytes = model.get("preview");
     const size = bytes ? bytes.byteLength || bytes.length || 0 : 0;
-    if (size > 0) {
-      previewUrl = URL.createObjectURL(new Blob([bytes], { type: "image/webp" }));
+    const video = model.get("video");
+    const videoSize = video ? video.byteLength || video.length || 0 : 0;
+    if (size > 0) previewUrl = URL.createObjectURL(new Blob([bytes], { type: "image/webp" }));
+    if (videoSize > 0) {
+      // a Civitai-style video preview plays (muted, looping), its poster frame shown first
+      videoUrl = URL.createObjectURL(new Blob([video], { type: model.get("video_type") || "video/mp4" }));
+      const player = el("video", "wb-dvideo");
+      player.muted = true;
+      player.loop = true;
+      player.controls = true;
+      player.playsInline = true;
+      player.autoplay = true;
+      if (previewUrl) player.poster = previewUrl;
+      player.src = videoUrl;
+      pic.append(player);
+    } else if (size > 0) {
       const img = el("img");
       img.alt = "";
       img.src = previewUrl;
@@ -96,13 +115,26 @@ function render({ model, el: root }) {
     } else {
       pic.append(el("span", "wb-nothumb", "no preview"));
     }
+    const upload = el("input", "wb-upload-preview");
+    upload.type = "file";
+    upload.accept = "image/png,image/jpeg,image/webp,image/gif,video/mp4,video/webm";
+    upload.hidden = true;
+    const uploadButton = el("button", "wb-button wb-replace-preview", "Replace preview…");
+    uploadButton.type = "button";
+    uploadButton.addEventListener("click", () => upload.click());
+    upload.addEventListener("change", async () => {
+      const file = upload.files && upload.files[0];
+      if (!file) return;
+      const data = await file.arrayBuffer();
+      model.send({ action: "set_preview", id: r.id }, undefined, [data]);
+    });
     const title = el("div", "wb-dtitle");
     title.append(el("h3", "wb-dname", r.name));
     const badges = el("div", "wb-dbadges");
     if (r.base_model) badges.append(el("span", "wb-dbadge", r.base_model));
     if (r.missing) badges.append(el("span", "wb-dbadge wb-dbadge-missing", "missing"));
     if (r.error) badges.append(el("span", "wb-dbadge wb-dbadge-error", "error"));
-    title.append(badges, el("div", "wb-dpath", r.path));
+    title.append(badges, el("div", "wb-dpath", r.path), uploadButton, upload);
     if (r.error) title.append(el("div", "wb-derror", r.error));
     head.append(pic, title);
 
@@ -183,6 +215,9 @@ function render({ model, el: root }) {
     const notes = el("textarea", "wb-edit-notes");
     notes.rows = 3;
     notes.value = e.notes || "";
+    const negative = el("textarea", "wb-edit-negative");
+    negative.rows = 2;
+    negative.value = e.negative_text || "";
     const save = el("button", "wb-button wb-save", "Save");
     save.type = "submit";
     const favWrap = el("label", "wb-inline");
@@ -196,6 +231,7 @@ function render({ model, el: root }) {
       field("Base model override", base),
       baseList,
       field("Notes", notes),
+      field("Negative prompt to use with it", negative),
       save,
     );
     form.addEventListener("submit", (ev) => {
@@ -212,6 +248,7 @@ function render({ model, el: root }) {
           tags: splitList(tags.value),
           base_model_override: base.value.trim(),
           notes: notes.value,
+          negative_text: negative.value,
         },
       });
     });
@@ -254,14 +291,17 @@ function render({ model, el: root }) {
 
   model.on("change:record", draw);
   model.on("change:preview", draw);
+  model.on("change:video", draw);
   model.on("change:notice", onNotice);
   onNotice();
   draw();
   return () => {
     model.off("change:record", draw);
     model.off("change:preview", draw);
+    model.off("change:video", draw);
     model.off("change:notice", onNotice);
     if (previewUrl) URL.revokeObjectURL(previewUrl);
+    if (videoUrl) URL.revokeObjectURL(videoUrl);
   };
 }
 

@@ -90,9 +90,10 @@ function render({ model, el: root }) {
   toolbar.append(search, fuzzyLabel, sort, direction, shuffle, filtersToggle, count);
 
   const filterPanel = el("div", "wb-filters");
-  const baseSelect = el("select", "wb-filter-base");
-  baseSelect.multiple = true;
-  baseSelect.size = 4;
+  // base models as checkboxes: several at once without Ctrl-click, "unknown" among them
+  const baseBox = el("div", "wb-filter-base");
+  baseBox.setAttribute("role", "group");
+  baseBox.setAttribute("aria-label", "Base model");
   const formatSelect = el("select", "wb-filter-format");
   formatSelect.multiple = true;
   formatSelect.size = 4;
@@ -104,6 +105,15 @@ function render({ model, el: root }) {
   tagInput.setAttribute("list", tagList.id);
   const tagMode = el("select", "wb-filter-tagmode");
   tagMode.append(option("all", "all of (AND)"), option("any", "any of (OR)"));
+  const excludeInput = el("input", "wb-filter-exclude");
+  excludeInput.placeholder = "nsfw, wip";
+  excludeInput.setAttribute("list", tagList.id);
+  const presetSelect = el("select", "wb-presets");
+  presetSelect.setAttribute("aria-label", "Saved filters");
+  const presetSave = el("button", "wb-button wb-preset-save", "Save filters…");
+  presetSave.type = "button";
+  const presetDelete = el("button", "wb-button wb-preset-delete", "Delete preset");
+  presetDelete.type = "button";
   const tristates = {};
   const tristateBox = el("div", "wb-filter-flags");
   for (const [key, label] of [
@@ -129,12 +139,20 @@ function render({ model, el: root }) {
   };
   const tagWrap = el("div", "wb-field");
   tagWrap.append(el("span", null, "Tags"), tagInput, tagMode, tagList);
+  const excludeWrap = el("div", "wb-field");
+  excludeWrap.append(el("span", null, "Without tags"), excludeInput);
+  const presetWrap = el("div", "wb-field");
+  const presetRow = el("div", "wb-inline");
+  presetRow.append(presetSelect, presetSave, presetDelete);
+  presetWrap.append(el("span", null, "Saved filters"), presetRow);
   filterPanel.append(
-    field("Base model", baseSelect),
+    field("Base model", baseBox),
     field("Format", formatSelect),
     field("Folder", folderSelect),
     tagWrap,
+    excludeWrap,
     tristateBox,
+    presetWrap,
     clear,
   );
   filterPanel.hidden = true;
@@ -169,7 +187,17 @@ function render({ model, el: root }) {
     bulkBase,
     baseList,
     button("Set base model", "wb-bulk-setbase", () => bulk("set_base_model", bulkBase.value)),
-    button("Remove from catalog", "wb-bulk-remove wb-danger", () => bulk("remove", null)),
+    button("Remove from catalog", "wb-bulk-remove wb-danger", () => {
+      flushSelection();
+      const n = selected.size;
+      if (n > 1) {
+        const ok = window.confirm(
+          `Remove ${n.toLocaleString()} LoRAs from the catalog? The files stay on disk, and Undo brings them back.`,
+        );
+        if (!ok) return;
+      }
+      model.send({ action: "bulk", op: "remove", value: null, confirmed: n > 1 });
+    }),
     button("Select all", "wb-select-all", () => model.send({ action: "select_all" })),
     button("Select none", "wb-select-none", () => setSelection(new Set())),
   );
@@ -183,7 +211,8 @@ function render({ model, el: root }) {
   const empty = el("div", "wb-empty", "No LoRA matches these filters.");
   const notice = el("div", "wb-notice");
   notice.setAttribute("role", "status");
-  container.append(toolbar, filterPanel, bulkbar, scroller, empty, notice);
+  // the status line sits right under the toolbar, where the eye is after a click, not below the grid
+  container.append(toolbar, notice, filterPanel, bulkbar, empty, scroller);
   root.append(container);
 
   // ---- filters ------------------------------------------------------------------
@@ -196,7 +225,8 @@ function render({ model, el: root }) {
       sort: sort.value,
       tags: splitList(tagInput.value),
       tag_mode: tagMode.value,
-      base_models: Array.from(baseSelect.selectedOptions).map((o) => o.value),
+      exclude_tags: splitList(excludeInput.value),
+      base_models: Array.from(baseBox.querySelectorAll("input:checked")).map((o) => o.value),
       formats: Array.from(formatSelect.selectedOptions).map((o) => o.value),
       folder: folderSelect.value,
       favorites: tristateValue(tristates.favorites),
@@ -231,7 +261,22 @@ function render({ model, el: root }) {
     shuffle.hidden = f.sort !== "random";
     if (document.activeElement !== tagInput) tagInput.value = (f.tags || []).join(", ");
     tagMode.value = f.tag_mode || "all";
-    fillSelect(baseSelect, facets.base_models, f.base_models || []);
+    const chosenBases = new Set(f.base_models || []);
+    baseBox.replaceChildren();
+    for (const [value, n] of facets.base_models || []) {
+      const label = el("label", "wb-check-option");
+      const box = el("input");
+      box.type = "checkbox";
+      box.value = value;
+      box.checked = chosenBases.has(value);
+      box.addEventListener("change", () => sendFilters());
+      label.append(box, el("span", null, `${value} (${n})`));
+      baseBox.append(label);
+    }
+    if (document.activeElement !== excludeInput) excludeInput.value = (f.exclude_tags || []).join(", ");
+    presetSelect.replaceChildren(option("", "choose a preset…", true));
+    for (const name of model.get("presets") || []) presetSelect.append(option(name, name));
+    presetDelete.disabled = true;
     fillSelect(formatSelect, facets.formats, f.formats || []);
     fillSelect(folderSelect, facets.folders, f.folder ? [f.folder] : [], "any folder");
     tagList.replaceChildren(...(facets.tags || []).map(([tag]) => option(tag, tag)));
@@ -247,7 +292,20 @@ function render({ model, el: root }) {
     if (e.key === "Enter") sendFilters();
   });
   tagInput.addEventListener("change", () => sendFilters());
-  for (const control of [fuzzy, sort, tagMode, baseSelect, formatSelect, folderSelect, ...Object.values(tristates)]) {
+  excludeInput.addEventListener("change", () => sendFilters());
+  presetSelect.addEventListener("change", () => {
+    presetDelete.disabled = !presetSelect.value;
+    if (presetSelect.value) model.send({ action: "apply_preset", name: presetSelect.value });
+  });
+  presetSave.addEventListener("click", () => {
+    const name = window.prompt("Name for these filters:", presetSelect.value || "");
+    if (name && name.trim()) model.send({ action: "save_preset", name: name.trim() });
+  });
+  presetDelete.addEventListener("click", () => {
+    const name = presetSelect.value;
+    if (name && window.confirm(`Delete the saved filters “${name}”?`)) model.send({ action: "delete_preset", name });
+  });
+  for (const control of [fuzzy, sort, tagMode, formatSelect, folderSelect, ...Object.values(tristates)]) {
     control.addEventListener("change", () => {
       const extra = control === sort && sort.value === "random" ? { seed: 1 + Math.floor(Math.random() * 2147483000) } : {};
       sendFilters(extra);
@@ -262,6 +320,7 @@ function render({ model, el: root }) {
   clear.addEventListener("click", () => {
     search.value = "";
     tagInput.value = "";
+    excludeInput.value = "";
     model.send({ action: "filter", filters: { sort: sort.value, descending: (model.get("filters") || {}).descending } });
   });
 
@@ -540,6 +599,12 @@ function render({ model, el: root }) {
     const n = model.get("notice") || {};
     notice.textContent = n.text || "";
     notice.className = `wb-notice wb-${n.level === "error" ? "error" : "info"}`;
+    notice.hidden = !n.text;
+    if (n.text) {
+      notice.classList.remove("wb-flash");
+      void notice.offsetWidth; // restart the highlight for a repeated message
+      notice.classList.add("wb-flash");
+    }
   }
   function onSelected() {
     selected = new Set(model.get("selected") || []);
@@ -573,6 +638,7 @@ function render({ model, el: root }) {
   model.on("change:selected", onSelected);
   model.on("change:active_id", onActive);
   model.on("change:can_undo", onUndo);
+  model.on("change:presets", syncControls);
   scroller.addEventListener("scroll", schedule, { passive: true });
   const resizeObserver = new ResizeObserver(() => {
     if (measure()) for (const card of cards.values()) card.dataset.filled = "x";
@@ -600,6 +666,7 @@ function render({ model, el: root }) {
     model.off("change:selected", onSelected);
     model.off("change:active_id", onActive);
     model.off("change:can_undo", onUndo);
+    model.off("change:presets", syncControls);
     resizeObserver.disconnect();
     for (const url of thumbs.values()) URL.revokeObjectURL(url);
   };

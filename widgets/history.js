@@ -49,7 +49,34 @@ function render({ model, el: root }) {
 
   const grid = el("div", "wb-history-grid");
   const notice = el("div", "wb-history-notice");
-  container.append(toolbar, grid, notice);
+  notice.setAttribute("role", "status");
+  // the large view: one image with its parameters, over the grid (Esc or a click outside closes it)
+  const overlay = el("div", "wb-history-overlay");
+  overlay.hidden = true;
+  const panel = el("div", "wb-history-large");
+  const largeImg = el("img", "wb-history-large-img");
+  largeImg.alt = "";
+  const largeText = el("pre", "wb-history-params");
+  const largeActions = el("div", "wb-history-actions");
+  panel.append(largeImg, largeText, largeActions);
+  overlay.append(panel);
+  let largeUrl = null;
+  let openId = null;
+  function closeLarge() {
+    overlay.hidden = true;
+    openId = null;
+    if (largeUrl) URL.revokeObjectURL(largeUrl);
+    largeUrl = null;
+    largeImg.removeAttribute("src");
+  }
+  overlay.addEventListener("click", (ev) => {
+    if (ev.target === overlay) closeLarge();
+  });
+  overlay.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") closeLarge();
+  });
+  overlay.tabIndex = -1;
+  container.append(toolbar, notice, grid, overlay);
   root.append(container);
 
   function sendFilters() {
@@ -81,12 +108,59 @@ function render({ model, el: root }) {
     return b;
   }
 
+  function openLarge(item) {
+    openId = item.id;
+    largeText.textContent = item.infotext || item.prompt || "";
+    if (urls.has(item.id)) largeImg.src = urls.get(item.id);
+    largeActions.replaceChildren(...actionButtons(item, true));
+    overlay.hidden = false;
+    overlay.focus();
+    model.send({ action: "large", id: item.id });
+  }
+
+  function actionButtons(item, large) {
+    const reuse = button("Reuse", "load these parameters into the Generate tab", () => {
+      if (large) closeLarge();
+      model.send({ action: "reuse", id: item.id });
+    });
+    const del = button("Delete", "delete this image", () => {
+      if (window.confirm("Delete this image?")) {
+        if (large) closeLarge();
+        model.send({ action: "delete", id: item.id });
+      }
+    });
+    const out = [reuse, del];
+    if ((item.loras || []).length) {
+      const pick = el("select", "wb-history-preview-pick");
+      pick.title = "make this image the preview of one of its LoRAs";
+      const first = el("option", null, "Use as preview of…");
+      first.value = "";
+      pick.append(first);
+      for (const entry of item.loras) {
+        const text = String(entry);
+        const name = text.includes(":") ? text.slice(0, text.lastIndexOf(":")) : text;
+        const option = el("option", null, name);
+        option.value = name;
+        pick.append(option);
+      }
+      pick.addEventListener("change", () => {
+        if (pick.value) model.send({ action: "set_preview", id: item.id, lora: pick.value });
+        pick.value = "";
+      });
+      out.push(pick);
+    }
+    if (large) out.push(button("Close", "close (Esc)", closeLarge));
+    return out;
+  }
+
   function card(item) {
     const node = el("div", "wb-history-card");
     node.dataset.id = item.id;
     const img = el("img", "wb-history-thumb");
     img.alt = item.prompt;
     if (urls.has(item.id)) img.src = urls.get(item.id);
+    img.title = "open large, with its parameters";
+    img.addEventListener("click", () => openLarge(item));
     const prompt = el("div", "wb-history-prompt", item.prompt || "(no prompt)");
     prompt.title = item.prompt;
     const meta = el("div", "wb-history-meta", `seed ${item.seed} · ${item.size} · ${item.backend}`);
@@ -103,13 +177,7 @@ function render({ model, el: root }) {
       rating.append(option);
     }
     rating.addEventListener("change", () => model.send({ action: "rate", id: item.id, value: Number(rating.value) }));
-    const reuse = button("Reuse", "load these parameters into the Generate tab", () =>
-      model.send({ action: "reuse", id: item.id }),
-    );
-    const del = button("Delete", "delete this image", () => {
-      if (window.confirm("Delete this image?")) model.send({ action: "delete", id: item.id });
-    });
-    actions.append(star, rating, reuse, del);
+    actions.append(star, rating, ...actionButtons(item, false));
     node.append(img, prompt, meta, loras, actions);
     return node;
   }
@@ -126,6 +194,13 @@ function render({ model, el: root }) {
   }
 
   function onCustom(msg, buffers) {
+    if (msg && msg.kind === "large") {
+      if (msg.id !== openId || !msg.found || !buffers.length) return;
+      if (largeUrl) URL.revokeObjectURL(largeUrl);
+      largeUrl = URL.createObjectURL(new Blob([buffers[0]], { type: "image/webp" }));
+      largeImg.src = largeUrl;
+      return;
+    }
     if (!msg || msg.kind !== "thumbs") return;
     msg.ids.forEach((id, i) => {
       const blob = new Blob([buffers[i]], { type: "image/webp" });
@@ -152,6 +227,7 @@ function render({ model, el: root }) {
     model.off("change:notice", onNotice);
     model.off("msg:custom", onCustom);
     for (const url of urls.values()) URL.revokeObjectURL(url);
+    if (largeUrl) URL.revokeObjectURL(largeUrl);
   };
 }
 

@@ -19,6 +19,19 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
+def existing_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The home a read-only command uses: it must already hold a catalog (a typo must not create one)."""
+    if home is None:
+        home = os.environ.get("WORKBENCH_HOME") or platformdirs.user_data_dir(APP_NAME)
+    path = Path(home).expanduser().resolve()
+    if not (path / "catalog.duckdb").is_file():
+        raise FileNotFoundError(
+            f"there is no workbench catalog in {path} (check --home or $WORKBENCH_HOME; "
+            f"'workbench scan FOLDER --home {path}' creates one)"
+        )
+    return path
+
+
 _CHECKOUT = Path(__file__).resolve().parents[1]
 
 

@@ -79,6 +79,21 @@ class Workbench:
 
         return hash_in_background(self.db)
 
+    def set_preview(
+        self, lora_id: int, image: bytes | str | os.PathLike[str] | None = None, *, result_id: str | None = None
+    ) -> Path:
+        """Make an image (bytes, a file, or the history result ``result_id``) LoRA ``lora_id``'s preview; undoable."""
+        from workbench.catalog import CatalogError, set_preview
+
+        if result_id is not None:
+            rows = self.db.read_df("SELECT path FROM results WHERE id = ? AND NOT deleted", [str(result_id)])
+            if rows.empty:
+                raise CatalogError(f"no history image {result_id!r}")
+            image = rows.iloc[0]["path"]
+        if image is None:
+            raise CatalogError("give an image (bytes or a file) or a history result_id")
+        return set_preview(self.catalog, self.home, lora_id, image)
+
     # recommend
     @property
     def recommend(self) -> Recommender:

@@ -88,3 +88,145 @@ def figures(wb: Workbench) -> dict[str, Any]:
     tags = top_tags(wb, 20)
     out["top_tags"] = px.bar(tags, x="count", y="tag", orientation="h", title="Top tags")
     return out
+
+
+# --- the report for people who do not read code ----------------------------------------------------
+
+#: Human labels of :func:`summary`'s keys (the report and the CLI show these, never the snake_case keys).
+SUMMARY_LABELS = {
+    "loras": "LoRAs in the catalog",
+    "local_files": "LoRA files on disk",
+    "catalog_only": "Catalog-only entries (from Civitai, no file)",
+    "total_gib": "Disk space (GiB)",
+    "with_errors": "Files that cannot be read",
+    "missing": "Files missing since the last scan",
+    "unhashed": "Files not hashed yet",
+    "duplicate_files": "Duplicate files (among hashed files)",
+    "favorites": "Favorites",
+    "with_preview": "With a preview image",
+}
+
+
+def _count(value: Any) -> str:
+    return f"{int(value):,}"
+
+
+def summary_table(wb: Workbench) -> pd.DataFrame:
+    """:func:`summary` as a two-column table with human labels and whole numbers (GiB to two decimals)."""
+    facts = summary(wb)
+    rows = [
+        (SUMMARY_LABELS[key], f"{value:,.2f}" if key == "total_gib" else _count(value)) for key, value in facts.items()
+    ]
+    return pd.DataFrame(rows, columns=["What", "How many"])
+
+
+def job_stats(wb: Workbench, days: int = 30) -> dict[str, Any]:
+    """Generation jobs of the last ``days`` days: how many per state, success rate, typical duration."""
+    rows = wb.db.read_df(
+        "SELECT state, count(*) AS n, median(date_diff('millisecond', started_at, finished_at)) / 1000.0 AS median_s "
+        "FROM jobs WHERE created_at >= current_timestamp - to_days(CAST(? AS INTEGER)) GROUP BY state",
+        [int(days)],
+    )
+    by_state = {str(r["state"]): int(r["n"]) for r in rows.to_dict("records")}
+    finished = sum(by_state.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
+    succeeded = by_state.get("succeeded", 0)
+    median = rows.loc[rows["state"] == "succeeded", "median_s"]
+    return {
+        "total": int(sum(by_state.values())),
+        "by_state": by_state,
+        "success_rate": succeeded / finished if finished else None,
+        "median_seconds": float(median.iloc[0]) if len(median) and pd.notna(median.iloc[0]) else None,
+        "images": int(
+            wb.db.read_df(
+                "SELECT count(*) AS n FROM results WHERE NOT deleted "
+                "AND created_at >= current_timestamp - to_days(CAST(? AS INTEGER))",
+                [int(days)],
+            )["n"].iloc[0]
+        ),
+    }
+
+
+def job_table(wb: Workbench, days: int = 30) -> pd.DataFrame:
+    """Jobs per state over the period, with human labels (empty when nothing was generated)."""
+    stats = job_stats(wb, days)
+    labels = {
+        "succeeded": "Finished",
+        "failed": "Failed",
+        "cancelled": "Cancelled",
+        "queued": "Waiting",
+        "running": "Running",
+    }
+    rows = [(labels.get(state, state), _count(n)) for state, n in sorted(stats["by_state"].items())]
+    return pd.DataFrame(rows, columns=["Jobs", "How many"])
+
+
+def summary_sentences(wb: Workbench, days: int = 30) -> list[str]:
+    """A few plain sentences a manager can read first: size of the library, health, what is unknown, usage."""
+    facts = summary(wb)
+    base = composition(wb, "base_model")
+    jobs = job_stats(wb, days)
+    out = [
+        f"The library holds {_count(facts['loras'])} LoRAs ({_count(facts['local_files'])} files, "
+        f"{facts['total_gib']:,.2f} GiB on disk)."
+    ]
+    known = base[base["base_model"] != "unknown"]
+    if len(known):
+        top = known.iloc[0]
+        share = 100 * int(top["count"]) / max(facts["loras"], 1)
+        out.append(f"Most are for {top['base_model']} ({_count(top['count'])}, {share:.0f}%).")
+    problems = []
+    if facts["with_errors"]:
+        problems.append(f"{_count(facts['with_errors'])} cannot be read")
+    if facts["missing"]:
+        problems.append(f"{_count(facts['missing'])} went missing")
+    out.append(("Of the files, " + " and ".join(problems) + ".") if problems else "Every file could be read.")
+    if facts["unhashed"]:
+        out.append(
+            f"{_count(facts['unhashed'])} files are not hashed yet, so duplicates among them are not known "
+            "(run 'workbench hash' or the report with --hash)."
+        )
+    elif facts["duplicate_files"]:
+        out.append(f"{_count(facts['duplicate_files'])} files are duplicates of another file.")
+    else:
+        out.append("No file is a duplicate of another.")
+    if jobs["total"]:
+        rate = (
+            f", {100 * jobs['success_rate']:.0f}% of finished jobs succeeded"
+            if jobs["success_rate"] is not None
+            else ""
+        )
+        typical = f", typically in {jobs['median_seconds']:.1f} s" if jobs["median_seconds"] is not None else ""
+        out.append(f"In the last {days} days {_count(jobs['total'])} generation jobs ran{rate}{typical}.")
+    else:
+        out.append(f"Nothing was generated in the last {days} days.")
+    return out
+
+
+def table_html(frame: pd.DataFrame, empty: str = "Nothing yet.") -> str:
+    """A small escaped HTML table (no index, blanks for missing values), or ``empty`` as a sentence."""
+    import html
+
+    if frame is None or frame.empty:
+        return f"<p><i>{html.escape(empty)}</i></p>"
+    clean = frame.astype(object).where(frame.notna(), "")
+    return clean.to_html(index=False, escape=True, border=0, classes="wb-report-table")
+
+
+def bars_html(frame: pd.DataFrame, label: str, value: str, title: str, top: int = 15) -> str:
+    """A horizontal bar chart in plain HTML (no JavaScript, a few KB): the report's charts."""
+    import html
+
+    if frame is None or frame.empty:
+        return f"<h4>{html.escape(title)}</h4><p><i>Nothing yet.</i></p>"
+    rows = frame.head(top)
+    peak = max(float(rows[value].max()), 1.0)
+    lines = []
+    for _, row in rows.iterrows():
+        width = 100.0 * float(row[value]) / peak
+        lines.append(
+            "<tr>"
+            f"<td style='padding:1px 8px 1px 0;white-space:nowrap'>{html.escape(str(row[label]))}</td>"
+            f"<td style='width:60%'><div style='background:#4c78a8;height:12px;width:{width:.1f}%'></div></td>"
+            f"<td style='padding-left:6px'>{_count(row[value])}</td></tr>"
+        )
+    return f"<h4>{html.escape(title)}</h4><table style='border-collapse:collapse'>{''.join(lines)}</table>"

@@ -20,6 +20,18 @@ def _open(args: argparse.Namespace) -> workbench.Workbench:
     return workbench.open(args.home)
 
 
+def _open_existing(args: argparse.Namespace) -> workbench.Workbench:
+    """For commands that only read (or add to) a catalog: a mistyped --home is an error, not a new home."""
+    from workbench._home import existing_home
+
+    return workbench.open(existing_home(args.home))
+
+
+def _table(frame: Any) -> str:
+    """A DataFrame as a plain-text table: no index, blanks instead of NaN/None."""
+    return frame.astype(object).where(frame.notna(), "").to_string(index=False)
+
+
 def _cmd_scan(args: argparse.Namespace) -> int:
     wb = _open(args)
     report = wb.scan(
@@ -28,13 +40,24 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     print(report)
     for skipped in report.skipped_dirs:
         print(f"skipped folder: {skipped}", file=sys.stderr)
+    for path, error in report.error_files[:_ERRORS_SHOWN]:
+        print(f"error: {path}: {error}", file=sys.stderr)
+    if len(report.error_files) > _ERRORS_SHOWN:
+        print(
+            f"... and {len(report.error_files) - _ERRORS_SHOWN} more files with errors "
+            "('workbench export-catalog --format csv' lists every one in its error column)",
+            file=sys.stderr,
+        )
     if args.hash:
         print(f"hashed {wb.hash(progress=not args.quiet)} files")
     return 0
 
 
+_ERRORS_SHOWN = 20
+
+
 def _cmd_hash(args: argparse.Namespace) -> int:
-    wb = _open(args)
+    wb = _open_existing(args)
     print(f"hashed {wb.hash(progress=not args.quiet, workers=args.workers)} files")
     return 0
 
@@ -57,7 +80,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _cmd_export_catalog(args: argparse.Namespace) -> int:
-    wb = _open(args)
+    wb = _open_existing(args)
     frame = wb.catalog.query(sort="name")
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
@@ -68,7 +91,9 @@ def _cmd_export_catalog(args: argparse.Namespace) -> int:
 
 
 def _cmd_duplicates(args: argparse.Namespace) -> int:
-    wb = _open(args)
+    from workbench.analytics import summary
+
+    wb = _open_existing(args)
     if args.by == "weights":
         return _print_weight_groups(wb, args.threshold, args.format)
     frame = wb.catalog.duplicates(by=args.by)
@@ -76,8 +101,24 @@ def _cmd_duplicates(args: argparse.Namespace) -> int:
         for value, group in frame.groupby("hash", sort=False):
             print(json.dumps({args.by: value, "ids": group["id"].tolist(), "paths": group["path"].tolist()}))
         return 0
-    print(frame.to_string(index=False) if len(frame) else "no duplicates")
+    facts = summary(wb)
+    unhashed, local = facts["unhashed"], facts["local_files"]
+    if len(frame):
+        print(_table(frame))
+    elif unhashed == 0:
+        print(f"no duplicates among the {local} hashed files")
+    else:
+        print("no duplicates found among the files hashed so far")
+    if unhashed:
+        print(
+            f"{unhashed} of {local} files have no hash yet, so duplicates among them are not known: "
+            f"run 'workbench hash{_home_flag(args)}' (or 'workbench scan --hash') to compute them"
+        )
     return 0
+
+
+def _home_flag(args: argparse.Namespace) -> str:
+    return f" --home {args.home}" if getattr(args, "home", None) else ""
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -86,7 +127,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     try:
         return serve_dashboard(
-            args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser
+            args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser, theme=args.theme
         )
     except OSError as exc:
         print(f"workbench dashboard: error: {exc}", file=sys.stderr)
@@ -104,7 +145,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    print(f"archive written to {_open(args).export(args.out, include_files=args.with_files)}")
+    print(f"archive written to {_open_existing(args).export(args.out, include_files=args.with_files)}")
     return 0
 
 
@@ -216,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.add_argument(
+        "--theme", choices=["auto", "light", "dark"], default="auto", help="page theme (default: JupyterLab's setting)"
+    )
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]
     # [generation helper] generate, compare, worker
@@ -227,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     # [civitai helper] civitai fetch|link|updates|download
     _add_civitai_commands(sub)
     # [/civitai helper]
+    # [migration] import-recipe
+    _add_migration_commands(sub)
+    # [/migration]
     return parser
 
 
@@ -367,7 +414,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         wb.queue.close()
     if args.out:
         shutil.copyfile(result.path, args.out)
-    print(result.cells[["row", "col", "lora", "weight", "seed", "result_id"]].to_string(index=False))
+    print(_table(result.cells[["row", "col", "lora", "weight", "seed", "result_id"]]))
     if args.backend == "diffusers" and (args.model or "tiny") == "tiny":
         print("(tiny pipeline with RANDOM WEIGHTS: the images are noise-like and carry no meaning)")
     print(f"wrote {args.out or result.path}")
@@ -429,7 +476,7 @@ def _add_generation_commands(sub) -> None:
 # [recommend helper]
 def _cmd_recommend(args: argparse.Namespace) -> int:
     """Print recommendations for a prompt, a LoRA id or trigger text."""
-    rec = _open(args).recommend
+    rec = _open_existing(args).recommend
     if args.prompt is not None:
         df = rec.for_prompt(args.prompt, k=args.k, base_model=args.base_model)
     elif args.similar is not None:
@@ -460,7 +507,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         print("no recommendations")
     else:
         with __import__("pandas").option_context("display.max_colwidth", 60, "display.width", 200):
-            print(df[cols].assign(score=df["score"].round(3)).to_string(index=False))
+            print(_table(df[cols].assign(score=df["score"].round(3))))
     return 0
 
 
@@ -581,11 +628,44 @@ def _add_civitai_commands(sub: Any) -> None:
 
 
 # [/civitai helper]
+def _quiet_model_loading() -> None:
+    """No Hugging Face / transformers progress bars or load reports on every command (set the variables to see them)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# [migration]
+def _cmd_import_recipe(args: argparse.Namespace) -> int:
+    """Save the recipe an A1111 or ComfyUI image carries; list the LoRAs this catalog lacks."""
+    found = _open_existing(args).recipes.import_image(args.image, args.name, overwrite=args.overwrite)
+    print(found.summary())
+    print(f"saved recipe {found.recipe.name!r}")
+    return 0
+
+
+def _add_migration_commands(sub: Any) -> None:
+    p = sub.add_parser("import-recipe", help="make a recipe from an A1111 or ComfyUI image (PNG metadata)")
+    p.add_argument("image", help="PNG (or JPEG/WEBP with A1111 infotext) carrying generation parameters")
+    _add_home(p)
+    p.add_argument("--name", help="recipe name (default: the image's file name)")
+    p.add_argument("--overwrite", action="store_true", help="replace a recipe of the same name")
+    p.set_defaults(func=_cmd_import_recipe)
+
+
+# [/migration]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_model_loading()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # name the subcommand's own usage, not the top-level one
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, PermissionError) as exc:

@@ -10,7 +10,10 @@ dashboard that may face visitors:
 * no ``?template=`` / ``?theme=`` overrides;
 * bound to 127.0.0.1 unless told otherwise, and on exactly the port asked for;
 * one kernel preheated so the first visitor does not wait for the notebook to run;
-  idle kernels are culled.
+  idle kernels are culled;
+* the ``workbench`` template (``notebooks/voila/templates/workbench``): Voilà's lab template
+  without its Font Awesome CDN links, so the page makes no request outside this server;
+* the light or dark theme JupyterLab is set to (``--theme`` overrides it).
 """
 
 from __future__ import annotations
@@ -30,11 +33,39 @@ HOME_ENV = "WORKBENCH_HOME"
 LIBRARY_ENV = "WORKBENCH_LIBRARY"
 DEFAULT_PORT = 8866
 DEFAULT_HOST = "127.0.0.1"
+THEMES = ("auto", "light", "dark")
+TEMPLATE = "workbench"
 
 
 def dashboard_notebook() -> Path:
     """Path of ``dashboard.ipynb`` (the checkout's, else the installed package's)."""
     return bundled_file("notebooks", "dashboard.ipynb")
+
+
+def jupyterlab_theme(settings_dir: str | os.PathLike | None = None) -> str:
+    """``dark`` when JupyterLab's theme setting is a dark theme, else ``light`` (also when unset or unreadable).
+
+    Reads ``@jupyterlab/apputils-extension/themes.jupyterlab-settings`` under ``$JUPYTERLAB_SETTINGS_DIR``
+    (default ``~/.jupyter/lab/user-settings``); the file is JSON with ``//`` comments.
+    """
+    import json
+    import re
+
+    base = Path(
+        settings_dir or os.environ.get("JUPYTERLAB_SETTINGS_DIR") or Path.home() / ".jupyter" / "lab" / "user-settings"
+    )
+    path = base / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    try:
+        text = re.sub(r"^\s*//.*$", "", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        theme = json.loads(text).get("theme", "")
+    except (OSError, ValueError, AttributeError):
+        return "light"
+    return "dark" if isinstance(theme, str) and "dark" in theme.lower() else "light"
+
+
+def template_dir() -> Path:
+    """The Jupyter data folder holding ``voila/templates/workbench`` (beside the dashboard notebook)."""
+    return dashboard_notebook().parent
 
 
 def library_roots_from_env(value: str | None = None) -> list[Path]:
@@ -72,6 +103,8 @@ def dashboard_env(home: str | os.PathLike | None, library_roots: Iterable[str | 
     if package_parent not in paths:
         env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    data_paths = [p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    env["JUPYTER_PATH"] = os.pathsep.join([str(template_dir()), *data_paths])  # finds the workbench template
     return env
 
 
@@ -81,8 +114,13 @@ def voila_command(
     host: str = DEFAULT_HOST,
     open_browser: bool = False,
     preheat: bool = True,
+    theme: str = "auto",
 ) -> list[str]:
     """The ``voila`` command line that serves ``notebook`` for publishing."""
+    if theme not in THEMES:
+        raise ValueError(f"theme must be one of {', '.join(THEMES)}")
+    if theme == "auto":
+        theme = jupyterlab_theme()
     command = [
         sys.executable,
         "-m",
@@ -94,8 +132,8 @@ def voila_command(
         "--Voila.open_browser=" + ("True" if open_browser else "False"),
         "--strip_sources=True",
         "--show_tracebacks=False",
-        "--template=lab",
-        "--theme=light",
+        f"--template={TEMPLATE}",
+        f"--theme={theme}",
         "--VoilaConfiguration.allow_template_override=NO",
         "--VoilaConfiguration.allow_theme_override=NO",
         "--VoilaConfiguration.file_denylist=.*",
@@ -118,6 +156,7 @@ def start_dashboard(
     open_browser: bool = False,
     preheat: bool = True,
     notebook: str | os.PathLike | None = None,
+    theme: str = "auto",
     **popen_kwargs: object,
 ) -> subprocess.Popen:
     """Start the Voilà server in the background and return its process (stop it with ``terminate``)."""
@@ -128,7 +167,7 @@ def start_dashboard(
         import workbench
 
         scan_if_needed(workbench.open(home), library_roots)
-    command = voila_command(notebook, port=port, host=host, open_browser=open_browser, preheat=preheat)
+    command = voila_command(notebook, port=port, host=host, open_browser=open_browser, preheat=preheat, theme=theme)
     return subprocess.Popen(command, env=dashboard_env(home, library_roots), cwd=notebook.parent, **popen_kwargs)  # type: ignore[call-overload]
 
 
@@ -139,9 +178,12 @@ def serve_dashboard(
     host: str = DEFAULT_HOST,
     open_browser: bool = True,
     preheat: bool = True,
+    theme: str = "auto",
 ) -> int:
     """Serve the dashboard until interrupted; returns Voilà's exit status."""
-    process = start_dashboard(home, library_roots, port=port, host=host, open_browser=open_browser, preheat=preheat)
+    process = start_dashboard(
+        home, library_roots, port=port, host=host, open_browser=open_browser, preheat=preheat, theme=theme
+    )
     print(f"LoRA Workbench dashboard: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
     try:
         return process.wait()

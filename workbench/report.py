@@ -11,6 +11,19 @@ from workbench._home import bundled_file
 _REPORT = "report.ipynb"
 
 
+_REPORT_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>LoRA library report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.3rem 0 1rem; }}
+.wb-report-table th, .wb-report-table td {{ text-align: left; padding: 2px 10px 2px 0; border-bottom: 1px solid #ddd; }}
+pre {{ white-space: pre-wrap; }}
+</style></head><body>
+{body}
+</body></html>
+"""
+
+
 def report_notebook() -> Path:
     """The report notebook (the checkout's, else the installed package's)."""
     return bundled_file("notebooks", _REPORT)
@@ -50,6 +63,10 @@ def run_report(
         import nbformat
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(out_path, as_version=4))
-        Path(html).write_text(body, encoding="utf-8")
+        # the "basic" template: the cells only, no CDN scripts and no 300 KB of notebook CSS; our own small page
+        exporter = HTMLExporter(
+            template_name="basic", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+        )
+        body, _ = exporter.from_notebook_node(nbformat.read(out_path, as_version=4))
+        Path(html).write_text(_REPORT_PAGE.format(body=body), encoding="utf-8")
     return out_path

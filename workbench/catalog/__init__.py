@@ -16,6 +16,7 @@ from workbench.catalog._civitai_dump import (
     read_items,
 )
 from workbench.catalog._civitai_online import CivitaiOnline, FetchReport, parse_civitai_ref
+from workbench.catalog._custom_previews import set_preview
 from workbench.catalog._db import CatalogBusyError, Database
 from workbench.catalog._hashing import hash_catalog, hash_in_background
 from workbench.catalog._scan import (
@@ -65,5 +66,6 @@ __all__ = [
     "read_items",
     "safe_destination",
     "scan",
+    "set_preview",
     "validate_user_fields",
 ]

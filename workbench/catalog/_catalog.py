@@ -79,6 +79,7 @@ class LoraFilters(TypedDict, total=False):
     errors: bool | None
     has_preview: bool | None
     ids: Sequence[int] | None
+    tags_none: Sequence[str] | None
 
 
 class CatalogError(ValueError):
@@ -131,9 +132,9 @@ def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
             clean[key] = None
         elif key in ("tags", "trigger_words"):
             clean[key] = _clean_str_list(value, key)
-        elif key == "notes":
+        elif key in ("notes", "negative_text"):
             if not isinstance(value, str) or len(value) > _MAX_NOTES:
-                raise CatalogError(f"notes must be text of at most {_MAX_NOTES} characters")
+                raise CatalogError(f"{key} must be text of at most {_MAX_NOTES} characters")
             clean[key] = value
         elif key == "rating":
             if (
@@ -157,6 +158,10 @@ def validate_user_fields(fields: dict[str, Any]) -> dict[str, Any]:
             ):
                 raise CatalogError("preferred_weight must be a number from -10 to 10")
             clean[key] = float(value)
+        elif key == "preview_override":
+            if not isinstance(value, str) or not value or len(value) > 4096:
+                raise CatalogError("preview_override must be the path of an image (see Workbench.set_preview)")
+            clean[key] = value
         elif key == "base_model_override":
             if not isinstance(value, str) or len(value.strip()) > 64:
                 raise CatalogError("base_model_override must be a short text (at most 64 characters)")
@@ -210,7 +215,9 @@ class Catalog:
                                     array_to_string(tags, ' '), description, creator, folder)) AS _haystack,
                     lower(concat_ws(' ', name, array_to_string(trigger_words, ' '), array_to_string(tags, ' '))) AS _short,
                     list_transform(tags, lambda t: lower(t)) AS _tags_lower,
-                    lower(name) AS _name_lower
+                    -- "<script>…" or "'quoted'" names sort by their first letter, not before every real name
+                    coalesce(nullif(regexp_replace(lower(name), '^[[:punct:][:space:]]+', ''), ''), lower(name))
+                        AS _name_lower
                 FROM _fresh
                 """
             )
@@ -258,7 +265,7 @@ class Catalog:
         )
         folder, ids = filters.get("folder"), filters.get("ids")
         favorites, missing, errors = filters.get("favorites"), filters.get("missing"), filters.get("errors")
-        has_preview = filters.get("has_preview")
+        has_preview, tags_none = filters.get("has_preview"), filters.get("tags_none")
         clauses: list[str] = []
         params: list[Any] = []
         relevance, rel_params = "0", []
@@ -281,10 +288,16 @@ class Catalog:
         if tags_any:
             clauses.append("list_has_any(_tags_lower, ?)")
             params.append([t.lower() for t in tags_any])
+        if tags_none:
+            clauses.append("NOT list_has_any(_tags_lower, ?)")
+            params.append([t.lower() for t in tags_none])
         for column, values in (("base_model", base_models), ("format", formats), ("network_type", network_types)):
             if values:
-                clauses.append(f"list_contains(?, {column})")
-                params.append(list(values))
+                # None in the list stands for "unknown" (no value detected or claimed)
+                known = [v for v in values if v is not None]
+                unknown = f" OR {column} IS NULL" if len(known) < len(values) else ""
+                clauses.append(f"(list_contains(?, {column}){unknown})")
+                params.append(known)
         if folder:
             folder = folder.strip("/")
             clauses.append("(folder = ? OR starts_with(folder, ?))")
@@ -490,6 +503,33 @@ class Catalog:
                 f"(SELECT {by} FROM lora_view WHERE {by} IS NOT NULL GROUP BY 1 HAVING count(*) > 1) "
                 f"ORDER BY {by}, path"
             ).df()
+
+    # -- saved filter presets -------------------------------------------------------------
+    def save_preset(self, name: str, filters: dict[str, Any]) -> None:
+        """Store a named set of gallery filters (shared by everyone using this catalog); same name replaces."""
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
+            raise CatalogError("a preset name is 1 to 100 characters")
+        if not isinstance(filters, dict):
+            raise CatalogError("preset filters must be an object")
+        text = json.dumps(filters, default=str)
+        if len(text) > 20_000:
+            raise CatalogError("preset filters are too large")
+        with self.db.write() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO filter_presets (name, filters, updated_at) VALUES (?, ?, current_timestamp)",
+                [name.strip(), text],
+            )
+
+    def presets(self) -> dict[str, dict[str, Any]]:
+        """Saved filter presets by name (alphabetical)."""
+        with self.db.read() as con:
+            rows = con.execute("SELECT name, filters FROM filter_presets ORDER BY lower(name)").fetchall()
+        return {name: json.loads(filters) for name, filters in rows}
+
+    def delete_preset(self, name: str) -> bool:
+        """Forget a preset; False when there was none by that name."""
+        with self.db.write() as con:
+            return bool(con.execute("DELETE FROM filter_presets WHERE name = ? RETURNING name", [name]).fetchall())
 
     def roots(self) -> list[str]:
         """Library roots that were scanned into this catalog."""
@@ -775,7 +815,9 @@ def _row_to_dict(row: pd.Series) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
         if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-            value = value.tolist()
+            value = value.tolist()  # numpy scalars too: a missing float arrives as nan, handled below
+        if isinstance(value, float) and math.isnan(value):
+            value = None
         elif value is pd.NaT:
             value = None
         elif isinstance(value, float) and math.isnan(value):

@@ -26,7 +26,16 @@ import orjson
 import pandas as pd
 
 from workbench.catalog._db import Database
-from workbench.files import LORA_SUFFIXES, catalog_path, fs_path, is_inside, printable, refuse_system_root
+from workbench.files import (
+    LORA_SUFFIXES,
+    catalog_path,
+    forget_model_json_cache,
+    fs_path,
+    is_inside,
+    printable,
+    refuse_system_root,
+    unclaimed_json_names,
+)
 
 #: Below this many files to inspect, worker processes cost more than they save.
 _POOL_THRESHOLD = 400
@@ -91,6 +100,12 @@ _COLUMNS = (
     "stats",
     "sha256_claimed",
     "origin",
+    "imported_notes",
+    "imported_preferred_weight",
+    "imported_negative_text",
+    "imported_favorite",
+    "usage_tips",
+    "nsfw_level",
 )
 
 
@@ -108,6 +123,8 @@ class ScanReport:
     relinked: int = 0
     errors: int = 0
     skipped_dirs: list[str] = field(default_factory=list)
+    error_files: list[tuple[str, str]] = field(default_factory=list)
+    """(path, error) of every file inspected in this scan that has an error."""
     seconds: float = 0.0
 
     def __str__(self) -> str:
@@ -229,6 +246,15 @@ def _collect_dir(
         return
     names.sort(key=lambda item: item[0])
     sorted_names = [n for n, _ in names]
+    # A Civitai model JSON named after the model, not the file, is read as a sidecar of the file(s) it
+    # lists: its (name, size, mtime) joins every LoRA's signature in this folder, so editing it rescans them.
+    folder_digest = b""
+    if any(n.endswith(".json") for n in sorted_names):
+        listing = {n: e.name for n, e in names} | {e.name.lower(): e.name for e in loras}
+        unclaimed = unclaimed_json_names(listing)
+        if unclaimed:
+            by_name = dict(names)
+            folder_digest = "".join(_entry_sig(n, by_name[n]) for n in unclaimed).encode()
     for entry in loras:
         real = entry.path
         note = None
@@ -255,19 +281,23 @@ def _collect_dir(
         except OSError:  # broken link, loop: inspect_lora names the problem
             size, mtime_ns = 0, 0
         base = entry.name.rsplit(".", 1)[0].lower() + "."
-        digest = hashlib.blake2b(digest_size=8)
+        digest = hashlib.blake2b(folder_digest, digest_size=8) if folder_digest else hashlib.blake2b(digest_size=8)
         start = bisect_left(sorted_names, base)
         for i in range(start, len(sorted_names)):
             name = sorted_names[i]
             if not name.startswith(base):
                 break
-            try:
-                sst = names[i][1].stat()
-                digest.update(f"{name}\0{sst.st_size}\0{sst.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-            except OSError:
-                digest.update(f"{name}\0?\n".encode("utf-8", "surrogateescape"))
+            digest.update(_entry_sig(name, names[i][1]).encode("utf-8", "surrogateescape"))
         found[real] = _Found(real, root, folder, os.path.basename(real), size, mtime_ns, digest.hexdigest())
     return
+
+
+def _entry_sig(name: str, entry: os.DirEntry[str]) -> str:
+    try:
+        sst = entry.stat()
+        return f"{name}\0{sst.st_size}\0{sst.st_mtime_ns}\n"
+    except OSError:
+        return f"{name}\0?\n"
 
 
 def _inspect_record(item: _Found) -> dict[str, Any]:
@@ -473,6 +503,13 @@ def _record_from_info(item: _Found, info: dict[str, Any]) -> dict[str, Any]:
         "stats": _json(merged.get("stats")),
         "sha256_claimed": pick("sha256_claimed"),
         "origin": "scan",
+        # What the person made in another tool, stored apart from user_fields (their edits here still win).
+        "imported_notes": merged.get("notes"),
+        "imported_preferred_weight": merged.get("preferred_weight"),
+        "imported_negative_text": merged.get("negative_text"),
+        "imported_favorite": merged.get("favorite"),
+        "usage_tips": _json(merged.get("usage_tips")),
+        "nsfw_level": _int_or_none(merged.get("nsfw_level")),
     }
 
 
@@ -636,7 +673,7 @@ _KEPT_ON_RESCAN = (
     "file_tags",
 )
 _LIST_COLUMNS = {"trigger_words", "file_tags", "sidecar_errors"}
-_JSON_COLUMNS = {"training_tags", "metadata", "sidecars", "sources", "stats"}
+_JSON_COLUMNS = {"training_tags", "metadata", "sidecars", "sources", "stats", "usage_tips"}
 _CASTS = {
     "id": "BIGINT",
     "size_bytes": "BIGINT",
@@ -655,6 +692,9 @@ _CASTS = {
     "preview_embedded": "BOOLEAN",
     "civitai_model_id": "BIGINT",
     "civitai_version_id": "BIGINT",
+    "imported_preferred_weight": "DOUBLE",
+    "imported_favorite": "BOOLEAN",
+    "nsfw_level": "INTEGER",
     "added_at": "TIMESTAMP",
     "scanned_at": "TIMESTAMP",
 }
@@ -734,6 +774,7 @@ def _scan_locked(
         follow = remembered_follow_outside(db) & set(root_strs)
     else:
         follow = set(root_strs) if follow_outside else set()
+    forget_model_json_cache()
     found = walk_roots(resolved, report.skipped_dirs, follow)
     report.seen = len(found)
     existing = _existing_rows(db)
@@ -806,6 +847,7 @@ def _scan_locked(
         record["added_at"] = added_for.get(path)
         if record["error"]:
             report.errors += 1
+            report.error_files.append((record["path"], str(record["error"])))
         batch.append(record)
         if len(batch) >= _BATCH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
             _write_contained(db, batch)

@@ -117,6 +117,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX weight_pairs_keys ON weight_pairs(key_a, key_b);
     """,
+    # 6: values imported from other tools' sidecars (A1111 .json, ComfyUI-Lora-Manager, Civitai JSON), kept
+    #    apart from user_fields so a person's edit still wins and a rescan refreshes them; negative text.
+    """
+    ALTER TABLE loras ADD COLUMN imported_notes VARCHAR;
+    ALTER TABLE loras ADD COLUMN imported_preferred_weight DOUBLE;
+    ALTER TABLE loras ADD COLUMN imported_negative_text VARCHAR;
+    ALTER TABLE loras ADD COLUMN imported_favorite BOOLEAN;
+    ALTER TABLE loras ADD COLUMN usage_tips JSON;
+    ALTER TABLE loras ADD COLUMN nsfw_level INTEGER;
+    ALTER TABLE user_fields ADD COLUMN negative_text VARCHAR;
+    ALTER TABLE user_fields ADD COLUMN preview_override VARCHAR;
+    CREATE TABLE filter_presets (name VARCHAR PRIMARY KEY, filters JSON, updated_at TIMESTAMP DEFAULT current_timestamp);
+    """,
 ]
 
 # The flat view every reader uses; the in-memory snapshot copies it. User fields win over file fields.
@@ -133,9 +146,12 @@ SELECT
     l.size_bytes, l.mtime, l.missing, l.error,
     l.folder, l.root, l.file_name, l.key_layout, l.rank_min, l.rank_max, l.scale,
     l.base_model AS base_model_detected, l.base_model_evidence, u.base_model_override,
-    l.description, l.preview_path, (l.preview_path IS NOT NULL OR coalesce(l.preview_embedded, false)) AS has_preview,
+    l.description, coalesce(u.preview_override, l.preview_path) AS preview_path,
+    (u.preview_override IS NOT NULL OR l.preview_path IS NOT NULL OR coalesce(l.preview_embedded, false)) AS has_preview,
     coalesce(l.preview_embedded, false) AS preview_embedded,
-    coalesce(u.favorite, false) AS favorite, coalesce(u.rating, 0) AS rating, u.notes, u.preferred_weight,
+    coalesce(u.favorite, l.imported_favorite, false) AS favorite, coalesce(u.rating, 0) AS rating,
+    coalesce(u.notes, l.imported_notes) AS notes, coalesce(u.preferred_weight, l.imported_preferred_weight) AS preferred_weight,
+    coalesce(u.negative_text, l.imported_negative_text) AS negative_text, l.nsfw_level,
     l.added_at, coalesce(usage.n, 0) AS usage_count,
     l.civitai_model_id, l.civitai_version_id, l.creator, h.tensor_hash, h.autov1, l.origin
 FROM loras l

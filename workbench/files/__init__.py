@@ -26,7 +26,14 @@ from workbench.files._previews import (
     find_preview_file,
     preview_source,
 )
-from workbench.files._sidecars import DESCRIPTIVE_ORDER, merge_fields, read_sidecars, sibling_names
+from workbench.files._sidecars import (
+    DESCRIPTIVE_ORDER,
+    forget_model_json_cache,
+    merge_fields,
+    read_sidecars,
+    sibling_names,
+    unclaimed_json_names,
+)
 from workbench.files._taxonomy import (
     BASE_MODEL_FAMILY,
     BASE_MODELS,
@@ -40,7 +47,7 @@ from workbench.files._taxonomy import (
     base_model_family,
     normalize_base_model,
 )
-from workbench.files._thumbnails import DEFAULT_SIZE, ThumbnailCache
+from workbench.files._thumbnails import DEFAULT_SIZE, VIDEO_SUFFIXES, ThumbnailCache, video_poster
 from workbench.files._training import md_bool, md_float, md_int
 from workbench.files._weights import (
     ANALYSIS_VERSION,
@@ -90,6 +97,7 @@ __all__ = [
     "decode_image_payload",
     "extract_embedded_preview",
     "file_hashes",
+    "forget_model_json_cache",
     "find_preview_file",
     "fs_path",
     "inspect_lora",
@@ -108,5 +116,8 @@ __all__ = [
     "refuse_system_root",
     "sibling_names",
     "split_metadata",
+    "unclaimed_json_names",
     "validate_tensors",
+    "video_poster",
+    "VIDEO_SUFFIXES",
 ]

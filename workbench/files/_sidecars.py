@@ -12,7 +12,11 @@ Kinds (the keys of ``sidecars``/``sources``):
                        (``{}`` = looked up, not found).
 ``civitai.model.json`` ``<base>.json`` holding the Civitai *model* JSON (``modelVersions[]``), as
                        written by SD.Next and imported by the original LoRA Manager; the version
-                       whose ``files[].name`` is this file is used, else the first.
+                       whose ``files[].name`` is this file is used, else the first. Without a
+                       ``<base>.json``, any other ``*.json`` in the folder whose
+                       ``modelVersions[].files[].name`` names this file is used (the original
+                       LoRA Manager's importer matches a JSON to its file that way), with its
+                       ``stats``, ``nsfwLevel``, ``weight`` and ``sd version``.
 ``description.txt``    ``<base>.txt`` (SD.Next) or ``<base>.description.txt`` (A1111): plain text.
 =====================  ==========================================================================
 
@@ -31,7 +35,7 @@ Merge precedence (first source holding a usable value wins, per field; lists are
   the model-level JSON, whose version we have to guess. Header metadata is last: it is what the
   trainer typed at training time (often a folder name).
 * Identity fields — ``civitai_model_id``, ``civitai_version_id``, ``sha256``, ``version_name``,
-  ``creator``, ``published_at``, ``nsfw``, ``preview_url``:
+  ``creator``, ``published_at``, ``nsfw``, ``nsfw_level``, ``stats``, ``preview_url``:
   ``civitai.info`` > ``lm.metadata.json`` > ``civitai.model.json`` > ``a1111.json`` > ``header``.
   Civitai Helper's file is the raw by-hash answer of the Civitai API, so it is authoritative for
   what Civitai says this file is; Civitai Browser+'s ids in ``a1111.json`` are often the string
@@ -91,6 +95,8 @@ IDENTITY_FIELDS = frozenset(
         "creator",
         "published_at",
         "nsfw",
+        "nsfw_level",
+        "stats",
         "preview_url",
     }
 )
@@ -141,7 +147,70 @@ def find_sidecars(path: Path, siblings: Mapping[str, str] | None = None) -> dict
             if real is not None:
                 found[role] = path.with_name(real)
                 break
+    if "base.json" not in found:
+        model_json = model_json_by_file_name(path.parent, siblings).get(path.name.lower())
+        if model_json is not None:
+            found["base.json"] = path.with_name(model_json)
     return found
+
+
+_LORA_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+_MODEL_JSON_CACHE: dict[str, tuple[int, dict[str, str]]] = {}
+
+
+def unclaimed_json_names(siblings: Mapping[str, str]) -> list[str]:
+    """Lower-cased ``*.json`` names in a folder that are no LoRA's ``<base>.…json`` sidecar.
+
+    These may be Civitai model JSONs named after the model rather than the file (the original LoRA
+    Manager imports them so); the scanner folds their signature into each LoRA's sidecar signature.
+    """
+    stems = {name[: -len(suffix)] for name in siblings for suffix in _LORA_FILE_SUFFIXES if name.endswith(suffix)}
+    out = []
+    for name in siblings:
+        if not name.endswith(".json"):
+            continue
+        parts = name.split(".")
+        if not any(".".join(parts[:i]) in stems for i in range(1, len(parts))):
+            out.append(name)
+    return sorted(out)
+
+
+def model_json_by_file_name(directory: Path, siblings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Lower-cased LoRA file name → real name of the unclaimed Civitai model JSON that lists it.
+
+    Cached per folder and revalidated by the folder's mtime (a JSON edited in place is re-read on
+    the next scan through the scanner's signature, which clears this cache). Unreadable JSONs are
+    skipped here; they are nobody's sidecar yet.
+    """
+    key = os.fspath(directory)
+    if siblings is None:
+        siblings = sibling_names(directory)
+    candidates = unclaimed_json_names(siblings)
+    signature = hash(tuple(candidates))
+    cached = _MODEL_JSON_CACHE.get(key)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    index: dict[str, str] = {}
+    for lower in candidates:
+        real = siblings[lower]
+        obj = _load_json_object(Path(directory) / real, real, [])
+        versions = obj.get("modelVersions") if obj else None
+        if not isinstance(versions, list):
+            continue
+        for version in versions:
+            files = version.get("files") if isinstance(version, dict) else None
+            for item in files if isinstance(files, list) else []:
+                if isinstance(item, dict) and isinstance(item.get("name"), str):
+                    index.setdefault(item["name"].lower(), real)
+    if len(_MODEL_JSON_CACHE) >= _LISTING_CACHE_MAX:
+        _MODEL_JSON_CACHE.pop(next(iter(_MODEL_JSON_CACHE)))
+    _MODEL_JSON_CACHE[key] = (signature, index)
+    return index
+
+
+def forget_model_json_cache() -> None:
+    """Drop cached model-JSON indexes (a scan calls this, so JSONs edited in place are re-read)."""
+    _MODEL_JSON_CACHE.clear()
 
 
 _SIDECAR_SUFFIXES = (
@@ -466,6 +535,8 @@ def _civitai_version(version: Mapping[str, Any], f: _Fields, path: Path, prefix:
     f.str_list(version, "trainedWords", "trigger_words")
     f.text(version, "publishedAt", "published_at")
     f.text(version, "description", "description")
+    _nsfw_level(version, f)
+    _stats(version, f)
     model = f.mapping(version, "model")
     if model:
         f.text(model, "name", "name")
@@ -490,6 +561,39 @@ def _civitai_version(version: Mapping[str, Any], f: _Fields, path: Path, prefix:
                 break
     elif images is not None:
         f._wrong("images", images, "a list")
+
+
+def _nsfw_level(obj: Mapping[str, Any], f: _Fields) -> None:
+    """Civitai's ``nsfwLevel``: a whole number (a bit mask of levels, 1 = PG); 0 or absent = unknown."""
+    value = obj.get("nsfwLevel")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        f._wrong("nsfwLevel", value, "a whole number")
+        return
+    if value:
+        f.set("nsfw_level", value)
+
+
+_STATS_KEYS = ("downloadCount", "favoriteCount", "thumbsUpCount", "commentCount", "ratingCount", "rating")
+
+
+def _stats(obj: Mapping[str, Any], f: _Fields) -> None:
+    """Civitai ``stats``: the numeric counters only (downloads, favourites, rating...)."""
+    stats = f.mapping(obj, "stats")
+    if not stats:
+        return
+    clean = {
+        key: stats[key]
+        for key in _STATS_KEYS
+        if isinstance(stats.get(key), (int, float))
+        and not isinstance(stats.get(key), bool)
+        and math.isfinite(stats[key])
+        and stats[key] >= 0
+    }
+    if len(clean) < len([k for k in _STATS_KEYS if k in stats]):
+        f.errors.append(f"{f.label}: stats has values that are not non-negative numbers (ignored)")
+    f.set("stats", clean or None)
 
 
 def _creator(obj: Mapping[str, Any], f: _Fields) -> None:
@@ -544,6 +648,15 @@ def _parse_civitai_model(obj: Mapping[str, Any], f: _Fields, path: Path) -> None
         f.set("nsfw", obj["nsfw"])
     # The original LoRA Manager also reads these A1111-style keys from the same JSON.
     f.str_list(obj, "activation text", "trigger_words", split_text=True)
+    f.number(obj, "weight", "preferred_weight")
+    f.number(obj, "default_weight", "preferred_weight")
+    version_label = obj.get("sd version")
+    if version_label is not None and not isinstance(version_label, str):
+        f._wrong("sd version", version_label, "text")
+    elif version_label:
+        f.base_model(obj, "sd version")
+    _nsfw_level(obj, f)
+    _stats(obj, f)
     versions = obj.get("modelVersions")
     if not isinstance(versions, list):
         f._wrong("modelVersions", versions, "a list")

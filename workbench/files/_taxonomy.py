@@ -61,6 +61,8 @@ USER_FIELDS = (
     "preferred_weight",
     "trigger_words",
     "base_model_override",
+    "negative_text",
+    "preview_override",
 )
 
 

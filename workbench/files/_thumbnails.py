@@ -39,6 +39,9 @@ MAX_SOURCE_PIXELS = 64_000_000
 MAX_DECODE_PIXELS = 4096 * 4096
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".avif"}
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv"}
+#: Video previews larger than this get no poster frame (bytes; only the first frames are decoded).
+MAX_VIDEO_BYTES = 1024 * 1024 * 1024
 
 
 class ThumbnailCache:
@@ -132,8 +135,10 @@ def _source_bytes(path: Path) -> bytes | None:
         except Exception:  # a malformed file must not break the gallery
             log.debug("no embedded preview in %s", path, exc_info=True)
             return None
+    if suffix in VIDEO_SUFFIXES:
+        return video_poster(path)
     if suffix not in _IMAGE_SUFFIXES:
-        return None  # videos (mp4/webm) and anything else: no thumbnail
+        return None
     return read_regular_file(path, MAX_SOURCE_BYTES)
 
 
@@ -159,6 +164,38 @@ def read_regular_file(path: Path, limit: int) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+def video_poster(path: Path) -> bytes | None:
+    """PNG bytes of the first decodable frame of a video preview (Civitai's mp4/webm), via PyAV (FFmpeg).
+
+    None when PyAV is not installed, the file is too large or not a video, or its frames are over the
+    pixel cap. Only the first frame is decoded.
+    """
+    try:
+        import av
+    except ImportError:
+        log.info("PyAV is not installed: video previews get no poster frame (pip install av)")
+        return None
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_VIDEO_BYTES:
+            return None  # a FIFO or device named .mp4 is never opened
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            if (stream.width or 0) * (stream.height or 0) > MAX_SOURCE_PIXELS:
+                return None
+            frame = next(container.decode(stream), None)
+            if frame is None or frame.width * frame.height > MAX_SOURCE_PIXELS:
+                return None
+            buffer = io.BytesIO()
+            frame.to_image().save(buffer, format="PNG")
+            return buffer.getvalue()
+    except Exception:  # av raises many FFmpeg error types for hostile input
+        log.debug("no poster frame for %s", path, exc_info=True)
+    return None
 
 
 def _render(path: Path, size: int) -> bytes | None:

@@ -5,7 +5,9 @@ history, recipes, comparison grids, the tiny test pipeline and the backends. Imp
 from __future__ import annotations
 
 from workbench.generate._compare import CompareResult, assemble_grid, compare, plan_cells
+from workbench.generate._compatibility import incompatibility, loras_for_backend
 from workbench.generate._history import History
+from workbench.generate._image_recipes import ImageRecipe, image_text_chunks, recipe_from_image
 from workbench.generate._infotext import (
     build_infotext,
     format_lora_hashes,
@@ -84,6 +86,7 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "History",
+    "ImageRecipe",
     "Job",
     "JobCancelledError",
     "JobControl",
@@ -106,8 +109,11 @@ __all__ = [
     "convert",
     "format_lora_hashes",
     "format_tag",
+    "image_text_chunks",
+    "incompatibility",
     "insert_trigger_words",
     "kohya_metadata",
+    "loras_for_backend",
     "make_lora_tensors",
     "open_backend",
     "parse_infotext",
@@ -118,6 +124,7 @@ __all__ = [
     "plan_cells",
     "png_with_infotext",
     "read_infotext",
+    "recipe_from_image",
     "run_worker",
     "write_tiny_loras",
 ]

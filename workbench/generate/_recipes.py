@@ -236,7 +236,7 @@ def parse_recipe(doc: Any) -> Recipe:
 
 # ------------------------------------------------------------------------------------------ catalog side
 def lookup_loras(db, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """name -> {id, path, preferred_weight, trigger_words, sha256} for the catalog LoRAs known by that name
+    """name -> {id, path, preferred_weight, trigger_words, sha256, negative_text} for the catalog LoRAs known by that name
     (display name, file name or file stem), in one query."""
     names = [n for n in dict.fromkeys(names) if n]
     if not names:
@@ -244,7 +244,7 @@ def lookup_loras(db, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     marks = ", ".join("?" for _ in names)
     frame = db.read_df(
         "SELECT id, path, name, file_name, regexp_replace(file_name, '\\.[^.]*$', '') AS stem, preferred_weight, "
-        f"trigger_words, sha256 FROM lora_view WHERE name IN ({marks}) OR file_name IN ({marks}) "
+        f"trigger_words, sha256, negative_text FROM lora_view WHERE name IN ({marks}) OR file_name IN ({marks}) "
         f"OR regexp_replace(file_name, '\\.[^.]*$', '') IN ({marks}) ORDER BY missing, id",
         names * 3,
     )
@@ -260,6 +260,7 @@ def lookup_loras(db, names: Iterable[str]) -> dict[str, dict[str, Any]]:
                 "preferred_weight": None if weight is None or weight != weight else float(weight),
                 "trigger_words": [str(w) for w in (row["trigger_words"] if row["trigger_words"] is not None else [])],
                 "sha256": row["sha256"] if isinstance(row["sha256"], str) else None,
+                "negative_text": row["negative_text"] if isinstance(row["negative_text"], str) else None,
             }
     return out
 
@@ -298,6 +299,20 @@ class Recipes:
     def trigger_words(self, names: Iterable[str]) -> dict[str, list[str]]:
         """name -> trigger words from the catalog (user fields win over file metadata)."""
         return {n: info["trigger_words"] for n, info in lookup_loras(self.db, names).items()}
+
+    def negative_texts(self, names: Iterable[str]) -> dict[str, str]:
+        """name -> the negative prompt to use with that LoRA (user field, else imported from A1111's ``.json``)."""
+        return {n: info["negative_text"] for n, info in lookup_loras(self.db, names).items() if info["negative_text"]}
+
+    def import_image(
+        self, image: bytes | str | os.PathLike[str], name: str | None = None, *, overwrite: bool = False
+    ) -> Any:
+        """Save the recipe an A1111 or ComfyUI image describes; returns the ``ImageRecipe`` (with missing LoRAs)."""
+        from workbench.generate._image_recipes import recipe_from_image
+
+        found = recipe_from_image(self.db, image, name)
+        found.recipe = self.save(found.recipe, overwrite=overwrite)
+        return found
 
     def request(self, recipe: Recipe | str, prompt: str | None = None, **overrides: Any) -> GenerationRequest:
         """The request for a recipe (or saved recipe name), with catalog trigger words inserted per its policy."""

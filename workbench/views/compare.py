@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.generate import BackendChoice, GenerationRequest, configured_backends
+from workbench.generate import BackendChoice, GenerationRequest, configured_backends, loras_for_backend
 from workbench.views._feedback import guarded
 
 MAX_CELLS = 64
@@ -45,7 +45,7 @@ class CompareView(w.VBox):
         self._wb = wb
         self.backends = backends or configured_backends(wb.home)
         tiny = self.backends[0].random_weights
-        self.loras = w.SelectMultiple(options=[], description="LoRAs", rows=6, layout=w.Layout(width="420px"))
+        self.loras = w.SelectMultiple(options=[], description="LoRAs", rows=8, layout=w.Layout(width="640px"))
         self.weights = w.Text(value="0, 0.5, 1", description="weights")
         self.seeds = w.Text(value="1, 2", description="seeds")
         self.prompt = w.Text(value="a lighthouse at dusk", description="prompt", layout=w.Layout(width="420px"))
@@ -63,18 +63,20 @@ class CompareView(w.VBox):
         )
         self.run_button = w.Button(description="Run grid", button_style="primary", icon="th")
         self.status = w.HTML()
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.image = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))  # shown with a grid
         self.result = None
         self._thread: threading.Thread | None = None
         note = (
             (
-                '<div style="background:#fff3cd;padding:4px 8px"><b>Random weights:</b> tiny test pipeline, '
+                '<div style="background:#fff3cd;color:#3b2f00;padding:4px 8px"><b>Random weights:</b> tiny test pipeline, '
                 "images carry no meaning.</div>"
             )
             if tiny
             else ""
         )
         self.run_button.on_click(self._on_run)
+        self.backend.observe(lambda _change: self.refresh(), names=["value"])
+        self._reasons: dict[str, str] = {}
         super().__init__(
             [
                 w.HTML(note),
@@ -93,8 +95,14 @@ class CompareView(w.VBox):
 
     @guarded
     def refresh(self) -> None:
-        frame = self._wb.catalog.query(missing=False, errors=False, sort="usage", descending=True, limit=MAX_NAMES)
-        self.loras.options = sorted({str(n) for n in frame["name"] if isinstance(n, str)})
+        """LoRAs the selected backend can run first; the others after them, labelled with the reason."""
+        frame = loras_for_backend(self._wb.db, self.backends[self.backend.value], MAX_NAMES)
+        self._reasons = {r["name"]: r["reason"] for r in frame.to_dict("records") if isinstance(r["reason"], str)}
+        options = []
+        for name in dict.fromkeys(frame["name"]):
+            reason = self._reasons.get(name)
+            options.append((f"✕ {name} — {reason}" if reason else name, name))
+        self.loras.options = options
 
     def run(self) -> threading.Thread | None:
         """Check the form and start the grid on a background thread (returned, e.g. to join in tests)."""
@@ -107,6 +115,10 @@ class CompareView(w.VBox):
         loras = list(self.loras.value)
         if not loras:
             self._say("Pick at least one LoRA.", error=True)
+            return None
+        blocked = [f"{name}: {self._reasons[name]}" for name in loras if name in self._reasons]
+        if blocked:
+            self._say("Cannot run on this backend — " + html.escape("; ".join(blocked[:3])), error=True)
             return None
         if len(loras) * len(weights) * len(seeds) > MAX_CELLS:
             self._say(f"At most {MAX_CELLS} images per grid.", error=True)
@@ -162,8 +174,9 @@ class CompareView(w.VBox):
         result.image.save(buf, format="PNG")
         self.result = result
         self.image.value = buf.getvalue()
+        self.image.layout.display = None
         self._say(f"{len(result.cells)} images · saved as <code>{html.escape(result.path.name)}</code>")
 
     def _say(self, text_html: str, error: bool = False) -> None:
-        color = "#b00020" if error else "inherit"
+        color = "var(--jp-error-color1, #b00020)" if error else "inherit"
         self.status.value = f'<span style="color:{color}">{text_html}</span>'

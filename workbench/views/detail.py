@@ -17,7 +17,7 @@ from typing import Any
 
 import traitlets as t
 
-from workbench.files import BASE_MODELS, USER_FIELDS, ThumbnailCache, preview_source
+from workbench.files import BASE_MODELS, USER_FIELDS, VIDEO_SUFFIXES, ThumbnailCache, preview_source
 from workbench.views._assets import asset_path
 from workbench.views._feedback import NoticeWidget, guarded
 from workbench.views._messages import InvalidMessage, clean_int, json_value
@@ -25,6 +25,9 @@ from workbench.views._messages import InvalidMessage, clean_int, json_value
 log = logging.getLogger("workbench.views")
 
 PREVIEW_SIZE = 512
+#: Video previews up to this size are sent to the browser to play; larger ones show their poster only.
+MAX_VIDEO_BYTES = 32 * 1024 * 1024
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MAX_VALUE = 2000
 
 _FIELD_LABELS = (
@@ -41,7 +44,13 @@ _FIELD_LABELS = (
     ("trigger_words", "Trigger words"),
     ("tags", "Tags"),
     ("description", "Description"),
+    ("preferred_weight", "Preferred weight"),
+    ("negative_text", "Negative prompt"),
+    ("notes", "Notes"),
+    ("favorite", "Favorite"),
     ("creator", "Creator"),
+    ("nsfw_level", "Civitai NSFW level"),
+    ("stats", "Civitai stats"),
     ("civitai_model_id", "Civitai model"),
     ("civitai_version_id", "Civitai version"),
     ("size_bytes", "Size"),
@@ -87,6 +96,11 @@ def _size(value: Any) -> str:
 
 
 def _timestamp(value: Any) -> str:
+    """Minutes are enough for people: epoch seconds or a (UTC, naive) catalog timestamp, no microseconds."""
+    if isinstance(value, datetime):  # pandas Timestamp too
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     value = json_value(value)
     if isinstance(value, (int, float)) and value > 0:
         return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -118,7 +132,7 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         value = full.get(key)
         if key == "size_bytes":
             shown = _size(value)
-        elif key == "mtime":
+        elif key in ("mtime", "added_at"):
             shown = _timestamp(value)
         else:
             shown = text_value(value)
@@ -174,7 +188,7 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         for d in full.get("duplicates") or []
     ]
     name_for_prompt = PurePath(str(full.get("file_name") or full.get("name") or "")).stem or str(full.get("name") or "")
-    weight = json_value(user.get("preferred_weight"))
+    weight = json_value(full.get("preferred_weight"))  # the user's, else the one imported from a sidecar
     weight = float(weight) if isinstance(weight, (int, float)) and math.isfinite(weight) else 1.0
     effective_triggers = [text_value(w, 200) for w in json_value(full.get("trigger_words")) or []]
     effective_tags = [text_value(w, 200) for w in json_value(full.get("tags")) or []]
@@ -197,7 +211,8 @@ def detail_record(wb: Any, lora_id: int) -> dict[str, Any]:
         "edit": {
             "tags": effective_tags,
             "trigger_words": effective_triggers,
-            "notes": text_value(user.get("notes"), 20_000),
+            "notes": text_value(full.get("notes"), 20_000),
+            "negative_text": text_value(full.get("negative_text"), 20_000),
             "rating": int(json_value(full.get("rating")) or 0),
             "favorite": bool(json_value(full.get("favorite"))),
             "preferred_weight": weight,
@@ -222,6 +237,17 @@ def clean_edit(raw: Any) -> dict[str, Any]:
         raise InvalidMessage(str(exc)) from None
 
 
+def _same(shown: Any, value: Any) -> bool:
+    if isinstance(shown, float) or isinstance(value, float):
+        try:
+            return math.isclose(float(shown), float(value), abs_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    if value is None:
+        return shown in (None, "", [])
+    return shown == value
+
+
 class DetailWidget(NoticeWidget):
     """Detail panel for one LoRA (set ``lora_id``; ``None`` shows an empty panel)."""
 
@@ -234,6 +260,9 @@ class DetailWidget(NoticeWidget):
     preview = t.Bytes(b"").tag(sync=True)
     """WEBP preview of the open LoRA (empty when it has none)."""
     base_models = t.List(list(BASE_MODELS)).tag(sync=True)
+    video = t.Bytes(b"").tag(sync=True)
+    """The video preview itself (mp4/webm) when the LoRA has one, to play in the panel."""
+    video_type = t.Unicode("").tag(sync=True)
 
     def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
         self._wb = wb
@@ -261,7 +290,7 @@ class DetailWidget(NoticeWidget):
 
         if lora_id is None:
             with self.hold_sync():
-                self.record, self.preview = {}, b""
+                self.record, self.preview, self.video, self.video_type = {}, b"", b"", ""
             return
         try:
             record = detail_record(self._wb, int(lora_id))
@@ -270,16 +299,32 @@ class DetailWidget(NoticeWidget):
                 self.record, self.preview = {}, b""
             self.notify(str(exc), "error")
             return
-        preview = b""
+        preview, video, video_type = b"", b"", ""
         frame = self._wb.catalog.query(ids=[int(lora_id)])
         source = preview_source(frame.to_dict("records")[0]) if len(frame) else None
         if source:
             preview = self._thumbnails.get(source, PREVIEW_SIZE) or b""
+            video, video_type = self._video(source)
         with self.hold_sync():
             self.record = record  # before lora_id, so the observer sees it is loaded
             self.preview = preview
+            self.video, self.video_type = video, video_type
             if self.lora_id != lora_id:
                 self.lora_id = int(lora_id)
+
+    def _video(self, source: str) -> tuple[bytes, str]:
+        """The bytes and MIME type of a video preview the visitor may see, else empty."""
+        suffix = PurePath(source).suffix.lower()
+        if suffix not in VIDEO_SUFFIXES or not self._thumbnails.is_allowed(source):
+            return b"", ""
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(MAX_VIDEO_BYTES + 1)
+        except OSError:
+            return b"", ""
+        if len(data) > MAX_VIDEO_BYTES:
+            return b"", ""
+        return data, "video/webm" if suffix == ".webm" else "video/mp4"
 
     @t.observe("lora_id")
     def _lora_id_changed(self, change: Any) -> None:
@@ -296,12 +341,12 @@ class DetailWidget(NoticeWidget):
 
     # -- browser messages -------------------------------------------------------------------
 
-    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        self.handle_message(content)
+    def _on_custom_msg(self, _widget: Any, content: Any, buffers: Any) -> None:
+        self.handle_message(content, buffers)
 
     @guarded
-    def handle_message(self, content: Any) -> None:
-        """Dispatch one browser message: ``save`` or ``open``; anything else is dropped."""
+    def handle_message(self, content: Any, buffers: Any = None) -> None:
+        """Dispatch one browser message: ``save``, ``open`` or ``set_preview``; anything else is dropped."""
         if not isinstance(content, dict):
             return
         action = content.get("action")
@@ -310,6 +355,8 @@ class DetailWidget(NoticeWidget):
                 self._save(content)
             elif action == "open":
                 self._open(content)
+            elif action == "set_preview":
+                self._set_preview(content, buffers)
             else:
                 log.warning("detail: dropped unknown action %r", str(action)[:40])
         except InvalidMessage as exc:
@@ -323,6 +370,10 @@ class DetailWidget(NoticeWidget):
         if lora_id != self.lora_id:
             raise InvalidMessage("save for a LoRA that is not open")
         fields = clean_edit(content.get("fields"))
+        fields = self._changed_only(fields)
+        if not fields:
+            self.notify("Nothing changed.")
+            return
         if not fields:
             return
         try:
@@ -334,6 +385,42 @@ class DetailWidget(NoticeWidget):
         self.notify("Saved.")
         for callback in list(self._saved_callbacks):
             callback(lora_id)
+
+    def _set_preview(self, content: dict[str, Any], buffers: Any) -> None:
+        from workbench.catalog import CatalogError
+
+        lora_id = clean_int(content.get("id"), 0, 2**62)
+        if lora_id != self.lora_id:
+            raise InvalidMessage("preview for a LoRA that is not open")
+        if not buffers or len(buffers) != 1:
+            raise InvalidMessage("set_preview needs exactly one file")
+        data = bytes(buffers[0])
+        if len(data) > MAX_UPLOAD_BYTES:
+            self.notify(f"That file is over {MAX_UPLOAD_BYTES // 2**20} MiB.", "error")
+            return
+        try:
+            self._wb.set_preview(lora_id, data)
+        except CatalogError as exc:  # our own message, safe to show
+            self.notify(str(exc), "error")
+            return
+        self.load(lora_id)
+        self.notify("Preview replaced.")
+        for callback in list(self._saved_callbacks):
+            callback(lora_id)
+
+    def _changed_only(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Drop fields the visitor left as shown: a value imported from a sidecar stays imported
+        (so the other tool's later changes still arrive) until the visitor really edits it."""
+        shown = (self.record or {}).get("edit") or {}
+        if self.lora_id is None:
+            return fields
+        user = self._wb.catalog.get(int(self.lora_id)).get("user_fields") or {}
+        out = {}
+        for key, value in fields.items():
+            if user.get(key) is None and key in shown and _same(shown[key], value):
+                continue
+            out[key] = value
+        return out
 
     def _open(self, content: dict[str, Any]) -> None:
         lora_id = clean_int(content.get("id"), 0, 2**62)

@@ -43,6 +43,13 @@ SORTS: dict[str, str] = {
     "random": "random",
 }
 TAG_MODES = ("all", "any")
+#: Sorts that start from the largest value (best rated, most used, newest, biggest); the others ascend.
+DESCENDING_FIRST = ("rating", "usage", "added", "modified", "size")
+#: The base-model filter's entry for LoRAs whose base model is not known.
+UNKNOWN_BASE = "unknown"
+#: Removing more LoRAs than this at once needs ``confirmed: true`` in the message (the browser asks first).
+CONFIRM_REMOVE_OVER = 1
+MAX_PRESETS = 100
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_THUMBS_PER_REQUEST = 120
@@ -54,6 +61,7 @@ DEFAULT_FILTERS: dict[str, Any] = {
     "fuzzy": False,
     "tags": [],
     "tag_mode": "all",
+    "exclude_tags": [],
     "base_models": [],
     "folder": "",
     "formats": [],
@@ -88,6 +96,8 @@ def clean_filters(raw: Any) -> dict[str, Any]:
         if raw["tag_mode"] not in TAG_MODES:
             raise InvalidMessage("tag_mode must be 'all' or 'any'")
         filters["tag_mode"] = raw["tag_mode"]
+    if "exclude_tags" in raw:
+        filters["exclude_tags"] = clean_strings(raw["exclude_tags"], limit=20, item_limit=100)
     if "base_models" in raw:
         filters["base_models"] = clean_strings(raw["base_models"], limit=50, item_limit=64)
     if "folder" in raw:
@@ -118,7 +128,8 @@ def query_arguments(filters: dict[str, Any]) -> LoraFilters:
         "fuzzy": filters["fuzzy"],
         "tags_all": tags if filters["tag_mode"] == "all" else None,
         "tags_any": tags if filters["tag_mode"] == "any" else None,
-        "base_models": filters["base_models"] or None,
+        "tags_none": filters["exclude_tags"] or None,
+        "base_models": [None if b == UNKNOWN_BASE else b for b in filters["base_models"]] or None,
         "folder": filters["folder"] or None,
         "formats": filters["formats"] or None,
     }
@@ -208,12 +219,17 @@ _FACET_NAMES = {
 
 
 def facet_lists(facets: dict[str, list[tuple[str, int]]]) -> dict[str, list[list[Any]]]:
-    """The catalog's facets as the filter controls name them, empty values left out."""
-    return {
-        _FACET_NAMES[column]: [[str(value)[:MAX_TEXT], int(count)] for value, count in pairs if value]
-        for column, pairs in facets.items()
-        if column in _FACET_NAMES
-    }
+    """The catalog's facets as the filter controls name them; a LoRA without a base model counts as
+    "unknown" (a filter value of its own), other empty values are left out."""
+    out: dict[str, list[list[Any]]] = {}
+    for column, pairs in facets.items():
+        name = _FACET_NAMES.get(column)
+        if name is None:
+            continue
+        if name == "base_models":
+            pairs = [(value or UNKNOWN_BASE, count) for value, count in pairs]
+        out[name] = [[str(value)[:MAX_TEXT], int(count)] for value, count in pairs if value]
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -246,11 +262,15 @@ class GalleryWidget(NoticeWidget):
     facets = t.Dict().tag(sync=True)
     """``{"base_models"|"formats"|"folders"|"tags": [[value, count], ...]}`` for the filter controls."""
     sorts = t.List(list(SORTS)).tag(sync=True)
+    descending_first = t.List(list(DESCENDING_FIRST)).tag(sync=True)
+    """Sorts whose first click orders from the largest value (rating: best first)."""
     selected = t.List(t.Int()).tag(sync=True)
     """Ids of the selected cards (bulk actions apply to them)."""
     active_id = t.Int(None, allow_none=True).tag(sync=True)
     """Id of the card opened in the detail panel."""
     can_undo = t.Bool(False).tag(sync=True)
+    presets = t.List(t.Unicode()).tag(sync=True)
+    """Names of the saved filter presets (shared by everyone using this catalog)."""
     """Last message for the visitor (``seq`` makes repeats visible)."""
 
     def __init__(self, wb: Any, page_size: int = PAGE_SIZE, thumbnail_size: int = DEFAULT_SIZE, **kwargs: Any) -> None:
@@ -262,6 +282,7 @@ class GalleryWidget(NoticeWidget):
         self.on_msg(self._on_custom_msg)
         self.refresh_facets()
         self.refresh(reset_scroll=True)
+        self._refresh_presets()
 
     # -- public API ---------------------------------------------------------------------
 
@@ -353,7 +374,10 @@ class GalleryWidget(NoticeWidget):
             log.warning("gallery: dropped invalid %s message: %s", action, exc)
 
     def _act_filter(self, content: dict[str, Any]) -> None:
-        self.filters = clean_filters(content.get("filters"))
+        filters = clean_filters(content.get("filters"))
+        if filters["sort"] != self.filters["sort"]:  # a new sort starts where people expect (rating: best first)
+            filters["descending"] = filters["sort"] in DESCENDING_FIRST
+        self.filters = filters
 
     def _act_rows(self, content: dict[str, Any]) -> None:
         generation = clean_int(content.get("generation"), 0, 2**62)
@@ -407,6 +431,9 @@ class GalleryWidget(NoticeWidget):
             return
         value = content.get("value")
         count = f"{len(ids):,} LoRA{'s' if len(ids) != 1 else ''}"
+        if op == "remove" and len(ids) > CONFIRM_REMOVE_OVER and content.get("confirmed") is not True:
+            self.notify(f"Removing {count} needs a confirmation; nothing was removed.", "error")
+            return
         if op in ("add_tags", "remove_tags"):
             tags = clean_strings(value, limit=20, item_limit=100)
             if not tags:
@@ -453,6 +480,36 @@ class GalleryWidget(NoticeWidget):
         self.refresh_facets()
         self.refresh()
 
+    def _act_save_preset(self, content: dict[str, Any]) -> None:
+        name = clean_text(content.get("name"), 100).strip()
+        if not name:
+            raise InvalidMessage("a preset needs a name")
+        if name not in self.presets and len(self.presets) >= MAX_PRESETS:
+            self.notify(f"At most {MAX_PRESETS} presets; delete one first.", "error")
+            return
+        saved = {k: v for k, v in self.filters.items() if k != "seed"}
+        self.catalog.save_preset(name, saved)
+        self._refresh_presets()
+        self.notify(f"Saved the current filters as “{name}”.")
+
+    def _act_apply_preset(self, content: dict[str, Any]) -> None:
+        name = clean_text(content.get("name"), 100)
+        stored = self.catalog.presets().get(name)
+        if stored is None:
+            raise InvalidMessage(f"no preset {name[:40]!r}")
+        try:
+            self.filters = clean_filters(stored)
+        except InvalidMessage:
+            self.notify(f"The preset “{name}” no longer fits this version; save it again.", "error")
+            return
+        self.notify(f"Applied the preset “{name}”.")
+
+    def _act_delete_preset(self, content: dict[str, Any]) -> None:
+        name = clean_text(content.get("name"), 100)
+        if self.catalog.delete_preset(name):
+            self.notify(f"Deleted the preset “{name}”.")
+        self._refresh_presets()
+
     _ACTIONS: dict[str, Callable[[GalleryWidget, dict[str, Any]], None]] = {
         "filter": _act_filter,
         "rows": _act_rows,
@@ -464,6 +521,9 @@ class GalleryWidget(NoticeWidget):
         "bulk": _act_bulk,
         "undo": _act_undo,
         "refresh": _act_refresh,
+        "save_preset": _act_save_preset,
+        "apply_preset": _act_apply_preset,
+        "delete_preset": _act_delete_preset,
     }
 
     # -- helpers ------------------------------------------------------------------------
@@ -494,6 +554,9 @@ class GalleryWidget(NoticeWidget):
         for row in rows:
             row["update"] = updates.get(row["id"])
         return rows
+
+    def _refresh_presets(self) -> None:
+        self.presets = list(self.catalog.presets())
 
     def _sort_arguments(self, filters: dict[str, Any]) -> dict[str, Any]:
         sort = SORTS[filters["sort"]]

@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.generate import BackendChoice, GenerationRequest, LoraSpec, configured_backends
+from workbench.generate import BackendChoice, GenerationRequest, LoraSpec, configured_backends, loras_for_backend
 from workbench.views._feedback import guarded
 
 log = logging.getLogger("workbench.views")
@@ -58,6 +58,8 @@ class GenerateView(w.VBox):
         self._wb = wb
         self.backends = backends or configured_backends(wb.home)
         self.last_job_id: str | None = None
+        self._lora_labels: dict[str, tuple[str, str | None]] = {}
+        self._reveal_callbacks: list[Any] = []
         self.backend_note = w.HTML()
         self.prompt = w.Textarea(
             placeholder="prompt (you may type <lora:name:weight> tags)", layout=w.Layout(width="100%", height="70px")
@@ -124,9 +126,19 @@ class GenerateView(w.VBox):
     @guarded
     def refresh(self) -> None:
         """Re-read the LoRA names and saved recipes offered by the form."""
-        frame = self._wb.catalog.query(missing=False, sort="usage", descending=True, limit=MAX_NAMES)
-        self.lora_name.options = sorted({str(n) for n in frame["name"] if isinstance(n, str)})
+        self._refresh_names()
         self.recipe_pick.options = self._wb.recipes.names()
+
+    def _refresh_names(self) -> None:
+        """The LoRAs the selected backend can run first, then the others marked with why they cannot."""
+        frame = loras_for_backend(self._wb.db, self.choice, MAX_NAMES)
+        labels: dict[str, tuple[str, str | None]] = {}
+        for row in frame.to_dict("records"):
+            reason = row["reason"] if isinstance(row["reason"], str) else None
+            label = f"✕ {row['name']} — {reason}" if reason else row["name"]
+            labels.setdefault(label, (row["name"], reason))
+        self._lora_labels = labels
+        self.lora_name.options = list(labels)
 
     @property
     def choice(self) -> BackendChoice:
@@ -140,6 +152,11 @@ class GenerateView(w.VBox):
         spec = self._wb.recipes.spec(name, unet, te)
         rows = [r for r in self.stack_box.children if r.lora_name != name]
         self.stack_box.children = [*rows, _StackRow(spec.name, spec.unet, spec.te, self._remove_row)]
+        negative = self._wb.recipes.negative_texts([name]).get(name)
+        if negative and negative not in self.negative.value:  # the LoRA's own negative prompt (A1111 .json)
+            current = self.negative.value.strip().rstrip(",")
+            self.negative.value = f"{current}, {negative}" if current else negative
+            self._say(f"Added {html.escape(name)} and its negative prompt.")
 
     def request(self) -> GenerationRequest:
         """The request the form describes (tags in the prompt join the stack; trigger words inserted)."""
@@ -176,6 +193,14 @@ class GenerateView(w.VBox):
             self.sampler.value = request.sampler
         self.stack_box.children = [_StackRow(s.name, s.unet, s.te, self._remove_row) for s in request.loras]
 
+    def on_reveal(self, callback: Any) -> None:
+        """Call ``callback()`` when this form wants to be shown (the dashboard selects its tab)."""
+        self._reveal_callbacks.append(callback)
+
+    def reveal(self) -> None:
+        for callback in list(self._reveal_callbacks):
+            callback()
+
     def submit(self) -> str:
         """Submit the form to the queue; returns the job id."""
         choice = self.choice
@@ -190,9 +215,13 @@ class GenerateView(w.VBox):
     # -- callbacks --------------------------------------------------------------------------
     @guarded
     def _on_add(self, _button: Any) -> None:
-        name = (self.lora_name.value or "").strip()
-        if not name:
+        label = (self.lora_name.value or "").strip()
+        if not label:
             self._say("Pick a LoRA name first.")
+            return
+        name, reason = self._lora_labels.get(label, (label, None))
+        if reason:
+            self._say(f"{html.escape(name)} cannot run on this backend: {html.escape(reason)}.", error=True)
             return
         self.add_lora(name)
         self.lora_name.value = ""
@@ -241,6 +270,7 @@ class GenerateView(w.VBox):
     @guarded
     def _on_backend(self, _change: Any) -> None:
         self._show_backend()
+        self._refresh_names()
 
     # -- helpers ----------------------------------------------------------------------------
     def _form_request_without_triggers(self) -> GenerationRequest:
@@ -265,7 +295,7 @@ class GenerateView(w.VBox):
         choice = self.choice
         if choice.random_weights:
             self.backend_note.value = (
-                '<div class="wb-random-weights" style="background:#fff3cd;padding:4px 8px">'
+                '<div class="wb-random-weights" style="background:#fff3cd;color:#3b2f00;padding:4px 8px">'
                 "<b>Random weights:</b> the tiny test pipeline makes noise-like images that carry "
                 "no meaning. Configure a real model with <code>WORKBENCH_BACKEND</code>.</div>"
             )
@@ -273,7 +303,7 @@ class GenerateView(w.VBox):
             self.backend_note.value = f"<div>Backend: {html.escape(choice.label)}</div>"
 
     def _say(self, text_html: str, error: bool = False) -> None:
-        color = "#b00020" if error else "inherit"
+        color = "var(--jp-error-color1, #b00020)" if error else "inherit"
         self.message.value = f'<span style="color:{color}">{text_html}</span>'
 
 
@@ -288,6 +318,13 @@ def generation_tabs(wb: Any) -> list[tuple[str, w.Widget]]:
     queue = QueueView(wb)
     history = HistoryView(wb)
     compare = CompareView(wb, backends)
-    history.on_reuse(lambda request: (generate.fill(request), history.notify("Loaded into the Generate tab.")))
+
+    def reuse(request: Any) -> None:
+        generate.fill(request)
+        generate._say("Loaded the parameters of a History image; press Generate to make it again.")
+        generate.reveal()
+
+    history.on_reuse(reuse)
+    generate.generate_button.on_click(lambda _button: queue.refresh())  # after submit: the Queue tab shows the job
     queue.on_finished(lambda _job: history.refresh())
     return [("Generate", generate), ("Queue", queue), ("History", history), ("Compare", compare)]

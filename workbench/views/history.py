@@ -24,6 +24,7 @@ log = logging.getLogger("workbench.views")
 
 PAGE = 48
 THUMB_SIZE = 192
+LARGE_SIZE = 1024
 MAX_THUMBS = 60
 DEFAULT_FILTERS: dict[str, Any] = {"text": "", "lora": "", "favorites": None, "min_rating": 0}
 
@@ -67,6 +68,7 @@ class HistoryWidget(NoticeWidget):
         self._wb = wb
         self._thumbs = ThumbnailCache(wb.home, [])  # results live under the workbench home only
         self._reuse_callbacks: list[Callable[[Any], None]] = []
+        self._preview_callbacks: list[Callable[[int], None]] = []
         self.on_msg(lambda _w, content, _b: self.handle_message(content))
         self.refresh()
 
@@ -93,6 +95,7 @@ class HistoryWidget(NoticeWidget):
                     "favorite": bool(row["favorite"]),
                     "created": json_value(row["created_at"]),
                     "backend": str(row["backend"] or ""),
+                    "infotext": str(row["infotext"] or "")[:4000],
                 }
             )
         with self.hold_sync():
@@ -152,6 +155,34 @@ class HistoryWidget(NoticeWidget):
                 buffers.append(data)
         self.send({"kind": "thumbs", "ids": found}, buffers=buffers)
 
+    def _act_large(self, content: dict) -> None:
+        rid = _clean_id(content.get("id"))
+        path = self._wb.history.paths([rid]).get(rid)
+        data = self._thumbs.get(path, LARGE_SIZE) if path else None
+        self.send({"kind": "large", "id": rid, "found": data is not None}, buffers=[data] if data else [])
+
+    def _act_set_preview(self, content: dict) -> None:
+        from workbench.catalog import CatalogError
+
+        rid, name = _clean_id(content.get("id")), clean_text(content.get("lora"), 300)
+        frame = self._wb.catalog.query(text=None)
+        matches = frame[(frame["name"] == name) | (frame["file_name"].str.rsplit(".", n=1).str[0] == name)]
+        if matches.empty:
+            self.notify(f"{name} is not in the catalog.", "error")
+            return
+        try:
+            self._wb.set_preview(int(matches.iloc[0]["id"]), result_id=rid)
+        except CatalogError as exc:  # our own message, safe to show
+            self.notify(str(exc), "error")
+            return
+        self.notify(f"This image is now the preview of {name}.")
+        for callback in list(self._preview_callbacks):
+            callback(int(matches.iloc[0]["id"]))
+
+    def on_preview_set(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(lora_id)`` after a history image became a LoRA's preview."""
+        self._preview_callbacks.append(callback)
+
     def _act_rate(self, content: dict) -> None:
         rid, rating = _clean_id(content.get("id")), clean_int(content.get("value"), 0, 5)
         self._wb.history.rate(rid, rating)
@@ -182,6 +213,8 @@ class HistoryWidget(NoticeWidget):
         "favorite": _act_favorite,
         "reuse": _act_reuse,
         "delete": _act_delete,
+        "large": _act_large,
+        "set_preview": _act_set_preview,
     }
 
 

@@ -32,7 +32,12 @@ class LibraryView(ipywidgets.VBox):
         self.detail = DetailWidget(
             wb,
             layout=ipywidgets.Layout(
-                flex="2 1 0", min_width="280px", max_height="820px", overflow="auto", margin="0 0 0 12px"
+                flex="2 1 0",
+                min_width="280px",
+                max_height="820px",
+                overflow="auto",
+                margin="0 0 0 12px",
+                display="none",  # shown when a card is opened: until then the gallery uses the whole width
             ),
         )
         self.examples = ExamplesView(wb, layout=ipywidgets.Layout(margin="0 0 0 12px"))  # Civitai examples
@@ -50,6 +55,7 @@ class LibraryView(ipywidgets.VBox):
     def _opened(self, change: Any) -> None:
         self.detail.load(change["new"])
         self.examples.load(change["new"])
+        self.detail.layout.display = None if change["new"] is not None else "none"
 
     @guarded
     def _gallery_changed(self, ids: list[int] | None) -> None:
@@ -102,4 +108,7 @@ def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
     for index, (title, _) in enumerate(tabs):
         tab.set_title(index, title)
     tab.add_class("wb-dashboard")
+    for index, (_, widget) in enumerate(tabs):  # e.g. History's Reuse shows the Generate tab
+        if hasattr(widget, "on_reveal"):
+            widget.on_reveal(lambda index=index: setattr(tab, "selected_index", index))
     return tab

@@ -23,7 +23,7 @@ _STATE_COLORS = {
     "queued": "#666",
     "running": "#0b63c5",
     "succeeded": "#1e7e34",
-    "failed": "#b00020",
+    "failed": "var(--jp-error-color1, #b00020)",
     "cancelled": "#8a6d3b",
 }
 
@@ -51,7 +51,7 @@ class _JobRow(w.HBox):
             prompt = str(job.get("prompt") or "")
             error = job.get("error")
             error_html = (
-                f'<br><small style="color:#b00020">{html.escape(str(error)[:300])}</small>'
+                f'<br><small style="color:var(--jp-error-color1, #b00020)">{html.escape(str(error)[:300])}</small>'
                 if isinstance(error, str) and error
                 else ""
             )
@@ -125,7 +125,7 @@ class QueueView(w.VBox):
         super().close()
 
     def notify_error(self, message: str) -> None:
-        self.message.value = f'<span style="color:#b00020">{html.escape(message)}</span>'
+        self.message.value = f'<span style="color:var(--jp-error-color1, #b00020)">{html.escape(message)}</span>'
 
     # -- queue events (worker thread) -----------------------------------------------------------
     def _on_job_event(self, job: Any) -> None:

@@ -1,0 +1,44 @@
+"""How the dashboard is served: its template (no CDN), its title, and the theme JupyterLab is set to."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workbench.dashboard import dashboard_env, dashboard_notebook, jupyterlab_theme, template_dir, voila_command
+
+
+def _settings(folder: Path, theme: str) -> Path:
+    path = folder / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    path.parent.mkdir(parents=True)
+    path.write_text(f'{{\n    // JupyterLab writes comments here\n    "theme": "{theme}"\n}}\n')
+    return folder
+
+
+def test_theme_follows_jupyterlab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert jupyterlab_theme(_settings(tmp_path / "dark", "JupyterLab Dark")) == "dark"
+    assert jupyterlab_theme(_settings(tmp_path / "light", "JupyterLab Light")) == "light"
+    assert jupyterlab_theme(tmp_path / "none") == "light"
+    (tmp_path / "bad" / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (tmp_path / "bad" / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings").write_text("{not json")
+    assert jupyterlab_theme(tmp_path / "bad") == "light"
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "dark"))
+    command = voila_command("x.ipynb")
+    assert "--theme=dark" in command and "--template=workbench" in command
+    assert "--theme=light" in voila_command("x.ipynb", theme="light")
+    with pytest.raises(ValueError, match="theme must be one of"):
+        voila_command("x.ipynb", theme="neon")
+
+
+def test_template_has_no_cdn_and_is_on_the_jupyter_path() -> None:
+    template = template_dir() / "voila" / "templates" / "workbench"
+    page = (template / "index.html.j2").read_text()
+    assert "cdn.jsdelivr" not in page and "https://" not in page.replace("https://github.com", "")
+    assert json.loads((template / "conf.json").read_text())["base_template"] == "lab"
+    assert dashboard_env(None)["JUPYTER_PATH"].split(":")[0] == str(template_dir())
+
+
+def test_dashboard_notebook_title() -> None:
+    assert json.loads(dashboard_notebook().read_text())["metadata"]["title"] == "LoRA Workbench"
