@@ -182,7 +182,9 @@ function render({ model, el: root }) {
   const empty = el("div", "wb-empty", "No LoRA matches these filters.");
   const notice = el("div", "wb-notice");
   notice.setAttribute("role", "status");
-  container.append(toolbar, filterPanel, bulkbar, scroller, empty, notice);
+  // a viewer's page (read_only) has no selection, bulk or favorite controls; the kernel refuses them anyway
+  const readOnly = !!model.get("read_only");
+  container.append(toolbar, filterPanel, ...(readOnly ? [] : [bulkbar]), scroller, empty, notice);
   root.append(container);
 
   // ---- filters ------------------------------------------------------------------
@@ -349,7 +351,7 @@ function render({ model, el: root }) {
       e.stopPropagation();
       model.send({ action: "favorite", id: row.id, value: !row.favorite });
     });
-    thumb.append(check, fav);
+    if (!readOnly) thumb.append(check, fav);
     const badges = el("div", "wb-badges");
     if (row.missing) badges.append(badge("missing", "wb-badge-missing", "The file is no longer on disk"));
     if (row.error) badges.append(badge("error", "wb-badge-error", row.error));

@@ -110,7 +110,8 @@ function render({ model, el: root }) {
       if (window.confirm("Delete this image?")) model.send({ action: "delete", id: item.id });
     });
     actions.append(star, rating, reuse, del);
-    node.append(img, prompt, meta, loras, actions);
+    // a viewer's page (read_only) has no rating, reuse or delete; the kernel refuses them anyway
+    node.append(img, prompt, meta, loras, ...(model.get("read_only") ? [] : [actions]));
     return node;
   }
 

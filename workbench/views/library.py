@@ -24,11 +24,14 @@ class LibraryView(ipywidgets.VBox):
         status: the one-line :class:`StatusView`.
     """
 
-    def __init__(self, wb: Any, page_size: int = PAGE_SIZE, **kwargs: Any) -> None:
+    def __init__(self, wb: Any, page_size: int = PAGE_SIZE, read_only: bool = False, **kwargs: Any) -> None:
         self.status = StatusView(wb)
-        self.gallery = GalleryWidget(wb, page_size=page_size, layout=ipywidgets.Layout(flex="3 1 0", min_width="0"))
+        self.gallery = GalleryWidget(
+            wb, page_size=page_size, read_only=read_only, layout=ipywidgets.Layout(flex="3 1 0", min_width="0")
+        )
         self.detail = DetailWidget(
             wb,
+            read_only=read_only,
             layout=ipywidgets.Layout(
                 flex="2 1 0", min_width="280px", max_height="820px", overflow="auto", margin="0 0 0 12px"
             ),
@@ -66,9 +69,9 @@ class LibraryView(ipywidgets.VBox):
         self.gallery.notify_error(message)
 
 
-def library_view(wb: Any, page_size: int = PAGE_SIZE) -> LibraryView:
+def library_view(wb: Any, page_size: int = PAGE_SIZE, read_only: bool = False) -> LibraryView:
     """The Library tab of the dashboard: gallery and detail panel over ``wb``'s catalog."""
-    return LibraryView(wb, page_size=page_size)
+    return LibraryView(wb, page_size=page_size, read_only=read_only)
 
 
 def _as_tabs(built: Any, default_title: str) -> list[tuple[str, ipywidgets.Widget]]:
@@ -84,12 +87,33 @@ def _as_tabs(built: Any, default_title: str) -> list[tuple[str, ipywidgets.Widge
     return pairs
 
 
-def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
+def viewer_tabs(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+    """A viewer's tabs: Library, Queue and History, with no editing or generating control."""
+    from workbench.views.history import HistoryView
+    from workbench.views.queue import QueueView
+
+    return [
+        ("Library", library_view(wb, read_only=True)),
+        ("Queue", QueueView(wb, read_only=True)),
+        ("History", HistoryView(wb, read_only=True)),
+    ]
+
+
+def dashboard_tabs(wb: Any, read_only: bool | None = None) -> ipywidgets.Tab:
     """The dashboard: a Library tab, plus Recommend / Generate / History tabs when those views work.
 
     A later capability whose view is not installed or fails to build is left out (and
-    logged on the server), never shown as a placeholder.
+    logged on the server), never shown as a placeholder. ``read_only`` (default: the role
+    ``workbench dashboard --read-only`` gave this kernel) builds :func:`viewer_tabs` instead.
     """
+    if read_only is None:
+        from workbench.dashboard import dashboard_read_only
+
+        read_only = dashboard_read_only()
+    if read_only:
+        tab = _tab_widget(viewer_tabs(wb))
+        tab.add_class("wb-read-only")
+        return tab
     tabs: list[tuple[str, ipywidgets.Widget]] = [("Library", library_view(wb))]
     builders = (
         ("workbench.views.recommend", "recommend_tab", "Recommend"),
@@ -106,6 +130,10 @@ def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
             tabs.extend(_as_tabs(builder(wb), title))
         except Exception:
             log.exception("dashboard: %s.%s failed; no %s tab", module_name, function_name, title)
+    return _tab_widget(tabs)
+
+
+def _tab_widget(tabs: list[tuple[str, ipywidgets.Widget]]) -> ipywidgets.Tab:
     tab = ipywidgets.Tab(children=[widget for _, widget in tabs])
     for index, (title, _) in enumerate(tabs):
         tab.set_title(index, title)

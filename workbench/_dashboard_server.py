@@ -1,0 +1,82 @@
+"""The Voilà server process of ``workbench dashboard``: Voilà plus two things it lacks.
+
+* The token comes from ``$WORKBENCH_TOKEN`` (never the command line, where ``ps`` shows it to every
+  user of the machine) and is removed from the environment before any kernel starts.
+* :class:`VisitorKernelManager` ends a visitor's kernel once nobody has been connected to it for
+  ``departed_after_s`` seconds. The stock culler measures *idleness*, and a live page's kernel is
+  never idle for long (it pushes catalog changes to its page); it would also cull the preheated
+  kernels waiting in Voilà's pool, which have no visitor yet. This one leaves pooled kernels alone
+  and ends the others by their connections, whatever their activity. The page's own shutdown
+  request on unload (Voilà sends it as a beacon) usually comes first; this is the backstop for a
+  closed laptop, a crashed browser or a lost network.
+
+Run by :func:`workbench.dashboard.voila_command` as ``python -m workbench._dashboard_server``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from traitlets import Float
+
+TOKEN_ENV = "WORKBENCH_TOKEN"
+
+
+class VisitorKernelManager(AsyncMappingKernelManager):
+    """Shuts a visitor's kernel down once it has had no connection for ``departed_after_s`` seconds."""
+
+    departed_after_s = Float(
+        30.0, config=True, help="Seconds a handed-out kernel may stay without a connected page before it is shut down."
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._alone_since: dict[str, float] = {}
+
+    def pooled_kernel_ids(self) -> set[str]:
+        """Kernels preheated in Voilà's pool, not yet handed to a visitor."""
+        ids: set[str] = set()
+        for pool in getattr(self, "_pools", {}).values():
+            for task in pool:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    kernel_id = (task.result() or {}).get("kernel_id")
+                    if kernel_id:
+                        ids.add(kernel_id)
+        return ids
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        kernel = self._kernels.get(kernel_id)
+        if kernel is None:
+            self._alone_since.pop(kernel_id, None)
+            return
+        if getattr(kernel, "execution_state", None) == "dead":
+            self._alone_since.pop(kernel_id, None)
+            await super().cull_kernel_if_idle(kernel_id)
+            return
+        connected = self._kernel_connections.get(kernel_id, 0) > 0
+        busy = getattr(kernel, "execution_state", None) == "busy"  # still running the notebook for its page
+        if connected or busy or kernel_id in self.pooled_kernel_ids():
+            self._alone_since.pop(kernel_id, None)
+            return
+        now = time.monotonic()
+        since = self._alone_since.setdefault(kernel_id, now)
+        if now - since >= self.departed_after_s:
+            self._alone_since.pop(kernel_id, None)
+            self.log.info("Shutting down kernel %s: its visitor left %.0f s ago", kernel_id, now - since)
+            await self.shutdown_kernel(kernel_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start Voilà with the token taken out of the environment (kernels never see it)."""
+    from voila.app import Voila
+
+    token = os.environ.pop(TOKEN_ENV, "")
+    Voila.launch_instance(argv if argv is not None else sys.argv[1:], **({"token": token} if token else {}))
+
+
+if __name__ == "__main__":
+    main()
