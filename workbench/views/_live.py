@@ -6,8 +6,9 @@ stats that file every ``interval`` seconds: when nothing changed a tick costs on
 query. When it changed, each subscribed view refreshes itself from the catalog.
 
 In a kernel the ticks run on the kernel's own event loop, between the handling of browser
-messages, so a refresh never races a view's message handler; outside a running loop (a script)
-a daemon thread ticks instead. One watcher serves every view of the kernel.
+messages, so a refresh never races a view's message handler. Outside a running loop (a script,
+a test) nothing ticks unless asked: :meth:`CatalogWatcher.start` then uses a daemon thread, and
+:meth:`CatalogWatcher.check` looks once. One watcher serves every view of the kernel.
 """
 
 from __future__ import annotations
@@ -128,11 +129,20 @@ _watchers_lock = threading.Lock()
 
 
 def catalog_watcher(wb: Any) -> CatalogWatcher:
-    """The one running watcher of ``wb``'s catalog in this process (created and started on first use)."""
+    """The one watcher of ``wb``'s catalog in this process, ticking on the kernel's loop when there is one."""
     path = Path(wb.db.stamp_path).resolve()
     with _watchers_lock:
         watcher = _watchers.get(path)
         if watcher is None:
             watcher = _watchers[path] = CatalogWatcher(path)
-    watcher.start()
+    if not watcher.running and _has_running_loop():
+        watcher.start()
     return watcher
+
+
+def _has_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
