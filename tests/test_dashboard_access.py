@@ -201,17 +201,17 @@ class Task:
 
 
 def test_kernels_end_when_nobody_is_connected_whatever_their_activity() -> None:
-    manager = VisitorKernelManager(departed_after_s=0.0)
+    manager = VisitorKernelManager(departed_after_s=0.0, unconnected_after_s=3600.0)
     shut: list[str] = []
 
     async def shutdown_kernel(kernel_id: str, *args: Any, **kwargs: Any) -> None:
         shut.append(kernel_id)
 
     manager.shutdown_kernel = shutdown_kernel  # type: ignore[method-assign]
-    for kernel_id, state in [("pooled", "idle"), ("visited", "idle"), ("left", "idle"), ("rendering", "busy")]:
+    kernels = [("pooled", "idle"), ("visited", "idle"), ("left", "idle"), ("rendering", "busy"), ("loading", "idle")]
+    for kernel_id, state in kernels:
         manager._kernels[kernel_id] = SimpleNamespace(execution_state=state)
-        manager._kernel_connections[kernel_id] = 0
-    manager._kernel_connections["visited"] = 1
+        manager._kernel_connections[kernel_id] = 1 if kernel_id in ("visited", "left") else 0
     manager._pools = {"dashboard.ipynb": [Task("pooled")]}
 
     async def cull_all() -> None:
@@ -219,7 +219,10 @@ def test_kernels_end_when_nobody_is_connected_whatever_their_activity() -> None:
             await manager.cull_kernel_if_idle(kernel_id)
 
     asyncio.run(cull_all())
-    assert shut == ["left"]
+    assert shut == []
+    manager._kernel_connections["left"] = 0  # its page went away (however busy its live updates keep it)
+    asyncio.run(cull_all())
+    assert shut == ["left"], "pooled, connected, rendering and never-yet-connected kernels stay"
 
     manager.departed_after_s = 3600.0
     manager._kernel_connections["visited"] = 0

@@ -1,4 +1,4 @@
-"""The Voilà server process of ``workbench dashboard``: Voilà plus two things it lacks.
+"""The Voilà server process of ``workbench dashboard``: Voilà plus three things it lacks.
 
 * The token comes from ``$WORKBENCH_TOKEN`` (never the command line, where ``ps`` shows it to every
   user of the machine) and is removed from the environment before any kernel starts.
@@ -9,6 +9,9 @@
   and ends the others by their connections, whatever their activity. The page's own shutdown
   request on unload (Voilà sends it as a beacon) usually comes first; this is the backstop for a
   closed laptop, a crashed browser or a lost network.
+* That unload request is a form POST carrying the page's ``_xsrf`` cookie, which Voilà's page
+  handler never sets: jupyter_server refused every one (403), so every reload left its kernel
+  behind. :class:`DashboardPageHandler` sets the cookie with the page.
 
 Run by :func:`workbench.dashboard.voila_command` as ``python -m workbench._dashboard_server``.
 """
@@ -22,6 +25,8 @@ from typing import Any
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets import Float
+from voila.app import Voila
+from voila.tornado.handler import TornadoVoilaHandler
 
 TOKEN_ENV = "WORKBENCH_TOKEN"
 
@@ -30,12 +35,18 @@ class VisitorKernelManager(AsyncMappingKernelManager):
     """Shuts a visitor's kernel down once it has had no connection for ``departed_after_s`` seconds."""
 
     departed_after_s = Float(
-        30.0, config=True, help="Seconds a handed-out kernel may stay without a connected page before it is shut down."
+        20.0, config=True, help="Seconds a kernel whose page was connected may stay without one before it ends."
+    )
+    unconnected_after_s = Float(
+        90.0,
+        config=True,
+        help="Seconds a kernel handed to a page that never connected (a load abandoned half-way) may wait for it.",
     )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._alone_since: dict[str, float] = {}
+        self._was_connected: set[str] = set()
 
     def pooled_kernel_ids(self) -> set[str]:
         """Kernels preheated in Voilà's pool, not yet handed to a visitor."""
@@ -59,23 +70,43 @@ class VisitorKernelManager(AsyncMappingKernelManager):
             return
         connected = self._kernel_connections.get(kernel_id, 0) > 0
         busy = getattr(kernel, "execution_state", None) == "busy"  # still running the notebook for its page
+        if connected:
+            self._was_connected.add(kernel_id)
         if connected or busy or kernel_id in self.pooled_kernel_ids():
             self._alone_since.pop(kernel_id, None)
             return
         now = time.monotonic()
         since = self._alone_since.setdefault(kernel_id, now)
-        if now - since >= self.departed_after_s:
+        grace = self.departed_after_s if kernel_id in self._was_connected else self.unconnected_after_s
+        if now - since >= grace:
             self._alone_since.pop(kernel_id, None)
+            self._was_connected.discard(kernel_id)
             self.log.info("Shutting down kernel %s: its visitor left %.0f s ago", kernel_id, now - since)
             await self.shutdown_kernel(kernel_id)
 
 
+class DashboardPageHandler(TornadoVoilaHandler):
+    """Voilà's page handler, plus the ``_xsrf`` cookie the page's unload shutdown request sends back."""
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:
+        await super().prepare(*args, **kwargs)
+        self.xsrf_token  # noqa: B018  (reading it sets the cookie)
+
+
+class DashboardVoila(Voila):
+    """Voilà serving the dashboard page through :class:`DashboardPageHandler`."""
+
+    def init_handlers(self) -> list:
+        return [
+            (handler[0], DashboardPageHandler, *handler[2:]) if handler[1] is TornadoVoilaHandler else handler
+            for handler in super().init_handlers()
+        ]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start Voilà with the token taken out of the environment (kernels never see it)."""
-    from voila.app import Voila
-
     token = os.environ.pop(TOKEN_ENV, "")
-    Voila.launch_instance(argv if argv is not None else sys.argv[1:], **({"token": token} if token else {}))
+    DashboardVoila.launch_instance(argv if argv is not None else sys.argv[1:], **({"token": token} if token else {}))
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ DEFAULT_PORT = 8866
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_POOL_SIZE = 1
 #: a visitor's kernel ends this long after its page went away (plus up to one cull interval)
-DEFAULT_DEPARTED_AFTER_S = 30.0
-CULL_INTERVAL_S = 10
+DEFAULT_DEPARTED_AFTER_S = 20.0
+CULL_INTERVAL_S = 5
 
 
 def dashboard_read_only() -> bool:
