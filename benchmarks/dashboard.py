@@ -71,14 +71,27 @@ class Server:
         )
         wait_for_port("127.0.0.1", self.port, timeout=120, process=self.process)
 
-    def wait_pool_filled(self, timeout: float = 300) -> None:
-        """Until Voilà says its pool is full again (the preheated kernel ran the notebook)."""
+    def kernels(self) -> list[psutil.Process]:
+        return [
+            c for c in psutil.Process(self.process.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())
+        ]
+
+    def wait_pool_ready(self, timeout: float = 300) -> None:
+        """Until the only kernel left is the preheated one and it has finished running the notebook (idle CPU)."""
         deadline = time.monotonic() + timeout
-        seen = self.log_path.read_text(errors="replace").count("is filled with")
         while time.monotonic() < deadline:
-            if self.log_path.read_text(errors="replace").count("is filled with") > seen:
-                return
-            time.sleep(0.5)
+            kernels = self.kernels()
+            if len(kernels) == 1:
+                try:
+                    before = sum(kernels[0].cpu_times()[:2])
+                    time.sleep(1.0)
+                    if sum(kernels[0].cpu_times()[:2]) - before < 0.05:
+                        return
+                except psutil.NoSuchProcess:
+                    pass
+            else:
+                time.sleep(0.5)
+        raise TimeoutError("the preheated kernel never became idle")
 
     def kernel_process(self, kernel_id: str) -> psutil.Process:
         for child in psutil.Process(self.process.pid).children(recursive=True):
@@ -119,7 +132,7 @@ def warm_visits(
 ) -> tuple[list[float], list[tuple[float, float]]]:
     times, memories = [], []
     for _ in range(visits):
-        server.wait_pool_filled(timeout=120)
+        server.wait_pool_ready()
         context, page, seconds = visit(browser, f"{server.url}?token={TOKEN}", selector)
         times.append(seconds)
         page.wait_for_timeout(5000)  # idle: thumbnails delivered, nothing pending

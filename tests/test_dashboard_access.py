@@ -86,6 +86,8 @@ def test_token_travels_in_the_environment_never_on_the_command_line(monkeypatch:
     assert "workbench._dashboard_server" in command and "--pool_size=3" in command
     assert "--VisitorKernelManager.departed_after_s=20.0" in command
     assert not any("preheat" in part for part in dashboard.voila_command("dash.ipynb", pool_size=0))
+    assert "--Voila.base_url=/services/lora/" in dashboard.voila_command("dash.ipynb", base_url="services/lora")
+    assert not any("base_url" in part for part in dashboard.voila_command("dash.ipynb", base_url="/"))
 
 
 @pytest.mark.parametrize(("role", "read_only"), [("editor", False), ("viewer", True), ("admin", True), ("", True)])
@@ -228,3 +230,43 @@ def test_kernels_end_when_nobody_is_connected_whatever_their_activity() -> None:
     manager._kernel_connections["visited"] = 0
     asyncio.run(cull_all())
     assert shut == ["left"], "a visitor who just left gets the grace period"
+
+
+# -- the real server: login behind a proxy prefix ------------------------------------------------
+
+
+def test_behind_a_prefix_strangers_get_the_prefixed_login_page(tmp_path: Path) -> None:
+    """As behind JupyterHub's proxy at /services/NAME/: every page, login included, lives under it."""
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    port = dashboard.free_port()
+    log = open(tmp_path / "voila.log", "wb")
+    process = dashboard.start_dashboard(
+        tmp_path / "home",
+        port=port,
+        pool_size=0,
+        token="prefix-token",
+        base_url="/services/lora/",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        dashboard.wait_for_port(dashboard.DEFAULT_HOST, port, timeout=120, process=process)
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as redirected:
+            opener.open(f"http://{dashboard.DEFAULT_HOST}:{port}/services/lora/", timeout=60)
+        assert redirected.value.code == 302
+        assert redirected.value.headers["Location"].startswith("/services/lora/login")
+        with urllib.request.urlopen(f"http://{dashboard.DEFAULT_HOST}:{port}/services/lora/login", timeout=60) as page:
+            assert page.status == 200 and b"password" in page.read().lower()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

@@ -1,4 +1,4 @@
-"""The Voilà server process of ``workbench dashboard``: Voilà plus three things it lacks.
+"""The Voilà server process of ``workbench dashboard``: Voilà plus what a shared dashboard needs.
 
 * The token comes from ``$WORKBENCH_TOKEN`` (never the command line, where ``ps`` shows it to every
   user of the machine) and is removed from the environment before any kernel starts.
@@ -12,23 +12,33 @@
 * That unload request is a form POST carrying the page's ``_xsrf`` cookie, which Voilà's page
   handler never sets: jupyter_server refused every one (403), so every reload left its kernel
   behind. :class:`DashboardPageHandler` sets the cookie with the page.
+* A visitor arriving while the first preheated kernel is still starting would get a second,
+  fresh kernel (Voilà uses the pool only once a kernel of it has started), so at server start two
+  kernels run the notebook at once; the page handler waits for the pool's first kernel instead.
+* Voilà mounts the login page at ``/login`` whatever ``base_url`` is; behind a proxy prefix
+  (JupyterHub's ``/services/NAME/``) it must live under the prefix.
 
 Run by :func:`workbench.dashboard.voila_command` as ``python -m workbench._dashboard_server``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
 from typing import Any
 
+import tornado.web
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from jupyter_server.utils import url_path_join
 from traitlets import Float
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
 
 TOKEN_ENV = "WORKBENCH_TOKEN"
+#: how long a visitor waits for the pool's first kernel to start before Voilà starts one for them
+FIRST_KERNEL_WAIT_S = 60.0
 
 
 class VisitorKernelManager(AsyncMappingKernelManager):
@@ -92,15 +102,28 @@ class DashboardPageHandler(TornadoVoilaHandler):
         await super().prepare(*args, **kwargs)
         self.xsrf_token  # noqa: B018  (reading it sets the cookie)
 
+    @tornado.web.authenticated
+    async def get(self, path: str | None = None) -> Any:
+        manager = self.kernel_manager
+        if not getattr(manager, "notebook_data", True):  # no pool kernel has started yet
+            starting = [task for pool in getattr(manager, "_pools", {}).values() for task in pool if not task.done()]
+            if starting:
+                await asyncio.wait(starting, timeout=FIRST_KERNEL_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        return await super().get(path)
+
 
 class DashboardVoila(Voila):
     """Voilà serving the dashboard page through :class:`DashboardPageHandler`."""
 
     def init_handlers(self) -> list:
-        return [
-            (handler[0], DashboardPageHandler, *handler[2:]) if handler[1] is TornadoVoilaHandler else handler
-            for handler in super().init_handlers()
-        ]
+        handlers = []
+        for pattern, handler_class, *rest in super().init_handlers():
+            if handler_class is TornadoVoilaHandler:
+                handler_class = DashboardPageHandler
+            elif pattern in ("/login", "/logout"):  # the identity provider's pages, unprefixed by Voilà
+                pattern = url_path_join(self.base_url, pattern)
+            handlers.append((pattern, handler_class, *rest))
+        return handlers
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,6 +78,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             pool_size=args.pool_size,
             token=args.token,
             read_only=args.read_only,
+            base_url=args.base_url,
         )
     except OSError as exc:
         print(f"workbench dashboard: error: {exc}", file=sys.stderr)
@@ -196,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--pool-size", type=int, default=1, metavar="N", help="kernels kept preheated for the next visitors (0: none)"
+    )
+    p.add_argument(
+        "--base-url", default="/", metavar="PREFIX", help="URL prefix behind a proxy, e.g. /services/lora-workbench/"
     )
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]

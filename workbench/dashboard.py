@@ -132,6 +132,7 @@ def voila_command(
     open_browser: bool = False,
     pool_size: int = DEFAULT_POOL_SIZE,
     departed_after_s: float = DEFAULT_DEPARTED_AFTER_S,
+    base_url: str = "/",
 ) -> list[str]:
     """The ``voila`` command line that serves ``notebook`` for publishing (the token travels in the environment)."""
     command = [
@@ -157,6 +158,8 @@ def voila_command(
         f"--MappingKernelManager.cull_idle_timeout={max(1, int(departed_after_s))}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL_S}",
     ]
+    if base_url.strip("/"):  # behind a proxy prefix, e.g. JupyterHub's /services/NAME/
+        command.append(f"--Voila.base_url=/{base_url.strip('/')}/")
     if not open_browser:
         command.append("--no-browser")
     if pool_size > 0:
@@ -175,6 +178,7 @@ def start_dashboard(
     token: str | None = None,
     read_only: bool = False,
     departed_after_s: float = DEFAULT_DEPARTED_AFTER_S,
+    base_url: str = "/",
     **popen_kwargs: object,
 ) -> subprocess.Popen:
     """Start the Voilà server in the background and return its process (stop it with ``terminate``).
@@ -195,6 +199,7 @@ def start_dashboard(
         open_browser=open_browser,
         pool_size=pool_size,
         departed_after_s=departed_after_s,
+        base_url=base_url,
     )
     env = dashboard_env(home, library_roots, token=token, read_only=read_only)
     return subprocess.Popen(command, env=env, cwd=notebook.parent, **popen_kwargs)  # type: ignore[call-overload]
@@ -209,6 +214,7 @@ def serve_dashboard(
     pool_size: int = DEFAULT_POOL_SIZE,
     token: str | None = None,
     read_only: bool = False,
+    base_url: str = "/",
 ) -> int:
     """Serve the dashboard until interrupted; returns Voilà's exit status.
 
@@ -224,8 +230,10 @@ def serve_dashboard(
         pool_size=pool_size,
         token=token,
         read_only=read_only,
+        base_url=base_url,
     )
-    url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    prefix = f"/{base_url.strip('/')}/" if base_url.strip("/") else "/"
+    url = f"http://{host}:{port}{prefix}" + (f"?token={token}" if token else "")
     role = "read-only (viewers)" if read_only else "editors"
     print(f"LoRA Workbench dashboard for {role}: {url}  (Ctrl+C to stop)", flush=True)
     if generated:
