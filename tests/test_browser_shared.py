@@ -242,6 +242,7 @@ def test_a_departed_visitors_kernel_is_shut_down(visitors: SimpleNamespace, edit
         assert time.monotonic() - left < KERNEL_GONE_TIMEOUT_S, "the departed visitor's kernel is still running"
         time.sleep(1)
     print(f"\na departed visitor's kernel ended {time.monotonic() - left:.1f} s after the page went away")
+    assert f"Shutting down kernel {kid}: its visitor left" in editors.log_path.read_text(errors="replace")
     alice_kid = kernel_id(visitors.alice)
     assert kernel_alive(editors, alice_kid, TOKEN), "the visitor still there keeps their kernel"
     left = time.monotonic()
@@ -250,6 +251,11 @@ def test_a_departed_visitors_kernel_is_shut_down(visitors: SimpleNamespace, edit
         assert time.monotonic() - left < KERNEL_GONE_TIMEOUT_S
         time.sleep(0.5)
     print(f"a visitor who closed the tab: kernel ended after {time.monotonic() - left:.1f} s")
+    log = editors.log_path.read_text(errors="replace")
+    assert f"403 POST /voila/api/shutdown/{alice_kid}" not in log, "the page's unload request is accepted"
+    assert f"Shutting down kernel {alice_kid}: its visitor left" not in log, (
+        "the unload request ended it, not the culler"
+    )
 
 
 def test_no_page_errors(visitors: SimpleNamespace) -> None:

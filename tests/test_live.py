@@ -140,3 +140,24 @@ def test_explicit_start_without_a_loop_ticks_on_a_thread(wb: workbench.Workbench
         assert changed.wait(10)
     finally:
         watcher.stop()
+
+
+def test_the_open_detail_rereads_its_record_only_when_its_row_changed(
+    wb: workbench.Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gallery = GalleryWidget(wb, page_size=10)
+    open_id, other_id = gallery.first_rows[0]["id"], gallery.first_rows[1]["id"]
+    detail = DetailWidget(wb, lora_id=open_id)
+    watcher = catalog_watcher(wb)
+    elsewhere = workbench.open(wb.home)
+    elsewhere.catalog.update(open_id, rating=1)
+    watcher.check()
+    reads: list[int] = []
+    get = wb.catalog.get
+    monkeypatch.setattr(wb.catalog, "get", lambda lora_id: (reads.append(lora_id), get(lora_id))[1])
+    elsewhere.catalog.update(other_id, rating=5)
+    assert watcher.check()
+    assert reads == [], "another LoRA changed: the open record is not read again"
+    elsewhere.catalog.update(open_id, notes="changed elsewhere")
+    assert watcher.check()
+    assert reads == [open_id] and detail.record["edit"]["notes"] == "changed elsewhere"

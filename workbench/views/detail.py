@@ -279,6 +279,7 @@ class DetailWidget(NoticeWidget):
         self._thumbnails = ThumbnailCache(wb.home, wb.roots)
         self._saved_callbacks: list[Callable[[int], None]] = []
         self._open_callbacks: list[Callable[[int], None]] = []
+        self._live_row: tuple[int, str] | None = None  # (id, snapshot row) last re-read for a change
         watcher = catalog_watcher(wb)
         super().__init__(read_only=self._read_only, **kwargs)
         self.on_msg(self._on_custom_msg)
@@ -293,13 +294,22 @@ class DetailWidget(NoticeWidget):
 
     @guarded
     def _catalog_changed(self) -> None:
-        """The catalog changed somewhere: re-read the open LoRA (an unchanged record sends nothing)."""
-        if self.lora_id is None:
+        """The catalog changed somewhere: re-read the open LoRA if its row changed (else nothing is sent).
+
+        The row comes from the catalog's in-memory snapshot; the full record (``catalog.get``: metadata,
+        sidecars, duplicates) is read from the file only when that row differs from the one last shown.
+        """
+        lora_id = self.lora_id
+        if lora_id is None:
             return
-        if not len(self._wb.catalog.query(ids=[self.lora_id])):
+        frame = self._wb.catalog.query(ids=[lora_id])
+        if not len(frame):
             self.lora_id = None  # removed elsewhere: the panel empties
             return
-        self.load(self.lora_id)
+        row = (lora_id, json.dumps(frame.to_dict("records")[0], default=str, sort_keys=True))
+        if row != self._live_row:
+            self._live_row = row
+            self.load(lora_id)
 
     def close(self) -> None:
         """Stop following catalog changes, then close the widget."""
