@@ -14,6 +14,11 @@ ipywidgets Label: the floor Voilà + chromium + a kernel cost on this machine. P
     (and of the baseline kernel)
   * a change made from Python -> visible on an open page                     target <= 2 s
   * a departed visitor (page gone without unload) -> kernel shut down        target <= 60 s
+and, in this process (the views as a visitor's kernel runs them):
+  * an idle watcher tick (one stat of the change stamp) against the cheapest catalog query
+    (``count()`` on the in-memory snapshot), the query a tick avoids
+  * one change elsewhere -> gallery, open detail and status refreshed, against the catalog's
+    snapshot reload alone (the floor any refresh pays)
 """
 
 from __future__ import annotations
@@ -142,6 +147,46 @@ def warm_visits(
     return times, memories
 
 
+def kernel_side(home: Path, repeat: int = 5) -> dict[str, float]:
+    """Watcher tick and live refresh costs, with their baselines, measured in this process."""
+    from workbench.views._live import catalog_watcher
+    from workbench.views.detail import DetailWidget
+    from workbench.views.gallery import GalleryWidget
+    from workbench.views.status import StatusView
+
+    wb = workbench.open(home)
+    gallery = GalleryWidget(wb)
+    DetailWidget(wb, lora_id=gallery.first_rows[0]["id"])
+    StatusView(wb)
+    watcher = catalog_watcher(wb)
+    started = time.perf_counter()
+    for _ in range(2000):
+        watcher.check()
+    tick = (time.perf_counter() - started) / 2000
+    started = time.perf_counter()
+    for _ in range(20):
+        wb.catalog.count()
+    count = (time.perf_counter() - started) / 20
+    elsewhere = workbench.open(home)
+    refreshes, reloads = [], []
+    for i in range(repeat):
+        elsewhere.catalog.update(gallery.first_rows[0]["id"], rating=i % 5)
+        started = time.perf_counter()
+        watcher.check()
+        refreshes.append(time.perf_counter() - started)
+        elsewhere.catalog.update(gallery.first_rows[1]["id"], rating=i % 5)
+        started = time.perf_counter()
+        wb.catalog.refresh()
+        reloads.append(time.perf_counter() - started)
+        watcher.check()  # the views catch up outside the measurement
+    return {
+        "tick": tick,
+        "count": count,
+        "refresh": statistics.median(refreshes),
+        "reload": statistics.median(reloads),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=50_000)
@@ -157,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     built = time.monotonic()
     wb = build_catalog(args.home, args.n)
     print(f"catalog: {wb.catalog.count():,} LoRAs in {args.home} (built in {time.monotonic() - built:.1f} s)")
+    kernel = kernel_side(args.home)
     baseline_dir = args.home.parent / f"{args.home.name}-baseline"
     baseline_dir.mkdir(exist_ok=True)
     baseline_notebook = baseline_dir / "baseline.ipynb"
@@ -210,6 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"    baseline kernel RSS / USS                 {base_rss:6.0f} / {base_uss:.0f} MB")
     print(f"  change from Python -> visible on a page        {live:6.2f} s   target <= 2 s")
     print(f"  visitor gone (no unload) -> kernel ended       {gone:6.1f} s   target <= 60 s")
+    print("In a visitor's kernel")
+    print(
+        f"  idle watcher tick (one stat)                {kernel['tick'] * 1e6:7.1f} us   baseline catalog.count() "
+        f"{kernel['count'] * 1e3:.2f} ms   ratio {kernel['tick'] / kernel['count']:.4f}"
+    )
+    print(
+        f"  one change -> gallery, detail, status fresh  {kernel['refresh'] * 1e3:7.0f} ms   baseline snapshot "
+        f"reload {kernel['reload'] * 1e3:.0f} ms   ratio {kernel['refresh'] / kernel['reload']:.2f}"
+    )
 
 
 if __name__ == "__main__":
