@@ -77,9 +77,7 @@ class Server:
         self.listening_s = wait_for_port("127.0.0.1", self.port, timeout=120, process=self.process)
 
     def kernels(self) -> list[psutil.Process]:
-        return [
-            c for c in psutil.Process(self.process.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())
-        ]
+        return [c for c in psutil.Process(self.process.pid).children(recursive=True) if is_kernel(c)]
 
     def wait_pool_ready(self, timeout: float = 300) -> None:
         """Until the only kernel left is the preheated one and it has finished running the notebook (idle CPU)."""
@@ -99,7 +97,7 @@ class Server:
         raise TimeoutError("the preheated kernel never became idle")
 
     def kernel_process(self, kernel_id: str) -> psutil.Process:
-        for child in psutil.Process(self.process.pid).children(recursive=True):
+        for child in self.kernels():
             if kernel_id in " ".join(child.cmdline()):
                 return child
         raise LookupError(kernel_id)
@@ -111,6 +109,14 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self._log.close()
+
+
+def is_kernel(process: psutil.Process) -> bool:
+    """A live ipykernel process (an exiting one, a zombie, is not)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def kernel_id(page: Any) -> str:

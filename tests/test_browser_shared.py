@@ -93,8 +93,13 @@ def new_page(context: Any, events: PageEvents) -> Any:
 
 
 def kernel_processes(server: SimpleNamespace) -> list[psutil.Process]:
-    children = psutil.Process(server.process.pid).children(recursive=True)
-    return [c for c in children if "ipykernel" in " ".join(c.cmdline())]
+    def is_kernel(process: psutil.Process) -> bool:
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(process.cmdline())
+        except psutil.Error:  # it ended while we looked
+            return False
+
+    return [c for c in psutil.Process(server.process.pid).children(recursive=True) if is_kernel(c)]
 
 
 def kernel_id(page: Any) -> str:
