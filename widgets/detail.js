@@ -253,7 +253,9 @@ function render({ model, el: root }) {
       });
     });
 
-    container.append(head, prompt, section("Edit", form, true), noticeLine);
+    // a viewer's page (read_only) has no edit form; the kernel refuses a save anyway
+    const editSection = model.get("read_only") ? [] : [section("Edit", form, true)];
+    container.append(head, prompt, ...editSection, noticeLine);
     container.append(section("Fields and their sources", table(["Field", "Value", "Source"], r.fields || [], "wb-fields"), true));
     if ((r.training_tags || []).length)
       container.append(section(`Training tags (${r.training_tags.length})`, table(["Tag", "Count"], r.training_tags, "wb-ttags")));

@@ -211,8 +211,10 @@ function render({ model, el: root }) {
   const empty = el("div", "wb-empty", "No LoRA matches these filters.");
   const notice = el("div", "wb-notice");
   notice.setAttribute("role", "status");
-  // the status line sits right under the toolbar, where the eye is after a click, not below the grid
-  container.append(toolbar, notice, filterPanel, bulkbar, empty, scroller);
+  // the status line sits right under the toolbar, where the eye is after a click, not below the grid;
+  // a viewer's page (read_only) has no selection, bulk or favorite controls; the kernel refuses them anyway
+  const readOnly = !!model.get("read_only");
+  container.append(toolbar, notice, filterPanel, ...(readOnly ? [] : [bulkbar]), empty, scroller);
   root.append(container);
 
   // ---- filters ------------------------------------------------------------------
@@ -410,7 +412,7 @@ function render({ model, el: root }) {
       e.stopPropagation();
       model.send({ action: "favorite", id: row.id, value: !row.favorite });
     });
-    thumb.append(check, fav);
+    if (!readOnly) thumb.append(check, fav);
     const badges = el("div", "wb-badges");
     if (row.missing) badges.append(badge("missing", "wb-badge-missing", "The file is no longer on disk"));
     if (row.error) badges.append(badge("error", "wb-badge-error", row.error));

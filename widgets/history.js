@@ -178,7 +178,8 @@ function render({ model, el: root }) {
     }
     rating.addEventListener("change", () => model.send({ action: "rate", id: item.id, value: Number(rating.value) }));
     actions.append(star, rating, ...actionButtons(item, false));
-    node.append(img, prompt, meta, loras, actions);
+    // a viewer's page (read_only) has no rating, reuse or delete; the kernel refuses them anyway
+    node.append(img, prompt, meta, loras, ...(model.get("read_only") ? [] : [actions]));
     return node;
   }
 

@@ -127,7 +127,16 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     try:
         return serve_dashboard(
-            args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser, theme=args.theme
+            args.home,
+            args.library,
+            port=args.port,
+            host=args.host,
+            open_browser=not args.no_browser,
+            pool_size=args.pool_size,
+            token=args.token,
+            read_only=args.read_only,
+            base_url=args.base_url,
+            theme=args.theme,
         )
     except OSError as exc:
         print(f"workbench dashboard: error: {exc}", file=sys.stderr)
@@ -259,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.add_argument(
         "--theme", choices=["auto", "light", "dark"], default="auto", help="page theme (default: JupyterLab's setting)"
+    )
+    p.add_argument(
+        "--token",
+        help="visitors need ?token=TOKEN once (then a cookie); default: $WORKBENCH_TOKEN, "
+        "else one is generated when --host is not loopback",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="every visitor is a viewer: no editing or generating, refused server-side",
+    )
+    p.add_argument(
+        "--pool-size", type=int, default=1, metavar="N", help="kernels kept preheated for the next visitors (0: none)"
+    )
+    p.add_argument(
+        "--base-url", default="/", metavar="PREFIX", help="URL prefix behind a proxy, e.g. /services/lora-workbench/"
     )
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]

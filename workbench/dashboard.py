@@ -9,8 +9,14 @@ dashboard that may face visitors:
   widget channel, from library roots and the home only);
 * no ``?template=`` / ``?theme=`` overrides;
 * bound to 127.0.0.1 unless told otherwise, and on exactly the port asked for;
-* one kernel preheated so the first visitor does not wait for the notebook to run;
-  idle kernels are culled;
+* a token (``--token`` or ``$WORKBENCH_TOKEN``; generated and printed when the host is not
+  loopback) keeps strangers on Voilà's login page, where no kernel starts and no catalog data
+  is sent; ``?token=`` once, then a cookie keeps the browser in;
+* ``--read-only`` makes every visitor a viewer: the role travels to the kernels in their
+  environment (``WORKBENCH_ROLE``), which a page cannot touch, and the views refuse edits there;
+* ``pool_size`` kernels preheated so visitors do not wait for the notebook to run; a departed
+  visitor's kernel ends ``departed_after_s`` seconds after its page went away
+  (``workbench._dashboard_server.VisitorKernelManager``).
 * the ``workbench`` template (``notebooks/voila/templates/workbench``): Voilà's lab template
   without its Font Awesome CDN links, so the page makes no request outside this server;
 * the light or dark theme JupyterLab is set to (``--theme`` overrides it).
@@ -18,7 +24,9 @@ dashboard that may face visitors:
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -31,10 +39,43 @@ from workbench._home import bundled_file
 
 HOME_ENV = "WORKBENCH_HOME"
 LIBRARY_ENV = "WORKBENCH_LIBRARY"
+TOKEN_ENV = "WORKBENCH_TOKEN"
+ROLE_ENV = "WORKBENCH_ROLE"
+EDITOR, VIEWER = "editor", "viewer"
 DEFAULT_PORT = 8866
 DEFAULT_HOST = "127.0.0.1"
 THEMES = ("auto", "light", "dark")
 TEMPLATE = "workbench"
+DEFAULT_POOL_SIZE = 1
+#: a visitor's kernel ends this long after its page went away (plus up to one cull interval)
+DEFAULT_DEPARTED_AFTER_S = 20.0
+CULL_INTERVAL_S = 5
+
+
+def dashboard_read_only() -> bool:
+    """True in a viewer's kernel (``workbench dashboard --read-only``); any unknown role counts as viewer."""
+    return os.environ.get(ROLE_ENV, EDITOR).strip().lower() != EDITOR
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(token: str | None, host: str) -> tuple[str | None, bool]:
+    """The dashboard's token: the one given, else ``$WORKBENCH_TOKEN``, else a new one when ``host`` is
+    reachable from other machines, else None (no token on loopback). Returns (token, generated)."""
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if token is not None and token.strip():
+        return token.strip(), False
+    if is_loopback(host):
+        return None, False
+    return secrets.token_urlsafe(24), True
 
 
 def dashboard_notebook() -> Path:
@@ -89,9 +130,18 @@ def scan_if_needed(wb: Any, roots: Sequence[str | os.PathLike]) -> Any:
     return None
 
 
-def dashboard_env(home: str | os.PathLike | None, library_roots: Iterable[str | os.PathLike] = ()) -> dict[str, str]:
-    """Environment for the Voilà server and its kernels."""
+def dashboard_env(
+    home: str | os.PathLike | None,
+    library_roots: Iterable[str | os.PathLike] = (),
+    token: str | None = None,
+    read_only: bool = False,
+) -> dict[str, str]:
+    """Environment for the Voilà server and its kernels (the server removes the token before kernels start)."""
     env = os.environ.copy()
+    env.pop(TOKEN_ENV, None)
+    if token:
+        env[TOKEN_ENV] = token
+    env[ROLE_ENV] = VIEWER if read_only else EDITOR
     if home is not None:
         env[HOME_ENV] = str(Path(home).expanduser().resolve())
     roots = [str(Path(r).expanduser().resolve()) for r in library_roots]
@@ -113,10 +163,12 @@ def voila_command(
     port: int = DEFAULT_PORT,
     host: str = DEFAULT_HOST,
     open_browser: bool = False,
-    preheat: bool = True,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    departed_after_s: float = DEFAULT_DEPARTED_AFTER_S,
+    base_url: str = "/",
     theme: str = "auto",
 ) -> list[str]:
-    """The ``voila`` command line that serves ``notebook`` for publishing."""
+    """The ``voila`` command line that serves ``notebook`` for publishing (the token travels in the environment)."""
     if theme not in THEMES:
         raise ValueError(f"theme must be one of {', '.join(THEMES)}")
     if theme == "auto":
@@ -124,7 +176,7 @@ def voila_command(
     command = [
         sys.executable,
         "-m",
-        "workbench._voila_guard",  # Voilà, with malformed URLs answered 4xx instead of HTTP 500
+        "workbench._dashboard_server",  # Voilà behind the URL guard, with visitor-kernel lifetimes and the token
         str(notebook),
         f"--port={int(port)}",
         f"--Voila.ip={host}",
@@ -138,13 +190,18 @@ def voila_command(
         "--VoilaConfiguration.allow_theme_override=NO",
         "--VoilaConfiguration.file_denylist=.*",
         "--VoilaExecutor.timeout=600",
-        "--MappingKernelManager.cull_idle_timeout=3600",
-        "--MappingKernelManager.cull_interval=300",
+        "--VoilaConfiguration.multi_kernel_manager_class=workbench._dashboard_server.VisitorKernelManager",
+        f"--VisitorKernelManager.departed_after_s={float(departed_after_s)}",
+        # the culler only runs when a timeout is set; VisitorKernelManager decides by connections
+        f"--MappingKernelManager.cull_idle_timeout={max(1, int(departed_after_s))}",
+        f"--MappingKernelManager.cull_interval={CULL_INTERVAL_S}",
     ]
+    if base_url.strip("/"):  # behind a proxy prefix, e.g. JupyterHub's /services/NAME/
+        command.append(f"--Voila.base_url=/{base_url.strip('/')}/")
     if not open_browser:
         command.append("--no-browser")
-    if preheat:
-        command += ["--preheat_kernel=True", "--pool_size=1"]
+    if pool_size > 0:
+        command += ["--preheat_kernel=True", f"--pool_size={int(pool_size)}"]
     return command
 
 
@@ -154,12 +211,19 @@ def start_dashboard(
     port: int = DEFAULT_PORT,
     host: str = DEFAULT_HOST,
     open_browser: bool = False,
-    preheat: bool = True,
+    pool_size: int = DEFAULT_POOL_SIZE,
     notebook: str | os.PathLike | None = None,
+    token: str | None = None,
+    read_only: bool = False,
+    departed_after_s: float = DEFAULT_DEPARTED_AFTER_S,
+    base_url: str = "/",
     theme: str = "auto",
     **popen_kwargs: object,
 ) -> subprocess.Popen:
-    """Start the Voilà server in the background and return its process (stop it with ``terminate``)."""
+    """Start the Voilà server in the background and return its process (stop it with ``terminate``).
+
+    ``token`` is used as given (None or "": no token); :func:`resolve_token` picks one for the CLI.
+    """
     if port_in_use(host, port):
         raise OSError(f"port {port} on {host} is already in use; choose another with --port")
     notebook = Path(notebook) if notebook else dashboard_notebook()
@@ -167,8 +231,18 @@ def start_dashboard(
         import workbench
 
         scan_if_needed(workbench.open(home), library_roots)
-    command = voila_command(notebook, port=port, host=host, open_browser=open_browser, preheat=preheat, theme=theme)
-    return subprocess.Popen(command, env=dashboard_env(home, library_roots), cwd=notebook.parent, **popen_kwargs)  # type: ignore[call-overload]
+    command = voila_command(
+        notebook,
+        port=port,
+        host=host,
+        open_browser=open_browser,
+        pool_size=pool_size,
+        departed_after_s=departed_after_s,
+        base_url=base_url,
+        theme=theme,
+    )
+    env = dashboard_env(home, library_roots, token=token, read_only=read_only)
+    return subprocess.Popen(command, env=env, cwd=notebook.parent, **popen_kwargs)  # type: ignore[call-overload]
 
 
 def serve_dashboard(
@@ -177,14 +251,35 @@ def serve_dashboard(
     port: int = DEFAULT_PORT,
     host: str = DEFAULT_HOST,
     open_browser: bool = True,
-    preheat: bool = True,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    token: str | None = None,
+    read_only: bool = False,
+    base_url: str = "/",
     theme: str = "auto",
 ) -> int:
-    """Serve the dashboard until interrupted; returns Voilà's exit status."""
+    """Serve the dashboard until interrupted; returns Voilà's exit status.
+
+    ``token``: as given, else ``$WORKBENCH_TOKEN``, else generated (and printed) when ``host`` is not loopback.
+    """
+    token, generated = resolve_token(token, host)
     process = start_dashboard(
-        home, library_roots, port=port, host=host, open_browser=open_browser, preheat=preheat, theme=theme
+        home,
+        library_roots,
+        port=port,
+        host=host,
+        open_browser=open_browser,
+        pool_size=pool_size,
+        token=token,
+        read_only=read_only,
+        base_url=base_url,
+        theme=theme,
     )
-    print(f"LoRA Workbench dashboard: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
+    prefix = f"/{base_url.strip('/')}/" if base_url.strip("/") else "/"
+    url = f"http://{host}:{port}{prefix}" + (f"?token={token}" if token else "")
+    role = "read-only (viewers)" if read_only else "editors"
+    print(f"LoRA Workbench dashboard for {role}: {url}  (Ctrl+C to stop)", flush=True)
+    if generated:
+        print(f"Generated a token since {host} is reachable from other machines: {token}", flush=True)
     try:
         return process.wait()
     except KeyboardInterrupt:

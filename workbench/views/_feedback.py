@@ -18,6 +18,8 @@ import traitlets as t
 log = logging.getLogger("workbench.views")
 
 GENERIC_ERROR = "Something went wrong. The details are in the server log."
+#: what a viewer (``workbench dashboard --read-only``) sees when the kernel refuses an edit
+READ_ONLY_MESSAGE = "This dashboard is read-only: changes are not allowed."
 
 F = TypeVar("F", bound=Callable[..., Any])
 

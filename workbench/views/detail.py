@@ -19,7 +19,8 @@ import traitlets as t
 
 from workbench.files import BASE_MODELS, USER_FIELDS, VIDEO_SUFFIXES, ThumbnailCache, preview_source
 from workbench.views._assets import asset_path
-from workbench.views._feedback import NoticeWidget, guarded
+from workbench.views._feedback import READ_ONLY_MESSAGE, NoticeWidget, guarded
+from workbench.views._live import catalog_watcher
 from workbench.views._messages import InvalidMessage, clean_int, json_value
 
 log = logging.getLogger("workbench.views")
@@ -263,17 +264,52 @@ class DetailWidget(NoticeWidget):
     video = t.Bytes(b"").tag(sync=True)
     """The video preview itself (mp4/webm) when the LoRA has one, to play in the panel."""
     video_type = t.Unicode("").tag(sync=True)
+    read_only = t.Bool(False).tag(sync=True)
+    """A viewer's panel: no edit form. Shown from this trait, enforced from ``_read_only``."""
 
-    def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, wb: Any, lora_id: int | None = None, read_only: bool = False, **kwargs: Any) -> None:
         self._wb = wb
+        self._read_only = bool(read_only)  # the browser can set synced traits, never this
         self._thumbnails = ThumbnailCache(wb.home, wb.roots)
         self._saved_callbacks: list[Callable[[int], None]] = []
         self._open_callbacks: list[Callable[[int], None]] = []
-        super().__init__(**kwargs)
+        self._live_row: tuple[int, str] | None = None  # (id, snapshot row) last re-read for a change
+        watcher = catalog_watcher(wb)
+        super().__init__(read_only=self._read_only, **kwargs)
         self.on_msg(self._on_custom_msg)
         self._known_base_models()
         if lora_id is not None:
             self.load(lora_id)
+        self._live = watcher.subscribe(self._catalog_changed)
+
+    @t.validate("read_only")
+    def _validate_read_only(self, proposal: Any) -> bool:
+        return self._read_only
+
+    @guarded
+    def _catalog_changed(self) -> None:
+        """The catalog changed somewhere: re-read the open LoRA if its row changed (else nothing is sent).
+
+        The row comes from the catalog's in-memory snapshot; the full record (``catalog.get``: metadata,
+        sidecars, duplicates) is read from the file only when that row differs from the one last shown.
+        """
+        lora_id = self.lora_id
+        if lora_id is None:
+            return
+        frame = self._wb.catalog.query(ids=[lora_id])
+        if not len(frame):
+            self.lora_id = None  # removed elsewhere: the panel empties
+            return
+        row = (lora_id, json.dumps(frame.to_dict("records")[0], default=str, sort_keys=True))
+        if row != self._live_row:
+            self._live_row = row
+            self.load(lora_id)
+
+    def close(self) -> None:
+        """Stop following catalog changes, then close the widget."""
+        if getattr(self, "_live", None) is not None:
+            catalog_watcher(self._wb).unsubscribe(self._live)
+        super().close()
 
     def on_saved(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(lora_id)`` after an edit was stored."""
@@ -351,7 +387,10 @@ class DetailWidget(NoticeWidget):
             return
         action = content.get("action")
         try:
-            if action == "save":
+            if action == "save" and self._read_only:
+                log.warning("detail: refused save from a read-only page")
+                self.notify(READ_ONLY_MESSAGE, "error")
+            elif action == "save":
                 self._save(content)
             elif action == "open":
                 self._open(content)

@@ -17,7 +17,8 @@ import traitlets as t
 from workbench.catalog import LoraFilters
 from workbench.files import DEFAULT_SIZE, ThumbnailCache, preview_source
 from workbench.views._assets import asset_path
-from workbench.views._feedback import NoticeWidget, guarded
+from workbench.views._feedback import READ_ONLY_MESSAGE, NoticeWidget, guarded
+from workbench.views._live import catalog_watcher
 from workbench.views._messages import (
     MAX_SELECTION,
     MAX_TEXT,
@@ -54,6 +55,8 @@ PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_THUMBS_PER_REQUEST = 120
 BULK_OPS = ("add_tags", "remove_tags", "favorite", "rating", "set_base_model", "remove")
+#: browser actions that change the catalog: refused in a read-only gallery
+EDIT_ACTIONS = ("favorite", "bulk", "undo")
 _TRISTATE_KEYS = ("favorites", "has_preview", "missing", "errors")
 
 DEFAULT_FILTERS: dict[str, Any] = {
@@ -272,9 +275,20 @@ class GalleryWidget(NoticeWidget):
     presets = t.List(t.Unicode()).tag(sync=True)
     """Names of the saved filter presets (shared by everyone using this catalog)."""
     """Last message for the visitor (``seq`` makes repeats visible)."""
+    read_only = t.Bool(False).tag(sync=True)
+    """A viewer's gallery: no editing controls. Shown from this trait, enforced from ``_read_only``."""
 
-    def __init__(self, wb: Any, page_size: int = PAGE_SIZE, thumbnail_size: int = DEFAULT_SIZE, **kwargs: Any) -> None:
-        super().__init__(page_size=max(10, min(int(page_size), MAX_PAGE_SIZE)), **kwargs)
+    def __init__(
+        self,
+        wb: Any,
+        page_size: int = PAGE_SIZE,
+        thumbnail_size: int = DEFAULT_SIZE,
+        read_only: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self._read_only = bool(read_only)  # the browser can set synced traits, never this
+        watcher = catalog_watcher(wb)  # before the first read, so no change slips between the two
+        super().__init__(page_size=max(10, min(int(page_size), MAX_PAGE_SIZE)), read_only=self._read_only, **kwargs)
         self._wb = wb
         self._thumbnail_size = thumbnail_size
         self._thumbnails = ThumbnailCache(wb.home, wb.roots)
@@ -283,6 +297,7 @@ class GalleryWidget(NoticeWidget):
         self.refresh_facets()
         self.refresh(reset_scroll=True)
         self._refresh_presets()
+        self._live = watcher.subscribe(self._catalog_changed)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -339,6 +354,10 @@ class GalleryWidget(NoticeWidget):
         except InvalidMessage as exc:
             raise t.TraitError(str(exc)) from exc
 
+    @t.validate("read_only")
+    def _validate_read_only(self, proposal: Any) -> bool:
+        return self._read_only
+
     @t.validate("page_size")
     def _validate_page_size(self, proposal: Any) -> int:
         return max(10, min(int(proposal["value"]), MAX_PAGE_SIZE))
@@ -351,6 +370,18 @@ class GalleryWidget(NoticeWidget):
     @guarded
     def _filters_changed(self, change: Any) -> None:
         self.refresh(reset_scroll=True)
+
+    @guarded
+    def _catalog_changed(self) -> None:
+        """Another visitor, a notebook, a scan or a worker changed the catalog: repaint."""
+        self.refresh_facets()
+        self.refresh()
+
+    def close(self) -> None:
+        """Stop following catalog changes, then close the widget."""
+        if getattr(self, "_live", None) is not None:
+            catalog_watcher(self._wb).unsubscribe(self._live)
+        super().close()
 
     # -- browser messages -----------------------------------------------------------------
 
@@ -367,6 +398,10 @@ class GalleryWidget(NoticeWidget):
         handler = self._ACTIONS.get(action) if isinstance(action, str) else None
         if handler is None:
             log.warning("gallery: dropped unknown action %r", str(action)[:40])
+            return
+        if self._read_only and action in EDIT_ACTIONS:
+            log.warning("gallery: refused %s from a read-only page", action)
+            self.notify(READ_ONLY_MESSAGE, "error")
             return
         try:
             handler(self, content)

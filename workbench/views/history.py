@@ -17,7 +17,8 @@ import traitlets as t
 
 from workbench.files import ThumbnailCache
 from workbench.views._assets import asset_path
-from workbench.views._feedback import NoticeWidget, guarded
+from workbench.views._feedback import READ_ONLY_MESSAGE, NoticeWidget, guarded
+from workbench.views._live import catalog_watcher
 from workbench.views._messages import InvalidMessage, clean_int, clean_text, clean_tristate, json_value
 
 log = logging.getLogger("workbench.views")
@@ -27,6 +28,8 @@ THUMB_SIZE = 192
 LARGE_SIZE = 1024
 MAX_THUMBS = 60
 DEFAULT_FILTERS: dict[str, Any] = {"text": "", "lora": "", "favorites": None, "min_rating": 0}
+#: browser actions that change results (or fill the Generate form): refused in a read-only grid
+EDIT_ACTIONS = ("rate", "favorite", "reuse", "delete")
 
 
 def _clean_filters(raw: Any) -> dict[str, Any]:
@@ -62,15 +65,30 @@ class HistoryWidget(NoticeWidget):
     filters = t.Dict(DEFAULT_FILTERS).tag(sync=True)
     offset = t.Int(0).tag(sync=True)
     page_size = t.Int(PAGE).tag(sync=True)
+    read_only = t.Bool(False).tag(sync=True)
+    """A viewer's grid: no rating, reuse or delete. Shown from this trait, enforced from ``_read_only``."""
 
-    def __init__(self, wb: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, wb: Any, read_only: bool = False, **kwargs: Any) -> None:
+        self._read_only = bool(read_only)  # the browser can set synced traits, never this
+        watcher = catalog_watcher(wb)
+        super().__init__(read_only=self._read_only, **kwargs)
         self._wb = wb
         self._thumbs = ThumbnailCache(wb.home, [])  # results live under the workbench home only
         self._reuse_callbacks: list[Callable[[Any], None]] = []
         self._preview_callbacks: list[Callable[[int], None]] = []
         self.on_msg(lambda _w, content, _b: self.handle_message(content))
         self.refresh()
+        self._live = watcher.subscribe(guarded(self.refresh))
+
+    @t.validate("read_only")
+    def _validate_read_only(self, proposal: Any) -> bool:
+        return self._read_only
+
+    def close(self) -> None:
+        """Stop following catalog changes, then close the widget."""
+        if getattr(self, "_live", None) is not None:
+            catalog_watcher(self._wb).unsubscribe(self._live)
+        super().close()
 
     # -- public ---------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -121,6 +139,10 @@ class HistoryWidget(NoticeWidget):
         handler = self._ACTIONS.get(content["action"])
         if handler is None:
             log.warning("history: dropped unknown action %r", content["action"][:40])
+            return
+        if self._read_only and content["action"] in EDIT_ACTIONS:
+            log.warning("history: refused %s from a read-only page", content["action"])
+            self.notify(READ_ONLY_MESSAGE, "error")
             return
         try:
             handler(self, content)
@@ -221,9 +243,9 @@ class HistoryWidget(NoticeWidget):
 class HistoryView(w.VBox):
     """The History tab (the grid; kept as a box so more controls can join it)."""
 
-    def __init__(self, wb: Any, **kwargs: Any) -> None:
+    def __init__(self, wb: Any, read_only: bool = False, **kwargs: Any) -> None:
         self._wb = wb
-        self.grid = HistoryWidget(wb)
+        self.grid = HistoryWidget(wb, read_only=read_only)
         super().__init__([self.grid], **kwargs)
         self.add_class("wb-history")
 

@@ -26,11 +26,14 @@ class LibraryView(ipywidgets.VBox):
         status: the one-line :class:`StatusView`.
     """
 
-    def __init__(self, wb: Any, page_size: int = PAGE_SIZE, **kwargs: Any) -> None:
+    def __init__(self, wb: Any, page_size: int = PAGE_SIZE, read_only: bool = False, **kwargs: Any) -> None:
         self.status = StatusView(wb)
-        self.gallery = GalleryWidget(wb, page_size=page_size, layout=ipywidgets.Layout(flex="3 1 0", min_width="0"))
+        self.gallery = GalleryWidget(
+            wb, page_size=page_size, read_only=read_only, layout=ipywidgets.Layout(flex="3 1 0", min_width="0")
+        )
         self.detail = DetailWidget(
             wb,
+            read_only=read_only,
             layout=ipywidgets.Layout(
                 flex="2 1 0",
                 min_width="280px",
@@ -78,21 +81,42 @@ class LibraryView(ipywidgets.VBox):
         self.gallery.notify_error(message)
 
 
-def library_view(wb: Any, page_size: int = PAGE_SIZE) -> LibraryView:
+def library_view(wb: Any, page_size: int = PAGE_SIZE, read_only: bool = False) -> LibraryView:
     """The Library tab of the dashboard: gallery and detail panel over ``wb``'s catalog."""
-    return LibraryView(wb, page_size=page_size)
+    return LibraryView(wb, page_size=page_size, read_only=read_only)
 
 
-def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
-    """The dashboard: Library, Recommend, and the generation tabs (Generate, Queue, History, Compare).
+def viewer_tabs(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+    """A viewer's tabs: Library, Queue and History, with no editing or generating control."""
+    from workbench.views.history import HistoryView
+    from workbench.views.queue import QueueView
+
+    return [
+        ("Library", library_view(wb, read_only=True)),
+        ("Queue", QueueView(wb, read_only=True)),
+        ("History", HistoryView(wb, read_only=True)),
+    ]
+
+
+def dashboard_tabs(wb: Any, read_only: bool | None = None) -> ipywidgets.Tab:
+    """The dashboard: Library, Recommend, the generation tabs (Generate, Queue, History, Compare) and Weights.
 
     A tab whose view fails to build (say, a backend misconfigured) is left out and logged on the
-    server, never shown as a placeholder; the Library always comes first.
+    server, never shown as a placeholder; the Library always comes first. ``read_only`` (default: the
+    role ``workbench dashboard --read-only`` gave this kernel) builds :func:`viewer_tabs` instead.
     """
     from workbench.views.generate import generation_tabs
     from workbench.views.recommend import recommend_tab
     from workbench.views.weights import weights_tab
 
+    if read_only is None:
+        from workbench.dashboard import dashboard_read_only
+
+        read_only = dashboard_read_only()
+    if read_only:
+        tab = _tab_widget(viewer_tabs(wb))
+        tab.add_class("wb-read-only")
+        return tab
     tabs: list[tuple[str, ipywidgets.Widget]] = [("Library", library_view(wb))]
     builders: list[tuple[str, Callable[[Any], list[tuple[str, ipywidgets.Widget]]]]] = [
         ("Recommend", lambda wb: [("Recommend", recommend_tab(wb))]),
@@ -104,6 +128,10 @@ def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
             tabs.extend(builder(wb))
         except Exception:
             log.exception("dashboard: the %s tab failed to build; left out", title)
+    return _tab_widget(tabs)
+
+
+def _tab_widget(tabs: list[tuple[str, ipywidgets.Widget]]) -> ipywidgets.Tab:
     tab = ipywidgets.Tab(children=[widget for _, widget in tabs])
     for index, (title, _) in enumerate(tabs):
         tab.set_title(index, title)

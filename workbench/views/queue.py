@@ -16,7 +16,8 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.views._feedback import guarded
+from workbench.views._feedback import READ_ONLY_MESSAGE, guarded
+from workbench.views._live import catalog_watcher
 
 ROWS = 15
 _STATE_COLORS = {
@@ -29,11 +30,16 @@ _STATE_COLORS = {
 
 
 class _JobRow(w.HBox):
-    def __init__(self, view: QueueView) -> None:
+    def __init__(self, view: QueueView, read_only: bool = False) -> None:
         self.job_id: str | None = None
         self.state = ""
         self.text = w.HTML(layout=w.Layout(width="520px"))
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="200px"))
+        self.cancel: w.Button | None = None
+        self.retry: w.Button | None = None
+        if read_only:  # a viewer's row has no buttons at all (not hidden ones a page could still click)
+            super().__init__([self.text, self.bar])
+            return
         self.cancel = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="95px"))
         self.retry = w.Button(description="Retry", icon="redo", layout=w.Layout(width="95px"))
         self.cancel.on_click(lambda _b: view._on_cancel(self))
@@ -66,15 +72,20 @@ class _JobRow(w.HBox):
             self.bar.bar_style = {"succeeded": "success", "failed": "danger", "cancelled": "warning"}.get(
                 self.state, ""
             )
-            self.cancel.disabled = self.state not in ("queued", "running")
-            self.retry.disabled = self.state not in ("failed", "cancelled")
+            if self.cancel is not None and self.retry is not None:
+                self.cancel.disabled = self.state not in ("queued", "running")
+                self.retry.disabled = self.state not in ("failed", "cancelled")
 
 
 class QueueView(w.VBox):
     """Live view over ``wb.queue``: the newest jobs, their progress, cancel and retry."""
 
-    def __init__(self, wb: Any, rows: int = ROWS, min_refresh_s: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self, wb: Any, rows: int = ROWS, min_refresh_s: float = 0.5, read_only: bool = False, **kwargs: Any
+    ) -> None:
         self._wb = wb
+        self._read_only = bool(read_only)
+        watcher = catalog_watcher(wb)  # jobs other kernels or workers run show up through the catalog
         self.min_refresh_s = min_refresh_s
         self._lock = threading.RLock()
         self._last_refresh = 0.0
@@ -86,13 +97,14 @@ class QueueView(w.VBox):
         self.header = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.refresh_button.on_click(lambda _b: self.refresh())
-        self.rows = [_JobRow(self) for _ in range(rows)]
+        self.rows = [_JobRow(self, read_only=self._read_only) for _ in range(rows)]
         self.message = w.HTML()
         super().__init__([w.HBox([self.header, self.refresh_button]), *self.rows, self.message], **kwargs)
         self.add_class("wb-queue")
         self._listener = self._on_job_event
         wb.queue.listeners.append(self._listener)
         self.refresh()
+        self._live = watcher.subscribe(self.refresh)
 
     def on_finished(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(job)`` (on a background thread, about a second later, once for jobs ending together)."""
@@ -120,6 +132,7 @@ class QueueView(w.VBox):
             self._wb.queue.listeners.remove(self._listener)
         except ValueError:
             pass
+        catalog_watcher(self._wb).unsubscribe(self._live)
         if self._refresh_timer is not None:
             self._refresh_timer.cancel()
         super().close()
@@ -174,6 +187,9 @@ class QueueView(w.VBox):
     # -- buttons ------------------------------------------------------------------------------
     @guarded
     def _on_cancel(self, row: _JobRow) -> None:
+        if self._read_only:
+            self.message.value = html.escape(READ_ONLY_MESSAGE)
+            return
         if row.job_id:
             self._wb.queue.cancel(row.job_id)
             self.message.value = f"Cancel requested for <code>{html.escape(row.job_id[:8])}</code>."
@@ -181,6 +197,9 @@ class QueueView(w.VBox):
 
     @guarded
     def _on_retry(self, row: _JobRow) -> None:
+        if self._read_only:
+            self.message.value = html.escape(READ_ONLY_MESSAGE)
+            return
         if row.job_id:
             self._wb.queue.retry_job(row.job_id)
             self.message.value = f"Retrying <code>{html.escape(row.job_id[:8])}</code>."

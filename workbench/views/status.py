@@ -8,6 +8,7 @@ from typing import Any
 import ipywidgets
 
 from workbench.views._feedback import guarded
+from workbench.views._live import catalog_watcher
 
 
 class StatusView(ipywidgets.HTML):
@@ -17,7 +18,15 @@ class StatusView(ipywidgets.HTML):
         super().__init__(**kwargs)
         self._wb = wb
         self.add_class("wb-status")
+        watcher = catalog_watcher(wb)
         self.refresh()
+        self._live = watcher.subscribe(self.refresh)
+
+    def close(self) -> None:
+        """Stop following catalog changes, then close the widget."""
+        if getattr(self, "_live", None) is not None:
+            catalog_watcher(self._wb).unsubscribe(self._live)
+        super().close()
 
     @guarded
     def refresh(self) -> None:
