@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -70,9 +71,15 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     try:
         return serve_dashboard(
-            args.home, args.library, port=args.port, host=args.host, open_browser=not args.no_browser
+            args.home,
+            args.library,
+            port=args.port,
+            host=args.host,
+            open_browser=not args.no_browser,
+            redis_url=args.redis,
+            shared_worker=not args.no_worker,
         )
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"workbench dashboard: error: {exc}", file=sys.stderr)
         return 2
 
@@ -177,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="join this Redis (and its workers) instead of starting a private one for the shared worker",
+    )
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="start no shared worker (kernels then generate and embed in-process: torch in every kernel)",
+    )
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]
     # [generation helper] generate, compare, worker
@@ -336,7 +354,11 @@ def _add_generation_commands(sub) -> None:
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("worker", help="run an RQ generation worker on Redis (for several GPU machines)")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    p.add_argument(
+        "--redis",
+        default=os.environ.get("WORKBENCH_REDIS") or "redis://127.0.0.1:6379/0",
+        help="Redis URL (default: $WORKBENCH_REDIS, else redis://127.0.0.1:6379/0)",
+    )
     p.add_argument("--queue", action="append", help="RQ queue name(s) (default: workbench)")
     p.add_argument("--model", default="tiny", help="default diffusers model for jobs that name none")
     p.add_argument("--cache-dir", default=None, help="where the tiny pipeline is built")

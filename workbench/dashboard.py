@@ -28,6 +28,7 @@ from workbench._home import bundled_file
 
 HOME_ENV = "WORKBENCH_HOME"
 LIBRARY_ENV = "WORKBENCH_LIBRARY"
+REDIS_ENV = "WORKBENCH_REDIS"  # the shared worker's Redis (workbench._service), read by kernels
 DEFAULT_PORT = 8866
 DEFAULT_HOST = "127.0.0.1"
 
@@ -58,9 +59,13 @@ def scan_if_needed(wb: Any, roots: Sequence[str | os.PathLike]) -> Any:
     return None
 
 
-def dashboard_env(home: str | os.PathLike | None, library_roots: Iterable[str | os.PathLike] = ()) -> dict[str, str]:
-    """Environment for the Voilà server and its kernels."""
+def dashboard_env(
+    home: str | os.PathLike | None, library_roots: Iterable[str | os.PathLike] = (), redis_url: str | None = None
+) -> dict[str, str]:
+    """Environment for the Voilà server and its kernels (``redis_url``: the shared worker's Redis)."""
     env = os.environ.copy()
+    if redis_url:
+        env[REDIS_ENV] = redis_url
     if home is not None:
         env[HOME_ENV] = str(Path(home).expanduser().resolve())
     roots = [str(Path(r).expanduser().resolve()) for r in library_roots]
@@ -118,6 +123,7 @@ def start_dashboard(
     open_browser: bool = False,
     preheat: bool = True,
     notebook: str | os.PathLike | None = None,
+    redis_url: str | None = None,
     **popen_kwargs: object,
 ) -> subprocess.Popen:
     """Start the Voilà server in the background and return its process (stop it with ``terminate``)."""
@@ -129,7 +135,9 @@ def start_dashboard(
 
         scan_if_needed(workbench.open(home), library_roots)
     command = voila_command(notebook, port=port, host=host, open_browser=open_browser, preheat=preheat)
-    return subprocess.Popen(command, env=dashboard_env(home, library_roots), cwd=notebook.parent, **popen_kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        command, env=dashboard_env(home, library_roots, redis_url), cwd=notebook.parent, **popen_kwargs
+    )  # type: ignore[call-overload]
 
 
 def serve_dashboard(
@@ -139,19 +147,50 @@ def serve_dashboard(
     host: str = DEFAULT_HOST,
     open_browser: bool = True,
     preheat: bool = True,
+    redis_url: str | None = None,
+    shared_worker: bool = True,
 ) -> int:
-    """Serve the dashboard until interrupted; returns Voilà's exit status."""
-    process = start_dashboard(home, library_roots, port=port, host=host, open_browser=open_browser, preheat=preheat)
-    print(f"LoRA Workbench dashboard: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
+    """Serve the dashboard until interrupted; returns Voilà's exit status.
+
+    With ``shared_worker`` (the default) one worker owning the pipeline and the heavy jobs runs beside
+    Voilà, on the Redis at ``redis_url`` or on a private one started here (see workbench._service).
+    """
+    worker = start_shared_worker(home, library_roots, redis_url) if shared_worker else None
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
+        process = start_dashboard(
+            home,
+            library_roots,
+            port=port,
+            host=host,
+            open_browser=open_browser,
+            preheat=preheat,
+            redis_url=worker.redis_url if worker else redis_url,
+        )
+        print(f"LoRA Workbench dashboard: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
         try:
-            return process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
             return process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            try:
+                return process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                return process.wait()
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+def start_shared_worker(
+    home: str | os.PathLike | None, library_roots: Sequence[str | os.PathLike] = (), redis_url: str | None = None
+) -> Any:
+    """Start the dashboard's shared worker (and a private Redis unless ``redis_url``); stop it with ``stop()``."""
+    import workbench
+    from workbench._service import SharedWorker
+
+    resolved_home = workbench.open(home).home
+    print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
+    return SharedWorker(resolved_home, library_roots, redis_url=redis_url).start()
 
 
 def port_in_use(host: str, port: int) -> bool:

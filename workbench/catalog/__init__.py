@@ -4,6 +4,7 @@ import and archives. Imports only :mod:`workbench.files` of the rest of the pack
 from __future__ import annotations
 
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
+from workbench.catalog._backup import BackupError, BackupInfo, backup_home, list_backups, restore_backup
 from workbench.catalog._catalog import CONTRACT_COLUMNS, USER_FIELDS, Catalog, CatalogError, validate_user_fields
 from workbench.catalog._civitai_dump import import_civitai, import_items, item_to_record, link_local_files, read_items
 from workbench.catalog._db import CatalogBusyError, Database
@@ -15,12 +16,15 @@ __all__ = [
     "LORA_SUFFIXES",
     "USER_FIELDS",
     "ArchiveError",
+    "BackupError",
+    "BackupInfo",
     "Catalog",
     "CatalogBusyError",
     "CatalogError",
     "Database",
     "ImportReport",
     "ScanReport",
+    "backup_home",
     "export_archive",
     "hash_catalog",
     "hash_in_background",
@@ -29,7 +33,9 @@ __all__ = [
     "import_items",
     "item_to_record",
     "link_local_files",
+    "list_backups",
     "read_items",
+    "restore_backup",
     "scan",
     "validate_user_fields",
 ]

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -300,8 +300,18 @@ def _inspect_chunk(items: list[_Found]) -> list[dict[str, Any]]:
     return [_inspect_record(item) for item in items]
 
 
-def _inspect_all(items: list[_Found], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+def _inspect_all(
+    items: list[_Found], workers: int, progress: bool, on_progress: Callable[[int, int], None] | None = None
+) -> Iterator[dict[str, Any]]:
     """Inspect files, in the pool when there are enough; at most a few chunks in flight (bounded memory)."""
+    done = [0]
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        done[0] += n
+        if on_progress is not None:
+            on_progress(done[0], len(items))
+
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm.auto import tqdm
@@ -311,7 +321,7 @@ def _inspect_all(items: list[_Found], workers: int, progress: bool) -> Iterator[
         if workers <= 1 or len(items) < _POOL_THRESHOLD:
             for item in items:
                 yield _inspect_record(item)
-                bar.update()
+                advance(1)
             return
         chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
         chunks.reverse()  # pop() from the end takes them in walk order
@@ -326,7 +336,7 @@ def _inspect_all(items: list[_Found], workers: int, progress: bool) -> Iterator[
                 for future in done:
                     records = future.result()
                     yield from records
-                    bar.update(len(records))
+                    advance(len(records))
     finally:
         bar.close()
 
@@ -433,8 +443,18 @@ def _select_list(columns: Iterable[str]) -> str:
     return ", ".join(parts)
 
 
-def scan(db: Database, roots: Sequence[Path], *, workers: int | None = None, progress: bool = True) -> ScanReport:
-    """Bring the catalog in line with the files under `roots`; see the module docstring."""
+def scan(
+    db: Database,
+    roots: Sequence[Path],
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ScanReport:
+    """Bring the catalog in line with the files under `roots`; see the module docstring.
+
+    ``on_progress(files_inspected, files_to_inspect)`` follows the inspection of new or changed files.
+    """
     started = time.perf_counter()
     resolved = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
     report = ScanReport(roots=[str(r) for r in resolved])
@@ -443,12 +463,19 @@ def scan(db: Database, roots: Sequence[Path], *, workers: int | None = None, pro
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
     with db.task_lock("scan"):  # a second kernel scanning at once waits, then finds nothing to do
-        _scan_locked(db, resolved, report, workers, progress)
+        _scan_locked(db, resolved, report, workers, progress, on_progress)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers: int, progress: bool) -> None:
+def _scan_locked(
+    db: Database,
+    resolved: list[Path],
+    report: ScanReport,
+    workers: int,
+    progress: bool,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> None:
     found = walk_roots(resolved, report.skipped_dirs)
     report.seen = len(found)
     existing = _existing_rows(db)
@@ -509,7 +536,7 @@ def _scan_locked(db: Database, resolved: list[Path], report: ScanReport, workers
             con.execute("UPDATE loras SET missing = false WHERE list_contains(?, id)", [returned_ids])
 
     batch: list[dict[str, Any]] = []
-    for record in _inspect_all(to_inspect, workers, progress):
+    for record in _inspect_all(to_inspect, workers, progress, on_progress):
         record["id"] = ids_for.get(record["path"])
         record["added_at"] = added_for.get(record["path"])
         if record["error"]:
