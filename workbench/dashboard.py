@@ -187,10 +187,13 @@ def start_shared_worker(
     """Start the dashboard's shared worker (and a private Redis unless ``redis_url``); stop it with ``stop()``."""
     import workbench
     from workbench._service import SharedWorker
+    from workbench.generate import configured_backends
 
     resolved_home = workbench.open(home).home
+    # preload the model the dashboard generates with, so the first visitor's first image does not wait for it
+    models = [str(c.options.get("model", "tiny")) for c in configured_backends(resolved_home) if c.kind == "diffusers"]
     print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
-    return SharedWorker(resolved_home, library_roots, redis_url=redis_url).start()
+    return SharedWorker(resolved_home, library_roots, redis_url=redis_url, model=(models or ["tiny"])[0]).start()
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -8,9 +8,12 @@ from typing import Any
 import ipywidgets
 
 from workbench.views._feedback import guarded
+from workbench.views.analytics import analytics_tab
 from workbench.views.detail import DetailWidget
 from workbench.views.gallery import PAGE_SIZE, GalleryWidget
+from workbench.views.maintenance import maintenance_tab
 from workbench.views.status import StatusView
+from workbench.views.system import status_tab
 
 log = logging.getLogger("workbench.views")
 
@@ -106,6 +109,11 @@ def dashboard_tabs(wb: Any) -> ipywidgets.Tab:
             tabs.extend(_as_tabs(builder(wb), title))
         except Exception:
             log.exception("dashboard: %s.%s failed; no %s tab", module_name, function_name, title)
+    for title, build in (("Analytics", analytics_tab), ("Status", status_tab), ("Maintenance", maintenance_tab)):
+        try:
+            tabs.append((title, build(wb)))
+        except Exception:
+            log.exception("dashboard: the %s tab failed to build; left out", title)
     tab = ipywidgets.Tab(children=[widget for _, widget in tabs])
     for index, (title, _) in enumerate(tabs):
         tab.set_title(index, title)
