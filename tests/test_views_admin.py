@@ -109,6 +109,8 @@ def test_analytics_view_builds_figures_and_escapes_names(wb: workbench.Workbench
     states = {trace.name for trace in view.figures["outcomes"].data}
     assert states == {"succeeded", "failed"}
     assert "unavailable" in view.figures["errors"].data[0].y[0]
+    (shown,) = view.charts.children[1].children[0].outputs  # what the page renders: plotly's JSON, no script of ours
+    assert {t["name"] for t in shown["data"]["application/vnd.plotly.v1+json"]["data"]} == states
     assert IMG not in view.unused.value and "&lt;img src=x" in view.unused.value
     view.period.value = 7  # changing the period recomputes
     assert "in 7 days" in view.headline.value and view.message.value == ""

@@ -218,8 +218,8 @@ class Tasks:
 
     @staticmethod
     def _describe(job: Any) -> dict[str, Any]:
-        state = str(job.get_status(refresh=True) or "unknown")
-        state = getattr(state, "value", state)
+        status = job.get_status(refresh=True)
+        state = str(getattr(status, "value", status) or "unknown")  # JobStatus is a str enum: str() gives its name
         meta = job.get_meta(refresh=True) or {}
         done, total = int(meta.get("done") or 0), int(meta.get("total") or 0)
         out: dict[str, Any] = {

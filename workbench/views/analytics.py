@@ -1,12 +1,15 @@
 """The Analytics tab: plotly figures over :mod:`workbench.analytics` (the numbers are computed there).
 
-Figures are ``plotly.graph_objects.FigureWidget`` (an anywidget: no notebook extension needed in
-Voilà); the unused-LoRA list is an escaped HTML table. Refresh re-reads the catalog.
+Figures go into ``Output`` widgets as plotly's JSON mimetype (rendered by the jupyterlab-plotly
+extension Voilà loads), not as ``FigureWidget``: each FigureWidget loads a 5 MB module, and anywidget
+gives up on a model that is not ready within 2 s, which a busy server misses. The unused-LoRA list
+is an escaped HTML table. Refresh re-reads the catalog.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 import ipywidgets as w
@@ -14,6 +17,7 @@ import ipywidgets as w
 from workbench import analytics
 from workbench.views._feedback import guarded
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PERIODS = [("7 days", 7), ("30 days", 30), ("90 days", 90), ("1 year", 365)]
 _STATE_COLORS = {
     "succeeded": "#1e7e34",
@@ -45,12 +49,14 @@ def build_figures(wb: Any, days: int = 30) -> dict[str, Any]:
         else _empty_figure("Library by base model", "the catalog is empty")
     )
     usage = analytics.usage_over_time(wb, days=days)
+    usage["period"] = usage["period"].astype(str).str.slice(0, 10)  # whole days: a category axis, no clock ticks
     figs["usage"] = (
         px.bar(usage, x="period", y="uses", hover_data=["loras"], title="LoRA uses per day")
         if len(usage)
         else _empty_figure("LoRA uses per day", "no generation used a LoRA in this period")
     )
     outcomes = analytics.job_outcomes(wb, days=days)
+    outcomes["day"] = outcomes["day"].astype(str).str.slice(0, 10)
     figs["outcomes"] = (
         px.bar(
             outcomes,
@@ -75,6 +81,8 @@ def build_figures(wb: Any, days: int = 30) -> dict[str, Any]:
         if len(errors)
         else _empty_figure("Why jobs failed", "no failed jobs in this period")
     )
+    for name in ("usage", "outcomes"):
+        figs[name].update_xaxes(type="category")
     for fig in figs.values():
         fig.update_layout(height=320, margin={"l": 40, "r": 20, "t": 50, "b": 40})
     return figs
@@ -92,6 +100,19 @@ def _table(frame: Any, columns: list[str], limit: int = 50) -> str:
     return f"<table class='wb-table'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _figure_output(fig: Any) -> w.Output:
+    """An Output widget holding the figure as plotly's mimetype (plain JSON data, no HTML of ours)."""
+    import plotly.io as pio
+
+    out = w.Output(layout=w.Layout(width="50%", min_width="0"))
+    spec = json.loads(pio.to_json(fig, validate=False))
+    spec["config"] = {"displaylogo": False, "responsive": True}
+    out.outputs = (
+        {"output_type": "display_data", "data": {PLOTLY_MIME: spec, "text/plain": "plotly figure"}, "metadata": {}},
+    )
+    return out
+
+
 class AnalyticsView(w.VBox):
     """Composition, usage over time, job outcomes, durations, error breakdown and unused LoRAs."""
 
@@ -100,8 +121,8 @@ class AnalyticsView(w.VBox):
         self.period = w.Dropdown(options=PERIODS, value=days, description="Period", layout=w.Layout(width="200px"))
         self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="110px"))
         self.headline = w.HTML()
-        self.figures: dict[str, Any] = {}
-        self.charts = w.GridBox(layout=w.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", width="100%"))
+        self.figures: dict[str, Any] = {}  # name -> plotly Figure shown
+        self.charts = w.VBox(layout=w.Layout(width="100%"))
         self.unused = w.HTML()
         self.message = w.HTML()
         super().__init__(
@@ -123,8 +144,6 @@ class AnalyticsView(w.VBox):
     @guarded
     def refresh(self) -> None:
         """Recompute every figure and table from the catalog."""
-        import plotly.graph_objects as go
-
         days = int(self.period.value)
         summary = analytics.summary(self._wb)
         jobs = analytics.job_summary(self._wb, days=days)
@@ -135,8 +154,11 @@ class AnalyticsView(w.VBox):
             f"{summary['unhashed']:,} unhashed · {summary['duplicate_files']:,} duplicate files · "
             f"<b>{jobs['jobs']:,}</b> jobs in {days} days · success {html.escape(rate)} · median {html.escape(median)}"
         )
-        self.figures = {name: go.FigureWidget(fig) for name, fig in build_figures(self._wb, days).items()}
-        self.charts.children = list(self.figures.values())
+        self.figures = build_figures(self._wb, days)
+        outputs = [_figure_output(fig) for fig in self.figures.values()]
+        self.charts.children = [
+            w.HBox(outputs[i : i + 2], layout=w.Layout(width="100%")) for i in range(0, len(outputs), 2)
+        ]
         unused = analytics.unused_loras(self._wb, limit=50)
         if len(unused):
             unused = unused.assign(size_mb=(unused["size_bytes"].fillna(0) / 2**20).round(1))
