@@ -335,7 +335,8 @@ def test_dashboard_tabs_include_later_capabilities_only_when_they_build(
     monkeypatch.setitem(sys.modules, "workbench.views.recommend", broken)
     monkeypatch.setitem(sys.modules, "workbench.views.generate", working)
     tabs = dashboard_tabs(wb)
-    assert [tabs.get_title(i) for i in range(len(tabs.children))] == ["Library", "Generate", "History"]
+    titles = [tabs.get_title(i) for i in range(len(tabs.children))]
+    assert titles == ["Library", "Generate", "History", "Analytics", "Status", "Maintenance"]
     assert isinstance(tabs.children[0], LibraryView)
 
 

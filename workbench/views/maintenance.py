@@ -23,6 +23,7 @@ import ipywidgets as w
 
 from workbench.views._assets import asset_path
 from workbench.views._feedback import guarded
+from workbench.views.system import start_poller
 
 TASK_ROWS = 6
 MAX_UPLOAD_BYTES = 200 * 2**20
@@ -159,7 +160,7 @@ class MaintenanceView(w.VBox):
         self.refresh_tasks()
         self.refresh_backups()
         if interval > 0 and wb.tasks.available:
-            threading.Thread(target=self._poll, args=(interval,), name="workbench-maintenance", daemon=True).start()
+            start_poller(lambda: self._poll(interval), self._stop, "workbench-maintenance")
 
     # -- feedback -----------------------------------------------------------------------
     def _say(self, text: str, level: str = "info") -> None:

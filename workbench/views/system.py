@@ -6,6 +6,7 @@ reach the page); the numbers come from :func:`workbench.system.system_status`.
 
 from __future__ import annotations
 
+import atexit
 import html
 import threading
 from typing import Any
@@ -14,6 +15,20 @@ import ipywidgets as w
 
 from workbench.system import system_status
 from workbench.views._feedback import guarded
+
+
+def start_poller(target: Any, stop: threading.Event, name: str) -> threading.Thread:
+    """A daemon thread that refreshes a view until ``stop`` is set, also stopped (and waited for) at exit:
+    a daemon thread killed inside a DuckDB query during interpreter shutdown aborts the process."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+
+    def finish() -> None:
+        stop.set()
+        thread.join(5)
+
+    atexit.register(finish)
+    thread.start()
+    return thread
 
 
 def _bytes(value: Any) -> str:
@@ -122,7 +137,7 @@ class SystemView(w.VBox):
         self._stop = threading.Event()
         self.refresh()
         if interval > 0:
-            threading.Thread(target=self._loop, name="workbench-status", daemon=True).start()
+            start_poller(self._loop, self._stop, "workbench-status")
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
