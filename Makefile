@@ -31,8 +31,10 @@ $(DEMO_LIBRARY)/.built: data/make_demo_library.py | install
 	$(PY) data/make_demo_library.py $(DEMO_LIBRARY) --force
 	touch $@
 
-demo: install $(DEMO_LIBRARY)/.built
-	$(VENV)/bin/workbench dashboard --home $(DEMO_HOME) --library $(DEMO_LIBRARY) --port $(PORT) --no-browser
+# `workbench dashboard` also starts a private redis-server and the shared worker that owns the pipeline
+# and the heavy jobs (REDIS=redis://host:6379/0 joins an existing Redis and its workers instead).
+demo: install system-deps $(DEMO_LIBRARY)/.built
+	$(VENV)/bin/workbench dashboard --home $(DEMO_HOME) --library $(DEMO_LIBRARY) --port $(PORT) --no-browser $(if $(REDIS),--redis $(REDIS))
 
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -102,6 +102,10 @@ class Workbench:
             from workbench.search import Recommender
 
             self._recommend = Recommender(self)
+            if shared_worker_url():  # embeddings computed by the shared worker: no torch in this process
+                from workbench._tasks import RemoteEmbedder
+
+                self._recommend.embedder = RemoteEmbedder(self, self._recommend.embedder.name)
         return self._recommend
 
     @property
@@ -136,10 +140,13 @@ class Workbench:
         if self._queue is None:
             from workbench.generate import JobQueue, catalog_resolver
 
+            shared = shared_worker_url()  # the dashboard's shared worker owns the pipeline: never load it here
             self._queue = JobQueue(
                 self.db,
                 self.home / "outputs",
                 resolver=catalog_resolver(self.db),
+                executor="rq" if shared else "thread",
+                redis_url=shared,
                 backend_defaults={
                     "diffusers": {
                         "model": "tiny",
@@ -191,6 +198,28 @@ class Workbench:
 
         return import_archive(self, src, dry_run=dry_run, conflict=conflict, restore_to=restore_to)
 
+    def backup(self, keep: int = 5) -> Any:
+        """Zip the catalog (history, feedback, usage, recipes included) and generated images into
+        ``<home>/backups``, keeping the newest ``keep`` backups; returns the new one's BackupInfo."""
+        from workbench.catalog import backup_home
+
+        return backup_home(self.home, self.db, keep=keep)
+
+    def backups(self) -> list[Any]:
+        """Backups of this home, newest first (see ``backup``)."""
+        from workbench.catalog import list_backups
+
+        return list_backups(self.home)
+
+    @property
+    def tasks(self) -> Any:
+        """Heavy work (rescan, hash, embed) run by the shared worker (`workbench._tasks.Tasks`)."""
+        if getattr(self, "_tasks", None) is None:
+            from workbench._tasks import Tasks
+
+            self._tasks = Tasks(self)
+        return self._tasks
+
     def is_servable(self, path: str | os.PathLike[str]) -> bool:
         """True only for files inside a library root or the workbench home (what a view may show)."""
         try:
@@ -210,6 +239,11 @@ class Workbench:
 
     def __repr__(self) -> str:
         return f"Workbench(home={str(self.home)!r})"
+
+
+def shared_worker_url() -> str | None:
+    """Redis URL of the shared worker ($WORKBENCH_REDIS, set by ``workbench dashboard``), if any."""
+    return os.environ.get("WORKBENCH_REDIS") or None
 
 
 def open(home: str | os.PathLike[str] | None = None, **kwargs: Any) -> Workbench:

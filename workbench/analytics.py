@@ -230,3 +230,109 @@ def bars_html(frame: pd.DataFrame, label: str, value: str, title: str, top: int 
             f"<td style='padding-left:6px'>{_count(row[value])}</td></tr>"
         )
     return f"<h4>{html.escape(title)}</h4><table style='border-collapse:collapse'>{''.join(lines)}</table>"
+
+
+# -- jobs and usage over time (the dashboard's Analytics tab draws these) ---------------------------
+def usage_over_time(wb: Workbench, days: int = 90, freq: str = "D") -> pd.DataFrame:
+    """Generations that used LoRAs, per period (``freq``: D, W or M): columns period, uses, loras."""
+    if freq not in ("D", "W", "M"):
+        raise ValueError("usage_over_time(freq=) takes 'D', 'W' or 'M'")
+    unit = {"D": "day", "W": "week", "M": "month"}[freq]
+    return wb.db.read_df(
+        f"SELECT date_trunc('{unit}', created_at) AS period, count(*) AS uses, count(DISTINCT lora_id) AS loras "
+        "FROM usage_events WHERE created_at >= current_timestamp - to_days(CAST(? AS INTEGER)) "
+        "GROUP BY 1 ORDER BY 1",
+        [int(days)],
+    )
+
+
+def _job_frame(wb: Workbench, days: int) -> pd.DataFrame:
+    return wb.db.read_df(
+        "SELECT id, backend, state, error, attempts, created_at, started_at, finished_at, "
+        "date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds "
+        "FROM jobs WHERE created_at >= current_timestamp - to_days(CAST(? AS INTEGER))",
+        [int(days)],
+    )
+
+
+def job_outcomes(wb: Workbench, days: int = 30) -> pd.DataFrame:
+    """Jobs per day and final state, with each day's success rate among finished jobs.
+
+    Columns: day, state, jobs, success_rate (succeeded / (succeeded + failed) that day; NaN if none).
+    """
+    frame = _job_frame(wb, days)
+    if frame.empty:
+        return pd.DataFrame(columns=["day", "state", "jobs", "success_rate"])
+    frame["day"] = pd.to_datetime(frame["created_at"]).dt.normalize()
+    counts = frame.groupby(["day", "state"]).size().rename("jobs").reset_index()
+    wide = counts.pivot(index="day", columns="state", values="jobs").fillna(0)
+    ok, bad = wide.get("succeeded", 0), wide.get("failed", 0)
+    total = ok + bad
+    rate = (ok / total).where(total > 0)
+    counts["success_rate"] = counts["day"].map(rate)
+    return counts.sort_values(["day", "state"]).reset_index(drop=True)
+
+
+def job_summary(wb: Workbench, days: int = 30) -> dict[str, Any]:
+    """Headline job figures: counts per state, success rate, median and 90th percentile duration."""
+    frame = _job_frame(wb, days)
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
+    ok, bad = int(states.get("succeeded", 0)), int(states.get("failed", 0))
+    done = frame[frame["state"] == "succeeded"]["seconds"].dropna()
+    return {
+        "jobs": int(len(frame)),
+        "states": {str(k): int(v) for k, v in states.items()},
+        "success_rate": round(ok / (ok + bad), 4) if ok + bad else None,
+        "median_s": round(float(done.median()), 3) if len(done) else None,
+        "p90_s": round(float(done.quantile(0.9)), 3) if len(done) else None,
+    }
+
+
+def job_durations(wb: Workbench, days: int = 30) -> pd.DataFrame:
+    """Run time of each finished job (seconds from start to finish), with its backend and state."""
+    frame = _job_frame(wb, days)
+    frame = frame[frame["state"].isin(["succeeded", "failed", "cancelled"]) & frame["seconds"].notna()]
+    return frame[["id", "backend", "state", "created_at", "seconds"]].reset_index(drop=True)
+
+
+def error_breakdown(wb: Workbench, days: int = 30, top: int = 10) -> pd.DataFrame:
+    """Failed jobs grouped by the kind of error (its first clause, ids and numbers blanked), most frequent first."""
+    frame = _job_frame(wb, days)
+    failed = frame[frame["state"] == "failed"]
+    if failed.empty:
+        return pd.DataFrame(columns=["error", "jobs", "example"])
+    kinds = (
+        failed["error"]
+        .fillna("no reason recorded")
+        .astype(str)
+        .str.split(r"[;\n]", n=1, regex=True)
+        .str[0]
+        .str.replace(r"\b[0-9a-f]{8,}\b", "…", regex=True)
+        .str.replace(r"\d+(\.\d+)?", "N", regex=True)
+        .str.strip()
+        .str.slice(0, 160)
+    )
+    grouped = (
+        failed.assign(kind=kinds)
+        .groupby("kind")
+        .agg(jobs=("id", "size"), example=("error", "first"))
+        .reset_index()
+        .rename(columns={"kind": "error"})
+        .sort_values(["jobs", "error"], ascending=[False, True])
+    )
+    return grouped.head(int(top)).reset_index(drop=True)
+
+
+def unused_loras(wb: Workbench, limit: int | None = 200) -> pd.DataFrame:
+    """Local LoRAs no generation has used, largest first (what to review when disk runs short)."""
+    sql = (
+        "SELECT v.id, v.name, v.base_model, v.size_bytes, v.rating, v.favorite, v.path FROM lora_view v "
+        "WHERE v.path <> '' AND NOT coalesce(v.missing, false) "
+        "AND v.id NOT IN (SELECT lora_id FROM usage_events WHERE lora_id IS NOT NULL) "
+        "ORDER BY v.size_bytes DESC NULLS LAST, v.name"
+    )
+    args: list[Any] = []
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(int(limit))
+    return wb.db.read_df(sql, args)

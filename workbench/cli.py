@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -137,8 +138,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             read_only=args.read_only,
             base_url=args.base_url,
             theme=args.theme,
+            redis_url=args.redis,
+            shared_worker=not args.no_worker,
         )
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"workbench dashboard: error: {exc}", file=sys.stderr)
         return 2
 
@@ -284,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--base-url", default="/", metavar="PREFIX", help="URL prefix behind a proxy, e.g. /services/lora-workbench/"
+    )
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="join this Redis (and its workers) instead of starting a private one for the shared worker",
+    )
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="start no shared worker (kernels then generate and embed in-process: torch in every kernel)",
     )
     p.set_defaults(func=_cmd_dashboard)
     # [/gallery helper]
@@ -486,7 +500,11 @@ def _add_generation_commands(sub) -> None:
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("worker", help="run an RQ generation worker on Redis (for several GPU machines)")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    p.add_argument(
+        "--redis",
+        default=os.environ.get("WORKBENCH_REDIS") or "redis://127.0.0.1:6379/0",
+        help="Redis URL (default: $WORKBENCH_REDIS, else redis://127.0.0.1:6379/0)",
+    )
     p.add_argument("--queue", action="append", help="RQ queue name(s) (default: workbench)")
     p.add_argument("--model", default="tiny", help="default diffusers model for jobs that name none")
     p.add_argument("--cache-dir", default=None, help="where the tiny pipeline is built")

@@ -42,6 +42,7 @@ LIBRARY_ENV = "WORKBENCH_LIBRARY"
 TOKEN_ENV = "WORKBENCH_TOKEN"
 ROLE_ENV = "WORKBENCH_ROLE"
 EDITOR, VIEWER = "editor", "viewer"
+REDIS_ENV = "WORKBENCH_REDIS"  # the shared worker's Redis (workbench._service), read by kernels
 DEFAULT_PORT = 8866
 DEFAULT_HOST = "127.0.0.1"
 THEMES = ("auto", "light", "dark")
@@ -135,13 +136,17 @@ def dashboard_env(
     library_roots: Iterable[str | os.PathLike] = (),
     token: str | None = None,
     read_only: bool = False,
+    redis_url: str | None = None,
 ) -> dict[str, str]:
-    """Environment for the Voilà server and its kernels (the server removes the token before kernels start)."""
+    """Environment for the Voilà server and its kernels (the server removes the token before kernels start;
+    ``redis_url``: the shared worker's Redis, which kernels send heavy work to)."""
     env = os.environ.copy()
     env.pop(TOKEN_ENV, None)
     if token:
         env[TOKEN_ENV] = token
     env[ROLE_ENV] = VIEWER if read_only else EDITOR
+    if redis_url:
+        env[REDIS_ENV] = redis_url
     if home is not None:
         env[HOME_ENV] = str(Path(home).expanduser().resolve())
     roots = [str(Path(r).expanduser().resolve()) for r in library_roots]
@@ -218,6 +223,7 @@ def start_dashboard(
     departed_after_s: float = DEFAULT_DEPARTED_AFTER_S,
     base_url: str = "/",
     theme: str = "auto",
+    redis_url: str | None = None,
     **popen_kwargs: object,
 ) -> subprocess.Popen:
     """Start the Voilà server in the background and return its process (stop it with ``terminate``).
@@ -241,7 +247,7 @@ def start_dashboard(
         base_url=base_url,
         theme=theme,
     )
-    env = dashboard_env(home, library_roots, token=token, read_only=read_only)
+    env = dashboard_env(home, library_roots, token=token, read_only=read_only, redis_url=redis_url)
     return subprocess.Popen(command, env=env, cwd=notebook.parent, **popen_kwargs)  # type: ignore[call-overload]
 
 
@@ -256,39 +262,64 @@ def serve_dashboard(
     read_only: bool = False,
     base_url: str = "/",
     theme: str = "auto",
+    redis_url: str | None = None,
+    shared_worker: bool = True,
 ) -> int:
     """Serve the dashboard until interrupted; returns Voilà's exit status.
 
     ``token``: as given, else ``$WORKBENCH_TOKEN``, else generated (and printed) when ``host`` is not loopback.
+    With ``shared_worker`` (the default) one worker owning the pipeline and the heavy jobs runs beside
+    Voilà, on the Redis at ``redis_url`` or on a private one started here (see workbench._service).
     """
     token, generated = resolve_token(token, host)
-    process = start_dashboard(
-        home,
-        library_roots,
-        port=port,
-        host=host,
-        open_browser=open_browser,
-        pool_size=pool_size,
-        token=token,
-        read_only=read_only,
-        base_url=base_url,
-        theme=theme,
-    )
-    prefix = f"/{base_url.strip('/')}/" if base_url.strip("/") else "/"
-    url = f"http://{host}:{port}{prefix}" + (f"?token={token}" if token else "")
-    role = "read-only (viewers)" if read_only else "editors"
-    print(f"LoRA Workbench dashboard for {role}: {url}  (Ctrl+C to stop)", flush=True)
-    if generated:
-        print(f"Generated a token since {host} is reachable from other machines: {token}", flush=True)
+    worker = start_shared_worker(home, library_roots, redis_url) if shared_worker else None
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
+        process = start_dashboard(
+            home,
+            library_roots,
+            port=port,
+            host=host,
+            open_browser=open_browser,
+            pool_size=pool_size,
+            token=token,
+            read_only=read_only,
+            base_url=base_url,
+            theme=theme,
+            redis_url=worker.redis_url if worker else redis_url,
+        )
+        prefix = f"/{base_url.strip('/')}/" if base_url.strip("/") else "/"
+        url = f"http://{host}:{port}{prefix}" + (f"?token={token}" if token else "")
+        role = "read-only (viewers)" if read_only else "editors"
+        print(f"LoRA Workbench dashboard for {role}: {url}  (Ctrl+C to stop)", flush=True)
+        if generated:
+            print(f"Generated a token since {host} is reachable from other machines: {token}", flush=True)
         try:
-            return process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
             return process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            try:
+                return process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                return process.wait()
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+def start_shared_worker(
+    home: str | os.PathLike | None, library_roots: Sequence[str | os.PathLike] = (), redis_url: str | None = None
+) -> Any:
+    """Start the dashboard's shared worker (and a private Redis unless ``redis_url``); stop it with ``stop()``."""
+    import workbench
+    from workbench._service import SharedWorker
+    from workbench.generate import configured_backends
+
+    resolved_home = workbench.open(home).home
+    # preload the model the dashboard generates with, so the first visitor's first image does not wait for it
+    models = [str(c.options.get("model", "tiny")) for c in configured_backends(resolved_home) if c.kind == "diffusers"]
+    print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
+    return SharedWorker(resolved_home, library_roots, redis_url=redis_url, model=(models or ["tiny"])[0]).start()
 
 
 def port_in_use(host: str, port: int) -> bool:

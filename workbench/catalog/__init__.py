@@ -4,6 +4,7 @@ import and the online client) and archives. Imports only :mod:`workbench.files` 
 from __future__ import annotations
 
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
+from workbench.catalog._backup import BackupError, BackupInfo, backup_home, list_backups, restore_backup
 from workbench.catalog._catalog import CONTRACT_COLUMNS, Catalog, CatalogError, LoraFilters, validate_user_fields
 from workbench.catalog._civitai_client import CivitaiClient, CivitaiError
 from workbench.catalog._civitai_download import DownloadResult, safe_destination
@@ -38,6 +39,8 @@ __all__ = [
     "CONTRACT_COLUMNS",
     "DEFAULT_THRESHOLD",
     "ArchiveError",
+    "BackupError",
+    "BackupInfo",
     "Catalog",
     "CatalogBusyError",
     "CatalogError",
@@ -53,6 +56,7 @@ __all__ = [
     "RootRefusedError",
     "ScanReport",
     "Weights",
+    "backup_home",
     "export_archive",
     "group_by_signatures",
     "hash_catalog",
@@ -65,6 +69,9 @@ __all__ = [
     "parse_civitai_ref",
     "read_items",
     "safe_destination",
+    "list_backups",
+    "read_items",
+    "restore_backup",
     "scan",
     "set_preview",
     "validate_user_fields",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from workbench.catalog._db import Database
@@ -56,9 +56,17 @@ def _store(db: Database, rows: list[tuple[str, int, int, FileHashes]]) -> None:
 
 
 def hash_catalog(
-    db: Database, ids: Iterable[int] | None = None, *, progress: bool = True, workers: int | None = None
+    db: Database,
+    ids: Iterable[int] | None = None,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Hash every catalogued file that has no hash for its current (size, mtime); returns the count."""
+    """Hash every catalogued file that has no hash for its current (size, mtime); returns the count.
+
+    ``on_progress(bytes_done, bytes_total)`` is called as files finish (a worker reporting to pages).
+    """
     from tqdm.auto import tqdm
 
     pending = _pending(db, ids)
@@ -67,8 +75,12 @@ def hash_catalog(
     buffer: list[tuple[str, int, int, FileHashes]] = []
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="Hashing", disable=not progress or not pending) as bar:
         with ThreadPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1)) as pool:
+            hashed_bytes = 0
             for item, result in zip(pending, pool.map(_hash_one, pending)):
                 bar.update(item[1])
+                hashed_bytes += item[1]
+                if on_progress is not None:
+                    on_progress(hashed_bytes, total_bytes)
                 if result is None:
                     continue
                 buffer.append(result)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -565,9 +565,22 @@ def _lock_paths(db: Database) -> tuple[str, ...]:
 
 
 def _inspect_all(
-    items: list[_Found], workers: int, progress: bool, lock_paths: tuple[str, ...] = ()
+    items: list[_Found],
+    workers: int,
+    progress: bool,
+    lock_paths: tuple[str, ...] = (),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Inspect files, in the pool when there are enough; at most a few chunks in flight (bounded memory)."""
+    inspected = 0
+
+    def advance(n: int) -> None:
+        nonlocal inspected
+        bar.update(n)
+        inspected += n
+        if on_progress is not None:
+            on_progress(inspected, len(items))
+
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm.auto import tqdm
@@ -577,7 +590,7 @@ def _inspect_all(
         if workers <= 1 or len(items) < _POOL_THRESHOLD:
             for item in items:
                 yield _inspect_record(item)
-                bar.update()
+                advance(1)
             return
         chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
         chunks.reverse()  # pop() from the end takes them in walk order
@@ -597,7 +610,7 @@ def _inspect_all(
                 for future in done:
                     records = future.result()
                     yield from records
-                    bar.update(len(records))
+                    advance(len(records))
     finally:
         bar.close()
 
@@ -741,12 +754,15 @@ def scan(
     workers: int | None = None,
     progress: bool = True,
     follow_outside: bool | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ScanReport:
     """Bring the catalog in line with the files under `roots`; see the module docstring.
 
     ``follow_outside``: follow links that resolve outside a root (True/False is remembered for
     each root given; None uses what was remembered, by default False). ``/`` and system folders are
     refused as roots (``RootRefusedError``) before anything is read.
+
+    ``on_progress(files_inspected, files_to_inspect)`` follows the inspection of new or changed files.
     """
     started = time.perf_counter()
     resolved = [check_root(r) for r in roots]
@@ -756,7 +772,7 @@ def scan(
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
     with db.task_lock("scan"):  # a second kernel scanning at once waits, then finds nothing to do
-        _scan_locked(db, resolved, report, workers, progress, follow_outside)
+        _scan_locked(db, resolved, report, workers, progress, follow_outside, on_progress)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -768,6 +784,7 @@ def _scan_locked(
     workers: int,
     progress: bool,
     follow_outside: bool | None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     root_strs = [str(r) for r in resolved]
     if follow_outside is None:
@@ -841,7 +858,7 @@ def _scan_locked(
 
     batch: list[dict[str, Any]] = []
     flushed = time.monotonic()
-    for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db)):
+    for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db), on_progress):
         path = fs_path(record["path"])
         record["id"] = ids_for.get(path)
         record["added_at"] = added_for.get(path)

@@ -31,6 +31,9 @@ DEAD_AFTER_S = 6.0
 
 _WORKER_DEFAULTS: dict[str, dict] = {}
 _BACKENDS: dict[tuple, Any] = {}
+INFO_KEY = "workbench:worker-info:{}"
+INFO_EVERY_S = 2.0
+_PIPELINE_LOADS = [0]  # backends opened by this worker process (one per model, however many visitors)
 
 
 def _backend(kind: str, options: dict):
@@ -42,6 +45,7 @@ def _backend(kind: str, options: dict):
     key = (kind, json.dumps(merged, sort_keys=True, default=str))
     if key not in _BACKENDS:  # kept for the worker's life: pipelines and adapters stay loaded between jobs
         _BACKENDS[key] = open_backend(kind, **merged)
+        _PIPELINE_LOADS[0] += 1
     return _BACKENDS[key]
 
 
@@ -191,9 +195,124 @@ def run_worker(
         _ = _backend("diffusers", {}).pipe
     conn = redis.Redis.from_url(redis_url)
     worker = SimpleWorker([Queue(q, connection=conn) for q in (queues or ["workbench"])], connection=conn)
+    stop = threading.Event()
+    threading.Thread(target=_publish_info, args=(conn, worker, stop), name="workbench-worker-info", daemon=True).start()
     try:
         worker.work(burst=burst, with_scheduler=False)
     except Exception:
         traceback.print_exc()
         return 1
+    finally:
+        stop.set()
     return 0
+
+
+# -- what a supervisor and a status page need to know about workers -------------------------------
+def worker_info(worker_name: str = "") -> dict[str, Any]:
+    """This worker process: pid, host, loaded pipelines, and GPU name/memory when torch sees CUDA.
+
+    torch is looked up only if this process imported it already (a pipeline is loaded): asking
+    must never be what loads it.
+    """
+    import os
+    import socket
+    import sys
+
+    info: dict[str, Any] = {
+        "name": worker_name,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "pipelines": [f"{kind}:{options}" for kind, options in _BACKENDS],
+        "pipeline_loads": _PIPELINE_LOADS[0],
+        "torch": None,
+        "cuda": False,
+        "gpus": [],
+        "updated_at": time.time(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = str(getattr(torch, "__version__", "?"))
+        try:
+            if torch.cuda.is_available():
+                info["cuda"] = True
+                for index in range(torch.cuda.device_count()):
+                    free, total = torch.cuda.mem_get_info(index)
+                    info["gpus"].append(
+                        {
+                            "index": index,
+                            "name": torch.cuda.get_device_name(index),
+                            "memory_total": int(total),
+                            "memory_free": int(free),
+                            "memory_allocated": int(torch.cuda.memory_allocated(index)),
+                        }
+                    )
+        except Exception as exc:  # a broken driver shows as such, it does not stop the worker
+            info["cuda_error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def _publish_info(conn: Any, worker: Any, stop: threading.Event) -> None:
+    """Keep ``workbench:worker-info:<name>`` fresh (expires when the worker dies) for status pages."""
+    import json
+
+    while not stop.is_set():
+        try:
+            conn.set(INFO_KEY.format(worker.name), json.dumps(worker_info(worker.name)), ex=int(INFO_EVERY_S * 4))
+        except Exception:  # Redis gone: the worker itself will notice and stop
+            pass
+        stop.wait(INFO_EVERY_S)
+
+
+def live_workers(conn: Any) -> list[dict[str, Any]]:
+    """Info of every worker whose info key is fresh (i.e. alive within the last few seconds)."""
+    import json
+
+    out = []
+    for key in conn.scan_iter(match=INFO_KEY.format("*")):
+        raw = conn.get(key)
+        if raw:
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                continue
+    return sorted(out, key=lambda w: str(w.get("name")))
+
+
+def fail_jobs_of_dead_worker(conn: Any, pid: int, reason: str) -> list[str]:
+    """Mark the RQ jobs a dead worker process (by pid) had started as failed with ``reason``.
+
+    Called by a supervisor that saw its worker exit: the owners waiting on these jobs then fail
+    them with that reason at once, instead of waiting for the heartbeat to go stale. Also removes
+    the dead worker's registration, so "workers alive" counts only live ones.
+    """
+    from rq import Queue, Worker
+    from rq.job import Job, JobStatus
+    from rq.registry import StartedJobRegistry, record_job_failure
+
+    names = set()
+    for worker in Worker.all(connection=conn):
+        if worker.pid == pid:
+            names.add(worker.name)
+            try:
+                worker.register_death()
+            except Exception:
+                pass
+            conn.delete(INFO_KEY.format(worker.name))
+    failed = []
+    for queue in Queue.all(connection=conn):
+        key = StartedJobRegistry(queue.name, connection=conn).key
+        for entry in conn.zrange(key, 0, -1):
+            entry = entry.decode() if isinstance(entry, bytes) else str(entry)
+            job_id = entry.split(":", 1)[0]  # entries are "<job id>:<execution id>"
+            try:
+                job = Job.fetch(job_id, connection=conn)
+            except Exception:
+                continue
+            if job.worker_name not in names or job.get_status(refresh=True) != JobStatus.STARTED:
+                continue
+            with conn.pipeline() as pipe:
+                record_job_failure(job, reason, pipe)
+                pipe.zrem(key, entry)
+                pipe.execute()
+            failed.append(job_id)
+    return failed

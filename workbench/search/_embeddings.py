@@ -17,7 +17,7 @@ import importlib.util
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -287,8 +287,11 @@ def embed_catalog(
     write_every: int = 2048,
     progress: bool = True,
     payloads: Mapping[int, str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Embed new or changed LoRAs and drop vectors of LoRAs gone from the catalog; returns how many were embedded.
+
+    ``on_progress(embedded, to_embed)`` follows each written chunk (a worker reporting to pages).
 
     Vectors are written in chunks of `write_every`, each one short transaction, so an
     interrupted run keeps what it finished and other processes are never locked out long.
@@ -312,6 +315,8 @@ def embed_catalog(
             vectors = embedder.encode(texts, batch_size=batch_size)
             _write_vectors(db, embedder.name, ids, [payload_hash(t) for t in texts], vectors)
             bar.update(len(ids))
+            if on_progress is not None:
+                on_progress(start + len(ids), len(todo))
     finally:
         bar.close()
     return len(todo)

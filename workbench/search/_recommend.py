@@ -23,7 +23,7 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -234,11 +234,13 @@ class Recommender:
                 signals.append((text, "prompt", int(lora_id), self.weights.implicit_value))
         self._feedback = signals
 
-    def embed(self, progress: bool = True) -> int:
+    def embed(self, progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> int:
         """Embed every new or changed LoRA now (otherwise done on first use); returns how many."""
         with self._lock:
             self._load_docs()
-            n = emb.embed_catalog(self.db, self.embedder, progress=progress, payloads=self._payloads)
+            n = emb.embed_catalog(
+                self.db, self.embedder, progress=progress, payloads=self._payloads, on_progress=on_progress
+            )
             self._stamp = None
             self.refresh()
             return n

@@ -9,10 +9,13 @@ from typing import Any
 import ipywidgets
 
 from workbench.views._feedback import guarded
+from workbench.views.analytics import analytics_tab
 from workbench.views.detail import DetailWidget
 from workbench.views.examples import ExamplesView
 from workbench.views.gallery import PAGE_SIZE, GalleryWidget
+from workbench.views.maintenance import maintenance_tab
 from workbench.views.status import StatusView
+from workbench.views.system import status_tab
 
 log = logging.getLogger("workbench.views")
 
@@ -126,6 +129,11 @@ def dashboard_tabs(wb: Any, read_only: bool | None = None) -> ipywidgets.Tab:
     for title, builder in builders:
         try:
             tabs.extend(builder(wb))
+        except Exception:
+            log.exception("dashboard: the %s tab failed to build; left out", title)
+    for title, build in (("Analytics", analytics_tab), ("Status", status_tab), ("Maintenance", maintenance_tab)):
+        try:
+            tabs.append((title, build(wb)))
         except Exception:
             log.exception("dashboard: the %s tab failed to build; left out", title)
     return _tab_widget(tabs)
