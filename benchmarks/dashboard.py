@@ -155,7 +155,7 @@ def warm_visits(
 
 def kernel_side(home: Path, repeat: int = 5) -> dict[str, float]:
     """Watcher tick and live refresh costs, with their baselines, measured in this process."""
-    from workbench.views._live import catalog_watcher
+    from workbench.views import catalog_watcher
     from workbench.views.detail import DetailWidget
     from workbench.views.gallery import GalleryWidget
     from workbench.views.status import StatusView

@@ -32,7 +32,7 @@ from browser_fixtures import (  # noqa: F401  (pytest fixtures)
 
 import workbench
 from workbench.dashboard import DEFAULT_HOST, free_port, start_dashboard, wait_for_port
-from workbench.views._feedback import READ_ONLY_MESSAGE
+from workbench.views import READ_ONLY_MESSAGE
 
 pytestmark = pytest.mark.browser
 

@@ -26,8 +26,7 @@ from browser_fixtures import (  # noqa: F401  (pytest fixtures)
 )
 
 import workbench
-from workbench._service import SharedWorker
-from workbench.dashboard import DEFAULT_HOST, free_port, start_dashboard, wait_for_port
+from workbench.dashboard import DEFAULT_HOST, SharedWorker, free_port, start_dashboard, wait_for_port
 
 pytestmark = pytest.mark.browser
 TINY_CACHE = Path(tempfile.gettempdir()) / "workbench-test-tiny-cache"

@@ -403,11 +403,11 @@ def test_examples_view_escapes_and_blurs(tmp_path, site, items) -> None:
 def test_client_settings_and_retry_after_forms(monkeypatch) -> None:
     from email.utils import formatdate
 
-    from workbench.catalog._civitai_client import _parse_retry_after
+    from workbench.catalog import parse_retry_after
 
-    assert _parse_retry_after("3") == 3.0 and _parse_retry_after("0.5") == 0.5
-    assert 50 < _parse_retry_after(formatdate(__import__("time").time() + 60, usegmt=True)) <= 60
-    assert _parse_retry_after("soon") is None and _parse_retry_after(None) is None
+    assert parse_retry_after("3") == 3.0 and parse_retry_after("0.5") == 0.5
+    assert 50 < parse_retry_after(formatdate(__import__("time").time() + 60, usegmt=True)) <= 60
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
     monkeypatch.setenv("CIVITAI_BASE_URL", "file:///etc")
     with pytest.raises(ValueError, match="CIVITAI_BASE_URL"):
         CivitaiClient()

@@ -16,8 +16,8 @@ from lora_factory import write_kohya_lora
 
 import workbench
 from workbench import dashboard
-from workbench._dashboard_server import VisitorKernelManager
-from workbench.views._feedback import READ_ONLY_MESSAGE
+from workbench.dashboard import VisitorKernelManager
+from workbench.views import READ_ONLY_MESSAGE
 from workbench.views.detail import DetailWidget
 from workbench.views.gallery import GalleryWidget
 from workbench.views.history import HistoryWidget
@@ -83,7 +83,7 @@ def test_token_travels_in_the_environment_never_on_the_command_line(monkeypatch:
     assert env[dashboard.TOKEN_ENV] == "s3cret" and env[dashboard.ROLE_ENV] == dashboard.VIEWER
     command = dashboard.voila_command("dash.ipynb", pool_size=3, departed_after_s=20)
     assert not any("s3cret" in part for part in command)
-    assert "workbench._dashboard_server" in command and "--pool_size=3" in command
+    assert "workbench.dashboard._server" in command and "--pool_size=3" in command
     assert "--VisitorKernelManager.departed_after_s=20.0" in command
     assert not any("preheat" in part for part in dashboard.voila_command("dash.ipynb", pool_size=0))
     assert "--Voila.base_url=/services/lora/" in dashboard.voila_command("dash.ipynb", base_url="services/lora")

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench._voila_guard import rejected_status
-from workbench.dashboard import DEFAULT_HOST, free_port, start_dashboard, wait_for_port
+from workbench.dashboard import DEFAULT_HOST, free_port, rejected_status, start_dashboard, wait_for_port
 
 #: Each answered HTTP 500 (an uncaught exception in Voilà or jupyter_server) before the guard.
 FORMERLY_500 = {

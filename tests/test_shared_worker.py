@@ -21,9 +21,9 @@ import pytest
 
 import workbench
 from tests.fake_servers import tiny_request
-from workbench._service import SharedWorker
-from workbench._tasks import shared_worker_status
+from workbench.dashboard import SharedWorker
 from workbench.generate import LoraSpec, write_tiny_loras
+from workbench.tasks import shared_worker_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_CACHE = pathlib.Path(tempfile.gettempdir()) / "workbench-test-tiny-cache"

@@ -103,7 +103,7 @@ class Workbench:
 
             self._recommend = Recommender(self)
             if shared_worker_url():  # embeddings computed by the shared worker: no torch in this process
-                from workbench._tasks import RemoteEmbedder
+                from workbench.tasks import RemoteEmbedder
 
                 self._recommend.embedder = RemoteEmbedder(self, self._recommend.embedder.name)
         return self._recommend
@@ -213,9 +213,9 @@ class Workbench:
 
     @property
     def tasks(self) -> Any:
-        """Heavy work (rescan, hash, embed) run by the shared worker (`workbench._tasks.Tasks`)."""
+        """Heavy work (rescan, hash, embed) run by the shared worker (`workbench.tasks.Tasks`)."""
         if getattr(self, "_tasks", None) is None:
-            from workbench._tasks import Tasks
+            from workbench.tasks import Tasks
 
             self._tasks = Tasks(self)
         return self._tasks

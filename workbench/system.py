@@ -106,7 +106,7 @@ def backend_reachability(wb: Workbench, worker: dict[str, Any] | None = None) ->
 
 def system_status(wb: Workbench) -> dict[str, Any]:
     """Everything the Status tab shows, as plain data (one dict, cheap enough to refresh every few seconds)."""
-    from workbench._tasks import shared_worker_status
+    from workbench.tasks import shared_worker_status
 
     worker = shared_worker_status()
     gpus = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 from workbench.catalog._archive import ArchiveError, ImportReport, export_archive, import_archive
 from workbench.catalog._backup import BackupError, BackupInfo, backup_home, list_backups, restore_backup
 from workbench.catalog._catalog import CONTRACT_COLUMNS, Catalog, CatalogError, LoraFilters, validate_user_fields
-from workbench.catalog._civitai_client import CivitaiClient, CivitaiError
+from workbench.catalog._civitai_client import CivitaiClient, CivitaiError, parse_retry_after
 from workbench.catalog._civitai_download import DownloadResult, safe_destination
 from workbench.catalog._civitai_dump import (
     CivitaiImportReport,
@@ -67,6 +67,7 @@ __all__ = [
     "item_to_record",
     "link_local_files",
     "parse_civitai_ref",
+    "parse_retry_after",
     "read_items",
     "safe_destination",
     "list_backups",

@@ -64,7 +64,7 @@ class RequestCounts:
             setattr(self, name, getattr(self, name) + n)
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds, also fractional, or an HTTP date)."""
     if not value:
         return None
@@ -235,7 +235,7 @@ class CivitaiClient:
                 if response.status_code == 429:
                     response.close()
                     self.counts.add("rate_limited")
-                    wait = gate.rate_limited(_parse_retry_after(response.headers.get("Retry-After")), sent_at)
+                    wait = gate.rate_limited(parse_retry_after(response.headers.get("Retry-After")), sent_at)
                     if wait > MAX_RETRY_AFTER:
                         raise CivitaiError("rate_limited", f"{_safe(url)}: rate limited, retry after {wait:.0f} s", 429)
                     failure = CivitaiError("rate_limited", f"{_safe(url)}: still rate limited", 429)

@@ -30,7 +30,7 @@ from workbench.generate._prompt_syntax import (
     parse_tag,
 )
 from workbench.generate._recipes import Recipe, RecipeError, Recipes, parse_recipe
-from workbench.generate._rq import run_worker
+from workbench.generate._rq import fail_jobs_of_dead_worker, live_workers, run_worker
 from workbench.generate._tiny_pipeline import (
     TINY_LORAS,
     kohya_metadata,
@@ -125,6 +125,8 @@ __all__ = [
     "png_with_infotext",
     "read_infotext",
     "recipe_from_image",
+    "fail_jobs_of_dead_worker",
+    "live_workers",
     "run_worker",
     "write_tiny_loras",
 ]

@@ -17,6 +17,8 @@ _EXPORTS = {
     "StatusView": "workbench.views.status",
     "guarded": "workbench.views._feedback",
     "GENERIC_ERROR": "workbench.views._feedback",
+    "READ_ONLY_MESSAGE": "workbench.views._feedback",
+    "catalog_watcher": "workbench.views._live",
     "RecommendPanel": "workbench.views.recommend",
     "recommend_tab": "workbench.views.recommend",
     "GenerateView": "workbench.views.generate",

@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench._tasks import FAST_QUEUE, GENERATION_QUEUE, MAINTENANCE_QUEUE
+from workbench.tasks import FAST_QUEUE, GENERATION_QUEUE, MAINTENANCE_QUEUE
 
 REDIS_ENV = "WORKBENCH_REDIS"
 #: queues the dashboard's worker serves, most urgent first (prompt embeddings before images before rescans)
@@ -190,7 +190,7 @@ class SharedWorker:
     def _fail_jobs_of(self, pid: int, reason: str) -> list[str]:
         import redis
 
-        from workbench.generate._rq import fail_jobs_of_dead_worker
+        from workbench.generate import fail_jobs_of_dead_worker
 
         try:
             conn = redis.Redis.from_url(str(self.redis_url), socket_timeout=5)

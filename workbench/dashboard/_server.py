@@ -18,7 +18,7 @@
 * Voilà mounts the login page at ``/login`` whatever ``base_url`` is; behind a proxy prefix
   (JupyterHub's ``/services/NAME/``) it must live under the prefix.
 
-Run by :func:`workbench.dashboard.voila_command` as ``python -m workbench._dashboard_server``.
+Run by :func:`workbench.dashboard.voila_command` as ``python -m workbench.dashboard._server``.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class DashboardVoila(Voila):
 
 def main(argv: list[str] | None = None) -> None:
     """Start Voilà with the token taken out of the environment (kernels never see it)."""
-    from workbench._voila_guard import install
+    from workbench.dashboard._guard import install
 
     install()  # malformed URLs answer 4xx instead of HTTP 500
     token = os.environ.pop(TOKEN_ENV, "")

@@ -5,7 +5,7 @@ traceback in the log): a NUL byte in the path (``/%00``, ``/voila/templates/lab/
 ``..`` segment under the template static route (an ``assert``), and ``/logout`` (a template this
 app does not ship). The guard looks at the raw path before any handler runs and answers such
 requests with tornado's plain ``ErrorHandler``: 400 for bytes no URL may hold, 404 for path tricks. ``workbench dashboard`` starts
-``python -m workbench._voila_guard`` with the usual Voilà arguments.
+``python -m workbench.dashboard._guard`` with the usual Voilà arguments.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 client kernels use to ask for it and follow it.
 
 Why: a visitor's kernel must not import torch or read every file of the library. The dashboard's
-worker (``workbench._service``) shares the filesystem with the kernels, so maintenance tasks open the
+worker (``workbench.dashboard._service``) shares the filesystem with the kernels, so maintenance tasks open the
 same home and write the catalog through its usual short locked transactions; their progress goes
 into the RQ job's ``meta``, which every page reads, so every page that watches a task sees it move.
 Prompt embeddings return vectors only (the kernel ranks), on a queue served before images.
@@ -304,7 +304,7 @@ def shared_worker_status(redis_url: str | None = None) -> dict[str, Any]:
     try:
         from rq import Queue
 
-        from workbench.generate._rq import live_workers
+        from workbench.generate import live_workers
 
         conn = _connection(url)
         depths = {

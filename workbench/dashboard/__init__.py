@@ -16,7 +16,7 @@ dashboard that may face visitors:
   environment (``WORKBENCH_ROLE``), which a page cannot touch, and the views refuse edits there;
 * ``pool_size`` kernels preheated so visitors do not wait for the notebook to run; a departed
   visitor's kernel ends ``departed_after_s`` seconds after its page went away
-  (``workbench._dashboard_server.VisitorKernelManager``).
+  (``workbench.dashboard._server.VisitorKernelManager``).
 * the ``workbench`` template (``notebooks/voila/templates/workbench``): Voilà's lab template
   without its Font Awesome CDN links, so the page makes no request outside this server;
 * the light or dark theme JupyterLab is set to (``--theme`` overrides it).
@@ -42,7 +42,7 @@ LIBRARY_ENV = "WORKBENCH_LIBRARY"
 TOKEN_ENV = "WORKBENCH_TOKEN"
 ROLE_ENV = "WORKBENCH_ROLE"
 EDITOR, VIEWER = "editor", "viewer"
-REDIS_ENV = "WORKBENCH_REDIS"  # the shared worker's Redis (workbench._service), read by kernels
+REDIS_ENV = "WORKBENCH_REDIS"  # the shared worker's Redis (workbench.dashboard._service), read by kernels
 DEFAULT_PORT = 8866
 DEFAULT_HOST = "127.0.0.1"
 THEMES = ("auto", "light", "dark")
@@ -181,7 +181,7 @@ def voila_command(
     command = [
         sys.executable,
         "-m",
-        "workbench._dashboard_server",  # Voilà behind the URL guard, with visitor-kernel lifetimes and the token
+        "workbench.dashboard._server",  # Voilà behind the URL guard, with visitor-kernel lifetimes and the token
         str(notebook),
         f"--port={int(port)}",
         f"--Voila.ip={host}",
@@ -195,7 +195,7 @@ def voila_command(
         "--VoilaConfiguration.allow_theme_override=NO",
         "--VoilaConfiguration.file_denylist=.*",
         "--VoilaExecutor.timeout=600",
-        "--VoilaConfiguration.multi_kernel_manager_class=workbench._dashboard_server.VisitorKernelManager",
+        "--VoilaConfiguration.multi_kernel_manager_class=workbench.dashboard._server.VisitorKernelManager",
         f"--VisitorKernelManager.departed_after_s={float(departed_after_s)}",
         # the culler only runs when a timeout is set; VisitorKernelManager decides by connections
         f"--MappingKernelManager.cull_idle_timeout={max(1, int(departed_after_s))}",
@@ -269,7 +269,7 @@ def serve_dashboard(
 
     ``token``: as given, else ``$WORKBENCH_TOKEN``, else generated (and printed) when ``host`` is not loopback.
     With ``shared_worker`` (the default) one worker owning the pipeline and the heavy jobs runs beside
-    Voilà, on the Redis at ``redis_url`` or on a private one started here (see workbench._service).
+    Voilà, on the Redis at ``redis_url`` or on a private one started here (see workbench.dashboard._service).
     """
     token, generated = resolve_token(token, host)
     worker = start_shared_worker(home, library_roots, redis_url) if shared_worker else None
@@ -312,7 +312,7 @@ def start_shared_worker(
 ) -> Any:
     """Start the dashboard's shared worker (and a private Redis unless ``redis_url``); stop it with ``stop()``."""
     import workbench
-    from workbench._service import SharedWorker
+    from workbench.dashboard._service import SharedWorker
     from workbench.generate import configured_backends
 
     resolved_home = workbench.open(home).home
@@ -349,3 +349,44 @@ def free_port(host: str = DEFAULT_HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+#: Names whose modules import Voilà, jupyter_server or RQ: loaded on first use, so a visitor kernel that
+#: only asks :func:`dashboard_read_only` stays light.
+_LAZY = {
+    "SharedWorker": "workbench.dashboard._service",
+    "VisitorKernelManager": "workbench.dashboard._server",
+    "rejected_status": "workbench.dashboard._guard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workbench.dashboard' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module), name)
+
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "SharedWorker",
+    "VisitorKernelManager",
+    "dashboard_env",
+    "dashboard_notebook",
+    "dashboard_read_only",
+    "free_port",
+    "is_loopback",
+    "jupyterlab_theme",
+    "library_roots_from_env",
+    "rejected_status",
+    "resolve_token",
+    "scan_if_needed",
+    "serve_dashboard",
+    "start_dashboard",
+    "start_shared_worker",
+    "voila_command",
+    "wait_for_port",
+]
