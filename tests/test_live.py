@@ -14,7 +14,7 @@ import pytest
 from lora_factory import write_kohya_lora
 
 import workbench
-from workbench.views._live import CatalogWatcher, catalog_watcher, stamp_signature
+from workbench.views import CatalogWatcher, catalog_watcher, stamp_signature
 from workbench.views.detail import DetailWidget
 from workbench.views.gallery import GalleryWidget
 from workbench.views.history import HistoryWidget

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import workbench
-from workbench.catalog import CatalogBusyError, Database
-from workbench.catalog import _catalog as catalog_module
+from workbench.catalog import Catalog, CatalogBusyError, Database
 
 
 def _catalog_with(wb: workbench.Workbench, n: int) -> list[int]:
@@ -81,7 +80,7 @@ def test_an_edit_planned_outside_the_lock_never_overwrites_a_concurrent_change(t
     wb = workbench.open(tmp_path / "home")
     ids = _catalog_with(wb, 500)
     other = workbench.open(tmp_path / "home")  # another kernel
-    real_plan, real_write = catalog_module.Catalog._plan_edit, wb.db.write
+    real_plan, real_write = Catalog._plan_edit, wb.db.write
     calls = []
 
     def counted_plan(self, *args, **kwargs):
@@ -93,7 +92,7 @@ def test_an_edit_planned_outside_the_lock_never_overwrites_a_concurrent_change(t
             other.catalog.add_tags([ids[7]], ["theirs"])
         return real_write()
 
-    monkeypatch.setattr(catalog_module.Catalog, "_plan_edit", counted_plan)
+    monkeypatch.setattr(Catalog, "_plan_edit", counted_plan)
     monkeypatch.setattr(wb.db, "write", race_then_write)
     wb.catalog.add_tags(ids, ["mine"])
     assert len(calls) >= 2, "the stale plan was computed again"

@@ -12,7 +12,7 @@ import pandas as pd
 from lora_factory import write_kohya_lora
 
 import workbench
-from workbench.catalog._schema import MIGRATIONS
+from workbench.catalog import MIGRATIONS
 
 
 def _write(path: Path, obj) -> None:

@@ -29,9 +29,11 @@ from workbench.catalog._scan import (
     ScanReport,
     scan,
 )
+from workbench.catalog._schema import MIGRATIONS
 from workbench.catalog._weights import DEFAULT_THRESHOLD, Weights, group_by_signatures
 
 __all__ = [
+    "MIGRATIONS",
     "MAX_ERROR_CHARS",
     "MAX_NOTES",
     "MAX_NOTE_CHARS",

@@ -19,6 +19,8 @@ _EXPORTS = {
     "GENERIC_ERROR": "workbench.views._feedback",
     "READ_ONLY_MESSAGE": "workbench.views._feedback",
     "catalog_watcher": "workbench.views._live",
+    "CatalogWatcher": "workbench.views._live",
+    "stamp_signature": "workbench.views._live",
     "RecommendPanel": "workbench.views.recommend",
     "recommend_tab": "workbench.views.recommend",
     "GenerateView": "workbench.views.generate",
