@@ -9,9 +9,9 @@ from workbench.search._vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
 __all__ = [
     "DEFAULT_HNSW_THRESHOLD",
+    "default_model_path",
     "MAX_SEQ_LENGTH",
     "Recommender",
-    "VectorIndex",
-    "default_model_path",
     "strip_lora_tags",
+    "VectorIndex",
 ]

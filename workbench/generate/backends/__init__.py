@@ -94,15 +94,15 @@ def configured_backends(home: str | os.PathLike[str] | None = None) -> list[Back
 
 
 __all__ = [
-    "LoraFileInfo",
-    "check_diffusers_compatible",
-    "inspect_file",
-    "KINDS",
     "A1111Backend",
     "BackendChoice",
-    "ComfyUIBackend",
-    "DiffusersBackend",
     "build_graph",
+    "check_diffusers_compatible",
+    "ComfyUIBackend",
     "configured_backends",
+    "DiffusersBackend",
+    "inspect_file",
+    "KINDS",
+    "LoraFileInfo",
     "open_backend",
 ]
