@@ -65,6 +65,7 @@ def test_views_show_changes_made_elsewhere(wb: workbench.Workbench) -> None:
     status = StatusView(wb)
     watcher = catalog_watcher(wb)
     assert not watcher.running, "outside a kernel's event loop nothing ticks unless asked"
+    watcher.calm_factor = 0.0  # pacing is tested on its own below
     generation = gallery.generation
 
     other = workbench.open(wb.home)
@@ -149,6 +150,7 @@ def test_the_open_detail_rereads_its_record_only_when_its_row_changed(
     open_id, other_id = gallery.first_rows[0]["id"], gallery.first_rows[1]["id"]
     detail = DetailWidget(wb, lora_id=open_id)
     watcher = catalog_watcher(wb)
+    watcher.calm_factor = 0.0
     elsewhere = workbench.open(wb.home)
     elsewhere.catalog.update(open_id, rating=1)
     watcher.check()
@@ -161,3 +163,26 @@ def test_the_open_detail_rereads_its_record_only_when_its_row_changed(
     elsewhere.catalog.update(open_id, notes="changed elsewhere")
     assert watcher.check()
     assert reads == [open_id] and detail.record["edit"]["notes"] == "changed elsewhere"
+
+
+def test_after_a_slow_refresh_the_next_change_waits_as_long(wb: workbench.Workbench) -> None:
+    """A worker committing progress every 2 s must not keep a kernel refreshing all the time."""
+    now = [100.0]
+    watcher = CatalogWatcher(wb.db.stamp_path)
+    watcher.clock = lambda: now[0]
+    calls: list[float] = []
+
+    def slow_view() -> None:
+        calls.append(now[0])
+        now[0] += 3.0  # this refresh took 3 s
+
+    watcher.subscribe(slow_view)
+    elsewhere = workbench.open(wb.home)
+    lora_id = int(elsewhere.catalog.query(limit=1)["id"].iloc[0])
+    elsewhere.catalog.update(lora_id, rating=1)
+    assert watcher.check() and calls == [100.0]
+    elsewhere.catalog.update(lora_id, rating=2)
+    now[0] += 2.9
+    assert not watcher.check(), "still calm: 3 s of refreshing buys 3 s of rest"
+    now[0] += 0.2
+    assert watcher.check() and len(calls) == 2, "the change waited, it was not lost"

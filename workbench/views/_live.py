@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ log = logging.getLogger("workbench.views")
 
 #: seconds between two looks at the change stamp (pages must show a change within 2 s)
 POLL_INTERVAL_S = 0.5
+#: after the views took t seconds to follow a change, the next change waits at least t * this: a kernel
+#: spends at most about half its time refreshing, even while a worker commits progress every 2 s
+CALM_FACTOR = 1.0
 
 Signature = tuple[int, int, int] | None
 
@@ -42,9 +46,14 @@ def stamp_signature(path: Path) -> Signature:
 class CatalogWatcher:
     """Calls its subscribers once after each change of the catalog's change stamp."""
 
-    def __init__(self, stamp_path: str | os.PathLike[str], interval: float = POLL_INTERVAL_S) -> None:
+    def __init__(
+        self, stamp_path: str | os.PathLike[str], interval: float = POLL_INTERVAL_S, calm_factor: float = CALM_FACTOR
+    ) -> None:
         self.stamp_path = Path(stamp_path)
         self.interval = float(interval)
+        self.calm_factor = float(calm_factor)
+        self.clock: Callable[[], float] = time.monotonic
+        self._calm_until = 0.0
         self._seen = stamp_signature(self.stamp_path)
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -65,18 +74,27 @@ class CatalogWatcher:
                 self._callbacks.remove(callback)
 
     def check(self) -> bool:
-        """Look at the stamp once; when it changed, run every subscriber. Returns whether it changed."""
+        """Look at the stamp once; when it changed, run every subscriber. Returns whether they ran.
+
+        Right after a slow round of refreshes the look is skipped (see ``CALM_FACTOR``); the change
+        is still there for the next one.
+        """
+        if self.clock() < self._calm_until:
+            return False
         current = stamp_signature(self.stamp_path)
         if current == self._seen:
             return False
         self._seen = current
         with self._lock:
             callbacks = list(self._callbacks)
+        started = self.clock()
         for callback in callbacks:
             try:
                 callback()
             except Exception:  # one broken view must not stop the others' updates
                 log.exception("live update failed in %s", getattr(callback, "__qualname__", callback))
+        finished = self.clock()
+        self._calm_until = finished + (finished - started) * self.calm_factor
         return True
 
     # -- ticking ---------------------------------------------------------------------------
