@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from workbench.catalog._catalog import Catalog, CatalogError, read_user_rows, validate_user_fields
 from workbench.catalog._db import Database
-from workbench.files import USER_FIELDS
+from workbench.files import USER_FIELDS, fs_path
 
 
 class Workbench(Protocol):
@@ -148,9 +148,9 @@ def export_archive(wb: Workbench, dest: str | os.PathLike[str], *, include_files
     files: dict[str, Path] = {}
     if include_files:
         for row in records:
-            if not row["path"] or not Path(row["path"]).is_file():
+            if not row["path"] or not Path(fs_path(row["path"])).is_file():
                 continue
-            source = Path(row["path"])
+            source = Path(fs_path(row["path"]))
             base = source.name.rsplit(".", 1)[0]
             for sibling in source.parent.iterdir():
                 if sibling == source or (sibling.name.startswith(base + ".") and sibling.is_file()):

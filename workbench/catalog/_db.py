@@ -38,7 +38,13 @@ _LOCK_ERROR_MARKERS = ("Could not set lock", "Conflicting lock", "database is lo
 
 # Every operation opens the file anew, so opening must be cheap: no extension autoloading
 # (JSON is built in), and a small thread pool (catalog transactions are small).
-_CONNECT_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False, "threads": 2}
+#: no extension downloads; two threads (the machine is shared); no progress bar printed by a slow query
+_CONNECT_CONFIG = {
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "threads": 2,
+    "enable_progress_bar": False,
+}
 
 
 def _flock(fd: int, mode: int, timeout: float, what: Path) -> None:

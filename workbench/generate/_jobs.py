@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from workbench.files import fs_path
 from workbench.generate._limits import (
     BACKEND_LIMITS,
     GenerationLimits,
@@ -941,10 +942,11 @@ class CatalogResolver:
         value: tuple[int | None, str | None] = (None, None)
         if rows:
             row = rows[0]
-            value = (int(row["id"]), row["path"] or None)
-            if row["path"] and isinstance(row["tensor_hash"], str):
+            path = fs_path(row["path"]) if row["path"] else None  # the stored form may escape non-UTF-8 bytes
+            value = (int(row["id"]), path)
+            if path and isinstance(row["tensor_hash"], str):
                 with self._lock:
-                    self._hashes[row["path"]] = (int(row["size_bytes"]), int(row["mtime_ns"]), row["tensor_hash"])
+                    self._hashes[path] = (int(row["size_bytes"]), int(row["mtime_ns"]), row["tensor_hash"])
         with self._lock:
             self._cache[name] = (time.monotonic(), value)
         return value
