@@ -19,7 +19,7 @@ from typing_extensions import Unpack
 
 from workbench.catalog._db import Database
 from workbench.catalog._schema import migrate, needs_migration
-from workbench.files import USER_FIELDS
+from workbench.files import USER_FIELD_TYPES, USER_FIELDS
 
 #: Fields a person may edit. A rescan never writes them.
 
@@ -711,16 +711,7 @@ def read_user_rows(con: duckdb.DuckDBPyConnection, ids: Sequence[int]) -> dict[i
     return {int(r["lora_id"]): _user_row(r) for r in frame.to_dict("records")}
 
 
-_ARROW_TYPES = {
-    "tags": "list<string>",
-    "trigger_words": "list<string>",
-    "notes": "string",
-    "rating": "int32",
-    "favorite": "bool",
-    "preferred_weight": "float64",
-    "base_model_override": "string",
-    "removed": "bool",
-}
+_ARROW_TYPES = {**USER_FIELD_TYPES, "removed": "bool"}
 _CASTS = {"rating": int, "favorite": bool, "removed": bool, "preferred_weight": float}
 
 

@@ -38,12 +38,11 @@ _LOCK_ERROR_MARKERS = ("Could not set lock", "Conflicting lock", "database is lo
 
 # Every operation opens the file anew, so opening must be cheap: no extension autoloading
 # (JSON is built in), and a small thread pool (catalog transactions are small).
-#: no extension downloads; two threads (the machine is shared); no progress bar printed by a slow query
+#: no extension downloads; two threads (the machine is shared)
 _CONNECT_CONFIG = {
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
     "threads": 2,
-    "enable_progress_bar": False,
 }
 
 
@@ -139,7 +138,9 @@ class Database:
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only, config=_CONNECT_CONFIG)
+                con = duckdb.connect(str(self.path), read_only=read_only, config=_CONNECT_CONFIG)
+                con.execute("SET enable_progress_bar = false")  # a slow query must not print a bar into a notebook
+                return con
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     if _is_lock_error(exc):

@@ -52,18 +52,19 @@ CROSS_ATTENTION_WIDTH: dict[int, str] = {
 #: SDXL finetunes named in labels and model names (substring, label).
 FINETUNE_NAMES = (("pony", "Pony"), ("illustrious", "Illustrious"), ("noobai", "NoobAI"), ("noob_ai", "NoobAI"))
 
-#: Fields a user edits; a rescan never touches them.
-USER_FIELDS = (
-    "tags",
-    "notes",
-    "rating",
-    "favorite",
-    "preferred_weight",
-    "trigger_words",
-    "base_model_override",
-    "negative_text",
-    "preview_override",
-)
+#: Fields a user edits, with their storage types; a rescan never touches them.
+USER_FIELD_TYPES: dict[str, str] = {
+    "tags": "list<string>",
+    "notes": "string",
+    "rating": "int32",
+    "favorite": "bool",
+    "preferred_weight": "float64",
+    "trigger_words": "list<string>",
+    "base_model_override": "string",
+    "negative_text": "string",
+    "preview_override": "string",
+}
+USER_FIELDS = tuple(USER_FIELD_TYPES)
 
 
 def normalize_base_model(label: Any) -> str | None:
