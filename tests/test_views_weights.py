@@ -91,6 +91,11 @@ def test_weights_tab_analyses_the_library_and_follows_the_picker(wb: workbench.W
     assert "analysed 4 files" in tab.status.value
     tab.picker.value = _id(wb, "a_fp16")
     assert "nominal rank <b>4</b>" in tab.panel.summary.value
+    tab.compare_pick.value = (_id(wb, "a_fp16"), _id(wb, "other"))
+    figure = tab.compare()
+    assert len(figure.data[0].y) == 2 and "a_fp16" in figure.data[0].y[0]
+    tab.compare_pick.value = (_id(wb, HOSTILE),)
+    assert tab.compare().data[0].y[0].startswith("&lt;img src=x")
     tabs = dashboard_tabs(wb)
     titles = [tabs.get_title(i) for i in range(len(tabs.children))]
     assert "Weights" in titles
