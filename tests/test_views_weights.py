@@ -35,11 +35,11 @@ def _id(wb: workbench.Workbench, stem: str) -> int:
 def test_panel_analyses_on_demand_and_shows_heatmap_and_similar(wb: workbench.Workbench) -> None:
     panel = WeightsPanel(wb, _id(wb, "a_peft"))
     assert "Not analysed" in panel.summary.value
-    assert len(panel.figure.data) == 0
+    assert panel.heatmap is None
     panel.analyse().join(60)
     assert "nominal rank <b>4</b>" in panel.summary.value
-    assert panel.figure.data[0].type == "heatmap"
-    assert "IN01" in list(panel.figure.data[0].x) and "TE" in list(panel.figure.data[0].x)
+    assert panel.heatmap.data[0].type == "heatmap"
+    assert "IN01" in list(panel.heatmap.data[0].x) and "TE" in list(panel.heatmap.data[0].x)
     # similar shows only analysed LoRAs: the others were not read yet
     assert "No other analysed LoRA" in panel.similar.value
     wb.weights.analyze(progress=False)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as w
+from IPython.display import display
 
 from workbench.views._feedback import guarded
 
@@ -132,13 +133,13 @@ class WeightsPanel(w.VBox):
     """One LoRA's weight-space analysis: summary, block heatmap, similar by weights; an Analyse button."""
 
     def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
-        import plotly.graph_objects as go
-
         self._wb = wb
         self.lora_id: int | None = None
         self.summary = w.HTML()
         self.analyse_button = w.Button(description="Analyse weights", icon="cogs")
-        self.figure = go.FigureWidget()
+        # A plain figure shown through plotly's mime renderer: plotly's FigureWidget does not start in Voilà.
+        self.figure = w.Output()
+        self.heatmap: Any = None
         self.similar = w.HTML()
         self.status = w.HTML()
         self._thread: threading.Thread | None = None
@@ -160,12 +161,11 @@ class WeightsPanel(w.VBox):
         record = self._wb.weights.get(self.lora_id)
         self.summary.value = summary_html(record)
         self.analyse_button.description = "Analyse weights" if record is None else "Analyse again"
-        with self.figure.batch_update():
-            self.figure.data = ()
-            if record is not None and record.get("ok"):
-                heatmap = block_heatmap(record)
-                self.figure.add_traces(heatmap.data)
-                self.figure.layout = heatmap.layout
+        self.heatmap = block_heatmap(record) if record is not None and record.get("ok") else None
+        self.figure.clear_output()
+        if self.heatmap is not None:
+            with self.figure:
+                display(self.heatmap)
         if record is not None and record.get("ok"):
             self.similar.value = "<b>Similar by weights</b>" + similar_html(
                 self._wb.weights.similar(self.lora_id, k=MAX_SIMILAR)
@@ -333,7 +333,7 @@ class WeightsTab(w.VBox):
             return None
         figure = block_norms_grid(records, names)
         with self.compare_figure:
-            figure.show()
+            display(figure)
         return figure
 
     @guarded
