@@ -12,7 +12,9 @@ from pathlib import Path
 from workbench.files import analyze_weights
 from workbench.views.weights import block_heatmap
 
-_DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/loras/wellCh4n_pokemon_sd15_pytorch_lora_weights.safetensors"
+_DEFAULT = (
+    Path(__file__).resolve().parents[2] / "shared/data/loras/wellCh4n_pokemon_sd15_pytorch_lora_weights.safetensors"
+)
 
 if __name__ == "__main__":
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else _DEFAULT

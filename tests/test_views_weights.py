@@ -35,11 +35,11 @@ def _id(wb: workbench.Workbench, stem: str) -> int:
 def test_panel_analyses_on_demand_and_shows_heatmap_and_similar(wb: workbench.Workbench) -> None:
     panel = WeightsPanel(wb, _id(wb, "a_peft"))
     assert "Not analysed" in panel.summary.value
-    assert len(panel.figure.data) == 0
+    assert panel.heatmap is None
     panel.analyse().join(60)
     assert "nominal rank <b>4</b>" in panel.summary.value
-    assert panel.figure.data[0].type == "heatmap"
-    assert "IN01" in list(panel.figure.data[0].x) and "TE" in list(panel.figure.data[0].x)
+    assert panel.heatmap.data[0].type == "heatmap"
+    assert "IN01" in list(panel.heatmap.data[0].x) and "TE" in list(panel.heatmap.data[0].x)
     # similar shows only analysed LoRAs: the others were not read yet
     assert "No other analysed LoRA" in panel.similar.value
     wb.weights.analyze(progress=False)
@@ -91,6 +91,11 @@ def test_weights_tab_analyses_the_library_and_follows_the_picker(wb: workbench.W
     assert "analysed 4 files" in tab.status.value
     tab.picker.value = _id(wb, "a_fp16")
     assert "nominal rank <b>4</b>" in tab.panel.summary.value
+    tab.compare_pick.value = (_id(wb, "a_fp16"), _id(wb, "other"))
+    figure = tab.compare()
+    assert len(figure.data[0].y) == 2 and "a_fp16" in figure.data[0].y[0]
+    tab.compare_pick.value = (_id(wb, HOSTILE),)
+    assert tab.compare().data[0].y[0].startswith("&lt;img src=x")
     tabs = dashboard_tabs(wb)
     titles = [tabs.get_title(i) for i in range(len(tabs.children))]
     assert "Weights" in titles

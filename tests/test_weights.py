@@ -518,3 +518,18 @@ def test_flux_fused_kohya_file_equals_its_diffusers_conversion(tmp_path: Path) -
     assert analysis.ok and analysis.family == "FLUX"
     assert {row["block"] for row in analysis.modules} == {"D00", "S03"}
     assert len(analysis.modules) == 9
+
+
+def test_unsupported_modules_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    t = _good_tensors()
+    t["lora_unet_mid_block_attentions_0_proj_in.oft_blocks"] = np.ones((4, 80, 80), np.float32)
+    result = analyze_weights(write_safetensors(tmp_path / "mixed.safetensors", t))
+    assert result.ok, result.error
+    assert [row["flag"] for row in result.modules].count("skipped") == 1
+    assert any("oft_blocks" in warning for warning in result.warnings)
+    only = analyze_weights(
+        write_safetensors(
+            tmp_path / "oft.safetensors", {"lora_unet_conv_in.oft_blocks": np.ones((4, 8, 8), np.float32)}
+        )
+    )
+    assert not only.ok and "no module of a supported type" in only.error

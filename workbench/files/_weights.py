@@ -296,6 +296,8 @@ class LoraWeights:
             return self._lokr(canonical, plan)
         down_key = next((p for p in params if p in _DOWN), None)
         up_key = next((p for p in params if p in _UP), None)
+        if down_key is None and up_key is None:
+            raise _Unsupported(plan.source, f"a module with only {', '.join(sorted(params))}")
         if down_key is None or up_key is None:
             missing = "down" if down_key is None else "up"
             raise WeightsError(f"module {plan.source!r}: has no {missing} matrix ({sorted(params)})")
@@ -652,6 +654,10 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
         return result
     result.nominal_rank = max(nominal.items(), key=lambda kv: (kv[1], kv[0]))[0] if nominal else None
     result.total_norm = math.sqrt(total)
+    if not nominal:
+        first = result.warnings[-1] if result.warnings else ""
+        result.error = f"no module of a supported type (LoRA, LoCon, LoHa, LoKr, DoRA, full diff): {first}"
+        return result
     if total == 0:
         result.error = "every module is all-zero: the LoRA changes nothing"
         return result

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as w
+from IPython.display import display
 
 from workbench.views._feedback import guarded
 
@@ -42,7 +43,9 @@ def block_heatmap(record: dict[str, Any], title: str = "") -> Any:
         )
     )
     figure.update_layout(
-        title=title or "Where the LoRA acts (Frobenius norm of the effective change per block and layer kind)",
+        title=html.escape(title)
+        if title
+        else "Where the LoRA acts (Frobenius norm of the effective change per block and layer kind)",
         height=320,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         xaxis={"type": "category", "title": "block"},
@@ -65,7 +68,7 @@ def block_norms_grid(records: Sequence[dict[str, Any]], names: Sequence[str]) ->
         go.Heatmap(
             z=z,
             x=columns,
-            y=[str(n) for n in names],
+            y=[html.escape(str(n)) for n in names],  # plotly renders a few tags in labels: show names as text
             colorscale="Viridis",
             colorbar={"title": "share"},
             hovertemplate="%{y} %{x}: %{z:.1%} of the energy<extra></extra>",
@@ -130,13 +133,13 @@ class WeightsPanel(w.VBox):
     """One LoRA's weight-space analysis: summary, block heatmap, similar by weights; an Analyse button."""
 
     def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
-        import plotly.graph_objects as go
-
         self._wb = wb
         self.lora_id: int | None = None
         self.summary = w.HTML()
         self.analyse_button = w.Button(description="Analyse weights", icon="cogs")
-        self.figure = go.FigureWidget()
+        # A plain figure shown through plotly's mime renderer: plotly's FigureWidget does not start in Voilà.
+        self.figure = w.Output()
+        self.heatmap: Any = None
         self.similar = w.HTML()
         self.status = w.HTML()
         self._thread: threading.Thread | None = None
@@ -158,12 +161,11 @@ class WeightsPanel(w.VBox):
         record = self._wb.weights.get(self.lora_id)
         self.summary.value = summary_html(record)
         self.analyse_button.description = "Analyse weights" if record is None else "Analyse again"
-        with self.figure.batch_update():
-            self.figure.data = ()
-            if record is not None and record.get("ok"):
-                heatmap = block_heatmap(record)
-                self.figure.add_traces(heatmap.data)
-                self.figure.layout = heatmap.layout
+        self.heatmap = block_heatmap(record) if record is not None and record.get("ok") else None
+        self.figure.clear_output()
+        if self.heatmap is not None:
+            with self.figure:
+                display(self.heatmap)
         if record is not None and record.get("ok"):
             self.similar.value = "<b>Similar by weights</b>" + similar_html(
                 self._wb.weights.similar(self.lora_id, k=MAX_SIMILAR)
@@ -280,11 +282,24 @@ class WeightsTab(w.VBox):
         self.status = w.HTML()
         self.panel = WeightsPanel(wb)
         self.duplicates = WeightDuplicatesView(wb)
+        self.compare_pick = w.SelectMultiple(description="compare", options=[], rows=5, layout=w.Layout(width="520px"))
+        self.compare_button = w.Button(description="Block norms side by side", icon="th")
+        self.compare_status = w.HTML()
+        self.compare_figure = w.Output()
         self._thread: threading.Thread | None = None
         self.picker.observe(self._picked, names=["value"])
         self.analyse_all.on_click(lambda _b: self.analyse())
+        self.compare_button.on_click(lambda _b: self.compare())
         super().__init__(
-            [w.HBox([self.picker, self.analyse_all, self.status]), self.panel, w.HTML("<hr>"), self.duplicates],
+            [
+                w.HBox([self.picker, self.analyse_all, self.status]),
+                self.panel,
+                w.HTML("<hr>"),
+                w.HBox([self.compare_pick, w.VBox([self.compare_button, self.compare_status])]),
+                self.compare_figure,
+                w.HTML("<hr>"),
+                self.duplicates,
+            ],
             **kwargs,
         )
         self.add_class("wb-weights-tab")
@@ -298,6 +313,28 @@ class WeightsTab(w.VBox):
         """Reload the LoRA list (names are option labels: ipywidgets shows them as text, not HTML)."""
         frame = self._wb.catalog.query(missing=False, sort="name", limit=5000)
         self.picker.options = [(f"{name} (#{int(i)})", int(i)) for i, name in zip(frame["id"], frame["name"])]
+        self.compare_pick.options = self.picker.options
+
+    @guarded
+    def compare(self) -> Any:
+        """Show the block norms of the LoRAs picked in ``compare_pick`` side by side (analysed ones only)."""
+        ids = list(self.compare_pick.value)
+        records, names = [], []
+        labels = dict((value, label) for label, value in self.compare_pick.options)
+        for lora_id in ids:
+            record = self._wb.weights.get(lora_id)
+            if record is not None and record.get("ok"):
+                records.append(record)
+                names.append(labels.get(lora_id, str(lora_id)))
+        skipped = len(ids) - len(records)
+        self.compare_status.value = f"{skipped} not analysed yet" if skipped else ""
+        self.compare_figure.clear_output()
+        if not records:
+            return None
+        figure = block_norms_grid(records, names)
+        with self.compare_figure:
+            display(figure)
+        return figure
 
     @guarded
     def _picked(self, change: Any) -> None:
