@@ -105,7 +105,8 @@ class Workbench:
             if shared_worker_url():  # embeddings computed by the shared worker: no torch in this process
                 from workbench.tasks import RemoteEmbedder
 
-                self._recommend.embedder = RemoteEmbedder(self, self._recommend.embedder.name)
+                remote: Any = RemoteEmbedder(self, self._recommend.embedder.name)  # the Embedder interface, remotely
+                self._recommend.embedder = remote
         return self._recommend
 
     @property

@@ -398,6 +398,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"workbench generate: job {job_id} {state['state']}: {state['error']}", file=sys.stderr)
         return 1
     result = queue.result(job_id)
+    if result is None:
+        print(f"workbench generate: job {job_id} left no result", file=sys.stderr)
+        return 1
     shutil.copyfile(result["path"], args.out)
     print(result["infotext"])
     if args.backend == "diffusers" and (args.model or "tiny") == "tiny":

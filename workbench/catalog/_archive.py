@@ -25,6 +25,7 @@ import stat
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -43,8 +44,11 @@ class Workbench(Protocol):
     def catalog(self) -> Catalog: ...
     @property
     def db(self) -> Database: ...
-    def scan(self, roots: Any = None, **options: Any) -> Any: ...
-    def hash(self, ids: Any = None, **options: Any) -> int: ...
+
+    @property
+    def scan(self) -> Callable[..., Any]: ...
+    @property
+    def hash(self) -> Callable[..., int]: ...
 
 
 FORMAT = "lora-workbench-archive"
@@ -156,7 +160,7 @@ def export_archive(wb: Workbench, dest: str | os.PathLike[str], *, include_files
                 if sibling == source or (sibling.name.startswith(base + ".") and sibling.is_file()):
                     rel = PurePosixPath("files", row["folder"] or "", sibling.name).as_posix()
                     files.setdefault(rel, sibling)
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "created": datetime.now(timezone.utc).isoformat(),

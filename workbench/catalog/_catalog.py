@@ -295,8 +295,8 @@ class Catalog:
             if values:
                 # None in the list stands for "unknown" (no value detected or claimed)
                 known = [v for v in values if v is not None]
-                unknown = f" OR {column} IS NULL" if len(known) < len(values) else ""
-                clauses.append(f"(list_contains(?, {column}){unknown})")
+                or_null = f" OR {column} IS NULL" if len(known) < len(values) else ""
+                clauses.append(f"(list_contains(?, {column}){or_null})")
                 params.append(known)
         if folder:
             folder = folder.strip("/")

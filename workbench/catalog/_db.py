@@ -39,7 +39,7 @@ _LOCK_ERROR_MARKERS = ("Could not set lock", "Conflicting lock", "database is lo
 # Every operation opens the file anew, so opening must be cheap: no extension autoloading
 # (JSON is built in), and a small thread pool (catalog transactions are small).
 #: no extension downloads; two threads (the machine is shared)
-_CONNECT_CONFIG = {
+_CONNECT_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
     "threads": 2,

@@ -151,6 +151,8 @@ def _name_facts(keys: list[str]) -> _NameFacts:
     layouts = Counter(f.layout for f in facts)
     rank_index = [i for i, f in enumerate(facts) if f.rank_source]
     names = " ".join(keys)
+    name_verdict: tuple[str | None, str]
+    fallback: tuple[str | None, str]
     if "double_blocks" in names or "single_blocks" in names or "single_transformer_blocks" in names:
         name_verdict = ("FLUX", "tensor names: FLUX double_blocks/single_blocks")
     elif "joint_blocks" in names or "context_block" in names:

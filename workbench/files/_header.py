@@ -491,7 +491,7 @@ def read_scalar(path: Path | str, header_len: int, info: dict[str, Any]) -> floa
     """Read one scalar tensor (a LoRA ``alpha``): at most 8 bytes, the only tensor data ever read."""
     import struct
 
-    fmt = {"F16": "<e", "F32": "<f", "F64": "<d", "BF16": None, "I64": "<q", "I32": "<i"}.get(info.get("dtype"))
+    fmt = {"F16": "<e", "F32": "<f", "F64": "<d", "BF16": None, "I64": "<q", "I32": "<i"}.get(str(info.get("dtype")))
     begin, end = info["data_offsets"]
     if end - begin > 8 or (fmt is None and info.get("dtype") != "BF16"):
         return None
@@ -511,7 +511,7 @@ def read_scalar(path: Path | str, header_len: int, info: dict[str, Any]) -> floa
         if len(data) != 2:
             return None
         return struct.unpack("<f", b"\x00\x00" + data)[0]
-    if struct.calcsize(fmt) != len(data):
+    if fmt is None or struct.calcsize(fmt) != len(data):
         return None
     value = float(struct.unpack(fmt, data)[0])
     return value if math.isfinite(value) else None

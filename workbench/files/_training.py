@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -49,6 +49,7 @@ def json_depth_exceeds(value: Any, limit: int = MAX_NESTED_DEPTH) -> bool:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if type(item) is dict:
             children = item.values()
         elif type(item) is list:

@@ -709,9 +709,9 @@ class JobQueue:
             except Exception:
                 continue
             for jid in rows["id"]:
-                job = self._jobs.get(jid)
-                if job is not None and job.control is not None:
-                    job.control.cancel()
+                cancelled = self._jobs.get(jid)
+                if cancelled is not None and cancelled.control is not None:
+                    cancelled.control.cancel()
 
     def _recover_quietly(self) -> None:
         """The watcher's periodic recovery: a failure here is logged and tried again next round."""
@@ -889,7 +889,7 @@ class JobQueue:
         for spec in job.request.loras:
             path = spec.path or self.resolver(spec.name)[1]
             known = getattr(self.resolver, "tensor_hash", lambda _p: None)(path) if path else None
-            if known is not None:
+            if path and known is not None:
                 remember_short_hash(path, known[0], known[1], known[2][:12])
             loras.append(dataclasses.replace(spec, path=path) if path else spec)
         return dataclasses.replace(job.request, loras=loras)

@@ -54,6 +54,8 @@ def run_generation(payload: dict) -> dict:
     from rq import get_current_job
 
     rq_job = get_current_job()
+    if rq_job is None:
+        raise RuntimeError("run_generation runs only inside an RQ worker")
     conn = rq_job.connection
     job_id = payload["job_id"]
     control = JobControl()
@@ -166,6 +168,8 @@ def run_via_rq(queue, job, request: GenerationRequest) -> GenerationResult:
                         )
                 if status == JobStatus.FINISHED:
                     out = rq_job.return_value(refresh=True)
+                    if not isinstance(out, dict):
+                        raise GenerationError(f"RQ job {rq_job.id} finished without a result")
                     return GenerationResult(**out)
                 if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                     latest = rq_job.latest_result()
