@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.generate._recipes import Recipe
 from workbench.generate._types import GenerationRequest, LoraSpec
 
 AXES = ("lora", "weight", "seed", "prompt")
@@ -166,7 +167,7 @@ def assemble_grid(
 
 
 def compare(
-    wb,
+    wb: Any,
     loras: Sequence[str | None],
     weights: Sequence[float] = (0.0, 0.5, 1.0),
     seeds: Sequence[int] = (1,),
@@ -266,7 +267,7 @@ def _save(
 
 
 def compare_recipe(
-    wb, recipe, lora: str, weights: Iterable[float], seeds: Sequence[int] = (1,), **kwargs: Any
+    wb: Any, recipe: Recipe, lora: str, weights: Iterable[float], seeds: Sequence[int] = (1,), **kwargs: Any
 ) -> CompareResult:
     """Compare one LoRA of a recipe across weights (the rest of its stack and parameters stay fixed)."""
     recipe = wb.recipes.get(recipe) if isinstance(recipe, str) else recipe

@@ -16,13 +16,14 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.catalog import Database
 from workbench.generate._types import GenerationRequest
 
 
 class History:
     """Queries and edits over generated images (``wb.history``)."""
 
-    def __init__(self, db, before_read: Callable[[], None] | None = None) -> None:
+    def __init__(self, db: Database, before_read: Callable[[], None] | None = None) -> None:
         self.db = db
         self._before_read = before_read  # the queue's flush: results it recorded are visible here
 

@@ -69,7 +69,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     }
 
 
-def png_with_infotext(image, infotext: str) -> bytes:
+def png_with_infotext(image: Any, infotext: str) -> bytes:
     """Encode a PIL image as PNG with the infotext in the ``parameters`` text chunk (deterministic bytes)."""
     from PIL.PngImagePlugin import PngInfo
 

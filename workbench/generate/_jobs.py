@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from workbench.catalog import Database
 from workbench.files import fs_path
 from workbench.generate._limits import (
     BACKEND_LIMITS,
@@ -40,6 +41,7 @@ from workbench.generate._limits import (
     validate_request,
 )
 from workbench.generate._types import (
+    Backend,
     GenerationError,
     GenerationRequest,
     GenerationResult,
@@ -173,7 +175,7 @@ class JobQueue:
 
     def __init__(
         self,
-        db,
+        db: Database,
         outputs_dir: str | pathlib.Path,
         *,
         backend_defaults: dict[str, dict] | None = None,
@@ -424,7 +426,7 @@ class JobQueue:
             raise KeyError(f"no job {job_id}")
         return rows[0]
 
-    def jobs(self, states: list[str] | None = None, limit: int = 200, *, flush: bool = True):
+    def jobs(self, states: list[str] | None = None, limit: int = 200, *, flush: bool = True) -> pd.DataFrame:
         """Jobs as a DataFrame, newest first: the catalog's rows, with this queue's jobs as they are now.
 
         ``flush=False`` skips committing first (a live view refreshing often): this queue's own
@@ -894,12 +896,12 @@ class JobQueue:
             loras.append(dataclasses.replace(spec, path=path) if path else spec)
         return dataclasses.replace(job.request, loras=loras)
 
-    def set_backend(self, kind: str, backend) -> None:
+    def set_backend(self, kind: str, backend: Backend) -> None:
         """Use an already-open backend for jobs of this kind submitted without options (e.g. a loaded pipeline)."""
         merged = self.backend_defaults.get(kind, {})
         self._backends[(kind, json.dumps(merged, sort_keys=True, default=str))] = backend
 
-    def backend(self, kind: str, options: dict | None = None):
+    def backend(self, kind: str, options: dict | None = None) -> Backend:
         """The (cached) backend instance this queue uses for a kind + options."""
         return self._backend(kind, options or {})
 
@@ -921,7 +923,7 @@ class CatalogResolver:
     ``ttl`` seconds while its file still exists; a moved file is looked up again.
     """
 
-    def __init__(self, db, ttl: float = 30.0) -> None:
+    def __init__(self, db: Database, ttl: float = 30.0) -> None:
         self.db = db
         self.ttl = ttl
         self._cache: dict[str, tuple[float, tuple[int | None, str | None]]] = {}
@@ -957,6 +959,6 @@ class CatalogResolver:
             return self._hashes.get(path)
 
 
-def catalog_resolver(db, ttl: float = 30.0) -> CatalogResolver:
+def catalog_resolver(db: Database, ttl: float = 30.0) -> CatalogResolver:
     """The resolver ``wb.queue`` uses (kept as a function for existing callers)."""
     return CatalogResolver(db, ttl)

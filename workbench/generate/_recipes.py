@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.catalog import Database
 from workbench.generate._prompt_syntax import insert_trigger_words
 from workbench.generate._types import GenerationRequest, LoraSpec
 
@@ -235,7 +236,7 @@ def parse_recipe(doc: Any) -> Recipe:
 
 
 # ------------------------------------------------------------------------------------------ catalog side
-def lookup_loras(db, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+def lookup_loras(db: Database, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """name -> {id, path, preferred_weight, trigger_words, sha256, negative_text} for the catalog LoRAs known by that name
     (display name, file name or file stem), in one query."""
     names = [n for n in dict.fromkeys(names) if n]
@@ -268,7 +269,7 @@ def lookup_loras(db, names: Iterable[str]) -> dict[str, dict[str, Any]]:
 class Recipes:
     """Recipes saved in the catalog (``wb.recipes``): save, load, list, delete, export/import JSON."""
 
-    def __init__(self, db) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     # -- building stacks -----------------------------------------------------------------

@@ -115,7 +115,7 @@ def _error_from(exc_string: str) -> GenerationError:
     return cls(f"worker: {message or last}")
 
 
-def run_via_rq(queue, job, request: GenerationRequest) -> GenerationResult:
+def run_via_rq(queue: Any, job: Any, request: GenerationRequest) -> GenerationResult:
     """Owner side: enqueue on Redis, mirror progress, forward cancel, detect a dead worker."""
     import redis
     from rq import Queue

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pathlib
+from typing import Any
 
 from workbench.generate._types import Backend
 from workbench.generate.backends._a1111 import A1111Backend
@@ -16,7 +17,7 @@ from workbench.generate.backends._diffusers import DiffusersBackend
 KINDS = ("diffusers", "a1111", "comfyui")
 
 
-def open_backend(kind: str, **options) -> Backend:
+def open_backend(kind: str, **options: Any) -> Backend:
     """A backend by kind: ``diffusers`` (model=, lora_dirs=, cache_dir=), ``a1111``/``comfyui`` (url=)."""
     if kind == "diffusers":
         return DiffusersBackend(**options)

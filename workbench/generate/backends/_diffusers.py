@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from workbench.files import CROSS_ATTENTION_WIDTH
 from workbench.generate import _infotext as _infotext
@@ -79,7 +80,9 @@ def _quiet_loaders():
         tlog.set_verbosity(t_level)
 
 
-def load_pipeline(model: str | pathlib.Path, cache_dir: str | pathlib.Path | None = None, device: str | None = None):
+def load_pipeline(
+    model: str | pathlib.Path, cache_dir: str | pathlib.Path | None = None, device: str | None = None
+) -> Any:
     """A text-to-image pipeline from a local diffusers folder, a single-file checkpoint, or ``"tiny"``.
 
     ``"tiny"`` builds (once, into ``cache_dir``) the random-weight test pipeline. Never reaches a hub.
@@ -113,7 +116,7 @@ def load_pipeline(model: str | pathlib.Path, cache_dir: str | pathlib.Path | Non
     return pipe.to(device)
 
 
-def pipeline_family(pipe, folder: pathlib.Path | None = None) -> str | None:
+def pipeline_family(pipe: Any, folder: pathlib.Path | None = None) -> str | None:
     """Base-model family of a loaded pipeline, from its U-Net's cross-attention width."""
     if folder is not None and is_tiny_pipeline_folder(folder):
         return TINY_BASE_MODEL
@@ -145,7 +148,7 @@ class DiffusersBackend:
         cache_dir: str | pathlib.Path | None = None,
         max_adapters: int = 8,
         device: str | None = None,
-        pipeline=None,
+        pipeline: Any = None,
         num_threads: int | None = None,
     ) -> None:
         self.model = str(model)
@@ -168,7 +171,7 @@ class DiffusersBackend:
 
     # ---------------------------------------------------------------- pipeline
     @property
-    def pipe(self):
+    def pipe(self) -> Any:
         with self._lock:
             if self._pipe is None:
                 if self.model == "tiny":
