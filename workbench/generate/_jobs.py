@@ -29,7 +29,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.catalog import Database
 from workbench.files import fs_path
@@ -48,6 +48,9 @@ from workbench.generate._types import (
     JobCancelledError,
     JobControl,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
