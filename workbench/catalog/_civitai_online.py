@@ -221,8 +221,9 @@ class CivitaiOnline:
                     report.found += 1
                 elif sha in known:
                     report.not_found += 1
-            self._fetch_models(client, {t["model_id"] for t in targets.values()}, refresh, report, progress)
-            self._project(targets)
+            self._fetch_models(
+                client, {t["model_id"] for t in targets.values()}, refresh, report, progress, targets=targets
+            )
             self._fetch_images(client, targets, max_images, refresh, report, progress)
             if sidecars:
                 from workbench.catalog._civitai_sidecars import write_sidecars
@@ -277,13 +278,39 @@ class CivitaiOnline:
         return {int(m): _loads(i) for m, i in rows if wanted is None or int(m) in wanted}
 
     def _fetch_models(
-        self, client: CivitaiClient, model_ids: set[int], refresh: bool, report: FetchReport, progress: bool
+        self,
+        client: CivitaiClient,
+        model_ids: set[int],
+        refresh: bool,
+        report: FetchReport,
+        progress: bool,
+        targets: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
+        """Ask for the models not cached (all with ``refresh``) and store them; with ``targets``, project
+        each stored batch's files at once, so catalog writes overlap the paced requests still going out."""
         from tqdm.auto import tqdm
 
         have = set(self._models(model_ids))
         todo = sorted(model_ids if refresh else model_ids - have)
-        got: list[tuple[int, dict[str, Any]]] = []
+        pending: list[tuple[int, dict[str, Any]]] = []
+        projected: set[int] = set()
+
+        def flush() -> None:
+            if not pending:
+                return
+            with self.db.write() as con:
+                for model_id, item in pending:
+                    con.execute(
+                        "INSERT OR REPLACE INTO civitai_models (model_id, item, fetched_at) VALUES (?, ?, current_timestamp)",
+                        [model_id, json.dumps(item)],
+                    )
+            if targets:
+                done = {m for m, _ in pending}
+                batch = {lid: t for lid, t in targets.items() if t["model_id"] in done}
+                self._project(batch)
+                projected.update(batch)
+            pending.clear()
+
         bar = tqdm(total=len(todo), desc="Civitai models", unit="model", disable=not progress or not todo)
         for model_id, answer in client.map(client.model, todo):
             bar.update(1)
@@ -292,15 +319,13 @@ class CivitaiOnline:
             elif _int(answer.get("id")) != model_id:
                 report.errors.append(f"model {model_id}: malformed answer (wrong or missing id)")
             else:
-                got.append((model_id, answer))
+                pending.append((model_id, answer))
+                if len(pending) >= 25:
+                    flush()
         bar.close()
-        if got:
-            with self.db.write() as con:
-                for model_id, item in got:
-                    con.execute(
-                        "INSERT OR REPLACE INTO civitai_models (model_id, item, fetched_at) VALUES (?, ?, current_timestamp)",
-                        [model_id, json.dumps(item)],
-                    )
+        flush()
+        if targets:
+            self._project({lid: t for lid, t in targets.items() if lid not in projected})
 
     def _project(self, targets: Mapping[int, Mapping[str, Any]]) -> None:
         """Write what Civitai says onto each file's row (the dump importer's mapping and join)."""
@@ -497,8 +522,7 @@ class CivitaiOnline:
                 )
             target = {"model_id": model_id, "version_id": version_id, "version": version}
             report = FetchReport(files=1, linked=1)
-            self._fetch_models(client, {model_id}, True, report, progress=False)
-            self._project({int(lora_id): target})
+            self._fetch_models(client, {model_id}, True, report, progress=False, targets={int(lora_id): target})
             self._fetch_images(
                 client,
                 {int(lora_id): target},
