@@ -94,10 +94,16 @@ def test_second_fetch_asks_nothing_refresh_asks_again(tmp_path, site, items) -> 
     first = wb.civitai.fetch(progress=False)
     asked = len(site.api_requests())
     assert first.requests == asked == 4 + 3  # 4 by-hash (one 404) + 3 models
-    before = len(site.requests)
+    before, stamp = len(site.requests), wb.db.stamp()
     again = wb.civitai.fetch(progress=False)
     assert len(site.requests) == before and again.requests == 0
     assert (again.cached, again.found, again.not_found) == (4, 3, 1)
+    assert wb.db.stamp() == stamp  # nothing new: nothing written, no view has to reload
+    # a cover lost (a rescan rewrote the row) comes back from what is stored, without asking
+    with wb.db.write() as con:
+        con.execute("UPDATE loras SET preview_path = NULL")
+    wb.civitai.fetch(progress=False)
+    assert len(site.requests) == before and wb.catalog.query()["has_preview"].sum() == 3
     fresh = wb.civitai.fetch(refresh=True, progress=False)
     assert len(site.api_requests("/api/v1/model-versions/by-hash/")) == 8 and fresh.found == 3
 

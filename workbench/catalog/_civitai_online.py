@@ -187,9 +187,10 @@ class CivitaiOnline:
             links = self._links()
             known = self._lookups()
             todo = sorted(
-                {sha for lid, sha in rows if lid not in links and (refresh or sha not in known)}
+                {sha for lid, sha, _, _ in rows if lid not in links and (refresh or sha not in known)}
             )  # one question per distinct hash
-            report.cached = sum(1 for lid, sha in rows if lid not in links and sha in known and sha not in todo)
+            asked = set(todo)
+            report.cached = sum(1 for lid, sha, _, _ in rows if lid not in links and sha in known and sha not in asked)
             report.asked = len(todo)
             bar = tqdm(total=len(todo), desc="Civitai lookups", unit="file", disable=not progress or not todo)
             pending: list[tuple[str, str, Any]] = []
@@ -212,7 +213,7 @@ class CivitaiOnline:
             known = self._lookups()
             # what each file is now: a link by hand wins over the hash lookup
             targets: dict[int, dict[str, Any]] = {}
-            for lid, sha in rows:
+            for lid, sha, _, _ in rows:
                 if lid in links:
                     targets[lid] = links[lid]
                     report.linked += 1
@@ -221,27 +222,50 @@ class CivitaiOnline:
                     report.found += 1
                 elif sha in known:
                     report.not_found += 1
-            self._fetch_models(client, {t["model_id"] for t in targets.values()}, refresh, report, progress)
-            self._project(targets)
-            self._fetch_images(client, targets, max_images, refresh, report, progress)
+            # rows to (re)write: new answers, another version than the row has, or a cover lost to a rescan
+            with self.db.read() as con:
+                covered = {
+                    int(v)
+                    for (v,) in con.execute("SELECT version_id FROM civitai_images WHERE path IS NOT NULL").fetchall()
+                }
+            stale = {
+                lid: targets[lid]
+                for lid, sha, version_id, has_preview in rows
+                if lid in targets
+                and (
+                    refresh
+                    or sha in asked
+                    or version_id != targets[lid]["version_id"]
+                    or (not has_preview and targets[lid]["version_id"] in covered)
+                )
+            }
+            self._fetch_models(
+                client, {t["model_id"] for t in targets.values()}, refresh, report, progress, targets=stale
+            )
+            self._fetch_images(client, targets, max_images, refresh, report, progress, stale)
             if sidecars:
                 from workbench.catalog._civitai_sidecars import write_sidecars
 
-                write_sidecars(self, [lid for lid, _ in rows])
+                write_sidecars(self, [row[0] for row in rows])
         finally:
             report.requests = client.counts.api - start_api
             if own:
                 client.close()
         return report
 
-    def _files(self, ids: list[int] | None) -> list[tuple[int, str]]:
-        sql = "SELECT id, lower(sha256) FROM lora_view WHERE path <> '' AND NOT missing AND sha256 IS NOT NULL"
+    def _files(self, ids: list[int] | None) -> list[tuple[int, str, int | None, bool]]:
+        """(id, sha256, civitai version id, has a preview path) of the files to ask about."""
+        sql = (
+            "SELECT id, lower(sha256), civitai_version_id, preview_path IS NOT NULL FROM lora_view "
+            "WHERE path <> '' AND NOT missing AND sha256 IS NOT NULL"
+        )
         params: list[Any] = []
         if ids is not None:
             sql += " AND list_contains(?, id)"
             params.append(ids)
         with self.db.read() as con:
-            return [(int(i), str(s)) for i, s in con.execute(sql + " ORDER BY id", params).fetchall()]
+            found = con.execute(sql + " ORDER BY id", params).fetchall()
+        return [(int(i), str(s), int(v) if v is not None else None, bool(p)) for i, s, v, p in found]
 
     def _links(self) -> dict[int, dict[str, Any]]:
         with self.db.read() as con:
@@ -277,13 +301,39 @@ class CivitaiOnline:
         return {int(m): _loads(i) for m, i in rows if wanted is None or int(m) in wanted}
 
     def _fetch_models(
-        self, client: CivitaiClient, model_ids: set[int], refresh: bool, report: FetchReport, progress: bool
+        self,
+        client: CivitaiClient,
+        model_ids: set[int],
+        refresh: bool,
+        report: FetchReport,
+        progress: bool,
+        targets: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
+        """Ask for the models not cached (all with ``refresh``) and store them; with ``targets``, project
+        each stored batch's files at once, so catalog writes overlap the paced requests still going out."""
         from tqdm.auto import tqdm
 
         have = set(self._models(model_ids))
         todo = sorted(model_ids if refresh else model_ids - have)
-        got: list[tuple[int, dict[str, Any]]] = []
+        pending: list[tuple[int, dict[str, Any]]] = []
+        projected: set[int] = set()
+
+        def flush() -> None:
+            if not pending:
+                return
+            with self.db.write() as con:
+                for model_id, item in pending:
+                    con.execute(
+                        "INSERT OR REPLACE INTO civitai_models (model_id, item, fetched_at) VALUES (?, ?, current_timestamp)",
+                        [model_id, json.dumps(item)],
+                    )
+            if targets:
+                done = {m for m, _ in pending}
+                batch = {lid: t for lid, t in targets.items() if t["model_id"] in done}
+                self._project(batch)
+                projected.update(batch)
+            pending.clear()
+
         bar = tqdm(total=len(todo), desc="Civitai models", unit="model", disable=not progress or not todo)
         for model_id, answer in client.map(client.model, todo):
             bar.update(1)
@@ -292,15 +342,13 @@ class CivitaiOnline:
             elif _int(answer.get("id")) != model_id:
                 report.errors.append(f"model {model_id}: malformed answer (wrong or missing id)")
             else:
-                got.append((model_id, answer))
+                pending.append((model_id, answer))
+                if len(pending) >= 25:
+                    flush()
         bar.close()
-        if got:
-            with self.db.write() as con:
-                for model_id, item in got:
-                    con.execute(
-                        "INSERT OR REPLACE INTO civitai_models (model_id, item, fetched_at) VALUES (?, ?, current_timestamp)",
-                        [model_id, json.dumps(item)],
-                    )
+        flush()
+        if targets:
+            self._project({lid: t for lid, t in targets.items() if lid not in projected})
 
     def _project(self, targets: Mapping[int, Mapping[str, Any]]) -> None:
         """Write what Civitai says onto each file's row (the dump importer's mapping and join)."""
@@ -343,9 +391,13 @@ class CivitaiOnline:
         refresh: bool,
         report: FetchReport,
         progress: bool,
+        stale: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
+        """Download covers and examples of versions with none yet; then set covers on ``stale`` rows
+        (default: all targets) and on the rows of versions that got images now."""
         from tqdm.auto import tqdm
 
+        stale = targets if stale is None else stale
         versions: dict[int, Any] = {}
         for target in targets.values():
             version = target.get("version")
@@ -361,7 +413,7 @@ class CivitaiOnline:
             for position, image in enumerate([i for i in images if isinstance(i, Mapping)][:max_images]):
                 jobs.append((vid, position, dict(image)))
         if not jobs:
-            self._set_covers(targets)
+            self._set_covers(stale)
             return
         bar = tqdm(total=len(jobs), desc="Civitai images", unit="image", disable=not progress)
         rows: list[list[Any]] = []
@@ -396,7 +448,8 @@ class CivitaiOnline:
                 "error, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
                 rows,
             )
-        self._set_covers(targets)
+        fresh = {r[0] for r in rows}
+        self._set_covers({**stale, **{lid: t for lid, t in targets.items() if int(t["version_id"]) in fresh}})
 
     def _download_image(self, client: CivitaiClient, version_id: int, position: int, image: dict[str, Any]) -> str:
         """Download one image into <home>/civitai/<version>/<position>.<ext>; returns its path relative to home."""
@@ -497,8 +550,7 @@ class CivitaiOnline:
                 )
             target = {"model_id": model_id, "version_id": version_id, "version": version}
             report = FetchReport(files=1, linked=1)
-            self._fetch_models(client, {model_id}, True, report, progress=False)
-            self._project({int(lora_id): target})
+            self._fetch_models(client, {model_id}, True, report, progress=False, targets={int(lora_id): target})
             self._fetch_images(
                 client,
                 {int(lora_id): target},
