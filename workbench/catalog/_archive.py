@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.catalog._catalog import USER_FIELDS, validate_user_fields
 
+#: User fields an archive carries: a chosen preview is a file in this home, not portable (it stays local).
+_PORTABLE_FIELDS = tuple(f for f in USER_FIELDS if f != "preview_override")
+
 if TYPE_CHECKING:
     from workbench._workbench import Workbench
 
@@ -92,7 +95,7 @@ def export_archive(wb: Workbench, dest: str | os.PathLike[str], *, include_files
                 "sha256": row["sha256"],
                 "tensor_hash": row["tensor_hash"],
                 "base_model": row["base_model"],
-                "user_fields": {f: _clean(u.get(f)) for f in USER_FIELDS if _clean(u.get(f)) is not None},
+                "user_fields": {f: _clean(u.get(f)) for f in _PORTABLE_FIELDS if _clean(u.get(f)) is not None},
             }
         )
     recipes = wb.db.read_df("SELECT name, stack, params FROM recipes").to_dict("records")
@@ -245,7 +248,9 @@ def import_archive(
             if not isinstance(fields, dict):
                 raise ArchiveError(f"user_fields of {record.get('name')!r} is not an object")
             try:
-                planned.append((record, validate_user_fields({k: v for k, v in fields.items() if k in USER_FIELDS})))
+                planned.append(
+                    (record, validate_user_fields({k: v for k, v in fields.items() if k in _PORTABLE_FIELDS}))
+                )
             except ValueError as exc:
                 raise ArchiveError(f"entry {record.get('name')!r}: {exc}") from None
         file_members = [n for n in zf.namelist() if n.startswith("files/") and not n.endswith("/")]
