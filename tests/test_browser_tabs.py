@@ -221,6 +221,11 @@ def test_generate_queue_history_round_trip(session: Any) -> None:
     page.get_by_role("button", name="Generate").click()
     page.wait_for_selector(".wb-generate :text('Queued job')")
     open_tab(page, "Queue")
+    page.wait_for_function(  # the job just queued is listed (not "no jobs yet")
+        "() => [...document.querySelectorAll('.wb-queue b')].some(b => b.textContent === 'Queue')"
+        " && !document.querySelector('.wb-queue').textContent.includes('no jobs yet')",
+        timeout=60_000,
+    )
     save_screenshot(page, "tab-queue.png")
     open_tab(page, "History")
     page.wait_for_selector(".wb-history-card img[src^='blob:']", timeout=300_000)
