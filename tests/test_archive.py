@@ -121,3 +121,21 @@ def test_not_a_zip_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="not a readable zip"):
         wb.import_archive(tmp_path / "x.zip")
     assert main(["import", "--home", str(wb.home), str(tmp_path / "x.zip")]) == 2
+
+
+def test_negative_text_travels_a_chosen_preview_stays_local(source: workbench.Workbench, tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    lora_id = int(source.catalog.query().iloc[0]["id"])
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    source.set_preview(lora_id, buffer.getvalue())
+    source.catalog.update(lora_id, negative_text="lowres")
+    archive = source.export(tmp_path / "out.zip", include_files=True)
+    target = workbench.open(tmp_path / "home2")
+    target.import_archive(archive, restore_to=tmp_path / "restored")
+    row = target.catalog.query(text=source.catalog.get(lora_id)["name"]).iloc[0]
+    assert row["negative_text"] == "lowres"
+    assert not str(row["preview_path"] or "").startswith(str(source.home))

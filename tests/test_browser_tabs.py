@@ -191,6 +191,19 @@ def test_library_tab_with_an_open_lora(session: Any) -> None:
     save_screenshot(page, "tab-library.png")
 
 
+def test_replace_preview_with_a_video_that_plays(session: Any, dashboard: Any, tmp_path: Any) -> None:  # noqa: F811
+    from test_video_previews import write_video
+
+    page = session.page
+    lora_id = int(page.locator(".wb-detail").get_attribute("data-id"))
+    page.locator(".wb-detail .wb-upload-preview").set_input_files(str(write_video(tmp_path / "clip.mp4")))
+    page.wait_for_function("() => document.querySelector('.wb-detail .wb-dnotice').textContent === 'Preview replaced.'")
+    page.wait_for_selector(".wb-detail video.wb-dvideo[src^='blob:']")
+    assert page.evaluate("document.querySelector('.wb-detail video').muted") is True
+    row = catalog(dashboard).query(ids=[lora_id]).iloc[0]
+    assert str(row["preview_path"]).endswith(".mp4") and str(dashboard.home) in str(row["preview_path"])
+
+
 def test_generate_queue_history_round_trip(session: Any) -> None:
     page = session.page
     open_tab(page, "Generate")
@@ -208,6 +221,11 @@ def test_generate_queue_history_round_trip(session: Any) -> None:
     page.get_by_role("button", name="Generate").click()
     page.wait_for_selector(".wb-generate :text('Queued job')")
     open_tab(page, "Queue")
+    page.wait_for_function(  # the job just queued is listed (not "no jobs yet")
+        "() => [...document.querySelectorAll('.wb-queue b')].some(b => b.textContent === 'Queue')"
+        " && !document.querySelector('.wb-queue').textContent.includes('no jobs yet')",
+        timeout=60_000,
+    )
     save_screenshot(page, "tab-queue.png")
     open_tab(page, "History")
     page.wait_for_selector(".wb-history-card img[src^='blob:']", timeout=300_000)

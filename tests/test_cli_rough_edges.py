@@ -59,3 +59,12 @@ def test_duplicates_say_what_is_not_known_yet(home: Path, library: Path, capsys)
     out = capsys.readouterr().out
     assert "twin.safetensors" in out and "good.safetensors" in out
     assert "NaN" not in out and "no hash yet" not in out
+
+
+def test_commands_run_without_model_loading_progress_bars(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)
+    main(["duplicates", "--home", str(home / "nowhere")])
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and os.environ["TRANSFORMERS_VERBOSITY"] == "error"

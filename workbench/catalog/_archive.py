@@ -51,6 +51,9 @@ class Workbench(Protocol):
     def hash(self) -> Callable[..., int]: ...
 
 
+#: User fields an archive carries: a chosen preview is a file in this home, not portable (it stays local).
+_PORTABLE_FIELDS = tuple(f for f in USER_FIELDS if f != "preview_override")
+
 FORMAT = "lora-workbench-archive"
 VERSION = 1
 MAX_MEMBERS = 200_000
@@ -138,7 +141,7 @@ def export_archive(wb: Workbench, dest: str | os.PathLike[str], *, include_files
         }
         if isinstance(record["size_bytes"], float):
             record["size_bytes"] = int(record["size_bytes"])
-        record["user_fields"] = {f: _clean(u.get(f)) for f in USER_FIELDS if _clean(u.get(f)) is not None}
+        record["user_fields"] = {f: _clean(u.get(f)) for f in _PORTABLE_FIELDS if _clean(u.get(f)) is not None}
         records.append(record)
     recipes = wb.db.read_df("SELECT name, stack, params FROM recipes").to_dict("records")
     members: dict[str, bytes] = {
@@ -330,7 +333,7 @@ def _check_lora_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, A
         if not isinstance(fields, dict):
             raise ArchiveError(f"{where}: user_fields is not an object")
         try:
-            clean = validate_user_fields({k: v for k, v in fields.items() if k in USER_FIELDS})
+            clean = validate_user_fields({k: v for k, v in fields.items() if k in _PORTABLE_FIELDS})
         except (CatalogError, ValueError, TypeError) as exc:
             raise ArchiveError(f"{where} ({str(record.get('name'))[:80]!r}): {exc}") from None
         planned.append((record, clean))
@@ -636,7 +639,7 @@ def _match(wb: Workbench, verified: _Verified, report: ImportReport) -> dict[int
 
 
 def _user_view(row: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: _clean(v) for k, v in (row or {}).items() if k in USER_FIELDS and _clean(v) is not None}
+    return {k: _clean(v) for k, v in (row or {}).items() if k in _PORTABLE_FIELDS and _clean(v) is not None}
 
 
 def _plan_fields(wb: Workbench, verified: _Verified, conflict: str, report: ImportReport) -> None:

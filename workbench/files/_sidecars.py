@@ -178,18 +178,21 @@ def unclaimed_json_names(siblings: Mapping[str, str]) -> list[str]:
 def model_json_by_file_name(directory: Path, siblings: Mapping[str, str] | None = None) -> dict[str, str]:
     """Lower-cased LoRA file name → real name of the unclaimed Civitai model JSON that lists it.
 
-    Cached per folder and revalidated by the folder's mtime (a JSON edited in place is re-read on
-    the next scan through the scanner's signature, which clears this cache). Unreadable JSONs are
-    skipped here; they are nobody's sidecar yet.
+    Cached per folder and revalidated by the folder's mtime, so a folder of N LoRAs is indexed once,
+    not N times; a JSON edited in place changes no folder mtime, so every scan starts by clearing this
+    cache (:func:`forget_model_json_cache`). Unreadable JSONs are skipped: they are nobody's sidecar yet.
     """
     key = os.fspath(directory)
-    if siblings is None:
-        siblings = sibling_names(directory)
-    candidates = unclaimed_json_names(siblings)
-    signature = hash(tuple(candidates))
+    try:
+        signature = os.stat(key).st_mtime_ns  # like sibling_names: one listing per folder state, not per file
+    except OSError:
+        return {}
     cached = _MODEL_JSON_CACHE.get(key)
     if cached is not None and cached[0] == signature:
         return cached[1]
+    if siblings is None:
+        siblings = sibling_names(directory)
+    candidates = unclaimed_json_names(siblings)
     index: dict[str, str] = {}
     for lower in candidates:
         real = siblings[lower]
