@@ -13,13 +13,16 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.generate._tiny_pipeline import TINY_BASE_MODEL_VERSION
-
-_DIFFUSERS_LAYOUTS = {"kohya", "peft"}
+from workbench.files import TINY_BASE_MODEL, base_model_family
+from workbench.generate.backends._compat import diffusers_refusal
 
 
 def incompatibility(choice: Any, row: dict[str, Any]) -> str | None:
-    """Why the backend ``choice`` (a ``BackendChoice``) cannot run this catalog row, or None when it can."""
+    """Why the backend ``choice`` (a ``BackendChoice``) cannot run this catalog row, or None when it can.
+
+    The diffusers rules are :func:`~workbench.generate.backends._compat.diffusers_refusal`, the same the
+    backend applies before loading; the tiny pipeline's family is known from the choice itself.
+    """
     if bool(row.get("missing")):
         return "its file is missing"
     if not row.get("path"):
@@ -30,17 +33,11 @@ def incompatibility(choice: Any, row: dict[str, Any]) -> str | None:
         return None
     if row.get("format") not in (None, "safetensors"):
         return f"a {row['format']} (pickle) file, which is never loaded"
-    network = row.get("network_type")
-    if network in ("LoHa", "LoKr", "full"):
-        return f"a LyCORIS {network} network, which the diffusers backend cannot apply (use a1111 or comfyui)"
-    layout = row.get("key_layout")
-    if isinstance(layout, str) and layout not in _DIFFUSERS_LAYOUTS:
-        return "a key layout diffusers cannot read"
-    if choice.random_weights and row.get("base_version") != TINY_BASE_MODEL_VERSION:
-        base = row.get("base_model") if isinstance(row.get("base_model"), str) else None
-        made_for = f"made for {base}" if base else "not made for the tiny pipeline"
-        return f"{made_for}; the tiny test pipeline runs only its own tiny LoRAs"
-    return None
+    family = base_model_family(row.get("base_model"))
+    pipeline = TINY_BASE_MODEL if choice.random_weights else None  # a real model's family is known once loaded
+    if pipeline and family is None:
+        return "not made for the tiny pipeline, which runs only its own tiny LoRAs"
+    return diffusers_refusal(row.get("network_type"), row.get("key_layout"), {family}, pipeline)
 
 
 def _sort_name(name: str) -> str:
@@ -53,8 +50,7 @@ def loras_for_backend(db: Any, choice: Any, limit: int = 5000) -> pd.DataFrame:
     """Catalog LoRAs as ``id, name, reason`` (None = runnable), runnable ones first, then by name."""
     frame = db.read_df(
         "SELECT v.id, v.name, v.path, v.base_model, v.network_type, v.key_layout, v.format, v.missing, v.error, "
-        "json_extract_string(l.metadata, '$.ss_base_model_version') AS base_version, v.usage_count "
-        "FROM lora_view v JOIN loras l ON l.id = v.id ORDER BY v.usage_count DESC, lower(v.name) LIMIT ?",
+        "v.usage_count FROM lora_view v ORDER BY v.usage_count DESC, lower(v.name) LIMIT ?",
         [int(limit)],
     )
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")

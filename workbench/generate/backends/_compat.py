@@ -88,37 +88,47 @@ _RUN_ELSEWHERE = (
 )
 
 
+def diffusers_refusal(
+    network_type: str | None, layout: str | None, families: set[str | None], pipeline_family: str | None
+) -> str | None:
+    """Why diffusers cannot apply a LoRA of this structure to a pipeline of that family (None: it can).
+
+    The one statement of the rules: :func:`check_diffusers_compatible` raises with it before loading,
+    and the Generate/Compare lists mark catalog rows with it before anything is queued.
+    """
+    if network_type in ("LoHa", "LoKr", "full"):
+        return f"is a LyCORIS {network_type} network, which the diffusers backend cannot apply; run it with {_RUN_ELSEWHERE}"
+    if layout not in _LOADABLE_LAYOUTS:
+        return (
+            "has a key layout diffusers does not read (neither kohya nor PEFT); run it with "
+            "the a1111 or comfyui backend, or convert it"
+        )
+    pipeline = base_model_family(pipeline_family)
+    for family in sorted(f for f in families if f):
+        if pipeline and family != pipeline:
+            return (
+                f"is for {family} but the diffusers pipeline is {pipeline}; run it on a {family} checkpoint "
+                f"(a diffusers pipeline, or an a1111/comfyui backend with a {family} model loaded)"
+            )
+    return None
+
+
 def check_diffusers_compatible(
     info: LoraFileInfo, pipeline_family: str | None, name: str, pipeline_has_te2: bool = False
 ) -> None:
     """Raise :class:`LoraIncompatibleError` unless diffusers can apply this LoRA fully to the pipeline."""
-    if info.network_type in ("LoHa", "LoKr", "full"):
-        raise LoraIncompatibleError(
-            f"LoRA {name!r} is a LyCORIS {info.network_type} network, which the diffusers backend cannot apply; "
-            f"run it with {_RUN_ELSEWHERE}"
+    refusal = diffusers_refusal(info.network_type, info.layout, {info.family, info.family_from_shapes}, pipeline_family)
+    if refusal is None and info.foreign_keys:
+        refusal = (
+            f"carries non-LoRA tensors ({', '.join(info.foreign_keys[:3])}, e.g. a bundled embedding) that "
+            "diffusers rejects; run it with the a1111 backend, which loads bundled embeddings"
         )
-    if info.layout not in _LOADABLE_LAYOUTS:
-        raise LoraIncompatibleError(
-            f"LoRA {name!r} has a key layout diffusers does not read (neither kohya nor PEFT); run it with "
-            "the a1111 or comfyui backend, or convert it"
+    if refusal is None and info.has_te2 and not pipeline_has_te2:
+        refusal = (
+            "has second-text-encoder (SDXL) weights but the pipeline has one text encoder; run it on an SDXL checkpoint"
         )
-    if info.foreign_keys:
-        raise LoraIncompatibleError(
-            f"LoRA {name!r} carries non-LoRA tensors ({', '.join(info.foreign_keys[:3])}, e.g. a bundled "
-            "embedding) that diffusers rejects; run it with the a1111 backend, which loads bundled embeddings"
-        )
-    pipeline = base_model_family(pipeline_family)
-    for family in {info.family, info.family_from_shapes} - {None}:
-        if pipeline and family != pipeline:
-            raise LoraIncompatibleError(
-                f"LoRA {name!r} is for {family} but the diffusers pipeline is {pipeline}; run it on a "
-                f"{family} checkpoint (a diffusers pipeline, or an a1111/comfyui backend with a {family} model loaded)"
-            )
-    if info.has_te2 and not pipeline_has_te2:
-        raise LoraIncompatibleError(
-            f"LoRA {name!r} has second-text-encoder (SDXL) weights but the pipeline has one text encoder; "
-            f"run it on an SDXL checkpoint"
-        )
+    if refusal is not None:
+        raise LoraIncompatibleError(f"LoRA {name!r} {refusal}")
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
