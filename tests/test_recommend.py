@@ -204,11 +204,16 @@ def test_like_lifts_the_liked_lora_and_its_neighbours(wb: workbench.Workbench) -
     wb.recommend.feedback(query, ink, +1)
     after = wb.recommend.for_prompt(query, k=30).set_index("id")
     assert after.loc[ink, "score"] > before.loc[ink, "score"]
-    assert list(after.index).index(ink) < list(before.index).index(ink)
+    assert list(after.index).index(ink) <= list(before.index).index(ink)
+    # bounded: a like scales the LoRA's own relevance by at most 1 + feedback_up
+    relevance = before.loc[ink, "score"] - before.loc[ink, "score_popularity"] - before.loc[ink, "score_usage"]
+    assert after.loc[ink, "score_feedback"] <= wb.recommend.weights.feedback_up * relevance + 1e-6
     # the liked LoRA's neighbour (another ink style) rises too, without being rated itself
     assert after.loc[sumie, "score_feedback"] > 0
     assert list(after.index).index(sumie) < list(before.index).index(sumie)
-    assert "liked" in after.loc[ink, "reason"]
+    assert "you liked it for this query" in after.loc[ink, "reason"]
+    assert "close to a LoRA you liked" in after.loc[sumie, "reason"]
+    assert "liked it" not in after.loc[sumie, "reason"]
 
 
 def test_similar_feedback_and_implicit_usage(wb: workbench.Workbench) -> None:
