@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,123 @@ def test_panel_cards_feedback_stack_and_escaping(wb: workbench.Workbench) -> Non
     assert added and added[0]["id"] == int(first["id"]) and "<lora:" in panel.stack_text.value
     panel.show_similar(int(first["id"]))
     assert len(panel.cards.children) == len(panel.results) > 0
+
+
+def _generation(wb: workbench.Workbench, job: str, prompt: str, lora_id: int) -> None:
+    with wb.db.write() as con:
+        con.execute(
+            "INSERT INTO jobs (id, backend, params, state) VALUES (?, 'a1111', ?, 'succeeded')",
+            [job, json.dumps({"request": {"prompt": prompt}})],
+        )
+        con.execute(
+            "INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', ?, 0.7)", [lora_id, job]
+        )
+
+
+def test_usage_is_a_bounded_prior_that_never_outranks_relevance(wb: workbench.Workbench) -> None:
+    query = "a watercolor lighthouse at dusk"
+    street = _id(wb, 900005)  # cyberpunk streets: nothing to do with the query
+    before = wb.recommend.for_prompt(query, k=30).set_index("id")
+    for n in range(25):  # used again and again with exactly this prompt, never rated
+        _generation(wb, f"j{n}", f"{query} <lora:cyberstreet:0.8>", street)
+    after = wb.recommend.for_prompt(query, k=30).set_index("id")
+    w = wb.recommend.weights
+    rel = after["score"] - after["score_popularity"] - after["score_usage"] - after["score_feedback"]
+    # usage + feedback are at most (usage + feedback_up) x the LoRA's own relevance
+    assert after.loc[street, "score_usage"] + after.loc[street, "score_feedback"] <= (
+        (w.usage + w.feedback_up) * max(rel[street], 0) + 1e-6
+    )
+    # every LoRA clearly more relevant still ranks above it
+    bound = (1 + w.usage + w.feedback_up) * max(rel[street], 0) + 1.5 * w.popularity
+    order = list(after.index)
+    assert all(order.index(i) < order.index(street) for i in after.index[rel > bound])
+    assert after.index[0] == before.index[0]
+    reason = after.loc[street, "reason"]
+    assert "liked" not in reason and "used in 25 generations" in reason
+    assert "used in a generation for a similar prompt" in reason
+    # an unrelated prompt gets no implicit signal from those generations
+    other = wb.recommend.for_prompt("portrait of an old fisherman, oil painting", k=30).set_index("id")
+    if street in other.index:
+        assert other.loc[street, "score_feedback"] == 0
+        assert "similar prompt" not in other.loc[street, "reason"] and "liked" not in other.loc[street, "reason"]
+
+
+def test_every_result_has_a_formula_and_a_file_is_shown_once(wb: workbench.Workbench) -> None:
+    ink = _id(wb, 900001)
+    sha = "ab" * 32
+    with wb.db.write() as con:  # two catalog entries claiming the same file (a copy, or a file + its Civitai entry)
+        con.execute("UPDATE loras SET sha256_claimed = ? WHERE civitai_model_id IN (900001, 900002)", [sha])
+    df = wb.recommend.for_prompt("ink wash painting, sumi-e mountains", k=10)
+    assert (df["sha256"] == sha).sum() == 1
+    assert ink in set(df["id"]) or _id(wb, 900002) in set(df["id"])
+    row = df.iloc[0]
+    parts = row["score_popularity"] + row["score_usage"] + row["score_feedback"]
+    assert row["why"].startswith(f"{row['score']:.2f} = relevance {row['score'] - parts:.2f}")
+    assert "semantic" in row["why"] and "feedback" in row["why"]
+
+
+def test_trigger_search_tolerates_typos(wb: workbench.Workbench) -> None:
+    df = wb.recommend.by_trigger("wcflowrs", k=3)
+    assert int(df.iloc[0]["civitai_model_id"]) == 900006
+    assert "spelled alike: wcflowers (for 'wcflowrs')" in df.iloc[0]["reason"]
+    import_items(wb.db, [_item(900088, "Watercolor Dreams", ["wtrcolor style"], ["style"], "washes")])
+    df = wb.recommend.by_trigger("wtrclr", k=3)  # the newcomer's typo from issue 12
+    assert int(df.iloc[0]["civitai_model_id"]) == 900088
+    # an exact trigger is not diluted by look-alikes
+    assert int(wb.recommend.by_trigger("neoncity", k=1).iloc[0]["civitai_model_id"]) == 900004
+
+
+def test_prompts_embed_without_torch_and_runtimes_never_mix(wb: workbench.Workbench, tmp_path: Path) -> None:
+    from workbench.search import Embedder, Recommender, choose_runtime
+
+    wb.recommend.refresh()
+    code = (
+        "import sys, workbench\n"
+        "from workbench.search import embed_query\n"
+        "v = embed_query('a watercolor lighthouse at dusk')\n"
+        "assert abs(float(v @ v) - 1) < 1e-4, v\n"
+        f"wb = workbench.open({str(wb.home)!r})\n"
+        "df = wb.recommend.for_prompt('ink wash painting of mountains', k=3)\n"
+        "assert len(df) == 3 and (df['score_semantic'] != 0).any(), df\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    # the runtime is part of the vector key: a torch recommender does not see the static vectors
+    assert Embedder(runtime="static").name != Embedder(runtime="torch").name
+    assert choose_runtime(str(tmp_path), None, None) == "torch"  # a model the user names
+    assert choose_runtime(None, "cpu", None) == "torch"  # a device asked for explicitly
+    with pytest.raises(ValueError, match="unknown embedding runtime"):
+        Embedder(runtime="tensorrt")
+    torch_rec = Recommender(wb, runtime="torch", auto_embed=False, progress=False)
+    torch_rec.refresh()
+    assert len(torch_rec.index) == 0 and len(wb.recommend.index) == 30
+    assert not torch_rec.for_prompt("ink wash", k=3).empty  # lexical evidence still answers
+
+
+def test_big_backlog_embeds_in_background_and_answers_lexically(wb: workbench.Workbench) -> None:
+    from workbench.search import Recommender
+
+    with wb.db.write() as con:
+        con.execute("DELETE FROM embeddings")
+    shutil.rmtree(wb.home / "index")
+    rec = Recommender(wb, progress=False)
+    rec.weights.background_embed_above = 5  # 30 stale payloads: more than that
+    gate = threading.Event()
+    real = rec.embedder.encode
+
+    def slow_encode(texts, **kw):  # hold the background embedding until the first answer is checked
+        gate.wait(30)
+        return real(texts, **kw)
+
+    rec.embedder.encode = slow_encode  # type: ignore[method-assign]
+    df = rec.by_trigger("neoncity", k=3)
+    assert rec.embedding and df.attrs["embedding"]["total"] == 30
+    assert int(df.iloc[0]["civitai_model_id"]) == 900004  # lexical evidence answers meanwhile
+    assert (df["score_semantic"] == 0).all()
+    gate.set()
+    rec._background.join(60)  # type: ignore[union-attr]
+    assert not rec.embedding and rec.embedding_progress is None and rec.embedding_error is None
+    df = rec.for_prompt("ink wash painting of mountains", k=3)
+    assert "embedding" not in df.attrs and (df["score_semantic"] != 0).any() and len(rec.index) == 30

@@ -316,6 +316,19 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+_EMBEDDERS: dict[tuple[str, str | None], Embedder] = {}
+
+
+def embed_query(text: str, model: str | os.PathLike[str] | None = None, runtime: str | None = None) -> np.ndarray:
+    """One unit vector for a prompt, as `Recommender` embeds queries; with the default model on a CPU
+    this never imports torch (dashboard visitor kernels use it)."""
+    key = (str(model) if model is not None else DEFAULT_MODEL, runtime)
+    embedder = _EMBEDDERS.get(key)
+    if embedder is None:
+        embedder = _EMBEDDERS[key] = Embedder(model, runtime=runtime)
+    return embedder.encode([text], max_seq_length=QUERY_MAX_SEQ_LENGTH)[0]
+
+
 # -- catalog ----------------------------------------------------------------------------------
 #: What `payload` reads, straight from the catalog (lora_view plus training tags of the file).
 PAYLOAD_SQL = """

@@ -99,7 +99,7 @@ ORDER BY v.id
 
 _FINGERPRINT_SQL = """
 SELECT count(*), coalesce(bit_xor(hash(v.id, v.name, v.file_name, v.trigger_words, v.tags, v.base_model,
-                                        v.description, l.training_tags, l.stats, l.metadata)), 0)
+                                        v.description, v.sha256, v.missing, l.training_tags, l.stats, l.metadata)), 0)
 FROM lora_view v JOIN loras l ON l.id = v.id
 """
 
