@@ -631,18 +631,18 @@ class Recommender:
         if len(order) == 0:
             return self._empty()
         chosen = [int(i) for i in ids[order]]
-        rows = self.wb.catalog.query(ids=chosen, limit=len(chosen))
-        rows = rows.set_index("id").reindex([i for i in chosen if i in set(rows["id"])]).reset_index()
-        at = [int(order[chosen.index(int(i))]) for i in rows["id"]]
-        rows["score"] = total[at].astype(float)
-        for name, values in parts.items():
-            rows[name] = values[at].astype(float)
-        rows["reason"] = [self._reason(explain(int(cand[j])), fb, j, float(usage[j])) for j in at]
-        rows["why"] = [
+        rows = self.wb.catalog.query(ids=chosen, limit=len(chosen))  # cut from the catalog's snapshot
+        rank = {i: r for r, i in enumerate(chosen)}
+        rows = rows.take(np.argsort([rank[int(i)] for i in rows["id"]], kind="stable")).reset_index(drop=True)
+        at = order[[rank[int(i)] for i in rows["id"]]]
+        scores = {"score": total[at].astype(float), **{name: values[at].astype(float) for name, values in parts.items()}}
+        scores["reason"] = [self._reason(explain(int(cand[j])), fb, int(j), float(usage[j])) for j in at]
+        scores["why"] = [
             f"{total[j]:.2f} = relevance {relevance[j]:.2f} ({formula}) + popularity "
             f"{popularity[j]:.2f} + usage {usage[j]:.2f} + feedback {feedback[j]:+.2f}"
             for j in at
         ]
+        rows = pd.concat([rows, pd.DataFrame(scores)], axis=1)  # one concat, not a column insert per score
         if self.embedding:
             done, todo = self.embedding_progress or (0, 0)
             rows.attrs["embedding"] = {"done": done, "total": todo}
