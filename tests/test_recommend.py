@@ -323,6 +323,13 @@ def test_panel_cards_feedback_stack_and_escaping(wb: workbench.Workbench) -> Non
     first = panel.run().iloc[0].to_dict()
     panel.add_to_stack(first)
     assert added and added[0]["id"] == int(first["id"]) and "<lora:" in panel.stack_text.value
+    assert "Added" in panel.status.value and "1 LoRA" in panel.status.value  # the click visibly did something
+    card = panel.cards.children[0]
+    add_button = card.children[2].children[1]
+    add_button.click()  # the card's own button: marked as in the stack
+    assert add_button.disabled and add_button.description == "in stack"
+    assert "<details><summary>why</summary>" in card.children[0].value and "relevance" in card.children[0].value
+    assert panel.k.description == "results" and panel.k.style.description_width == "initial"
     panel.show_similar(int(first["id"]))
     assert len(panel.cards.children) == len(panel.results) > 0
 
