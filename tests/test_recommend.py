@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -452,3 +453,22 @@ def test_big_backlog_embeds_in_background_and_answers_lexically(wb: workbench.Wo
     assert not rec.embedding and rec.embedding_progress is None and rec.embedding_error is None
     df = rec.for_prompt("ink wash painting of mountains", k=3)
     assert "embedding" not in df.attrs and (df["score_semantic"] != 0).any() and len(rec.index) == 30
+
+
+def test_recommend_notebook_on_an_empty_home_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebooks = REPO / "notebooks"
+    notebook = nbformat.read(notebooks / "recommend.ipynb", as_version=4)
+    assert all(c.outputs == [] for c in notebook.cells if c.cell_type == "code")
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    client = NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(notebooks)}}
+    )
+    with pytest.raises(CellExecutionError) as failed:
+        client.execute()
+    message = str(failed.value)
+    assert "holds no LoRAs yet" in message and "make demo" in message and "IndexError" not in message
