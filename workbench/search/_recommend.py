@@ -319,7 +319,10 @@ class Recommender:
     def embed(self, progress: bool = True) -> int:
         """Embed every new or changed LoRA now (otherwise done on first use); returns how many."""
         with self._lock:
+            with self.db.read() as con:
+                fingerprint = tuple(con.execute(_FINGERPRINT_SQL).fetchone())
             self._load_docs()
+            self._fingerprint = fingerprint  # type: ignore[assignment]  # refresh() below must not load them again
             n = emb.embed_catalog(self.db, self.embedder, progress=progress, payloads=self._payloads)
             self._stamp = None
             self.refresh()
@@ -635,7 +638,10 @@ class Recommender:
         rank = {i: r for r, i in enumerate(chosen)}
         rows = rows.take(np.argsort([rank[int(i)] for i in rows["id"]], kind="stable")).reset_index(drop=True)
         at = order[[rank[int(i)] for i in rows["id"]]]
-        scores = {"score": total[at].astype(float), **{name: values[at].astype(float) for name, values in parts.items()}}
+        scores = {
+            "score": total[at].astype(float),
+            **{name: values[at].astype(float) for name, values in parts.items()},
+        }
         scores["reason"] = [self._reason(explain(int(cand[j])), fb, int(j), float(usage[j])) for j in at]
         scores["why"] = [
             f"{total[j]:.2f} = relevance {relevance[j]:.2f} ({formula}) + popularity "
