@@ -111,13 +111,13 @@ def _training_tags(value: Any, top: int = 8) -> list[str]:
     return [t.strip() for t, _ in pairs[:top] if t.strip()]
 
 
-def payload(row: Mapping[str, Any]) -> str:
+def payload(row: Mapping[str, Any], description_text: str | None = None) -> str:
     """The text embedded for one LoRA.
 
     Order matters because the model truncates at `MAX_SEQ_LENGTH` tokens: name and file
     name first (people name LoRAs after what they do), then trigger words and tags (the
     vocabulary prompts are written in), the most frequent training tags, the base model,
-    and finally the start of the description without HTML.
+    and finally the start of the description without HTML (`description_text`: already stripped).
     """
     name = _text(row.get("name"))
     parts = [name]
@@ -136,7 +136,8 @@ def payload(row: Mapping[str, Any]) -> str:
     base = _text(row.get("base_model"))
     if base:
         parts.append(f"Base model: {base}")
-    description = strip_html(row.get("description"))[:DESCRIPTION_CHARS]
+    plain = strip_html(row.get("description")) if description_text is None else description_text
+    description = plain[:DESCRIPTION_CHARS]
     if description:
         parts.append(description)
     return ". ".join(p for p in parts if p)

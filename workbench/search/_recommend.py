@@ -187,8 +187,9 @@ class Recommender:
         self._docs = frame
         self._ids = frame["id"].to_numpy(dtype=np.int64)
         self._pos = {int(i): p for p, i in enumerate(self._ids)}
+        plain = [emb.strip_html(d) for d in frame["description"]]  # once: HTML parsing is the slow part
         docs = []
-        for r in frame.itertuples(index=False):
+        for r, description in zip(frame.itertuples(index=False), plain):
             files = [r.file_name] if isinstance(r.file_name, str) and r.file_name else []
             for f in r.civitai_files if isinstance(r.civitai_files, (list, np.ndarray)) else []:
                 if f and f not in files:
@@ -199,7 +200,7 @@ class Recommender:
                     file_names=files,
                     trigger_words=list(r.trigger_words) if r.trigger_words is not None else [],
                     tags=list(r.tags) if r.tags is not None else [],
-                    description=emb.strip_html(r.description),
+                    description=description,
                 )
             )
         self._lexdocs = docs
@@ -212,11 +213,10 @@ class Recommender:
         downloads = frame["downloads"].fillna(0).to_numpy(dtype=np.float64)
         self._prior = np.clip(np.log1p(downloads) / math.log1p(1e6), 0, 1.5).astype(np.float32)
         self._family = [_family(b) for b in frame["base_model"]]
+        columns = ["id", "name", "file_name", "trigger_words", "tags", "base_model", "training_tags"]
         self._payloads = {
-            int(r["id"]): emb.payload(r)
-            for r in frame[
-                ["id", "name", "file_name", "trigger_words", "tags", "base_model", "description", "training_tags"]
-            ].to_dict("records")
+            int(r["id"]): emb.payload(r, description_text=text)
+            for r, text in zip(frame[columns].to_dict("records"), plain)
         }
 
     def _sync_vectors(self) -> None:
