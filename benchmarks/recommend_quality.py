@@ -11,7 +11,7 @@
 Prints hit@1, hit@10 and MRR@10 for both and the ratio (target: hit@10 >= 2.5x baseline).
 Only the dev split is used (weights were tuned on it; there is no other split here).
 
-    python benchmarks/recommend_quality.py [--limit N] [--home DIR] [--threads 2]
+    python benchmarks/recommend_quality.py [--limit N] [--home DIR] [--threads 2] [--runtime auto|static|torch]
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def _score(ranked: list[list[set]], truth_ids: list[int], truth_stems: list[str]
     return {"hit@1": h1 / n, "hit@10": h10 / n, "mrr@10": mrr / n}
 
 
-def _baseline(items: list[dict], queries: np.ndarray, threads: int, cache_dir: Path) -> tuple[list, float]:
-    """Plain MiniLM over name. triggers. tags. description (HTML as is) with a flat IP index."""
+def _baseline(items: list[dict], queries: list[str], threads: int, cache_dir: Path) -> tuple[list, float]:
+    """Plain MiniLM under torch (model defaults) over name. triggers. tags. description (HTML as is), queries
+    embedded by the same model, with a flat IP index."""
     import faiss
     import torch
     from sentence_transformers import SentenceTransformer
@@ -67,22 +68,27 @@ def _baseline(items: list[dict], queries: np.ndarray, threads: int, cache_dir: P
         texts.append(
             f"{it['name']}. {', '.join(words)}. {', '.join(it.get('tags') or [])}. {it.get('description') or ''}"
         )
-    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    cache = cache_dir / f"baseline-items-{key}.npy"
-    t = time.perf_counter()
-    if cache.exists():
-        vectors = np.load(cache)
-    else:
-        model = SentenceTransformer(str(default_model_path()), device="cpu")
-        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=True).astype(
-            np.float32
-        )
+    model = None
+
+    def cached(kind: str, strings: list[str]) -> np.ndarray:
+        nonlocal model
+        key = hashlib.sha256("\n".join(strings).encode()).hexdigest()[:16]
+        cache = cache_dir / f"baseline-{kind}-{key}.npy"
+        if cache.exists():
+            return np.load(cache)
+        model = model or SentenceTransformer(str(default_model_path()), device="cpu")
+        vectors = model.encode(strings, batch_size=64, normalize_embeddings=True, show_progress_bar=True)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        np.save(cache, vectors)
+        np.save(cache, vectors.astype(np.float32))
+        return vectors.astype(np.float32)
+
+    t = time.perf_counter()
+    vectors = cached("items", texts)
     seconds = time.perf_counter() - t
+    qvecs = cached("queries", queries)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    _, top = index.search(queries, 10)
+    _, top = index.search(qvecs, 10)
     meta = [
         (it["id"], {_stem(f.get("name")) for v in it.get("modelVersions") or [] for f in v.get("files") or []})
         for it in items
@@ -101,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         help="where baseline vectors are cached between runs (never committed)",
     )
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--runtime", choices=["auto", "static", "torch"], default="auto", help="embedding runtime")
     args = ap.parse_args(argv)
 
-    import torch
+    os.environ["WORKBENCH_EMBED_RUNTIME"] = args.runtime
+    if args.runtime == "torch":
+        import torch
 
-    torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
     import workbench
     from workbench.catalog import read_items
     from workbench.search import strip_lora_tags
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     embedded = rec.embed(progress=True)
     embed_s = time.perf_counter() - t
     print(
-        f"catalog: {wb.catalog.count()} LoRAs (import {import_s:.1f} s); embedded {embedded} payloads in {embed_s:.1f} s"
+        f"catalog: {wb.catalog.count()} LoRAs (import {import_s:.1f} s); embedded {embedded} payloads in {embed_s:.1f} s "
+        f"with {rec.embedder.name} ({rec.embedder.runtime} runtime)"
         + ("" if embedded else " (vectors already in this home)")
     )
 
@@ -168,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'workbench for_prompt':<28}{ours_m['hit@1']:>8.3f}{ours_m['hit@10']:>8.3f}{ours_m['mrr@10']:>8.3f}",
     ]
     if not args.no_baseline:
-        qvecs = np.stack([rec._qcache[q] for q in queries]).astype(np.float32)
-        base, base_s = _baseline(items, qvecs, args.threads, Path(args.cache_dir))
+        base, base_s = _baseline(items, queries, args.threads, Path(args.cache_dir))
         base_m = _score(base, truth_ids, truth_stems)
         lines.append(
             f"{'baseline MiniLM flat IP':<28}{base_m['hit@1']:>8.3f}{base_m['hit@10']:>8.3f}{base_m['mrr@10']:>8.3f}"

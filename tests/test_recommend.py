@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -204,11 +206,16 @@ def test_like_lifts_the_liked_lora_and_its_neighbours(wb: workbench.Workbench) -
     wb.recommend.feedback(query, ink, +1)
     after = wb.recommend.for_prompt(query, k=30).set_index("id")
     assert after.loc[ink, "score"] > before.loc[ink, "score"]
-    assert list(after.index).index(ink) < list(before.index).index(ink)
+    assert list(after.index).index(ink) <= list(before.index).index(ink)
+    # bounded: a like scales the LoRA's own relevance by at most 1 + feedback_up
+    relevance = before.loc[ink, "score"] - before.loc[ink, "score_popularity"] - before.loc[ink, "score_usage"]
+    assert after.loc[ink, "score_feedback"] <= wb.recommend.weights.feedback_up * relevance + 1e-6
     # the liked LoRA's neighbour (another ink style) rises too, without being rated itself
     assert after.loc[sumie, "score_feedback"] > 0
     assert list(after.index).index(sumie) < list(before.index).index(sumie)
-    assert "liked" in after.loc[ink, "reason"]
+    assert "you liked it for this query" in after.loc[ink, "reason"]
+    assert "close to a LoRA you liked" in after.loc[sumie, "reason"]
+    assert "liked it" not in after.loc[sumie, "reason"]
 
 
 def test_similar_feedback_and_implicit_usage(wb: workbench.Workbench) -> None:
@@ -317,5 +324,151 @@ def test_panel_cards_feedback_stack_and_escaping(wb: workbench.Workbench) -> Non
     first = panel.run().iloc[0].to_dict()
     panel.add_to_stack(first)
     assert added and added[0]["id"] == int(first["id"]) and "<lora:" in panel.stack_text.value
+    assert "Added" in panel.status.value and "1 LoRA" in panel.status.value  # the click visibly did something
+    card = panel.cards.children[0]
+    add_button = card.children[2].children[1]
+    add_button.click()  # the card's own button: marked as in the stack
+    assert add_button.disabled and add_button.description == "in stack"
+    assert "<details><summary>why</summary>" in card.children[0].value and "relevance" in card.children[0].value
+    assert panel.k.description == "results" and panel.k.style.description_width == "initial"
     panel.show_similar(int(first["id"]))
     assert len(panel.cards.children) == len(panel.results) > 0
+
+
+def _generation(wb: workbench.Workbench, job: str, prompt: str, lora_id: int) -> None:
+    with wb.db.write() as con:
+        con.execute(
+            "INSERT INTO jobs (id, backend, params, state) VALUES (?, 'a1111', ?, 'succeeded')",
+            [job, json.dumps({"request": {"prompt": prompt}})],
+        )
+        con.execute(
+            "INSERT INTO usage_events (lora_id, kind, job_id, weight) VALUES (?, 'generate', ?, 0.7)", [lora_id, job]
+        )
+
+
+def test_usage_is_a_bounded_prior_that_never_outranks_relevance(wb: workbench.Workbench) -> None:
+    query = "a watercolor lighthouse at dusk"
+    street = _id(wb, 900005)  # cyberpunk streets: nothing to do with the query
+    before = wb.recommend.for_prompt(query, k=30).set_index("id")
+    for n in range(25):  # used again and again with exactly this prompt, never rated
+        _generation(wb, f"j{n}", f"{query} <lora:cyberstreet:0.8>", street)
+    after = wb.recommend.for_prompt(query, k=30).set_index("id")
+    w = wb.recommend.weights
+    rel = after["score"] - after["score_popularity"] - after["score_usage"] - after["score_feedback"]
+    # usage + feedback are at most (usage + feedback_up) x the LoRA's own relevance
+    assert after.loc[street, "score_usage"] + after.loc[street, "score_feedback"] <= (
+        (w.usage + w.feedback_up) * max(rel[street], 0) + 1e-6
+    )
+    # every LoRA clearly more relevant still ranks above it
+    bound = (1 + w.usage + w.feedback_up) * max(rel[street], 0) + 1.5 * w.popularity
+    order = list(after.index)
+    assert all(order.index(i) < order.index(street) for i in after.index[rel > bound])
+    assert after.index[0] == before.index[0]
+    reason = after.loc[street, "reason"]
+    assert "liked" not in reason and "used in 25 generations" in reason
+    assert "used in a generation for a similar prompt" in reason
+    # an unrelated prompt gets no implicit signal from those generations
+    other = wb.recommend.for_prompt("portrait of an old fisherman, oil painting", k=30).set_index("id")
+    if street in other.index:
+        assert other.loc[street, "score_feedback"] == 0
+        assert "similar prompt" not in other.loc[street, "reason"] and "liked" not in other.loc[street, "reason"]
+
+
+def test_every_result_has_a_formula_and_a_file_is_shown_once(wb: workbench.Workbench) -> None:
+    ink = _id(wb, 900001)
+    sha = "ab" * 32
+    with wb.db.write() as con:  # two catalog entries claiming the same file (a copy, or a file + its Civitai entry)
+        con.execute("UPDATE loras SET sha256_claimed = ? WHERE civitai_model_id IN (900001, 900002)", [sha])
+    df = wb.recommend.for_prompt("ink wash painting, sumi-e mountains", k=10)
+    assert (df["sha256"] == sha).sum() == 1
+    assert ink in set(df["id"]) or _id(wb, 900002) in set(df["id"])
+    row = df.iloc[0]
+    parts = row["score_popularity"] + row["score_usage"] + row["score_feedback"]
+    assert row["why"].startswith(f"{row['score']:.2f} = relevance {row['score'] - parts:.2f}")
+    assert "semantic" in row["why"] and "feedback" in row["why"]
+
+
+def test_trigger_search_tolerates_typos(wb: workbench.Workbench) -> None:
+    df = wb.recommend.by_trigger("wcflowrs", k=3)
+    assert int(df.iloc[0]["civitai_model_id"]) == 900006
+    assert "spelled alike: wcflowers (for 'wcflowrs')" in df.iloc[0]["reason"]
+    import_items(wb.db, [_item(900088, "Watercolor Dreams", ["wtrcolor style"], ["style"], "washes")])
+    df = wb.recommend.by_trigger("wtrclr", k=3)  # the newcomer's typo from issue 12
+    assert int(df.iloc[0]["civitai_model_id"]) == 900088
+    # an exact trigger is not diluted by look-alikes
+    assert int(wb.recommend.by_trigger("neoncity", k=1).iloc[0]["civitai_model_id"]) == 900004
+
+
+def test_prompts_embed_without_torch_and_runtimes_never_mix(wb: workbench.Workbench, tmp_path: Path) -> None:
+    from workbench.search import Embedder, Recommender, choose_runtime
+
+    wb.recommend.refresh()
+    code = (
+        "import sys, workbench\n"
+        "from workbench.search import embed_query\n"
+        "v = embed_query('a watercolor lighthouse at dusk')\n"
+        "assert abs(float(v @ v) - 1) < 1e-4, v\n"
+        f"wb = workbench.open({str(wb.home)!r})\n"
+        "df = wb.recommend.for_prompt('ink wash painting of mountains', k=3)\n"
+        "assert len(df) == 3 and (df['score_semantic'] != 0).any(), df\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    # the runtime is part of the vector key: a torch recommender does not see the static vectors
+    assert Embedder(runtime="static").name != Embedder(runtime="torch").name
+    assert choose_runtime(str(tmp_path), None, None) == "torch"  # a model the user names
+    assert choose_runtime(None, "cpu", None) == "torch"  # a device asked for explicitly
+    with pytest.raises(ValueError, match="unknown embedding runtime"):
+        Embedder(runtime="tensorrt")
+    torch_rec = Recommender(wb, runtime="torch", auto_embed=False, progress=False)
+    torch_rec.refresh()
+    assert len(torch_rec.index) == 0 and len(wb.recommend.index) == 30
+    assert not torch_rec.for_prompt("ink wash", k=3).empty  # lexical evidence still answers
+
+
+def test_big_backlog_embeds_in_background_and_answers_lexically(wb: workbench.Workbench) -> None:
+    from workbench.search import Recommender
+
+    with wb.db.write() as con:
+        con.execute("DELETE FROM embeddings")
+    shutil.rmtree(wb.home / "index")
+    rec = Recommender(wb, progress=False)
+    rec.weights.background_embed_above = 5  # 30 stale payloads: more than that
+    gate = threading.Event()
+    real = rec.embedder.encode
+
+    def slow_encode(texts, **kw):  # hold the background embedding until the first answer is checked
+        gate.wait(30)
+        return real(texts, **kw)
+
+    rec.embedder.encode = slow_encode  # type: ignore[method-assign]
+    df = rec.by_trigger("neoncity", k=3)
+    assert rec.embedding and df.attrs["embedding"]["total"] == 30
+    assert int(df.iloc[0]["civitai_model_id"]) == 900004  # lexical evidence answers meanwhile
+    assert (df["score_semantic"] == 0).all()
+    gate.set()
+    rec._background.join(60)  # type: ignore[union-attr]
+    assert not rec.embedding and rec.embedding_progress is None and rec.embedding_error is None
+    df = rec.for_prompt("ink wash painting of mountains", k=3)
+    assert "embedding" not in df.attrs and (df["score_semantic"] != 0).any() and len(rec.index) == 30
+
+
+def test_recommend_notebook_on_an_empty_home_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebooks = REPO / "notebooks"
+    notebook = nbformat.read(notebooks / "recommend.ipynb", as_version=4)
+    assert all(c.outputs == [] for c in notebook.cells if c.cell_type == "code")
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    client = NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(notebooks)}}
+    )
+    with pytest.raises(CellExecutionError) as failed:
+        client.execute()
+    message = str(failed.value)
+    assert "holds no LoRAs yet" in message and "make demo" in message and "IndexError" not in message

@@ -111,13 +111,13 @@ def _training_tags(value: Any, top: int = 8) -> list[str]:
     return [t.strip() for t, _ in pairs[:top] if t.strip()]
 
 
-def payload(row: Mapping[str, Any]) -> str:
+def payload(row: Mapping[str, Any], description_text: str | None = None) -> str:
     """The text embedded for one LoRA.
 
     Order matters because the model truncates at `MAX_SEQ_LENGTH` tokens: name and file
     name first (people name LoRAs after what they do), then trigger words and tags (the
     vocabulary prompts are written in), the most frequent training tags, the base model,
-    and finally the start of the description without HTML.
+    and finally the start of the description without HTML (`description_text`: already stripped).
     """
     name = _text(row.get("name"))
     parts = [name]
@@ -136,7 +136,8 @@ def payload(row: Mapping[str, Any]) -> str:
     base = _text(row.get("base_model"))
     if base:
         parts.append(f"Base model: {base}")
-    description = strip_html(row.get("description"))[:DESCRIPTION_CHARS]
+    plain = strip_html(row.get("description")) if description_text is None else description_text
+    description = plain[:DESCRIPTION_CHARS]
     if description:
         parts.append(description)
     return ". ".join(p for p in parts if p)
@@ -177,6 +178,38 @@ def resolve_model(model: str | os.PathLike[str] | None) -> tuple[str, str]:
 _MODELS: dict[tuple[str, str | None], Any] = {}
 _MODELS_LOCK = threading.Lock()
 _ENCODE_LOCKS: dict[int, threading.Lock] = {}
+_STATIC: dict[str, Any] = {}
+
+RUNTIMES = ("static", "torch")
+
+
+def cuda_present() -> bool:
+    """An NVIDIA driver and a CUDA build of torch are installed (checked without importing torch)."""
+    if not (Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()):
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return False
+    try:
+        version = (Path(spec.origin).parent / "version.py").read_text()
+    except OSError:
+        return False
+    return re.search(r"^cuda\s*(?::\s*\S+)?\s*=\s*['\"]\d", version, re.MULTILINE) is not None
+
+
+def choose_runtime(model: str | os.PathLike[str] | None, device: str | None, runtime: str | None) -> str:
+    """ "static" (distilled token table: fast on a CPU, no torch) for the shipped model on a CPU;
+    "torch" on a CUDA machine, for a device named explicitly, and for any model a user names.
+    ``runtime`` or the environment variable ``WORKBENCH_EMBED_RUNTIME`` overrides the choice."""
+    chosen = runtime or os.environ.get("WORKBENCH_EMBED_RUNTIME") or "auto"
+    if chosen not in (*RUNTIMES, "auto"):
+        raise ValueError(f"unknown embedding runtime {chosen!r}: use one of {', '.join(RUNTIMES)} or 'auto'")
+    if chosen != "auto":
+        return chosen
+    default = model is None or str(model) == DEFAULT_MODEL
+    if not default or device is not None:
+        return "torch"
+    return "torch" if cuda_present() else "static"
 
 
 def _load_model(source: str, device: str | None, threads: int | None) -> Any:
@@ -197,8 +230,25 @@ def _load_model(source: str, device: str | None, threads: int | None) -> Any:
         return model
 
 
+def _load_static(source: str) -> Any:
+    """The distilled static model of `source`, once per process (distilled on first use ever, then cached)."""
+    from workbench.search._static_model import StaticModel
+
+    with _MODELS_LOCK:
+        model = _STATIC.get(source)
+        if model is None:
+            model = _STATIC[source] = StaticModel(source)
+        return model
+
+
 class Embedder:
-    """A sentence-transformers model, loaded on first use (that is when torch gets imported)."""
+    """Turns texts into unit vectors with one model and one runtime (see `choose_runtime`).
+
+    `name` is the key stored with every vector: it names the model and, for the static
+    runtime, the distillation recipe, so vectors of different runtimes never share an index.
+    The torch runtime loads sentence-transformers on first use (that is when torch gets
+    imported); the static runtime never imports torch once its table is cached.
+    """
 
     def __init__(
         self,
@@ -206,8 +256,16 @@ class Embedder:
         device: str | None = None,
         max_seq_length: int = MAX_SEQ_LENGTH,
         threads: int | None = None,
+        runtime: str | None = None,
     ) -> None:
-        self.name, self._source = resolve_model(model)
+        base_name, self._source = resolve_model(model)
+        self.runtime = choose_runtime(model, device, runtime)
+        if self.runtime == "static":
+            from workbench.search._static_model import DISTILL_VERSION
+
+            self.name = f"{base_name}@static-{DISTILL_VERSION}"
+        else:
+            self.name = base_name
         self._device = device
         self._max_seq_length = max_seq_length
         self._threads = threads
@@ -216,25 +274,32 @@ class Embedder:
 
     @property
     def model(self) -> Any:
-        """The loaded SentenceTransformer (GPU when there is one, unless a device was given)."""
+        """The loaded model: a SentenceTransformer (torch runtime) or a `StaticModel`."""
         with self._lock:
             if self._model is None:
-                self._model = _load_model(self._source, self._device, self._threads)
+                if self.runtime == "static":
+                    self._model = _load_static(self._source)
+                else:
+                    self._model = _load_model(self._source, self._device, self._threads)
             return self._model
 
     @property
     def dim(self) -> int:
         m = self.model
+        if self.runtime == "static":
+            return int(m.dim)
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
 
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = False, max_seq_length: int | None = None
     ) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text (truncated at `max_seq_length` tokens)."""
+        """Unit-length float32 vectors, one row per text (torch: truncated at `max_seq_length` tokens)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self.model
+        if self.runtime == "static":
+            return np.ascontiguousarray(model.encode(list(texts)), dtype=np.float32)
         limit = max_seq_length or self._max_seq_length
         with _ENCODE_LOCKS.setdefault(id(model), threading.Lock()):  # shared model: set length + encode as one step
             saved = model.max_seq_length
@@ -250,6 +315,19 @@ class Embedder:
             finally:
                 model.max_seq_length = saved
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+_EMBEDDERS: dict[tuple[str, str | None], Embedder] = {}
+
+
+def embed_query(text: str, model: str | os.PathLike[str] | None = None, runtime: str | None = None) -> np.ndarray:
+    """One unit vector for a prompt, as `Recommender` embeds queries; with the default model on a CPU
+    this never imports torch (dashboard visitor kernels use it)."""
+    key = (str(model) if model is not None else DEFAULT_MODEL, runtime)
+    embedder = _EMBEDDERS.get(key)
+    if embedder is None:
+        embedder = _EMBEDDERS[key] = Embedder(model, runtime=runtime)
+    return embedder.encode([text], max_seq_length=QUERY_MAX_SEQ_LENGTH)[0]
 
 
 # -- catalog ----------------------------------------------------------------------------------
@@ -295,6 +373,7 @@ def embed_catalog(
 
     Vectors are written in chunks of `write_every`, each one short transaction, so an
     interrupted run keeps what it finished and other processes are never locked out long.
+    `on_progress(done, total)` is called after each chunk (the dashboard shows it).
     """
     payloads = catalog_payloads(db) if payloads is None else payloads
     stored = stored_hashes(db, embedder.name)
@@ -316,7 +395,7 @@ def embed_catalog(
             _write_vectors(db, embedder.name, ids, [payload_hash(t) for t in texts], vectors)
             bar.update(len(ids))
             if on_progress is not None:
-                on_progress(start + len(ids), len(todo))
+                on_progress(min(start + write_every, len(todo)), len(todo))
     finally:
         bar.close()
     return len(todo)

@@ -216,6 +216,41 @@ class LexicalIndex:
                 idf = math.log(1 + (n - token_df[t] + 0.5) / (token_df[t] + 0.5))
                 rows.setdefault(t, {})[i] = idf * tf * (w.k1 + 1) / (tf + norm)
         self.tokens = _Postings(n, rows)
+        self._fuzzy_keys: list[str] | None = None
+        self._fuzzy_targets: list[list[int]] = []
+
+    def close_phrases(self, query: str, min_ratio: float = 70.0, limit: int = 20) -> tuple[np.ndarray, dict[str, str]]:
+        """Trigger phrases spelled like a part of `query` that matched no phrase exactly: "wtrclr" ~
+        "wtrcolor style" (through its word "wtrcolor"), rapidfuzz ratio >= `min_ratio`.  Returns
+        per-document scores (IDF x similarity²) and {phrase: the query part it resembles}."""
+        from rapidfuzz import fuzz, process
+
+        out = np.zeros(self.n_docs, dtype=np.float32)
+        found: dict[str, str] = {}
+        if self._fuzzy_keys is None:
+            targets: dict[str, list[int]] = {}
+            for phrase, i in self.phrases.vocab.items():
+                targets.setdefault(phrase, []).append(i)
+                if " " in phrase:
+                    for word in phrase.split():
+                        if len(word) >= 4 and word not in STOPWORDS:
+                            targets.setdefault(word, []).append(i)
+            self._fuzzy_keys = list(targets)
+            self._fuzzy_targets = list(targets.values())
+        phrase_of = list(self.phrases.vocab)
+        for chunk in _PHRASE_SPLIT.split(query or ""):
+            wanted = normalize_phrase(chunk)
+            if len(wanted) < 3 or wanted in self.phrases.vocab:
+                continue
+            for _key, ratio, k in process.extract(
+                wanted, self._fuzzy_keys, scorer=fuzz.ratio, score_cutoff=min_ratio, limit=limit
+            ):
+                for i in self._fuzzy_targets[k]:
+                    docs = self.phrases.doc[self.phrases.indptr[i] : self.phrases.indptr[i + 1]]
+                    weights = self.phrases.weight[self.phrases.indptr[i] : self.phrases.indptr[i + 1]]
+                    np.maximum.at(out, docs, weights * np.float32((ratio / 100.0) ** 2))
+                    found.setdefault(phrase_of[i], chunk.strip())
+        return out, found
 
     def match(self, query: str) -> LexicalMatch:
         """Score ``query`` (a prompt or trigger text) against every document."""

@@ -8,9 +8,17 @@ why a LoRA came up:
 * ``score_lexical``: BM25F over name, file name, trigger words, tags, description.
 * ``score_semantic``: cosine between sentence embeddings of the query and the LoRA's payload
   (FAISS index, `workbench.search._vector_index`).
-* ``score_popularity``: Civitai downloads and local use, a weak prior that breaks ties.
+* ``score_popularity``: Civitai downloads, a weak prior that breaks ties.
+* ``score_usage``: local use, a bounded prior: at most `RankWeights.usage` x the LoRA's own
+  relevance, so a LoRA nobody's query is about is never lifted by having been used.
 * ``score_feedback``: thumbs up/down on the same or similar queries, and LoRAs used in
-  generations for similar prompts (implicit positives); a liked LoRA also lifts its neighbours.
+  generations for genuinely similar prompts (implicit positives); a liked LoRA also lifts its
+  neighbours.  Also proportional to relevance and bounded (tanh), so it reorders relevant
+  results and never drowns them.
+
+``score = relevance + popularity + usage + feedback`` with ``relevance = trigger + lexical +
+semantic`` (each times its weight); the ``why`` column spells the sum out, and every
+``reason`` names only evidence that contributed to the score.
 
 Opening a `Recommender` or calling `similar` on an embedded catalog never imports torch;
 only embedding a new prompt or payload does.
@@ -57,14 +65,22 @@ class RankWeights:
     lexical: float = 1.0
     semantic: float = 8.0
     popularity: float = 1.0
-    feedback: float = 6.0
+    # usage and feedback scale a LoRA's own relevance: liked -> up to x(1 + feedback_up),
+    # disliked -> down to x(1 - feedback_down), used often -> up to x(1 + usage).
+    usage: float = 0.1
+    feedback_up: float = 0.5
+    feedback_down: float = 0.9
     # feedback spreading: only queries at least this similar count; a liked LoRA lifts
     # neighbours by `neighbour_share` x their cosine to it.
     feedback_min_similarity: float = 0.55
+    implicit_min_similarity: float = 0.8  # generations count only for genuinely similar prompts
     neighbour_share: float = 0.5
     same_query_boost: float = 2.0  # feedback on the identical query counts double
     implicit_value: float = 0.5  # a generation that used a LoRA counts as half a thumbs-up
     candidates: int = 200
+    #: more stale payloads than this are embedded in a background thread; queries meanwhile
+    #: rank by lexical evidence (and the vectors already stored).
+    background_embed_above: int = 256
 
 
 def strip_lora_tags(prompt: str) -> str:
@@ -82,7 +98,7 @@ def _family(base_model: Any) -> str | None:
 
 _DOCS_SQL = """
 SELECT v.id, v.name, v.file_name, v.trigger_words, v.tags, v.base_model, v.description, v.missing,
-       v.usage_count, v.civitai_model_id, l.training_tags,
+       v.usage_count, v.civitai_model_id, v.sha256, l.training_tags,
        TRY_CAST(json_extract(l.stats, '$.downloadCount') AS DOUBLE) AS downloads,
        json_extract_string(l.metadata, '$.civitai.versions[*].files[*].name') AS civitai_files
 FROM lora_view v JOIN loras l ON l.id = v.id
@@ -91,17 +107,32 @@ ORDER BY v.id
 
 _FINGERPRINT_SQL = """
 SELECT count(*), coalesce(bit_xor(hash(v.id, v.name, v.file_name, v.trigger_words, v.tags, v.base_model,
-                                        v.description, l.training_tags, l.stats, l.metadata)), 0)
+                                        v.description, v.sha256, v.missing, l.training_tags, l.stats, l.metadata)), 0)
 FROM lora_view v JOIN loras l ON l.id = v.id
 """
 
 
-def _with_feedback(reason: str, feedback: float) -> str:
-    if feedback > 0.05:
-        return f"{reason}; liked (or used) for this or a similar query"
-    if feedback < -0.05:
-        return f"{reason}; disliked for this or a similar query"
-    return reason
+@dataclass
+class _Signal:
+    """One piece of feedback: explicit thumbs (`implicit` False) or a generation that used the LoRA."""
+
+    query: str
+    kind: str
+    lora_id: int
+    value: float
+    implicit: bool
+
+
+@dataclass
+class _FeedbackParts:
+    """Feedback per candidate, split by where it came from (so reasons name only what contributed)."""
+
+    signal: np.ndarray  # summed raw signal per candidate (before tanh)
+    liked_same: np.ndarray  # explicit +1 on this very query
+    liked_similar: np.ndarray  # explicit +1 on a similar query
+    disliked: np.ndarray  # explicit -1 on this or a similar query
+    used_similar: np.ndarray  # used in a generation for a genuinely similar prompt
+    neighbour: np.ndarray  # close to a LoRA liked for this or a similar query
 
 
 class Recommender:
@@ -113,6 +144,7 @@ class Recommender:
         model: str | None = None,
         *,
         device: str | None = None,
+        runtime: str | None = None,
         hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
         weights: RankWeights | None = None,
         auto_embed: bool = True,
@@ -121,7 +153,7 @@ class Recommender:
         self.wb = wb
         self.db = wb.catalog.db
         self.weights = weights or RankWeights()
-        self.embedder = emb.Embedder(model, device=device)
+        self.embedder = emb.Embedder(model, device=device, runtime=runtime)
         self.index = VectorIndex(Path(wb.home) / "index", self.embedder.name, hnsw_threshold=hnsw_threshold)
         self.auto_embed = auto_embed
         self.progress = progress
@@ -130,11 +162,17 @@ class Recommender:
         self._fingerprint: tuple[int, int] | None = None
         self._docs: pd.DataFrame | None = None
         self._pos: dict[int, int] = {}
+        self._ids = np.zeros(0, dtype=np.int64)
         self._lex: LexicalIndex | None = None
         self._prior = np.zeros(0, dtype=np.float32)
+        self._usage = np.zeros(0, dtype=np.float32)
         self._family: list[str | None] = []
-        self._feedback: list[tuple[str, str, int, float]] = []
+        self._feedback: list[_Signal] = []
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._background: threading.Thread | None = None
+        #: (embedded so far, to embed) while a background embedding runs, else None
+        self.embedding_progress: tuple[int, int] | None = None
+        self.embedding_error: str | None = None
 
     # -- keeping up with the catalog ------------------------------------------------------
     def refresh(self) -> None:
@@ -155,9 +193,11 @@ class Recommender:
     def _load_docs(self) -> None:
         frame = self.db.read_df(_DOCS_SQL)
         self._docs = frame
-        self._pos = {int(i): p for p, i in enumerate(frame["id"])}
+        self._ids = frame["id"].to_numpy(dtype=np.int64)
+        self._pos = {int(i): p for p, i in enumerate(self._ids)}
+        plain = [emb.strip_html(d) for d in frame["description"]]  # once: HTML parsing is the slow part
         docs = []
-        for r in frame.itertuples(index=False):
+        for r, description in zip(frame.itertuples(index=False), plain):
             files = [r.file_name] if isinstance(r.file_name, str) and r.file_name else []
             for f in r.civitai_files if isinstance(r.civitai_files, (list, np.ndarray)) else []:
                 if f and f not in files:
@@ -168,24 +208,28 @@ class Recommender:
                     file_names=files,
                     trigger_words=list(r.trigger_words) if r.trigger_words is not None else [],
                     tags=list(r.tags) if r.tags is not None else [],
-                    description=emb.strip_html(r.description),
+                    description=description,
                 )
             )
         self._lexdocs = docs
         self._lex = LexicalIndex(docs)
+        # per LoRA, what `similar` scores and explains (computed once, not per call)
+        self._tagsets = [frozenset(t.lower() for t in d.tags) for d in docs]
+        self._trigsets = [frozenset(trigger_phrases(d.trigger_words)) for d in docs]
+        self._missing = frame["missing"].fillna(False).to_numpy(dtype=bool)
+        self._sha = [s if isinstance(s, str) and s else None for s in frame["sha256"]]
         downloads = frame["downloads"].fillna(0).to_numpy(dtype=np.float64)
-        self._download_prior = np.clip(np.log1p(downloads) / math.log1p(1e6), 0, 1.5).astype(np.float32)
-        self._prior = self._download_prior.copy()
+        self._prior = np.clip(np.log1p(downloads) / math.log1p(1e6), 0, 1.5).astype(np.float32)
         self._family = [_family(b) for b in frame["base_model"]]
+        columns = ["id", "name", "file_name", "trigger_words", "tags", "base_model", "training_tags"]
         self._payloads = {
-            int(r["id"]): emb.payload(r)
-            for r in frame[
-                ["id", "name", "file_name", "trigger_words", "tags", "base_model", "description", "training_tags"]
-            ].to_dict("records")
+            int(r["id"]): emb.payload(r, description_text=text)
+            for r, text in zip(frame[columns].to_dict("records"), plain)
         }
 
     def _sync_vectors(self) -> None:
-        """Embed stale payloads (if allowed) and patch or rebuild the FAISS index to match the catalog."""
+        """Embed stale payloads (now, or in the background when there are many) and patch or rebuild
+        the FAISS index to match the vectors stored for the catalog."""
         if self.index.index is None or self.index.changed_on_disk():
             self.index.load()
         wanted = {i: emb.payload_hash(t) for i, t in self._payloads.items()}
@@ -193,15 +237,22 @@ class Recommender:
         if not load and not drop:
             return
         stored = emb.stored_hashes(self.db, self.embedder.name)
-        if any(stored.get(i) != wanted[i] for i in load):
-            if not self.auto_embed:
+        stale = [i for i in load if stored.get(i) != wanted[i]]
+        if stale:
+            if self.auto_embed and len(stale) <= self.weights.background_embed_above and not self.embedding:
+                emb.embed_catalog(self.db, self.embedder, progress=self.progress, payloads=self._payloads)
+            else:
+                if self.auto_embed:
+                    self.embed_in_background()
+                # index what is stored now; the rest joins when the background embedding is done
                 load = [i for i in load if stored.get(i) == wanted[i]]
                 wanted = {i: h for i, h in wanted.items() if stored.get(i) == h or self.index.hashes.get(i) == h}
-            else:
-                emb.embed_catalog(self.db, self.embedder, progress=self.progress, payloads=self._payloads)
+                drop = [i for i in self.index.hashes if i not in wanted]
+                if not load and not drop and self.index.index is not None:
+                    return
         if self.index.needs_rebuild(wanted, len(load), len(drop)):
             ids, vectors = emb.load_vectors(self.db, self.embedder.name)
-            keep = np.array([int(i) in wanted for i in ids], dtype=bool)
+            keep = np.array([int(i) in wanted and stored.get(int(i)) == wanted[int(i)] for i in ids], dtype=bool)
             self.index.rebuild(ids[keep], vectors[keep] if len(ids) else vectors, wanted)
         else:
             ids, vectors = (
@@ -210,13 +261,50 @@ class Recommender:
             self.index.apply(ids, vectors, wanted, drop)
         self.index.save()
 
+    @property
+    def embedding(self) -> bool:
+        """True while a background embedding runs (results then rest on lexical evidence for the rest)."""
+        return self._background is not None and self._background.is_alive()
+
+    def embed_in_background(self) -> threading.Thread:
+        """Embed every new or changed LoRA in a daemon thread; `embedding_progress` follows it."""
+        with self._lock:
+            if self._background is not None and self._background.is_alive():
+                return self._background
+            payloads = dict(self._payloads)
+            self.embedding_progress = (0, len(payloads))
+            self.embedding_error = None
+
+            def work() -> None:
+                try:
+                    emb.embed_catalog(
+                        self.db,
+                        self.embedder,
+                        progress=False,
+                        payloads=payloads,
+                        write_every=512,
+                        on_progress=lambda done, total: setattr(self, "embedding_progress", (done, total)),
+                    )
+                except Exception as exc:  # shown by the panel; queries keep working lexically
+                    self.embedding_error = f"embedding failed: {exc}"
+                finally:
+                    self.embedding_progress = None
+                    self._stamp = None  # the next query picks the new vectors up
+
+            self._background = threading.Thread(target=work, name="workbench-embed", daemon=True)
+            self._background.start()
+            return self._background
+
     def _load_signals(self) -> None:
         """Explicit feedback and implicit positives (LoRAs used by generations, with their prompts)."""
         rows = self.db.read_df("SELECT query, query_kind, lora_id, value FROM feedback ORDER BY id")
-        signals = [(str(q or ""), str(k or "prompt"), int(i), float(v)) for q, k, i, v in rows.itertuples(index=False)]
+        signals = [
+            _Signal(str(q or ""), str(k or "prompt"), int(i), float(v), False)
+            for q, k, i, v in rows.itertuples(index=False)
+        ]
         try:
             used = self.db.read_df(
-                "SELECT json_extract_string(j.params, '$.request.prompt') AS prompt, e.lora_id "
+                "SELECT DISTINCT json_extract_string(j.params, '$.request.prompt') AS prompt, e.lora_id "
                 "FROM usage_events e JOIN jobs j ON j.id = e.job_id WHERE e.lora_id IS NOT NULL"
             )
         except Exception:  # jobs written in another shape: implicit signals are a bonus, not a requirement
@@ -227,17 +315,22 @@ class Recommender:
             if int(lora_id) in self._pos:
                 usage[self._pos[int(lora_id)]] = n
         self._docs["usage_count"] = usage.astype(np.int64)  # type: ignore[index]
-        self._prior = self._download_prior + (0.5 * np.log1p(usage) / math.log1p(20)).astype(np.float32)
+        self._usage = np.minimum(np.log1p(usage) / math.log1p(20), 1.0).astype(np.float32)
+        seen: set[tuple[str, int]] = set()
         for prompt, lora_id in used.itertuples(index=False):
             text = strip_lora_tags(prompt or "").strip()
-            if text:
-                signals.append((text, "prompt", int(lora_id), self.weights.implicit_value))
+            if text and (text, int(lora_id)) not in seen:  # the same prompt generated 20 times is one signal
+                seen.add((text, int(lora_id)))
+                signals.append(_Signal(text, "prompt", int(lora_id), self.weights.implicit_value, True))
         self._feedback = signals
 
     def embed(self, progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> int:
         """Embed every new or changed LoRA now (otherwise done on first use); returns how many."""
         with self._lock:
+            with self.db.read() as con:
+                fingerprint = tuple(con.execute(_FINGERPRINT_SQL).fetchone())
             self._load_docs()
+            self._fingerprint = fingerprint  # type: ignore[assignment]  # refresh() below must not load them again
             n = emb.embed_catalog(
                 self.db, self.embedder, progress=progress, payloads=self._payloads, on_progress=on_progress
             )
@@ -293,7 +386,8 @@ class Recommender:
         diversity: float = 0.0,
         include_missing: bool = True,
     ) -> pd.DataFrame:
-        """LoRAs whose trigger words (or name) match `text`; exact trigger phrases first."""
+        """LoRAs whose trigger words (or name) match `text`; exact trigger phrases first, then close
+        spellings (``wtrclr`` finds ``watercolor``)."""
         return self._rank_text(text, "trigger", k, base_model, exclude, diversity, include_missing)
 
     def similar(
@@ -319,31 +413,33 @@ class Recommender:
         w = self.weights
         n = len(self._pos)
         ids, sims = self.index.search(qvec, min(n, max(w.candidates, 4 * k) + 1))
-        cand = np.array([self._pos[int(i)] for i in ids if int(i) in self._pos], dtype=np.int64)
-        sem = np.array([s for i, s in zip(ids, sims) if int(i) in self._pos], dtype=np.float32)
+        pos = self._pos
+        known = [j for j, i in enumerate(ids) if int(i) in pos]
+        cand = np.fromiter((pos[int(ids[j])] for j in known), dtype=np.int64, count=len(known))
+        sem = np.asarray(sims, dtype=np.float32)[known]
         # shared trigger phrases / tags as a lexical component (so explanations match the score)
-        src_doc = self._lexdocs[src]
-        src_tags = {t.lower() for t in src_doc.tags}
-        src_trig = set(trigger_phrases(src_doc.trigger_words))
-        lex = np.zeros(len(cand), dtype=np.float32)
-        for j, p in enumerate(cand):
-            d = self._lexdocs[p]
-            shared_tags = len(src_tags & {t.lower() for t in d.tags})
-            shared_trig = len(src_trig & set(trigger_phrases(d.trigger_words)))
-            lex[j] = 0.15 * shared_tags + 0.5 * min(shared_trig, 3)
-        feedback = self._feedback_scores("similar", str(lora_id), qvec, cand)
-        total = w.semantic * sem + lex + 0.3 * w.popularity * self._prior[cand] + w.feedback * feedback
+        src_tags, src_trig = self._tagsets[src], self._trigsets[src]
+        lex = np.fromiter(
+            (
+                0.15 * len(src_tags & self._tagsets[p]) + 0.5 * min(len(src_trig & self._trigsets[p]), 3)
+                for p in cand.tolist()
+            ),
+            dtype=np.float32,
+            count=len(cand),
+        )
         parts = {
             "score_semantic": sem,
             "score_trigger": np.zeros_like(sem),
             "score_lexical": lex,
             "score_popularity": self._prior[cand],
-            "score_feedback": feedback,
         }
+        relevance = w.semantic * sem + lex
         excluded = {lora_id, *map(int, exclude)}
         return self._finish(
             cand,
-            total,
+            relevance,
+            0.3 * w.popularity * self._prior[cand],
+            self._feedback_parts("similar", str(lora_id), qvec, cand),
             parts,
             k,
             base_model,
@@ -351,6 +447,7 @@ class Recommender:
             diversity,
             include_missing,
             explain=lambda p: self._explain_similar(src, p),
+            formula=f"{w.semantic:g}×semantic + shared tags/triggers",
         )
 
     def feedback(self, query: str | int, lora_id: int, value: int, kind: str | None = None) -> None:
@@ -392,7 +489,13 @@ class Recommender:
         n = len(self._pos)
         if n == 0 or not text.strip():
             return self._empty()
-        match = self._lex.match(text)  # type: ignore[union-attr]
+        lex = self._lex
+        assert lex is not None
+        match = lex.match(text)
+        fuzzy: dict[str, str] = {}
+        if kind == "trigger":
+            close, fuzzy = lex.close_phrases(text)
+            match.phrase = np.maximum(match.phrase, close)
         trig_w = w.trigger * (2.0 if kind == "trigger" else 1.0)
         lexical = trig_w * match.phrase + w.lexical * match.bm25 + w.popularity * self._prior
         # candidates: best lexical plus nearest semantic neighbours
@@ -410,70 +513,87 @@ class Recommender:
             ids, _ = self.index.search(qvec, c)
             sem_top = [self._pos[int(i)] for i in ids if int(i) in self._pos]
             cand = np.unique(np.concatenate([lex_top, np.asarray(sem_top, dtype=np.int64)]))
-            vecs = self.index.vectors([int(self._docs["id"].iat[p]) for p in cand])  # type: ignore[index]
-            sem = vecs @ qvec
+            sem = self.index.vectors(self._ids[cand].tolist()) @ qvec
         else:
             cand = np.asarray(lex_top, dtype=np.int64)
             sem = np.zeros(len(cand), dtype=np.float32)
-        feedback = self._feedback_scores(kind, text.strip(), qvec, cand)
-        total = lexical[cand] + w.semantic * sem + w.feedback * feedback
         parts = {
             "score_semantic": sem.astype(np.float32),
             "score_trigger": match.phrase[cand],
             "score_lexical": match.bm25[cand],
             "score_popularity": self._prior[cand],
-            "score_feedback": feedback,
         }
+        relevance = trig_w * match.phrase[cand] + w.lexical * match.bm25[cand] + w.semantic * parts["score_semantic"]
         qtokens = set(match.query_tokens)
         phrases = set(match.phrases)
         return self._finish(
             cand,
-            total,
+            relevance,
+            w.popularity * self._prior[cand],
+            self._feedback_parts(kind, text.strip(), qvec, cand),
             parts,
             k,
             base_model,
             set(map(int, exclude)),
             diversity,
             include_missing,
-            explain=lambda p: self._explain_text(p, qtokens, phrases),
+            explain=lambda p: self._explain_text(p, qtokens, phrases, fuzzy),
+            formula=f"{trig_w:g}×trigger + {w.lexical:g}×lexical + {w.semantic:g}×semantic",
         )
 
-    def _feedback_scores(self, kind: str, query: str, qvec: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
-        """Σ value × query-similarity × (1 for the rated LoRA, share × cosine for its neighbours)."""
-        out = np.zeros(len(cand), dtype=np.float32)
+    def _feedback_parts(self, kind: str, query: str, qvec: np.ndarray | None, cand: np.ndarray) -> _FeedbackParts:
+        """Σ value × query-similarity × (1 for the rated LoRA, share × cosine² for its liked neighbours).
+
+        Explicit thumbs count for queries at least `feedback_min_similarity` alike, generations
+        (implicit) only at `implicit_min_similarity`; each kind is kept apart for the reasons."""
+        zeros = [np.zeros(len(cand), dtype=np.float32) for _ in range(6)]
+        out = _FeedbackParts(*zeros)
         if not self._feedback or len(cand) == 0:
             return out
         w = self.weights
         text_kinds = ("prompt", "trigger")
-        relevant = [f for f in self._feedback if (f[1] in text_kinds) == (kind in text_kinds)]
+        relevant = [f for f in self._feedback if (f.kind in text_kinds) == (kind in text_kinds)]
         if not relevant:
             return out
-        cand_ids = [int(self._docs["id"].iat[p]) for p in cand]  # type: ignore[index]
-        cand_vecs = self.index.vectors(cand_ids) if len(self.index) else None
+        cand_ids = self._ids[cand].tolist()
+        cand_vecs: np.ndarray | None = None
         pos_in_cand = {i: j for j, i in enumerate(cand_ids)}
-        for fq, fkind, lora_id, value in relevant:
-            if fq.lower() == query.lower():
+        for sig in relevant:
+            if sig.query.lower() == query.lower():
                 qsim = 1.0
             elif qvec is None:
                 continue
             else:
-                fvec = self._feedback_vector(fkind, fq)
+                fvec = self._feedback_vector(sig.kind, sig.query)
                 if fvec is None:
                     continue
                 qsim = float(fvec @ qvec)
-            if qsim < w.feedback_min_similarity:
+            if qsim < (w.implicit_min_similarity if sig.implicit else w.feedback_min_similarity):
                 continue
             if qsim >= 0.999:  # the very same query: the person's verdict on exactly this ranking
-                strength = w.same_query_boost * value
+                strength = w.same_query_boost * sig.value
             else:
-                strength = value * (qsim - w.feedback_min_similarity) / (1 - w.feedback_min_similarity)
-            j = pos_in_cand.get(lora_id)
+                strength = sig.value * (qsim - w.feedback_min_similarity) / (1 - w.feedback_min_similarity)
+            j = pos_in_cand.get(sig.lora_id)
             if j is not None:
-                out[j] += strength
-            if cand_vecs is not None and lora_id in self.index and value > 0:
-                near = cand_vecs @ self.index.vector(lora_id)
-                near[j if j is not None else slice(0, 0)] = 0
-                out += strength * w.neighbour_share * np.clip(near, 0, 1) ** 2
+                out.signal[j] += strength
+                if sig.implicit:
+                    out.used_similar[j] += strength
+                elif strength < 0:
+                    out.disliked[j] += strength
+                elif qsim >= 0.999:
+                    out.liked_same[j] += strength
+                else:
+                    out.liked_similar[j] += strength
+            if not sig.implicit and sig.value > 0 and sig.lora_id in self.index:
+                if cand_vecs is None:
+                    cand_vecs = self.index.vectors(cand_ids)
+                near = np.clip(cand_vecs @ self.index.vector(sig.lora_id), 0, 1) ** 2
+                if j is not None:
+                    near[j] = 0
+                lift = (strength * w.neighbour_share * near).astype(np.float32)
+                out.signal += lift
+                out.neighbour += lift
         return out
 
     def _feedback_vector(self, kind: str, query: str) -> np.ndarray | None:
@@ -487,7 +607,9 @@ class Recommender:
     def _finish(
         self,
         cand: np.ndarray,
-        total: np.ndarray,
+        relevance: np.ndarray,
+        popularity: np.ndarray,
+        fb: _FeedbackParts,
         parts: dict[str, np.ndarray],
         k: int,
         base_model: str | None,
@@ -495,38 +617,86 @@ class Recommender:
         diversity: float,
         include_missing: bool,
         explain: Any,
+        formula: str,
     ) -> pd.DataFrame:
-        docs = self._docs
-        ids = docs["id"].to_numpy()[cand]  # type: ignore[index]
+        w = self.weights
+        # usage and feedback scale the LoRA's own relevance: they reorder relevant results and cannot
+        # lift a LoRA the query is not about
+        base = np.maximum(relevance, 0)
+        usage = (w.usage * base * self._usage[cand]).astype(np.float32)
+        bounded = np.tanh(fb.signal)
+        feedback = (base * np.where(bounded > 0, w.feedback_up, w.feedback_down) * bounded).astype(np.float32)
+        total = relevance + popularity + usage + feedback
+        parts = {**parts, "score_usage": usage, "score_feedback": feedback}
+        ids = self._ids[cand]
         keep = np.array([int(i) not in excluded for i in ids], dtype=bool)
         family = _family(base_model) if base_model else None
         if family:
-            keep &= np.array([self._family[p] in (None, family) for p in cand], dtype=bool)
+            keep &= np.array([self._family[p] in (None, family) for p in cand.tolist()], dtype=bool)
         if not include_missing:
-            keep &= ~docs["missing"].fillna(False).to_numpy(dtype=bool)[cand]  # type: ignore[index]
+            keep &= ~self._missing[cand]
         order = np.flatnonzero(keep)
         order = order[np.argsort(-total[order], kind="stable")]
+        order = self._one_per_file(cand, order)
         if diversity > 0 and len(order) > k:
             order = self._mmr(cand, total, order, k, diversity)
         order = order[:k]
         if len(order) == 0:
             return self._empty()
         chosen = [int(i) for i in ids[order]]
-        rows = self.wb.catalog.query(ids=chosen, limit=len(chosen))
-        rows = rows.set_index("id").loc[[i for i in chosen if i in set(rows["id"])]].reset_index()
-        at = {int(i): j for j, i in zip(order, ids[order])}
-        rows["score"] = [float(total[at[i]]) for i in rows["id"]]
-        for name, values in parts.items():
-            rows[name] = [float(values[at[i]]) for i in rows["id"]]
-        rows["reason"] = [
-            _with_feedback(explain(int(cand[at[i]])), float(parts["score_feedback"][at[i]])) for i in rows["id"]
+        rows = self.wb.catalog.query(ids=chosen, limit=len(chosen))  # cut from the catalog's snapshot
+        rank = {i: r for r, i in enumerate(chosen)}
+        rows = rows.take(np.argsort([rank[int(i)] for i in rows["id"]], kind="stable")).reset_index(drop=True)
+        at = order[[rank[int(i)] for i in rows["id"]]]
+        scores = {
+            "score": total[at].astype(float),
+            **{name: values[at].astype(float) for name, values in parts.items()},
+        }
+        scores["reason"] = [self._reason(explain(int(cand[j])), fb, int(j), float(usage[j])) for j in at]
+        scores["why"] = [
+            f"{total[j]:.2f} = relevance {relevance[j]:.2f} ({formula}) + popularity "
+            f"{popularity[j]:.2f} + usage {usage[j]:.2f} + feedback {feedback[j]:+.2f}"
+            for j in at
         ]
+        rows = pd.concat([rows, pd.DataFrame(scores)], axis=1)  # one concat, not a column insert per score
+        if self.embedding:
+            done, todo = self.embedding_progress or (0, 0)
+            rows.attrs["embedding"] = {"done": done, "total": todo}
         return rows
+
+    def _one_per_file(self, cand: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Keep the best-ranked entry of each file (same SHA256 in two folders, or a file and its Civitai entry)."""
+        seen: set[str] = set()
+        keep = []
+        for j in order.tolist():
+            sha = self._sha[int(cand[j])]
+            if sha is not None:
+                if sha in seen:
+                    continue
+                seen.add(sha)
+            keep.append(j)
+        return np.asarray(keep, dtype=np.int64)
+
+    @staticmethod
+    def _reason(evidence: str, fb: _FeedbackParts, j: int, usage: float) -> str:
+        """The evidence sentence plus each feedback component that actually moved this score."""
+        bits = [evidence]
+        if fb.liked_same[j] > 0:
+            bits.append("you liked it for this query")
+        elif fb.liked_similar[j] > 0:
+            bits.append("you liked it for a similar query")
+        if fb.disliked[j] < 0:
+            bits.append("you disliked it for this or a similar query")
+        if fb.used_similar[j] > 0:
+            bits.append("used in a generation for a similar prompt")
+        if fb.neighbour[j] > 0.01:
+            bits.append("close to a LoRA you liked")
+        return "; ".join(bits)
 
     def _mmr(self, cand: np.ndarray, total: np.ndarray, order: np.ndarray, k: int, diversity: float) -> np.ndarray:
         """Maximal marginal relevance: trade relevance for dissimilarity to what is already picked."""
         pool = order[: max(5 * k, 50)]
-        vecs = self.index.vectors([int(self._docs["id"].iat[cand[j]]) for j in pool])  # type: ignore[index]
+        vecs = self.index.vectors(self._ids[cand[pool]].tolist())
         rel = total[pool]
         rel = (rel - rel.min()) / (np.ptp(rel) or 1.0)
         picked: list[int] = []
@@ -543,18 +713,26 @@ class Recommender:
 
     def _empty(self) -> pd.DataFrame:
         frame = self.wb.catalog.query(ids=[-1], limit=0).iloc[0:0].copy()
-        for col in ("score", "score_semantic", "score_trigger", "score_lexical", "score_popularity", "score_feedback"):
+        for col in SCORE_COLUMNS:
             frame[col] = pd.Series(dtype=float)
         frame["reason"] = pd.Series(dtype=str)
+        frame["why"] = pd.Series(dtype=str)
+        if self.embedding:
+            done, todo = self.embedding_progress or (0, 0)
+            frame.attrs["embedding"] = {"done": done, "total": todo}
         return frame
 
     # -- explanations ------------------------------------------------------------------------
-    def _explain_text(self, p: int, qtokens: set[str], phrases: set[str]) -> str:
+    def _explain_text(self, p: int, qtokens: set[str], phrases: set[str], fuzzy: dict[str, str] | None = None) -> str:
         d = self._lexdocs[p]
         bits = []
-        hit = [t for t in trigger_phrases(d.trigger_words) if t in phrases]
+        own = trigger_phrases(d.trigger_words)
+        hit = [t for t in own if t in phrases]
         if hit:
             bits.append("trigger words in prompt: " + ", ".join(hit[:4]))
+        close = [f"{t} (for '{fuzzy[t]}')" for t in own if fuzzy and t in fuzzy and t not in phrases]
+        if close:
+            bits.append("trigger words spelled alike: " + ", ".join(close[:3]))
         name_toks = set(content_tokens(d.name, split_camel=True))
         for f in d.file_names:
             name_toks |= set(content_tokens(f.rsplit(".", 1)[0], split_camel=True))
@@ -568,12 +746,11 @@ class Recommender:
         return "; ".join(bits) if bits else "similar in meaning to the prompt"
 
     def _explain_similar(self, src: int, p: int) -> str:
-        a, b = self._lexdocs[src], self._lexdocs[p]
         bits = []
-        shared = sorted({t.lower() for t in a.tags} & {t.lower() for t in b.tags})
+        shared = sorted(self._tagsets[src] & self._tagsets[p])
         if shared:
             bits.append("shared tags: " + ", ".join(shared[:5]))
-        trig = sorted(set(trigger_phrases(a.trigger_words)) & set(trigger_phrases(b.trigger_words)))
+        trig = sorted(self._trigsets[src] & self._trigsets[p])
         if trig:
             bits.append("shared trigger words: " + ", ".join(trig[:4]))
         fa, fb = self._family[src], self._family[p]
@@ -589,3 +766,14 @@ class Recommender:
             bits.append(f"used in {uses} generation{'s' if uses != 1 else ''}")
         if base and self._family[p]:
             bits.append(f"base model {self._family[p]}")
+
+
+SCORE_COLUMNS = (
+    "score",
+    "score_semantic",
+    "score_trigger",
+    "score_lexical",
+    "score_popularity",
+    "score_usage",
+    "score_feedback",
+)

@@ -125,8 +125,9 @@ class VectorIndex:
 
     def needs_rebuild(self, wanted: Mapping[int, str], n_load: int, n_drop: int) -> bool:
         """Rebuild rather than patch: no index yet, the size crossed the flat/HNSW threshold,
-        or HNSW (which cannot delete) would have to replace or drop vectors."""
-        if self.index is None:
+        or HNSW (which cannot delete) would have to replace or drop vectors.  An empty index is always
+        rebuilt (it may have been made before any vector told its dimension)."""
+        if self.index is None or len(self) == 0:
             return True
         want_kind = "hnsw" if len(wanted) >= self.hnsw_threshold else "flat"
         if want_kind != self.kind:
