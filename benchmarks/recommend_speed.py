@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         rec.similar(i, k=10)
         lat_sim.append(time.perf_counter() - t)
         cpu_sim.append(time.thread_time() - c)
-    from workbench.search._embeddings import load_vectors
+    from workbench.search import load_vectors
 
     all_ids, vectors = load_vectors(wb.db, rec.embedder.name)
     flat = faiss.IndexFlatIP(vectors.shape[1])

@@ -3,20 +3,26 @@ Imports only :mod:`workbench.catalog` and :mod:`workbench.files` of the rest of 
 
 from __future__ import annotations
 
-from workbench.search._embeddings import MAX_SEQ_LENGTH, Embedder, choose_runtime, default_model_path, embed_query
+from workbench.search._embeddings import (
+    MAX_SEQ_LENGTH,
+    Embedder,
+    choose_runtime,
+    default_model_path,
+    embed_query,
+    load_vectors,
+)
 from workbench.search._recommend import Recommender, strip_lora_tags
 from workbench.search._vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
 __all__ = [
+    "choose_runtime",
     "DEFAULT_HNSW_THRESHOLD",
     "default_model_path",
-    "MAX_SEQ_LENGTH",
-    "Embedder",
-    "Recommender",
-    "VectorIndex",
-    "choose_runtime",
-    "default_model_path",
     "embed_query",
+    "load_vectors",
+    "Embedder",
+    "MAX_SEQ_LENGTH",
+    "Recommender",
     "strip_lora_tags",
     "VectorIndex",
 ]
