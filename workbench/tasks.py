@@ -283,6 +283,8 @@ class RemoteEmbedder:
             status = job.get_status(refresh=True)
             if status == JobStatus.FINISHED:
                 out = job.return_value(refresh=True)
+                if not isinstance(out, dict):
+                    raise RuntimeError(f"embedding job {job.id} finished without vectors")
                 vectors = np.frombuffer(out["data"], dtype=np.float32).reshape(out["shape"]).copy()
                 self._dim = int(vectors.shape[1])
                 return vectors

@@ -51,7 +51,11 @@ def _counts(catalog_file: Path) -> dict[str, int]:
     con = duckdb.connect(str(catalog_file), read_only=True)
     try:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in COUNTED_TABLES if t in tables}
+        return {
+            t: int((con.execute(f"SELECT count(*) FROM {t}").fetchone() or (0,))[0])
+            for t in COUNTED_TABLES
+            if t in tables
+        }
     finally:
         con.close()
 
@@ -95,7 +99,7 @@ def backup_home(
         final = folder / name
         os.replace(partial, final)
     _rotate(folder, keep)
-    return BackupInfo(final, manifest["created_at"], final.stat().st_size, counts)
+    return BackupInfo(final, str(manifest["created_at"]), final.stat().st_size, counts)
 
 
 def _rotate(folder: Path, keep: int) -> None:

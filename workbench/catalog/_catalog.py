@@ -70,7 +70,7 @@ class LoraFilters(TypedDict, total=False):
     fuzzy: bool
     tags_all: Sequence[str] | None
     tags_any: Sequence[str] | None
-    base_models: Sequence[str] | None
+    base_models: Sequence[str | None] | None  # None in the list: no base model known
     folder: str | None
     formats: Sequence[str] | None
     network_types: Sequence[str] | None

@@ -49,7 +49,7 @@ def read_items(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Civitai model items from a .json (one item, a list, or an API page with ``items``), .jsonl or .jsonl.gz file."""
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+    with opener(p, "rt", encoding="utf-8") as fh:
         if p.name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
             for line_no, line in enumerate(fh, 1):
                 line = line.strip()
@@ -434,7 +434,8 @@ def link_local_files(db: Database) -> int:
                 c: v
                 for c, v in zip(
                     _INSERT_COLUMNS,
-                    con.execute(f"SELECT {', '.join(_INSERT_COLUMNS)} FROM loras WHERE id = ?", [row_id]).fetchone(),
+                    con.execute(f"SELECT {', '.join(_INSERT_COLUMNS)} FROM loras WHERE id = ?", [row_id]).fetchone()
+                    or (),
                 )
             }
             rec["metadata"] = json.loads(rec["metadata"]) if isinstance(rec["metadata"], str) else rec["metadata"]

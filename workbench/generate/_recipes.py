@@ -283,11 +283,9 @@ class Recipes:
         """name -> the weight to start a LoRA at: its catalog ``preferred_weight``, else 1.0."""
         known = lookup_loras(self.db, names)
         return {
-            n: (
-                known.get(n, {}).get("preferred_weight")
-                if known.get(n, {}).get("preferred_weight") is not None
-                else 1.0
-            )
+            n: float(known.get(n, {}).get("preferred_weight") or 0.0)
+            if known.get(n, {}).get("preferred_weight") is not None
+            else 1.0
             for n in names
         }
 

@@ -159,7 +159,7 @@ class Recommender:
         self.progress = progress
         self._lock = threading.RLock()
         self._stamp: str | None = None
-        self._fingerprint: tuple[int, int] | None = None
+        self._fingerprint: tuple[Any, ...] | None = None
         self._docs: pd.DataFrame | None = None
         self._pos: dict[int, int] = {}
         self._ids = np.zeros(0, dtype=np.int64)
@@ -182,10 +182,10 @@ class Recommender:
             if stamp == self._stamp and self._docs is not None and not self.index.changed_on_disk():
                 return
             with self.db.read() as con:
-                fingerprint = tuple(con.execute(_FINGERPRINT_SQL).fetchone())
+                fingerprint = tuple(con.execute(_FINGERPRINT_SQL).fetchone() or ())
             if fingerprint != self._fingerprint or self._docs is None:
                 self._load_docs()
-                self._fingerprint = fingerprint  # type: ignore[assignment]
+                self._fingerprint = fingerprint
             self._sync_vectors()
             self._load_signals()
             self._stamp = stamp
@@ -255,10 +255,11 @@ class Recommender:
             keep = np.array([int(i) in wanted and stored.get(int(i)) == wanted[int(i)] for i in ids], dtype=bool)
             self.index.rebuild(ids[keep], vectors[keep] if len(ids) else vectors, wanted)
         else:
-            ids, vectors = (
-                emb.load_vectors(self.db, self.embedder.name, load) if load else (np.zeros(0, np.int64), None)
-            )
-            self.index.apply(ids, vectors, wanted, drop)
+            if load:
+                ids, vectors = emb.load_vectors(self.db, self.embedder.name, load)
+                self.index.apply(ids, vectors, wanted, drop)
+            else:
+                self.index.apply(np.zeros(0, np.int64), None, wanted, drop)
         self.index.save()
 
     @property
@@ -328,9 +329,9 @@ class Recommender:
         """Embed every new or changed LoRA now (otherwise done on first use); returns how many."""
         with self._lock:
             with self.db.read() as con:
-                fingerprint = tuple(con.execute(_FINGERPRINT_SQL).fetchone())
+                fingerprint = tuple(con.execute(_FINGERPRINT_SQL).fetchone() or ())
             self._load_docs()
-            self._fingerprint = fingerprint  # type: ignore[assignment]  # refresh() below must not load them again
+            self._fingerprint = fingerprint  # refresh() below must not load them again
             n = emb.embed_catalog(
                 self.db, self.embedder, progress=progress, payloads=self._payloads, on_progress=on_progress
             )
@@ -509,7 +510,7 @@ class Recommender:
             except (ImportError, RuntimeError, OSError) as exc:  # no model available: lexical only
                 warnings.warn(f"semantic ranking unavailable ({exc}); using lexical evidence only", stacklevel=3)
                 semantic_ok = False
-        if semantic_ok:
+        if semantic_ok and qvec is not None:
             ids, _ = self.index.search(qvec, c)
             sem_top = [self._pos[int(i)] for i in ids if int(i) in self._pos]
             cand = np.unique(np.concatenate([lex_top, np.asarray(sem_top, dtype=np.int64)]))

@@ -134,7 +134,7 @@ class StaticModel:
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".npz.tmp")
         os.close(fd)
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
         os.replace(tmp, self.path)  # atomic: concurrent distillations write the same bytes
         (self.cache_dir / f"{self.path.stem}.json").write_text(
             json.dumps({"source": str(self.source), "recipe": DISTILL_VERSION, "pca_dims": PCA_DIMS})

@@ -135,7 +135,7 @@ class VectorIndex:
         replaced = sum(1 for i in wanted if i in self.hashes and self.hashes[i] != wanted[i])
         return self.kind == "hnsw" and (n_drop > 0 or replaced > 0)
 
-    def apply(self, ids: np.ndarray, vectors: np.ndarray, hashes: Mapping[int, str], drop: list[int]) -> None:
+    def apply(self, ids: np.ndarray, vectors: np.ndarray | None, hashes: Mapping[int, str], drop: list[int]) -> None:
         """Patch in place: remove `drop` and old versions of `ids`, then add `ids` (flat, or HNSW additions)."""
         remove = [int(i) for i in drop] + [int(i) for i in ids if int(i) in self.hashes]
         if remove:

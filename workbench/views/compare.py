@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench.generate import BackendChoice, GenerationRequest, configured_backends, loras_for_backend
+from workbench.generate import BackendChoice, CompareResult, GenerationRequest, configured_backends, loras_for_backend
 from workbench.views._feedback import guarded
 
 MAX_CELLS = 64
@@ -64,7 +64,7 @@ class CompareView(w.VBox):
         self.run_button = w.Button(description="Run grid", button_style="primary", icon="th")
         self.status = w.HTML()
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))  # shown with a grid
-        self.result = None
+        self.result: CompareResult | None = None
         self._thread: threading.Thread | None = None
         note = (
             (

@@ -255,7 +255,7 @@ class GalleryWidget(NoticeWidget):
     """Current search, filters and sort (see ``DEFAULT_FILTERS``)."""
     total = t.Int(0).tag(sync=True)
     """How many LoRAs match the filters."""
-    first_rows = t.List().tag(sync=True)
+    first_rows: t.List[Any] = t.List().tag(sync=True)
     """Cards of the first page, so a fresh view can paint without a round trip."""
     generation = t.Int(0).tag(sync=True)
     """Bumped whenever the rows change; the browser drops pages of older generations."""

@@ -59,7 +59,7 @@ class HistoryWidget(NoticeWidget):
     _esm = asset_path("history.js")
     _css = asset_path("history.css")
 
-    items = t.List().tag(sync=True)
+    items: t.List[Any] = t.List().tag(sync=True)
     """Cards of the current page: id, prompt, seed, size, loras, rating, favorite, created, backend."""
     total = t.Int(0).tag(sync=True)
     filters = t.Dict(DEFAULT_FILTERS).tag(sync=True)

@@ -39,7 +39,8 @@ def _stem(file_name: Any, name: Any) -> str:
 
 def card_html(row: dict[str, Any]) -> str:
     """One result card (escaped): name, base model, a one-line reason, triggers, and the score formula behind "why"."""
-    triggers = ", ".join(str(t) for t in (row.get("trigger_words") if row.get("trigger_words") is not None else [])[:6])
+    words = row.get("trigger_words")
+    triggers = ", ".join(str(t) for t in (list(words) if words is not None else [])[:6])
     missing = " · <i>not downloaded</i>" if bool(row.get("missing")) else ""
     reason = str(row.get("reason") or "")
     why = row.get("why") or f"score {float(row.get('score', 0)):.2f}"
