@@ -247,3 +247,16 @@ def test_dashboard_has_the_new_tabs(wb: workbench.Workbench) -> None:
     tabs = dashboard_tabs(wb)
     titles = [tabs.get_title(i) for i in range(len(tabs.children))]
     assert titles[-3:] == ["Analytics", "Status", "Maintenance"]
+
+
+def test_backup_command_rotates_and_refuses_bad_keep(
+    wb: workbench.Workbench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench import cli
+
+    for _ in range(3):
+        assert cli.main(["backup", "--home", str(wb.home), "--keep", "2"]) == 0
+    assert "backup written to" in capsys.readouterr().out
+    assert len(list((wb.home / "backups").glob("backup-*.zip"))) == 2
+    assert cli.main(["backup", "--home", str(wb.home), "--keep", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err

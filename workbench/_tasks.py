@@ -283,6 +283,8 @@ class RemoteEmbedder:
             status = job.get_status(refresh=True)
             if status == JobStatus.FINISHED:
                 out = job.return_value(refresh=True)
+                if not out:
+                    raise RuntimeError("the shared worker returned no vectors")
                 vectors = np.frombuffer(out["data"], dtype=np.float32).reshape(out["shape"]).copy()
                 self._dim = int(vectors.shape[1])
                 return vectors

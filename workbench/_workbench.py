@@ -71,7 +71,8 @@ class Workbench:
             if shared_worker_url():  # embeddings computed by the shared worker: no torch in this process
                 from workbench._tasks import RemoteEmbedder
 
-                self._recommend.embedder = RemoteEmbedder(self, self._recommend.embedder.name)
+                # same name, encode() and dim as the local Embedder
+                self._recommend.embedder = RemoteEmbedder(self, self._recommend.embedder.name)  # type: ignore[assignment]
         return self._recommend
 
     def import_civitai(self, path: str | os.PathLike[str], *, progress: bool = True) -> Any:

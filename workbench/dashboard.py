@@ -135,9 +135,8 @@ def start_dashboard(
 
         scan_if_needed(workbench.open(home), library_roots)
     command = voila_command(notebook, port=port, host=host, open_browser=open_browser, preheat=preheat)
-    return subprocess.Popen(
-        command, env=dashboard_env(home, library_roots, redis_url), cwd=notebook.parent, **popen_kwargs
-    )  # type: ignore[call-overload]
+    env = dashboard_env(home, library_roots, redis_url)
+    return subprocess.Popen(command, env=env, cwd=notebook.parent, **popen_kwargs)  # type: ignore[call-overload]
 
 
 def serve_dashboard(

@@ -304,13 +304,13 @@ def _inspect_all(
     items: list[_Found], workers: int, progress: bool, on_progress: Callable[[int, int], None] | None = None
 ) -> Iterator[dict[str, Any]]:
     """Inspect files, in the pool when there are enough; at most a few chunks in flight (bounded memory)."""
-    done = [0]
+    inspected = [0]
 
     def advance(n: int) -> None:
         bar.update(n)
-        done[0] += n
+        inspected[0] += n
         if on_progress is not None:
-            on_progress(done[0], len(items))
+            on_progress(inspected[0], len(items))
 
     from concurrent.futures import FIRST_COMPLETED, wait
 
