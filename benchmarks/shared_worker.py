@@ -116,7 +116,9 @@ def main() -> int:
     print(f"steady generation (tenth): shared/in-process = {best['tenth_s'] / local['tenth_s']:.3f}")
     print(f"prompt embedding: worker round trip/in-process = {best['embed_s'] / local['embed_s']:.2f}")
     print(f"visitor memory: shared/in-process = {best['max_rss_mb'] / local['max_rss_mb']:.3f}")
-    print(f"pipelines loaded by the worker for {len(shared) + 1} visitors: {loads}; warm-up visitor torch={warmup['torch']}")
+    print(
+        f"pipelines loaded by the worker for {len(shared) + 1} visitors: {loads}; warm-up visitor torch={warmup['torch']}"
+    )
     return 0
 
 
