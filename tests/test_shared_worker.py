@@ -169,3 +169,23 @@ def test_status_reports_queues_and_workers(service: SharedWorker) -> None:
     (worker,) = status["workers"]
     assert worker["cuda"] is False and worker["gpus"] == [] and worker["torch"]  # CPU machine: torch, no CUDA
     assert shared_worker_status("redis://127.0.0.1:1/0")["available"] is False
+
+
+def test_joining_a_redis_that_does_not_answer_is_a_clear_error(tmp_path: pathlib.Path) -> None:
+    worker = SharedWorker(tmp_path / "home", redis_url="redis://:secret@127.0.0.1:1/0")
+    with pytest.raises(RuntimeError, match="does not answer") as caught:
+        worker.start()
+    assert "secret" not in str(caught.value)  # the password never reaches a message
+    assert worker.worker is None and worker.redis_process is None
+
+
+def test_tasks_without_a_shared_worker_say_how_to_get_one(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench._tasks import NoSharedWorkerError
+
+    monkeypatch.delenv("WORKBENCH_REDIS", raising=False)
+    wb = workbench.open(tmp_path / "home")
+    assert not wb.tasks.available and wb.queue.executor == "thread"
+    with pytest.raises(NoSharedWorkerError, match="workbench dashboard"):
+        wb.tasks.submit("scan")
