@@ -130,6 +130,9 @@ def test_status_without_worker_reports_disk_coverage_and_unreachable_backend(
     assert cat["hashed"] == cat["local_files"] > 0 and cat["hashed_fraction"] == 1.0 and cat["embedded"] == 0
     assert cat["catalog_bytes"] > 0
     assert status["worker"]["available"] is False and status["gpus"] == []
+    assert system_status(wb)["catalog"] == cat  # nothing written: the cached facts are served
+    wb.catalog.remove([int(wb.catalog.query()["id"][0])])
+    assert system_status(wb)["catalog"]["loras"] == cat["loras"] - 1  # a write moves the stamp: re-read
     diffusers, a1111 = status["backends"]
     assert diffusers["ok"] and "own process" in diffusers["detail"]
     assert a1111["ok"] is False and a1111["detail"]
