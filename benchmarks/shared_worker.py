@@ -87,6 +87,7 @@ def main() -> int:
     # raw baseline: a visitor that does everything in its own process (what every kernel did before)
     local = visitor(tmp / "home-local", args.jobs, None)
 
+    os.environ["OMP_NUM_THREADS"] = "1"  # the worker computes with the same one thread as the baseline visitor
     worker = SharedWorker(tmp / "home-shared", [loras], cache_dir=tmp / "home-local" / "models").start()
     try:
         deadline = time.monotonic() + 600

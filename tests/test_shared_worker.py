@@ -57,6 +57,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, library: pathlib.Path):
     assert shutil.which("redis-server"), "redis-server is required (apt-get install -y redis-server)"
     home = tmp_path_factory.mktemp("shared-home")
     workbench.open(home).scan([library], progress=False, workers=1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the worker inherits it: no thread oversubscription on CI
     worker = SharedWorker(home, [library], cache_dir=TINY_CACHE).start()
     saved = os.environ.get("WORKBENCH_REDIS")
     os.environ["WORKBENCH_REDIS"] = str(worker.redis_url)
