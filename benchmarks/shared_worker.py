@@ -103,18 +103,18 @@ def main() -> int:
 
     print(f"jobs per visitor: {args.jobs} (tiny pipeline, 64 px, 8 DDIM steps, CPU)")
     print(
-        f"in-process visitor (baseline): first generation {local['first_s']:.2f} s, tenth {local['tenth_s']:.2f} s, "
+        f"in-process visitor (baseline): first generation {local['first_s']:.2f} s, last {local['tenth_s']:.2f} s, "
         f"prompt embedding {local['embed_s'] * 1000:.1f} ms, max RSS {local['max_rss_mb']:.0f} MB, torch={local['torch']}"
     )
     for i, run in enumerate(shared, 1):
         print(
-            f"shared-worker visitor {i}: first generation {run['first_s']:.2f} s, tenth {run['tenth_s']:.2f} s "
-            f"(first/tenth {run['first_s'] / run['tenth_s']:.2f}), prompt embedding {run['embed_s'] * 1000:.1f} ms, "
+            f"shared-worker visitor {i}: first generation {run['first_s']:.2f} s, last {run['tenth_s']:.2f} s "
+            f"(first/last {run['first_s'] / run['tenth_s']:.2f}), prompt embedding {run['embed_s'] * 1000:.1f} ms, "
             f"max RSS {run['max_rss_mb']:.0f} MB, torch={run['torch']}"
         )
     best = shared[-1]
     print(f"first generation, fresh visitor: shared/in-process = {best['first_s'] / local['first_s']:.3f}")
-    print(f"steady generation (tenth): shared/in-process = {best['tenth_s'] / local['tenth_s']:.3f}")
+    print(f"steady generation (last job): shared/in-process = {best['tenth_s'] / local['tenth_s']:.3f}")
     print(f"prompt embedding: worker round trip/in-process = {best['embed_s'] / local['embed_s']:.2f}")
     print(f"visitor memory: shared/in-process = {best['max_rss_mb'] / local['max_rss_mb']:.3f}")
     print(
