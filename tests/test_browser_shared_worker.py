@@ -6,6 +6,7 @@ memory maps). Screenshots go to test-artifacts/.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -35,6 +36,7 @@ TINY_CACHE = Path(tempfile.gettempdir()) / "workbench-test-tiny-cache"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, demo_library: Path) -> Iterator[tuple[Dashboard, SharedWorker]]:  # noqa: F811
     home = tmp_path_factory.mktemp("shared-dashboard-home")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the worker inherits it: no thread oversubscription on CI
     worker = SharedWorker(home, [demo_library], cache_dir=TINY_CACHE).start()
     log_path = home / "voila.log"
     log = open(log_path, "wb")

@@ -57,6 +57,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, library: pathlib.Path):
     assert shutil.which("redis-server"), "redis-server is required (apt-get install -y redis-server)"
     home = tmp_path_factory.mktemp("shared-home")
     workbench.open(home).scan([library], progress=False, workers=1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the worker inherits it: no thread oversubscription on CI
     worker = SharedWorker(home, [library], cache_dir=TINY_CACHE).start()
     saved = os.environ.get("WORKBENCH_REDIS")
     os.environ["WORKBENCH_REDIS"] = str(worker.redis_url)
@@ -148,7 +149,8 @@ def test_maintenance_tasks_run_on_the_worker_with_progress(service: SharedWorker
     assert workbench.open(service.home).catalog.count() == before + 1
 
     hash_id = wb.tasks.submit("hash")
-    assert wb.tasks.submit("hash") == hash_id or wb.tasks.get(hash_id)["state"] == "finished"  # one at a time
+    second = wb.tasks.submit("hash")
+    assert second == hash_id or wb.tasks.get(hash_id)["state"] == "finished"  # one at a time
     hashed = wb.tasks.wait(hash_id, timeout=300)
     assert hashed["state"] == "finished" and hashed["total"] > 0 and hashed["done"] == hashed["total"], hashed
     assert wb.db.read_df("SELECT count(*) AS n FROM lora_view WHERE sha256 IS NULL AND path <> ''")["n"][0] == 0
@@ -169,3 +171,23 @@ def test_status_reports_queues_and_workers(service: SharedWorker) -> None:
     (worker,) = status["workers"]
     assert worker["cuda"] is False and worker["gpus"] == [] and worker["torch"]  # CPU machine: torch, no CUDA
     assert shared_worker_status("redis://127.0.0.1:1/0")["available"] is False
+
+
+def test_joining_a_redis_that_does_not_answer_is_a_clear_error(tmp_path: pathlib.Path) -> None:
+    worker = SharedWorker(tmp_path / "home", redis_url="redis://:secret@127.0.0.1:1/0")
+    with pytest.raises(RuntimeError, match="does not answer") as caught:
+        worker.start()
+    assert "secret" not in str(caught.value)  # the password never reaches a message
+    assert worker.worker is None and worker.redis_process is None
+
+
+def test_tasks_without_a_shared_worker_say_how_to_get_one(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.tasks import NoSharedWorkerError
+
+    monkeypatch.delenv("WORKBENCH_REDIS", raising=False)
+    wb = workbench.open(tmp_path / "home")
+    assert not wb.tasks.available and wb.queue.executor == "thread"
+    with pytest.raises(NoSharedWorkerError, match="workbench dashboard"):
+        wb.tasks.submit("scan")

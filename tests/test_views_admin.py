@@ -130,6 +130,9 @@ def test_status_without_worker_reports_disk_coverage_and_unreachable_backend(
     assert cat["hashed"] == cat["local_files"] > 0 and cat["hashed_fraction"] == 1.0 and cat["embedded"] == 0
     assert cat["catalog_bytes"] > 0
     assert status["worker"]["available"] is False and status["gpus"] == []
+    assert system_status(wb)["catalog"] == cat  # nothing written: the cached facts are served
+    wb.catalog.remove([int(wb.catalog.query()["id"][0])])
+    assert system_status(wb)["catalog"]["loras"] == cat["loras"] - 1  # a write moves the stamp: re-read
     diffusers, a1111 = status["backends"]
     assert diffusers["ok"] and "own process" in diffusers["detail"]
     assert a1111["ok"] is False and a1111["detail"]
@@ -247,3 +250,16 @@ def test_dashboard_has_the_new_tabs(wb: workbench.Workbench) -> None:
     tabs = dashboard_tabs(wb)
     titles = [tabs.get_title(i) for i in range(len(tabs.children))]
     assert titles[-3:] == ["Analytics", "Status", "Maintenance"]
+
+
+def test_backup_command_rotates_and_refuses_bad_keep(
+    wb: workbench.Workbench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench import cli
+
+    for _ in range(3):
+        assert cli.main(["backup", "--home", str(wb.home), "--keep", "2"]) == 0
+    assert "backup written to" in capsys.readouterr().out
+    assert len(list((wb.home / "backups").glob("backup-*.zip"))) == 2
+    assert cli.main(["backup", "--home", str(wb.home), "--keep", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err

@@ -313,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     # [migration] import-recipe
     _add_migration_commands(sub)
     # [/migration]
+    # [shared service] backup
+    _add_backup_command(sub)
+    # [/shared service]
     return parser
 
 
@@ -705,6 +708,29 @@ def _add_migration_commands(sub: Any) -> None:
 
 
 # [/migration]
+# [shared service]
+def _cmd_backup(args: argparse.Namespace) -> int:
+    """Zip the home's catalog (history, feedback, usage) and generated images; keep the newest N."""
+    from workbench.catalog import BackupError
+
+    try:
+        info = _open(args).backup(keep=args.keep)
+    except BackupError as exc:
+        print(f"workbench backup: error: {exc}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{k} {v}" for k, v in info.counts.items())
+    print(f"backup written to {info.path} ({info.size_bytes:,} bytes; {counts})")
+    return 0
+
+
+def _add_backup_command(sub: Any) -> None:
+    p = sub.add_parser("backup", help="back up the home (catalog, history, feedback, usage, images) with rotation")
+    _add_home(p)
+    p.add_argument("--keep", type=int, default=5, help="backups to keep in <home>/backups (default 5)")
+    p.set_defaults(func=_cmd_backup)
+
+
+# [/shared service]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,8 @@
 """System status for the dashboard's Status tab and for scripts: disk, catalog, coverage, queue, workers, backends.
 
+Cheap to call every few seconds: catalog facts are re-read only when the catalog's change stamp
+moved (a stat, not a query), the size of the generated images at most once a minute.
+
 GPU facts come from the shared worker (the process that holds the pipeline), never from the caller:
 a visitor's kernel has no torch and may run on a machine without the GPU. Backend reachability of
 HTTP backends is checked with their ``health()`` (a few seconds at most) and cached briefly, so a
@@ -17,7 +20,10 @@ if TYPE_CHECKING:
     from workbench._workbench import Workbench
 
 HEALTH_TTL_S = 30.0
+OUTPUTS_TTL_S = 60.0  # walking the generated images is the slow part; they change slowly
 _HEALTH_CACHE: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+_CATALOG_CACHE: dict[str, tuple[str, dict[str, Any]]] = {}  # home -> (change stamp, catalog facts)
+_OUTPUTS_CACHE: dict[str, tuple[float, int]] = {}
 
 
 def disk_usage(paths: list[Path]) -> list[dict[str, Any]]:
@@ -57,7 +63,12 @@ def catalog_size(wb: Workbench) -> dict[str, Any]:
     files = [wb.db.path, wb.db.path.with_name(wb.db.path.name + ".wal")]
     catalog_bytes = sum(p.stat().st_size for p in files if p.exists())
     outputs = wb.home / "outputs"
-    output_bytes = sum(p.stat().st_size for p in outputs.rglob("*") if p.is_file()) if outputs.is_dir() else 0
+    cached = _OUTPUTS_CACHE.get(str(outputs))
+    if cached is None or time.monotonic() - cached[0] > OUTPUTS_TTL_S:
+        total = sum(p.stat().st_size for p in outputs.rglob("*") if p.is_file()) if outputs.is_dir() else 0
+        cached = (time.monotonic(), total)
+        _OUTPUTS_CACHE[str(outputs)] = cached
+    output_bytes = cached[1]
     return {"catalog_bytes": int(catalog_bytes), "outputs_bytes": int(output_bytes)}
 
 
@@ -114,12 +125,17 @@ def system_status(wb: Workbench) -> dict[str, Any]:
         for w in worker.get("workers") or []
         for g in w.get("gpus") or []
     ]
-    roots = wb.roots
+    stamp = wb.db.stamp()
+    cached = _CATALOG_CACHE.get(str(wb.home))
+    if cached is None or cached[0] != stamp:  # the catalog is read only after someone wrote to it
+        cached = (stamp, {"roots": wb.roots, "coverage": coverage(wb), "jobs": job_counts(wb)})
+        _CATALOG_CACHE[str(wb.home)] = cached
+    facts = cached[1]
     return {
         "home": str(wb.home),
-        "disk": disk_usage([wb.home, *roots]),
-        "catalog": {**catalog_size(wb), **coverage(wb)},
-        "jobs": job_counts(wb),
+        "disk": disk_usage([wb.home, *facts["roots"]]),
+        "catalog": {**catalog_size(wb), **facts["coverage"]},
+        "jobs": facts["jobs"],
         "worker": worker,
         "gpus": gpus,
         "backends": backend_reachability(wb, worker),

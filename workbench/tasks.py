@@ -161,22 +161,33 @@ class Tasks:
         """Queue a task (``scan``, ``hash`` or ``embed``) and return its id; a task of that kind already
         queued or running is returned instead of starting a second one."""
         from rq import Queue
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
 
         if kind not in TASK_KINDS:
             raise ValueError(f"unknown task {kind!r}; one of {', '.join(TASK_KINDS)}")
-        for task in self.list(limit=50):
-            if task["kind"] == kind and task["state"] in ("queued", "started"):
-                return str(task["id"])
-        queue = Queue(MAINTENANCE_QUEUE, connection=self._conn())
-        job = queue.enqueue(
-            _TASK_FUNCTIONS[kind],
-            str(self.wb.home),
-            job_id=f"task-{kind}-{uuid.uuid4().hex[:12]}",
-            job_timeout=24 * 3600,
-            result_ttl=TASK_TTL_S,
-            failure_ttl=TASK_TTL_S,
-            meta={"kind": kind, "home": str(self.wb.home)},
-        )
+        conn = self._conn()
+        latest_key = f"workbench:task-latest:{self.wb.home}:{kind}"
+        # check-and-enqueue under a lock: two visitors clicking at once get the same task
+        with conn.lock(latest_key + ":lock", timeout=30, blocking_timeout=30):
+            current = conn.get(latest_key)
+            if current:
+                try:  # the job's own status: continuous from queued to started (the registries are not)
+                    status = Job.fetch(current.decode(), connection=conn).get_status(refresh=True)
+                    if str(getattr(status, "value", status)) in ("queued", "started", "deferred", "scheduled"):
+                        return current.decode()
+                except NoSuchJobError:
+                    pass
+            job = Queue(MAINTENANCE_QUEUE, connection=conn).enqueue(
+                _TASK_FUNCTIONS[kind],
+                str(self.wb.home),
+                job_id=f"task-{kind}-{uuid.uuid4().hex[:12]}",
+                job_timeout=24 * 3600,
+                result_ttl=TASK_TTL_S,
+                failure_ttl=TASK_TTL_S,
+                meta={"kind": kind, "home": str(self.wb.home)},
+            )
+            conn.set(latest_key, job.id, ex=TASK_TTL_S)
         return str(job.id)
 
     def get(self, task_id: str) -> dict[str, Any]:

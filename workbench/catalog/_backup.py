@@ -51,11 +51,12 @@ def _counts(catalog_file: Path) -> dict[str, int]:
     con = duckdb.connect(str(catalog_file), read_only=True)
     try:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        return {
-            t: int((con.execute(f"SELECT count(*) FROM {t}").fetchone() or (0,))[0])
-            for t in COUNTED_TABLES
-            if t in tables
-        }
+        counts = {}
+        for table in COUNTED_TABLES:
+            if table in tables:
+                row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+                counts[table] = int(row[0]) if row else 0
+        return counts
     finally:
         con.close()
 
@@ -82,7 +83,8 @@ def backup_home(
             counts = _counts(copy)  # also proves the copy opens
         except Exception as exc:
             raise BackupError(f"the catalog copy does not open ({exc}); no backup was written") from exc
-        manifest = {"format": 1, "created_at": stamp.isoformat(timespec="seconds"), "home": str(home), "counts": counts}
+        created_at = stamp.isoformat(timespec="seconds")
+        manifest = {"format": 1, "created_at": created_at, "home": str(home), "counts": counts}
         partial = Path(scratch) / name
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(MANIFEST_MEMBER, json.dumps(manifest, indent=2))
@@ -99,7 +101,7 @@ def backup_home(
         final = folder / name
         os.replace(partial, final)
     _rotate(folder, keep)
-    return BackupInfo(final, str(manifest["created_at"]), final.stat().st_size, counts)
+    return BackupInfo(final, created_at, final.stat().st_size, counts)
 
 
 def _rotate(folder: Path, keep: int) -> None:

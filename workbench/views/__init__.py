@@ -1,4 +1,5 @@
-"""Widgets over the workbench core: gallery, detail, library, status, recommend, generate, queue, history, compare.
+"""Widgets over the workbench core: gallery, detail, library, status, recommend, generate, queue, history, compare,
+analytics, system status, maintenance.
 
 Names are imported on first use, so ``import workbench.views.status`` stays cheap.
 """
@@ -33,6 +34,12 @@ _EXPORTS = {
     "WeightDuplicatesView": "workbench.views.weights",
     "WeightsTab": "workbench.views.weights",
     "weights_tab": "workbench.views.weights",
+    "AnalyticsView": "workbench.views.analytics",
+    "analytics_tab": "workbench.views.analytics",
+    "SystemView": "workbench.views.system",
+    "status_tab": "workbench.views.system",
+    "MaintenanceView": "workbench.views.maintenance",
+    "maintenance_tab": "workbench.views.maintenance",
 }
 
 __all__ = sorted(_EXPORTS)
