@@ -36,7 +36,7 @@ $(DEMO_LIBRARY)/.built: data/make_demo_library.py | install
 demo: install system-deps $(DEMO_LIBRARY)/.built
 	$(VENV)/bin/workbench dashboard --home $(DEMO_HOME) --library $(DEMO_LIBRARY) --port $(PORT) --no-browser $(if $(REDIS),--redis $(REDIS))
 
-test: install system-deps
+test: install system-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install
