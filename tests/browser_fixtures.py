@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from workbench.dashboard import DEFAULT_HOST, free_port, start_dashboard, wait_for_port
+from workbench.dashboard import DEFAULT_HOST, free_port, start_dashboard, stop_dashboard, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -100,12 +100,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, demo_library: Path) -> I
         listening = wait_for_port(DEFAULT_HOST, port, timeout=120, process=process)
         yield Dashboard(f"http://{DEFAULT_HOST}:{port}/", home, demo_library, process, started, listening, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_dashboard(process)
         log.close()
 
 

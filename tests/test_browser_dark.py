@@ -15,7 +15,7 @@ from browser_fixtures import (  # noqa: F401  (pytest fixtures)
     save_screenshot,
 )
 
-from workbench.dashboard import DEFAULT_HOST, free_port, start_dashboard, wait_for_port
+from workbench.dashboard import DEFAULT_HOST, free_port, start_dashboard, stop_dashboard, wait_for_port
 
 pytestmark = pytest.mark.browser
 
@@ -37,12 +37,7 @@ def dark_dashboard(tmp_path_factory: pytest.TempPathFactory, demo_library: Path)
         wait_for_port(DEFAULT_HOST, port, timeout=120, process=process)
         yield f"http://{DEFAULT_HOST}:{port}/"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_dashboard(process)
         log.close()
 
 

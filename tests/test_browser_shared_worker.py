@@ -27,7 +27,7 @@ from browser_fixtures import (  # noqa: F401  (pytest fixtures)
 )
 
 import workbench
-from workbench.dashboard import DEFAULT_HOST, SharedWorker, free_port, start_dashboard, wait_for_port
+from workbench.dashboard import DEFAULT_HOST, SharedWorker, free_port, start_dashboard, stop_dashboard, wait_for_port
 
 pytestmark = pytest.mark.browser
 TINY_CACHE = Path(tempfile.gettempdir()) / "workbench-test-tiny-cache"
@@ -50,12 +50,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, demo_library: Path) -> Iter
         url = f"http://{DEFAULT_HOST}:{port}/"
         yield Dashboard(url, home, demo_library, process, started, listening, log_path), worker
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_dashboard(process)
         log.close()
         worker.stop()
 

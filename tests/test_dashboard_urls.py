@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.dashboard import DEFAULT_HOST, free_port, rejected_status, start_dashboard, wait_for_port
+from workbench.dashboard import DEFAULT_HOST, free_port, rejected_status, start_dashboard, stop_dashboard, wait_for_port
 
 #: Each answered HTTP 500 (an uncaught exception in Voilà or jupyter_server) before the guard.
 FORMERLY_500 = {
@@ -45,12 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
             wait_for_port(DEFAULT_HOST, port, timeout=120, process=process)
             yield port, log_path
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_dashboard(process)
 
 
 def _status(port: int, path: str, method: str = "GET") -> int:

@@ -296,12 +296,7 @@ def serve_dashboard(
         try:
             return process.wait()
         except KeyboardInterrupt:
-            process.terminate()
-            try:
-                return process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                return process.wait()
+            return stop_dashboard(process, timeout=15)
     finally:
         if worker is not None:
             worker.stop()
@@ -320,6 +315,16 @@ def start_shared_worker(
     models = [str(c.options.get("model", "tiny")) for c in configured_backends(resolved_home) if c.kind == "diffusers"]
     print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
     return SharedWorker(resolved_home, library_roots, redis_url=redis_url, model=(models or ["tiny"])[0]).start()
+
+
+def stop_dashboard(process: subprocess.Popen, timeout: float = 20.0) -> int:
+    """Stop a server from :func:`start_dashboard`: SIGTERM, then SIGKILL after ``timeout``; its exit status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -387,6 +392,7 @@ __all__ = [
     "serve_dashboard",
     "start_dashboard",
     "start_shared_worker",
+    "stop_dashboard",
     "voila_command",
     "wait_for_port",
 ]
