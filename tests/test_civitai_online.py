@@ -424,3 +424,31 @@ def test_client_settings_and_retry_after_forms(monkeypatch) -> None:
     with pytest.raises(ValueError):
         client.version_by_hash("not-a-hash")
     client.close()
+
+
+def test_the_maintenance_tab_downloads_from_civitai(tmp_path, site, items) -> None:
+    """The dashboard's Download action: a version into a library folder, verified and catalogued; errors shown."""
+    from workbench.views.maintenance import MaintenanceView
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    wb = workbench.open(tmp_path / "home")
+    wb.scan([lib], progress=False)
+    item = items[22]
+    data = write_kohya_lora(tmp_path / "src.safetensors", seed=9).read_bytes()
+    version = site.assign(data, item["id"])
+    view = MaintenanceView(wb, interval=0)
+    try:
+        assert view.civitai_folder.options == (str(lib.resolve()),)
+        view.civitai_ref.value = f"https://civitai.com/models/{item['id']}?modelVersionId={version['id']}"
+        view.download_from_civitai(wait=True)
+        assert "Downloaded" in view.civitai_status.value and not view.civitai_button.disabled
+        row = wb.catalog.query(text=None).iloc[0]
+        assert int(row["civitai_version_id"]) == version["id"]
+        view.download_from_civitai(wait=True)  # the same version again: refused, the file kept
+        assert "already exists" in view.civitai_status.value
+        view.civitai_ref.value = "<script>alert(1)</script>"
+        view.download_from_civitai(wait=True)
+        assert "<script>" not in view.civitai_status.value
+    finally:
+        view.close()

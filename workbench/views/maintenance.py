@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import logging
 import tempfile
 import threading
 import uuid
@@ -22,8 +23,10 @@ import anywidget
 import ipywidgets as w
 
 from workbench.views._assets import asset_path
-from workbench.views._feedback import guarded
+from workbench.views._feedback import GENERIC_ERROR, guarded
 from workbench.views.system import start_poller
+
+log = logging.getLogger("workbench.views")
 
 TASK_ROWS = 6
 MAX_UPLOAD_BYTES = 200 * 2**20
@@ -134,6 +137,17 @@ class MaintenanceView(w.VBox):
         self.backup_button = w.Button(description="Back up now", icon="save", layout=w.Layout(width="160px"))
         self.backup_button.on_click(lambda _b: self.backup())
         self.backup_list = w.HTML()
+        # -- Civitai download (a model version into a library folder, added to the catalog linked)
+        self.civitai_ref = w.Text(
+            placeholder="Civitai model URL (…?modelVersionId=…) or version id", layout=w.Layout(width="420px")
+        )
+        self.civitai_folder = w.Dropdown(
+            options=[str(r) for r in wb.roots], description="into", layout=w.Layout(width="360px")
+        )
+        self.civitai_button = w.Button(description="Download", icon="cloud-download", layout=w.Layout(width="140px"))
+        self.civitai_button.on_click(lambda _b: self.download_from_civitai())
+        self.civitai_status = w.HTML()
+        self._download_thread: threading.Thread | None = None
 
         super().__init__(
             [
@@ -149,6 +163,9 @@ class MaintenanceView(w.VBox):
                 w.HBox([self.export_button, self.download]),
                 w.HBox([self.upload, self.conflict, self.import_button]),
                 self.import_preview,
+                w.HTML("<h4>Download from Civitai</h4>"),
+                w.HBox([self.civitai_ref, self.civitai_folder, self.civitai_button]),
+                self.civitai_status,
                 w.HTML("<h4>Backups of this home (catalog, history, feedback, usage, generated images)</h4>"),
                 w.HBox([self.keep, self.backup_button]),
                 self.backup_list,
@@ -267,6 +284,44 @@ class MaintenanceView(w.VBox):
         self.import_button.disabled = True
         self.import_preview.value = f"<b>Imported:</b> {html.escape(str(report))}"
         self._say("Import applied.", "success")
+
+    # -- Civitai download -----------------------------------------------------------------
+    @guarded
+    def download_from_civitai(self, wait: bool = False) -> None:
+        """Download the version named in the box into the chosen library folder, off the kernel's thread
+        (the file streams, is verified against Civitai's SHA256, then catalogued with its Civitai data)."""
+        ref, folder = self.civitai_ref.value.strip(), self.civitai_folder.value
+        if not ref or not folder:
+            self.civitai_status.value = "<i>Paste a Civitai model URL or version id and pick a library folder.</i>"
+            return
+        if self._download_thread is not None and self._download_thread.is_alive():
+            self.civitai_status.value = "<i>A download is already running.</i>"
+            return
+        self.civitai_button.disabled = True
+        self.civitai_status.value = f"Downloading <code>{html.escape(ref[:200])}</code>…"
+        self._download_thread = threading.Thread(
+            target=self._download, args=(ref, folder), daemon=True, name="workbench-civitai-download"
+        )
+        self._download_thread.start()
+        if wait:
+            self._download_thread.join()
+
+    def _download(self, ref: str, folder: str) -> None:
+        from workbench.catalog import CivitaiError
+
+        try:
+            result = self._wb.civitai.download(ref, folder, progress=False)
+            self.civitai_status.value = (
+                f"<span style='color:#1e7e34'>Downloaded <code>{html.escape(Path(result.path).name)}</code> "
+                f"and added it to the catalog (id {int(result.lora_id)}).</span>"
+            )
+        except CivitaiError as exc:  # our own message: safe to show, escaped
+            self.civitai_status.value = f"<span style='color:#b00020'>{html.escape(str(exc)[:500])}</span>"
+        except Exception:
+            log.exception("Civitai download of %r failed", ref[:200])
+            self.civitai_status.value = f"<span style='color:#b00020'>{html.escape(GENERIC_ERROR)}</span>"
+        finally:
+            self.civitai_button.disabled = False
 
     # -- backups ------------------------------------------------------------------------
     @guarded
