@@ -40,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     log_path = home / "voila.log"
     port = free_port()
     with open(log_path, "wb") as log:
-        process = start_dashboard(home, [], port=port, preheat=False, stdout=log, stderr=subprocess.STDOUT)
+        process = start_dashboard(home, [], port=port, pool_size=0, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_port(DEFAULT_HOST, port, timeout=120, process=process)
             yield port, log_path

@@ -22,7 +22,7 @@ import pytest
 import workbench
 from tests.fake_servers import tiny_request
 from workbench.dashboard import SharedWorker
-from workbench.generate import LoraSpec, write_tiny_loras
+from workbench.generate import GenerationLimits, LoraSpec, write_tiny_loras
 from workbench.tasks import shared_worker_status
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -112,6 +112,7 @@ def test_worker_killed_mid_job_fails_it_with_reason_and_a_new_worker_runs_the_ne
     wb = workbench.open(service.home)
     queue = wb.queue
     assert queue.executor == "rq"
+    queue.limits["diffusers"] = GenerationLimits(max_steps=1000)  # a long job on purpose (killed mid-way)
     try:
         old = _wait_for_worker(str(service.redis_url))
         jid = queue.submit(tiny_request(steps=400), max_attempts=1)

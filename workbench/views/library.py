@@ -47,9 +47,13 @@ class LibraryView(ipywidgets.VBox):
             ),
         )
         self.examples = ExamplesView(wb, layout=ipywidgets.Layout(margin="0 0 0 12px"))  # Civitai examples
-        side = ipywidgets.VBox([self.detail, self.examples], layout=ipywidgets.Layout(flex="2 1 0", min_width="280px"))
+        # the detail column (detail + Civitai examples) is shown when a card is opened: until then the
+        # gallery uses the whole width
+        self.side = ipywidgets.VBox(
+            [self.detail, self.examples], layout=ipywidgets.Layout(flex="2 1 0", min_width="280px", display="none")
+        )
         self.detail.layout.flex = "none"
-        body = ipywidgets.HBox([self.gallery, side], layout=ipywidgets.Layout(width="100%"))
+        body = ipywidgets.HBox([self.gallery, self.side], layout=ipywidgets.Layout(width="100%"))
         super().__init__([self.status, body], **kwargs)
         self.add_class("wb-library")
         self.gallery.observe(self._opened, names=["active_id"])
@@ -61,7 +65,8 @@ class LibraryView(ipywidgets.VBox):
     def _opened(self, change: Any) -> None:
         self.detail.load(change["new"])
         self.examples.load(change["new"])
-        self.detail.layout.display = None if change["new"] is not None else "none"
+        shown = None if change["new"] is not None else "none"
+        self.detail.layout.display = self.side.layout.display = shown
 
     @guarded
     def _gallery_changed(self, ids: list[int] | None) -> None:
