@@ -79,11 +79,13 @@ def test_job_analytics_rates_durations_errors_and_unused(wb: workbench.Workbench
     outcomes = analytics.job_outcomes(wb, days=7)
     assert dict(zip(outcomes["state"], outcomes["jobs"])) == {"succeeded": 2, "failed": 3, "cancelled": 1}
     assert outcomes["success_rate"].iloc[0] == pytest.approx(2 / 5)
-    summary = analytics.job_summary(wb, days=7)
+    summary = analytics.job_stats(wb, days=7)
     assert (
-        summary["jobs"] == 6
-        and summary["success_rate"] == pytest.approx(0.4)
-        and summary["median_s"] == pytest.approx(2.0)
+        summary["total"] == 6
+        and summary["by_state"] == {"succeeded": 2, "failed": 3, "cancelled": 1}
+        and summary["success_rate"] == pytest.approx(0.4)  # cancelled is neither success nor failure
+        and summary["median_seconds"] == pytest.approx(2.0)
+        and summary["p90_seconds"] == pytest.approx(2.8)
     )
     errors = analytics.error_breakdown(wb, days=7)
     assert list(errors["jobs"]) == [2, 1]  # two kills differing only by pid are one kind of error

@@ -121,28 +121,28 @@ def summary_table(wb: Workbench) -> pd.DataFrame:
 
 
 def job_stats(wb: Workbench, days: int = 30) -> dict[str, Any]:
-    """Generation jobs of the last ``days`` days: how many per state, success rate, typical duration."""
-    rows = wb.db.read_df(
-        "SELECT state, count(*) AS n, median(date_diff('millisecond', started_at, finished_at)) / 1000.0 AS median_s "
-        "FROM jobs WHERE created_at >= current_timestamp - to_days(CAST(? AS INTEGER)) GROUP BY state",
+    """Generation jobs of the last ``days`` days: counts per state, success rate, durations, images.
+
+    The one home of these figures for the report and the dashboard's Analytics tab. The success rate
+    is succeeded / (succeeded + failed): a cancelled job is the user's choice, not a failure, and the
+    same rule drives `job_outcomes`' daily rate.
+    """
+    frame = _job_frame(wb, days)
+    by_state = {str(k): int(v) for k, v in frame["state"].value_counts().items()} if len(frame) else {}
+    ok, bad = by_state.get("succeeded", 0), by_state.get("failed", 0)
+    done = frame.loc[frame["state"] == "succeeded", "seconds"].dropna()
+    images = wb.db.read_df(
+        "SELECT count(*) AS n FROM results WHERE NOT deleted "
+        "AND created_at >= current_timestamp - to_days(CAST(? AS INTEGER))",
         [int(days)],
-    )
-    by_state = {str(r["state"]): int(r["n"]) for r in rows.to_dict("records")}
-    finished = sum(by_state.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
-    succeeded = by_state.get("succeeded", 0)
-    median = rows.loc[rows["state"] == "succeeded", "median_s"]
+    )["n"].iloc[0]
     return {
-        "total": int(sum(by_state.values())),
+        "total": int(len(frame)),
         "by_state": by_state,
-        "success_rate": succeeded / finished if finished else None,
-        "median_seconds": float(median.iloc[0]) if len(median) and pd.notna(median.iloc[0]) else None,
-        "images": int(
-            wb.db.read_df(
-                "SELECT count(*) AS n FROM results WHERE NOT deleted "
-                "AND created_at >= current_timestamp - to_days(CAST(? AS INTEGER))",
-                [int(days)],
-            )["n"].iloc[0]
-        ),
+        "success_rate": ok / (ok + bad) if ok + bad else None,
+        "median_seconds": float(done.median()) if len(done) else None,
+        "p90_seconds": float(done.quantile(0.9)) if len(done) else None,
+        "images": int(images),
     }
 
 
@@ -271,21 +271,6 @@ def job_outcomes(wb: Workbench, days: int = 30) -> pd.DataFrame:
     rate = (ok / total).where(total > 0)
     counts["success_rate"] = counts["day"].map(rate)
     return counts.sort_values(["day", "state"]).reset_index(drop=True)
-
-
-def job_summary(wb: Workbench, days: int = 30) -> dict[str, Any]:
-    """Headline job figures: counts per state, success rate, median and 90th percentile duration."""
-    frame = _job_frame(wb, days)
-    states = frame["state"].value_counts().to_dict() if len(frame) else {}
-    ok, bad = int(states.get("succeeded", 0)), int(states.get("failed", 0))
-    done = frame[frame["state"] == "succeeded"]["seconds"].dropna()
-    return {
-        "jobs": int(len(frame)),
-        "states": {str(k): int(v) for k, v in states.items()},
-        "success_rate": round(ok / (ok + bad), 4) if ok + bad else None,
-        "median_s": round(float(done.median()), 3) if len(done) else None,
-        "p90_s": round(float(done.quantile(0.9)), 3) if len(done) else None,
-    }
 
 
 def job_durations(wb: Workbench, days: int = 30) -> pd.DataFrame:

@@ -146,13 +146,13 @@ class AnalyticsView(w.VBox):
         """Recompute every figure and table from the catalog."""
         days = int(self.period.value)
         summary = analytics.summary(self._wb)
-        jobs = analytics.job_summary(self._wb, days=days)
+        jobs = analytics.job_stats(self._wb, days=days)
         rate = "–" if jobs["success_rate"] is None else f"{jobs['success_rate']:.0%}"
-        median = "–" if jobs["median_s"] is None else f"{jobs['median_s']:.1f} s"
+        median = "–" if jobs["median_seconds"] is None else f"{jobs['median_seconds']:.1f} s"
         self.headline.value = (
             f"<b>{summary['loras']:,}</b> LoRAs ({summary['total_gib']:.2f} GiB) · "
             f"{summary['unhashed']:,} unhashed · {summary['duplicate_files']:,} duplicate files · "
-            f"<b>{jobs['jobs']:,}</b> jobs in {days} days · success {html.escape(rate)} · median {html.escape(median)}"
+            f"<b>{jobs['total']:,}</b> jobs in {days} days · success {html.escape(rate)} · median {html.escape(median)}"
         )
         self.figures = build_figures(self._wb, days)
         outputs = [_figure_output(fig) for fig in self.figures.values()]
