@@ -88,7 +88,7 @@ def test_weights_tab_analyses_the_library_and_follows_the_picker(wb: workbench.W
     tab = WeightsTab(wb)
     assert len(tab.picker.options) == 4
     tab.analyse().join(120)
-    assert "analysed 4 files" in tab.status.value
+    assert "4 file(s) analysed" in tab.status.value and tab.run.where == "kernel" and tab.run.bar.value == 1.0
     tab.picker.value = _id(wb, "a_fp16")
     assert "nominal rank <b>4</b>" in tab.panel.summary.value
     tab.compare_pick.value = (_id(wb, "a_fp16"), _id(wb, "other"))
