@@ -239,7 +239,8 @@ def similar_html(frame: Any) -> str:
 class WeightsPanel(w.VBox):
     """One LoRA's weight-space analysis: summary, block heatmap, similar by weights; an Analyse button.
 
-    ``read_only`` (a viewer's page): no Analyse button, and :meth:`analyse` refuses. ``background_similar``:
+    ``read_only`` (a viewer's page): no Analyse button, and :meth:`analyse` refuses; ``title``: a heading.
+    ``background_similar``:
     "similar by weights" (which may read files for exact cosines) is found on a thread after the rest is shown,
     as the Library's detail column does so that opening a card stays quick.
     """
@@ -250,6 +251,7 @@ class WeightsPanel(w.VBox):
         lora_id: int | None = None,
         read_only: bool = False,
         background_similar: bool = False,
+        title: str = "",
         **kwargs: Any,
     ) -> None:
         self._wb = wb
@@ -269,7 +271,8 @@ class WeightsPanel(w.VBox):
         controls = w.HBox([self.analyse_button, self.run.bar, self.status])
         if self._read_only:
             self.analyse_button.layout.display = "none"
-        super().__init__([self.summary, controls, self.figure, self.similar], **kwargs)
+        heading = [w.HTML(f"<h4>{html.escape(title)}</h4>")] if title else []
+        super().__init__([*heading, self.summary, controls, self.figure, self.similar], **kwargs)
         self.add_class("wb-weights")
         if lora_id is not None:
             self.show(lora_id)
