@@ -307,7 +307,8 @@ class WeightsPanel(w.VBox):
         self.summary.value = summary_html(record) if reason is None else f"<i>Not analysed: {html.escape(reason)}.</i>"
         self.analyse_button.description = "Analyse weights" if record is None else "Analyse again"
         self.analyse_button.disabled = reason is not None
-        self.heatmap = block_heatmap(record) if record is not None and record.get("ok") else None
+        ok = record is not None and record.get("ok")
+        self.heatmap = block_heatmap(record, "Where it acts: ‖ΔW‖ per block and layer kind") if ok else None
         show_figure(self.figure, self.heatmap)
         if record is None or not record.get("ok"):
             self.similar.value = ""
