@@ -133,3 +133,26 @@ def test_recommend_similar_by_weights(wb: workbench.Workbench) -> None:
     panel.similar_by.value = "description"
     panel._safe(panel.run)
     assert panel.results.attrs.get("by") != "weights", panel.status.value
+
+
+def test_a_failed_worker_task_is_reported_without_its_exception_text() -> None:
+    from types import SimpleNamespace
+
+    from workbench.views.weights import WeightsRun
+
+    class FailingTasks:  # a shared worker whose weights task failed (the real path is in test_shared_worker.py)
+        available = True
+
+        def submit(self, kind: str, ids: list[int] | None = None) -> str:
+            assert kind == "weights" and ids == [7]
+            return "task-weights-x"
+
+        def get(self, task_id: str) -> dict:
+            return {"id": task_id, "state": "failed", "done": 0, "total": 0, "error": "OSError: /secret/path"}
+
+    finished: list[str] = []
+    run = WeightsRun(SimpleNamespace(tasks=FailingTasks()), finished.append, poll=0.01)
+    run.start([7]).join(30)
+    assert run.where == "worker" and run.task_id == "task-weights-x" and finished == []
+    assert "failed on the shared worker" in run.status.value and "secret" not in run.status.value
+    assert run.bar.bar_style == "danger"

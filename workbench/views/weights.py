@@ -120,6 +120,7 @@ class WeightsRun:
         self.thread: threading.Thread | None = None
         self.task_id: str | None = None
         self.where = ""
+        self._shown = 0.0
 
     @property
     def running(self) -> bool:
@@ -158,6 +159,9 @@ class WeightsRun:
         return self.thread
 
     def _progress(self, done: int, total: int) -> None:
+        if time.monotonic() - self._shown < 0.2 and done < total:
+            return  # at most 5 updates a second reach the page
+        self._shown = time.monotonic()
         self.bar.value = done / total if total else 0.0
         self.status.value = f"reading tensors: {_bytes(done)} of {_bytes(total)}"
 
@@ -175,7 +179,9 @@ class WeightsRun:
                 self._finish(str(task.get("summary") or "done"))
                 return
             if state in ("failed", "canceled", "stopped"):
-                self._error(f"the analysis {state}: {task.get('error') or ''}".rstrip(": "))
+                # the worker's exception stays in its log (Maintenance lists the task); per-file errors are
+                # stored with each analysis and shown by the panel
+                self._error(f"the analysis {state} on the shared worker (see the worker's log)")
                 return
             if state == "started" and task.get("total"):
                 self._progress(int(task["done"]), int(task["total"]))
