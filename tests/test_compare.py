@@ -136,3 +136,25 @@ def test_cli_compare_writes_the_grid(tmp_path, capsys):
     grid = Image.open(tmp_path / "grid.png")
     assert len(json.loads(grid.info["workbench-compare"])["cells"]) == 4
     assert grid.width >= 2 * 64 and grid.height >= 2 * 64
+
+
+def test_compare_view_shows_block_norms_of_analysed_loras_side_by_side(wb):
+    from workbench.views.compare import CompareView
+
+    view = CompareView(wb)
+    view.loras.value = ("tiny_watercolor", "tiny_neon_unet_only")
+    assert view.block_norms() is None and view.norms_figure.outputs == ()
+    assert "Not analysed yet" in view.norms_status.value and "tiny_neon_unet_only" in view.norms_status.value
+    frame = wb.catalog.query(limit=None)
+    wb.weights.analyze([int(i) for i, n in zip(frame["id"], frame["name"]) if n == "tiny_watercolor"], progress=False)
+    figure = view.block_norms()  # one analysed: shown, the other named as not analysed
+    assert list(figure.data[0].y) == ["tiny_watercolor"] and "tiny_neon_unet_only" in view.norms_status.value
+    wb.weights.analyze(progress=False)
+    view.norms_button.click()
+    (output,) = view.norms_figure.outputs
+    heat = output["data"]["application/vnd.plotly.v1+json"]["data"][0]
+    assert heat["type"] == "heatmap" and list(heat["y"]) == ["tiny_watercolor", "tiny_neon_unet_only"]
+    assert view.norms_status.value == ""
+    shares = [sum(v for v in row if v is not None) for row in heat["z"]]
+    assert all(abs(s - 1) < 1e-6 for s in shares)  # each row: that LoRA's energy by block
+    assert heat["z"][1][0] is None  # the U-Net-only LoRA leaves the text encoder (first column) untouched

@@ -166,6 +166,46 @@ def test_maintenance_tasks_run_on_the_worker_with_progress(service: SharedWorker
         wb.tasks.submit("format-disk")
 
 
+def test_weights_analysis_runs_on_the_worker_and_the_views_follow_it(service: SharedWorker) -> None:
+    from workbench.views.maintenance import MaintenanceView
+    from workbench.views.weights import WeightsPanel, WeightsTab
+
+    wb = workbench.open(service.home)
+    assert wb.tasks.available
+    frame = wb.catalog.query(limit=None)
+    ids = {pathlib.Path(p).stem: int(i) for i, p in zip(frame["id"], frame["path"])}
+    one = ids["tiny_watercolor"]
+    # a panel's "Analyse weights": the worker reads that LoRA's tensors, the page follows the task's progress
+    panel = WeightsPanel(wb, one)
+    assert "Not analysed" in panel.summary.value
+    thread = panel.analyse()
+    assert thread is not None and panel.run.where == "worker" and panel.run.task_id
+    thread.join(300)
+    assert not thread.is_alive()
+    task = wb.tasks.get(panel.run.task_id)
+    assert task["kind"] == "weights" and task["state"] == "finished", task
+    assert task["stage"] == "reading tensors" and task["done"] == task["total"] > 0, task
+    assert task["summary"] == "1 file(s) analysed" and "1 file(s) analysed" in panel.status.value
+    assert panel.run.bar.value == 1.0 and panel.run.bar.bar_style == "success"
+    assert "nominal rank <b>4</b>" in panel.summary.value and panel.heatmap.data[0].type == "heatmap"
+    assert wb.weights.table()["id"].tolist() == [one]  # only the asked-for file was read
+    # the Weights tab's "Analyse new files": everything else, on the worker as well
+    tab = WeightsTab(wb)
+    thread = tab.analyse()
+    assert thread is not None and tab.run.where == "worker"
+    thread.join(300)
+    assert f"{len(ids) - 1} file(s) analysed" in tab.status.value, tab.status.value
+    assert set(wb.weights.table()["id"]) == set(ids.values())
+    # the Maintenance tab offers it with the other tasks and lists it
+    view = MaintenanceView(wb, interval=0)
+    assert not view.task_buttons["weights"].disabled
+    assert "Analyse weights" in " ".join(row.text.value for row in view.task_rows)
+    with pytest.raises(ValueError, match="takes no ids"):
+        wb.tasks.submit("scan", ids=[one])
+    with pytest.raises(ValueError, match="must be integers"):
+        wb.tasks.submit("weights", ids=["1; DROP"])
+
+
 def test_status_reports_queues_and_workers(service: SharedWorker) -> None:
     status = shared_worker_status(str(service.redis_url))
     assert status["available"] and set(status["queues"]) == {"workbench-fast", "workbench", "workbench-maintenance"}

@@ -149,6 +149,9 @@ def test_status_without_worker_reports_disk_coverage_and_unreachable_backend(
 def test_maintenance_duplicates_remove_and_undo(wb: workbench.Workbench) -> None:
     view = MaintenanceView(wb, interval=0)
     assert all(b.disabled for b in view.task_buttons.values())  # no shared worker: no task buttons
+    assert set(view.task_buttons) == {"scan", "hash", "embed", "weights"}
+    # tensor_hash groups are identical tensor bytes, not "similar weights" (those are the Weights tab's)
+    assert dict(view.dup_by.options) == {"same file (SHA256)": "sha256", "same tensor bytes": "tensor_hash"}
     wb.hash(progress=False)
     view.find_duplicates()
     assert len(view.dup_list.options) == 2

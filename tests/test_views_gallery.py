@@ -427,3 +427,39 @@ def test_detail_shows_imported_values_and_keeps_them_imported(wb: workbench.Work
         assert user["rating"] == 3 and user["preferred_weight"] is None and user["negative_text"] is None
     finally:
         path.with_suffix(".json").unlink()
+
+
+def test_opening_a_card_shows_its_weights_and_viewers_cannot_analyse(wb: workbench.Workbench) -> None:
+    from workbench.views import READ_ONLY_MESSAGE
+
+    view = LibraryView(wb, page_size=10)
+    assert view.weights.lora_id is None and view.weights.figure.outputs == ()  # nothing built before a card opens
+    ids = {
+        Path(p).stem: int(i) for i, p in zip(wb.catalog.query(limit=None)["id"], wb.catalog.query(limit=None)["path"])
+    }
+    target, twin = ids["lora_01"], ids["lora_02"]  # both SD1 (one base-model family)
+    view.gallery.handle_message({"action": "open", "id": target})
+    assert view.weights.lora_id == target and "Not analysed yet" in view.weights.summary.value
+    assert view.weights.analyse_button.layout.display != "none" and not view.weights.analyse_button.disabled
+    wb.weights.analyze([twin], progress=False)
+    view.weights.analyse().join(120)  # no shared worker here: a kernel thread reads the tensors
+    assert view.weights.run.where == "kernel" and view.weights.run.bar.value == 1.0
+    assert "nominal rank" in view.weights.summary.value and view.weights.heatmap.data[0].type == "heatmap"
+    (output,) = view.weights.figure.outputs
+    assert output["data"]["application/vnd.plotly.v1+json"]["data"][0]["type"] == "heatmap"
+    view.weights.similar_thread.join(120)  # similar by weights is found off the kernel's thread
+    assert "Similar by weights" in view.weights.similar.value and f"<td>{twin}</td>" in view.weights.similar.value
+    # a broken file cannot be analysed: said plainly, no button to press
+    view.gallery.handle_message({"action": "open", "id": ids["broken"]})
+    assert view.weights.heatmap is None and view.weights.figure.outputs == () and view.weights.similar.value == ""
+    # a viewer's page: the analysis is shown, no Analyse button, and the kernel refuses one
+    viewer = LibraryView(wb, page_size=10, read_only=True)
+    viewer.gallery.handle_message({"action": "open", "id": ids["lora_05"]})
+    assert "Not analysed yet" in viewer.weights.summary.value
+    assert viewer.weights.analyse_button.layout.display == "none"
+    assert viewer.weights.analyse() is None and READ_ONLY_MESSAGE in viewer.weights.status.value
+    assert wb.weights.get(ids["lora_05"]) is None
+    viewer.gallery.handle_message({"action": "open", "id": target})
+    assert viewer.weights.heatmap is not None  # viewers see analyses made by editors
+    viewer.weights.similar_thread.join(120)
+    assert f"<td>{twin}</td>" in viewer.weights.similar.value

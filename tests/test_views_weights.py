@@ -88,7 +88,7 @@ def test_weights_tab_analyses_the_library_and_follows_the_picker(wb: workbench.W
     tab = WeightsTab(wb)
     assert len(tab.picker.options) == 4
     tab.analyse().join(120)
-    assert "analysed 4 files" in tab.status.value
+    assert "4 file(s) analysed" in tab.status.value and tab.run.where == "kernel" and tab.run.bar.value == 1.0
     tab.picker.value = _id(wb, "a_fp16")
     assert "nominal rank <b>4</b>" in tab.panel.summary.value
     tab.compare_pick.value = (_id(wb, "a_fp16"), _id(wb, "other"))
@@ -99,3 +99,60 @@ def test_weights_tab_analyses_the_library_and_follows_the_picker(wb: workbench.W
     tabs = dashboard_tabs(wb)
     titles = [tabs.get_title(i) for i in range(len(tabs.children))]
     assert "Weights" in titles
+
+
+def test_recommend_similar_by_weights(wb: workbench.Workbench) -> None:
+    from workbench.views.recommend import RecommendPanel
+
+    panel = RecommendPanel(wb)
+    panel.mode.value = "similar"
+    assert panel.similar_by.layout.display == "" and panel.lora.layout.display == ""
+    me = _id(wb, "a_peft")
+    label = next(n for n, i in panel._names.items() if i == me)
+    panel.lora.value, panel.similar_by.value = label, "weights"
+    panel._safe(panel.run)  # what the button does: nothing analysed yet, a clear message
+    assert "has not been analysed yet" in panel.status.value and "Analyse weights" in panel.status.value
+    wb.weights.analyze([me], progress=False)
+    panel._safe(panel.run)  # analysed, but no other LoRA of its family is
+    assert panel.results.empty and "no other LoRA of its base-model family" in panel.status.value
+    wb.weights.analyze(progress=False)
+    results = panel.run()
+    assert set(results["id"][:2]) == {_id(wb, "a_fp16"), _id(wb, HOSTILE)} and me not in set(results["id"])
+    assert (results["cosine"][:2] > 0.999).all() and abs(results["cosine"].iloc[-1]) < 0.2  # "other" comes last
+    assert results.attrs["by"] == "weights" and "by weights" in panel.status.value
+    cards = " ".join(c.children[0].value for c in panel.cards.children)
+    assert "cosine of the weight deltas" in cards and HOSTILE not in cards and "&lt;img src=x" in cards
+    assert "semantic" not in cards  # no description scores behind a weights result
+    # the API: Recommender.similar(by="weights") is wb.weights.similar with catalog rows; exclude works
+    direct = wb.recommend.similar(me, k=5, by="weights", exclude=[_id(wb, "a_fp16")])
+    assert _id(wb, "a_fp16") not in set(direct["id"]) and {"name", "base_model", "score", "reason"} <= set(direct)
+    with pytest.raises(ValueError, match="similar by"):
+        wb.recommend.similar(me, by="vibes")
+    # back to descriptions: the panel passes the choice through
+    wb.recommend.embed(progress=False)
+    panel.similar_by.value = "description"
+    panel._safe(panel.run)
+    assert panel.results.attrs.get("by") != "weights", panel.status.value
+
+
+def test_a_failed_worker_task_is_reported_without_its_exception_text() -> None:
+    from types import SimpleNamespace
+
+    from workbench.views.weights import WeightsRun
+
+    class FailingTasks:  # a shared worker whose weights task failed (the real path is in test_shared_worker.py)
+        available = True
+
+        def submit(self, kind: str, ids: list[int] | None = None) -> str:
+            assert kind == "weights" and ids == [7]
+            return "task-weights-x"
+
+        def get(self, task_id: str) -> dict:
+            return {"id": task_id, "state": "failed", "done": 0, "total": 0, "error": "OSError: /secret/path"}
+
+    finished: list[str] = []
+    run = WeightsRun(SimpleNamespace(tasks=FailingTasks()), finished.append, poll=0.01)
+    run.start([7]).join(30)
+    assert run.where == "worker" and run.task_id == "task-weights-x" and finished == []
+    assert "failed on the shared worker" in run.status.value and "secret" not in run.status.value
+    assert run.bar.bar_style == "danger"

@@ -1,5 +1,5 @@
-"""Heavy work done by the shared worker — rescans, hashing, embedding, prompt embeddings — and the light
-client kernels use to ask for it and follow it.
+"""Heavy work done by the shared worker — rescans, hashing, embedding, weight analysis, prompt embeddings — and
+the light client kernels use to ask for it and follow it.
 
 Why: a visitor's kernel must not import torch or read every file of the library. The dashboard's
 worker (``workbench.dashboard._service``) shares the filesystem with the kernels, so maintenance tasks open the
@@ -10,6 +10,8 @@ Prompt embeddings return vectors only (the kernel ranks), on a queue served befo
 
 from __future__ import annotations
 
+import hashlib
+import numbers
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 FAST_QUEUE = "workbench-fast"  # prompt embeddings: a Recommend click must not wait behind a rescan
 GENERATION_QUEUE = "workbench"  # JobQueue's rq_queue default
 MAINTENANCE_QUEUE = "workbench-maintenance"
-TASK_KINDS = ("scan", "hash", "embed")
+TASK_KINDS = ("scan", "hash", "embed", "weights")
 TASK_TTL_S = 24 * 3600
 _OPEN: dict[str, Workbench] = {}  # worker side: one Workbench per home
 _RECOMMENDERS: dict[str, Any] = {}  # worker side: one Recommender (embedding model loaded here) per home
@@ -112,7 +114,28 @@ def encode_texts(home: str, model_name: str, texts: list[str], max_seq_length: i
     return {"shape": list(vectors.shape), "data": np.ascontiguousarray(vectors, dtype=np.float32).tobytes()}
 
 
-_TASK_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {"scan": scan_task, "hash": hash_task, "embed": embed_task}
+def weights_task(home: str, ids: Sequence[int] | None = None) -> dict[str, Any]:
+    """Analyse LoRA weights: every file without a current analysis, or exactly ``ids`` again (a page's
+    "Analyse weights" on one LoRA). Progress is in bytes read."""
+    wb = _workbench(home)
+    chosen = [int(i) for i in ids] if ids else None
+    done = wb.weights.analyze(
+        chosen, force=chosen is not None, progress=False, on_progress=_reporter("reading tensors")
+    )
+    failed = int((~done["ok"].astype(bool)).sum()) if len(done) else 0
+    return {
+        "summary": f"{len(done):,} file(s) analysed" + (f", {failed:,} could not be read" if failed else ""),
+        "analysed": len(done),
+        "failed": failed,
+    }
+
+
+_TASK_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "scan": scan_task,
+    "hash": hash_task,
+    "embed": embed_task,
+    "weights": weights_task,
+}
 
 
 # -- kernel side ------------------------------------------------------------------------------
@@ -141,7 +164,7 @@ def _error_line(job: Any) -> str:
 
 
 class Tasks:
-    """Rescan, hash and embed on the shared worker (``wb.tasks``); every page sees the same tasks."""
+    """Rescan, hash, embed and analyse weights on the shared worker (``wb.tasks``); every page sees the same tasks."""
 
     def __init__(self, wb: Workbench, redis_url: str | None = None) -> None:
         self.wb = wb
@@ -157,17 +180,29 @@ class Tasks:
     def _conn(self) -> Any:
         return _connection(self._url or _redis_url())
 
-    def submit(self, kind: str) -> str:
-        """Queue a task (``scan``, ``hash`` or ``embed``) and return its id; a task of that kind already
-        queued or running is returned instead of starting a second one."""
+    def submit(self, kind: str, ids: Sequence[int] | None = None) -> str:
+        """Queue a task (``scan``, ``hash``, ``embed`` or ``weights``) and return its id; a task of that kind
+        (and ``ids``) already queued or running is returned instead of starting a second one. ``ids``: only
+        for ``weights``, the LoRAs to analyse (again); without them every file lacking an analysis."""
         from rq import Queue
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
         if kind not in TASK_KINDS:
             raise ValueError(f"unknown task {kind!r}; one of {', '.join(TASK_KINDS)}")
+        chosen: list[int] | None = None
+        if ids is not None:
+            if kind != "weights":
+                raise ValueError(f"the {kind} task takes no ids")
+            if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in ids):
+                raise ValueError(f"LoRA ids must be integers, got {list(ids)[:5]!r}")
+            chosen = sorted({int(i) for i in ids})
+            if not chosen:
+                raise ValueError("no LoRA ids given")
         conn = self._conn()
         latest_key = f"workbench:task-latest:{self.wb.home}:{kind}"
+        if chosen:
+            latest_key += ":" + hashlib.sha1(",".join(map(str, chosen)).encode()).hexdigest()[:16]
         # check-and-enqueue under a lock: two visitors clicking at once get the same task
         with conn.lock(latest_key + ":lock", timeout=30, blocking_timeout=30):
             current = conn.get(latest_key)
@@ -181,11 +216,12 @@ class Tasks:
             job = Queue(MAINTENANCE_QUEUE, connection=conn).enqueue(
                 _TASK_FUNCTIONS[kind],
                 str(self.wb.home),
+                *([chosen] if chosen else []),
                 job_id=f"task-{kind}-{uuid.uuid4().hex[:12]}",
                 job_timeout=24 * 3600,
                 result_ttl=TASK_TTL_S,
                 failure_ttl=TASK_TTL_S,
-                meta={"kind": kind, "home": str(self.wb.home)},
+                meta={"kind": kind, "home": str(self.wb.home), **({"ids": chosen} if chosen else {})},
             )
             conn.set(latest_key, job.id, ex=TASK_TTL_S)
         return str(job.id)

@@ -199,9 +199,11 @@ class Weights:
         force: bool = False,
         progress: bool = True,
         workers: int = 1,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> pd.DataFrame:
         """Analyse the tensors of files lacking a current analysis (all, or ``ids``); returns one row per file
-        analysed now (id, path, ok, error). A bad file gets its error recorded and the run goes on."""
+        analysed now (id, path, ok, error). A bad file gets its error recorded and the run goes on.
+        ``on_progress(bytes_done, bytes_total)`` follows each file (the shared worker reports it to pages)."""
         from tqdm.auto import tqdm
 
         if ids is not None:
@@ -210,6 +212,7 @@ class Weights:
         done: list[dict[str, Any]] = []
         buffer: list[tuple[str, int, int, WeightAnalysis]] = []
         total = sum(size for _, _, size, _ in pending)
+        read = 0
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="Weights", disable=not progress or not pending)
 
         def run(item: tuple[int, str, int, int]) -> WeightAnalysis | None:
@@ -229,6 +232,9 @@ class Weights:
         with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for item, result in zip(pending, pool.map(run, pending)):
                 bar.update(item[2])
+                read += item[2]
+                if on_progress is not None:
+                    on_progress(read, total)
                 if result is None:
                     continue
                 buffer.append((item[1], item[2], item[3], result))

@@ -399,8 +399,16 @@ class Recommender:
         exclude: Iterable[int] = (),
         diversity: float = 0.0,
         include_missing: bool = True,
+        by: str = "description",
     ) -> pd.DataFrame:
-        """LoRAs like `lora_id`; by default only those compatible with its base model ("auto")."""
+        """LoRAs like `lora_id`; by default only those compatible with its base model ("auto").
+        ``by="weights"``: by the cosine of their weight changes instead (``wb.weights``; same family only)."""
+        if by != "description":
+            from workbench.search._by_weights import similar_by_weights
+
+            if by != "weights":
+                raise ValueError(f"similar by {by!r}? one of: description, weights")
+            return similar_by_weights(self.wb, lora_id, k=k, exclude=exclude, include_missing=include_missing)
         self.refresh()
         lora_id = int(lora_id)
         if lora_id not in self._pos:

@@ -1,4 +1,5 @@
-"""The Compare tab: pick LoRAs, weights and seeds; the grid runs through the queue and is shown.
+"""The Compare tab: pick LoRAs, weights and seeds; the grid runs through the queue and is shown. "Block norms"
+shows where each picked LoRA acts (its weight analysis, :func:`workbench.views.weights.block_norms_grid`) side by side.
 
 ``workbench.generate._compare.compare`` waits for every cell, so it runs on a background thread: the
 kernel stays responsive (and the Queue tab shows the cells' progress) while the grid is built.
@@ -15,6 +16,7 @@ import ipywidgets as w
 
 from workbench.generate import BackendChoice, CompareResult, GenerationRequest, configured_backends, loras_for_backend
 from workbench.views._feedback import guarded
+from workbench.views.weights import block_norms_grid, show_figure
 
 MAX_CELLS = 64
 MAX_NAMES = 2000
@@ -64,6 +66,13 @@ class CompareView(w.VBox):
         self.run_button = w.Button(description="Run grid", button_style="primary", icon="th")
         self.status = w.HTML()
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))  # shown with a grid
+        self.norms_button = w.Button(
+            description="Block norms", icon="th", tooltip="where each picked LoRA acts, side by side (analysed LoRAs)"
+        )
+        self.norms_status = w.HTML()
+        self.norms_figure = w.Output(layout=w.Layout(width="100%"))
+        self.norms_button.on_click(self._on_norms)
+        self._ids: dict[str, list[int]] = {}
         self.result: CompareResult | None = None
         self._thread: threading.Thread | None = None
         note = (
@@ -84,9 +93,11 @@ class CompareView(w.VBox):
                 w.HBox([self.loras, w.VBox([self.weights, self.seeds, self.cols])]),
                 self.prompt,
                 w.HBox([self.steps, self.size]),
-                self.run_button,
+                w.HBox([self.run_button, self.norms_button]),
                 self.status,
                 self.image,
+                self.norms_status,
+                self.norms_figure,
             ],
             **kwargs,
         )
@@ -98,6 +109,9 @@ class CompareView(w.VBox):
         """LoRAs the selected backend can run first; the others after them, labelled with the reason."""
         frame = loras_for_backend(self._wb.db, self.backends[self.backend.value], MAX_NAMES)
         self._reasons = {r["name"]: r["reason"] for r in frame.to_dict("records") if isinstance(r["reason"], str)}
+        self._ids = {}
+        for lora_id, name in zip(frame["id"], frame["name"]):
+            self._ids.setdefault(name, []).append(int(lora_id))
         options = []
         for name in dict.fromkeys(frame["name"]):
             reason = self._reasons.get(name)
@@ -141,6 +155,37 @@ class CompareView(w.VBox):
         )
         self._thread.start()
         return self._thread
+
+    def block_norms(self) -> Any:
+        """Show the block norms of the picked LoRAs side by side (those with a weight analysis; a name shared by
+        several files shows the first analysed one); returns the figure, or None when none is analysed."""
+        names = list(self.loras.value)
+        if not names:
+            self.norms_status.value = "Pick LoRAs to see where each one acts."
+            show_figure(self.norms_figure, None)
+            return None
+        records, shown, missing = [], [], []
+        for name in names:
+            record = next(
+                (r for r in (self._wb.weights.get(i) for i in self._ids.get(name, [])) if r and r.get("ok")), None
+            )
+            if record is None:
+                missing.append(name)
+            else:
+                records.append(record)
+                shown.append(name)
+        figure = block_norms_grid(records, shown) if records else None
+        show_figure(self.norms_figure, figure)
+        self.norms_status.value = (
+            f"Not analysed yet (Analyse weights in the Library or the Weights tab): {html.escape(', '.join(missing))}"
+            if missing
+            else ""
+        )
+        return figure
+
+    @guarded
+    def _on_norms(self, _button: Any) -> None:
+        self.block_norms()
 
     def notify_error(self, message: str) -> None:
         self._say(html.escape(message), error=True)

@@ -16,6 +16,7 @@ from workbench.views.gallery import PAGE_SIZE, GalleryWidget
 from workbench.views.maintenance import maintenance_tab
 from workbench.views.status import StatusView
 from workbench.views.system import status_tab
+from workbench.views.weights import WeightsPanel
 
 log = logging.getLogger("workbench.views")
 
@@ -26,6 +27,7 @@ class LibraryView(ipywidgets.VBox):
     Attributes:
         gallery: the :class:`GalleryWidget` (its ``filters``, ``selected``, ``active_id``).
         detail: the :class:`DetailWidget` of the opened card.
+        weights: the :class:`WeightsPanel` of the opened card (block heatmap, rank, similar by weights).
         status: the one-line :class:`StatusView`.
     """
 
@@ -47,10 +49,19 @@ class LibraryView(ipywidgets.VBox):
             ),
         )
         self.examples = ExamplesView(wb, layout=ipywidgets.Layout(margin="0 0 0 12px"))  # Civitai examples
-        # the detail column (detail + Civitai examples) is shown when a card is opened: until then the
+        # weight-space analysis of the open card: filled (figure built) only when a card opens
+        self.weights = WeightsPanel(
+            wb,
+            read_only=read_only,
+            background_similar=True,
+            title="Weights",
+            layout=ipywidgets.Layout(margin="0 0 0 12px"),
+        )
+        # the detail column (detail + weights + Civitai examples) is shown when a card is opened: until then the
         # gallery uses the whole width
         self.side = ipywidgets.VBox(
-            [self.detail, self.examples], layout=ipywidgets.Layout(flex="2 1 0", min_width="280px", display="none")
+            [self.detail, self.weights, self.examples],
+            layout=ipywidgets.Layout(flex="2 1 0", min_width="280px", display="none"),
         )
         self.detail.layout.flex = "none"
         body = ipywidgets.HBox([self.gallery, self.side], layout=ipywidgets.Layout(width="100%"))
@@ -64,6 +75,7 @@ class LibraryView(ipywidgets.VBox):
     @guarded
     def _opened(self, change: Any) -> None:
         self.detail.load(change["new"])
+        self.weights.show(change["new"])
         self.examples.load(change["new"])
         shown = None if change["new"] is not None else "none"
         self.detail.layout.display = self.side.layout.display = shown

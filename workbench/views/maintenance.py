@@ -1,6 +1,6 @@
-"""The Maintenance tab (editors): rescan, hash and embed on the shared worker with progress; duplicates with
-"remove from catalog"; archive export as a download and import from an upload with a dry-run preview;
-backups of the home with rotation.
+"""The Maintenance tab (editors): rescan, hash, embed and analyse weights on the shared worker with progress;
+duplicates with "remove from catalog"; archive export as a download and import from an upload with a dry-run
+preview; backups of the home with rotation.
 
 Everything calls the core (``wb.tasks``, ``wb.catalog``, ``wb.export``, ``wb.import_archive``,
 ``wb.backup``). Task progress lives in Redis, so every page showing this tab sees the same tasks
@@ -30,7 +30,12 @@ log = logging.getLogger("workbench.views")
 
 TASK_ROWS = 6
 MAX_UPLOAD_BYTES = 200 * 2**20
-_TASK_LABELS = {"scan": "Rescan library", "hash": "Hash files", "embed": "Embed for recommendations"}
+_TASK_LABELS = {
+    "scan": "Rescan library",
+    "hash": "Hash files",
+    "embed": "Embed for recommendations",
+    "weights": "Analyse weights",
+}
 
 
 class DownloadWidget(anywidget.AnyWidget):
@@ -91,7 +96,9 @@ class MaintenanceView(w.VBox):
                 button.tooltip = "needs the shared worker (start the dashboard with `workbench dashboard`)"
         # -- duplicates
         self.dup_by = w.Dropdown(
-            options=[("same file (SHA256)", "sha256"), ("same weights", "tensor_hash")], layout=w.Layout(width="220px")
+            # tensor_hash: the same tensor bytes (addnet hash); LoRAs with *similar* weights are the Weights tab's
+            options=[("same file (SHA256)", "sha256"), ("same tensor bytes", "tensor_hash")],
+            layout=w.Layout(width="220px"),
         )
         self.dup_find = w.Button(description="Find duplicates", icon="search", layout=w.Layout(width="160px"))
         self.dup_list = w.SelectMultiple(options=[], rows=8, layout=w.Layout(width="100%"))

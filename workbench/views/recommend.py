@@ -54,6 +54,7 @@ def card_html(row: dict[str, Any]) -> str:
             ("usage", "score_usage"),
             ("feedback", "score_feedback"),
         )
+        if col in row
     )
     return (
         "<div class='wb-rec-card'>"
@@ -62,7 +63,9 @@ def card_html(row: dict[str, Any]) -> str:
         f"<div class='wb-rec-reason' title='{_e(reason)}' style='white-space:nowrap;overflow:hidden;"
         f"text-overflow:ellipsis'>{_e(reason)}</div>"
         + (f"<small>triggers: {_e(triggers)}</small>" if triggers else "")
-        + f"<details><summary>why</summary><small>{_e(why)}<br>{_e(parts)}</small></details>"
+        + f"<details><summary>why</summary><small>{_e(why)}"
+        + (f"<br>{_e(parts)}" if parts else "")
+        + "</small></details>"
         + "</div>"
     )
 
@@ -78,6 +81,14 @@ class RecommendPanel(w.VBox):
         self._query: tuple[str, Any] | None = None
         self.mode = w.ToggleButtons(
             options=[("Prompt", "prompt"), ("Similar to LoRA", "similar"), ("Trigger", "trigger")], value="prompt"
+        )
+        self.similar_by = w.ToggleButtons(
+            options=[("by description", "description"), ("by weights", "weights")],
+            value="description",
+            tooltips=[
+                "names, descriptions, trigger words and tags",
+                "the cosine of the weight changes (analysed LoRAs)",
+            ],
         )
         self.text = w.Textarea(placeholder="a prompt, or trigger words", layout=w.Layout(width="100%", height="60px"))
         self.lora = w.Combobox(placeholder="LoRA name", ensure_option=True, layout=w.Layout(width="60%"))
@@ -108,7 +119,7 @@ class RecommendPanel(w.VBox):
             [
                 self.mode,
                 self.text,
-                self.lora,
+                w.HBox([self.lora, self.similar_by]),
                 w.HBox([self.k, self.base, self.diversity, self.go]),
                 self.status,
                 self.embed_progress,
@@ -123,6 +134,7 @@ class RecommendPanel(w.VBox):
         similar = self.mode.value == "similar"
         self.text.layout.display = "none" if similar else ""
         self.lora.layout.display = "" if similar else "none"
+        self.similar_by.layout.display = "" if similar else "none"
         if similar and not self._names:
             df = self.wb.catalog.query(sort="name", limit=5000)
             self._names = {f"{n} (#{i})": int(i) for i, n in zip(df["id"], df["name"])}
@@ -154,7 +166,10 @@ class RecommendPanel(w.VBox):
             lora_id = self._names.get(self.lora.value)
             if lora_id is None:
                 raise ValueError("pick a LoRA from the list")
-            self.results = rec.similar(lora_id, base_model=base or "auto", **opts)
+            if self.similar_by.value == "weights":  # the weight analysis decides the family: no base/diversity
+                self.results = rec.similar(lora_id, k=opts["k"], by="weights")
+            else:
+                self.results = rec.similar(lora_id, base_model=base or "auto", **opts)
             self._query = ("similar", lora_id)
         elif self.mode.value == "trigger":
             self.results = rec.by_trigger(self.text.value, base_model=base, **opts)
@@ -165,13 +180,16 @@ class RecommendPanel(w.VBox):
         self._render()
         return self.results
 
-    def show_similar(self, lora_id: int) -> pd.DataFrame:
-        """Programmatic entry (e.g. from the gallery's detail view)."""
+    def show_similar(self, lora_id: int, by: str | None = None) -> pd.DataFrame:
+        """Programmatic entry (e.g. from the gallery's detail view); ``by``: "description" or "weights"
+        (default: the panel's choice)."""
         self.mode.value = "similar"
+        if by is not None:
+            self.similar_by.value = by
         label = next((n for n, i in self._names.items() if i == int(lora_id)), None)
         if label:
             self.lora.value = label
-        self.results = self.wb.recommend.similar(int(lora_id), k=int(self.k.value))
+        self.results = self.wb.recommend.similar(int(lora_id), k=int(self.k.value), by=self.similar_by.value)
         self._query = ("similar", int(lora_id))
         self._render()
         return self.results
@@ -182,6 +200,10 @@ class RecommendPanel(w.VBox):
         self.status.value = (
             f"{len(rows)} recommendation{'s' if len(rows) != 1 else ''}" if rows else "no recommendations"
         )
+        if self.results.attrs.get("by") == "weights":
+            self.status.value += " by weights" + (
+                f": {_e(self.results.attrs['empty_reason'])}" if self.results.attrs.get("empty_reason") else ""
+            )
         progress = self.results.attrs.get("embedding")
         if progress:
             self.status.value += (

@@ -1,25 +1,30 @@
 """Weight-space views: where a LoRA acts (block heatmap), its effective rank, LoRAs similar by weights, and
 near-duplicate groups with "keep one, remove the rest from the catalog".
 
-Views only call ``wb.weights`` and ``wb.catalog``; every string from a file name or the catalog is escaped
-before it reaches HTML. Analysing reads tensors (seconds for a large file), so it runs on a background thread
-and the panel redraws when it is done.
+Views only call ``wb.weights``, ``wb.catalog`` and ``wb.tasks``; every string from a file name or the catalog is
+escaped before it reaches HTML. Analysing reads tensors (seconds for a large file): in the dashboard the shared
+worker does it (a ``weights`` task every page sees), in a plain notebook a background thread of the kernel; a
+progress bar follows either, and the panel redraws when it is done. Figures go into ``Output`` widgets as
+plotly's JSON mimetype, which a background thread may set safely.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as w
-from IPython.display import display
 
-from workbench.views._feedback import guarded
+from workbench.views._feedback import READ_ONLY_MESSAGE, guarded
 
 MAX_SIMILAR = 10
 MAX_GROUPS = 200
+POLL_S = 0.3
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 _KIND_ORDER = ("self-attention", "attention", "cross-attention", "feed-forward", "projection", "conv", "other")
 
@@ -83,6 +88,114 @@ def block_norms_grid(records: Sequence[dict[str, Any]], names: Sequence[str]) ->
     return figure
 
 
+def show_figure(out: w.Output, figure: Any | None) -> None:
+    """Put a plotly figure into ``out`` as plotly's JSON mimetype (None empties it); safe from any thread."""
+    if figure is None:
+        out.outputs = ()
+        return
+    import plotly.io as pio
+
+    spec = json.loads(pio.to_json(figure, validate=False))
+    spec["config"] = {"displaylogo": False, "responsive": True}
+    out.outputs = (
+        {"output_type": "display_data", "data": {PLOTLY_MIME: spec, "text/plain": "plotly figure"}, "metadata": {}},
+    )
+
+
+def _bytes(count: int) -> str:
+    return f"{count / 2**20:,.1f} MiB"
+
+
+class WeightsRun:
+    """Runs ``wb.weights.analyze`` for a view: on the shared worker when one is configured (a ``weights`` task
+    every page sees; the kernel reads no tensors), else on a background thread of this kernel. ``bar`` and
+    ``status`` follow it either way; ``on_done(summary)`` is called when it has finished."""
+
+    def __init__(self, wb: Any, on_done: Callable[[str], None], poll: float = POLL_S) -> None:
+        self._wb = wb
+        self._on_done = on_done
+        self._poll = poll
+        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="200px", display="none"))
+        self.status = w.HTML()
+        self.thread: threading.Thread | None = None
+        self.task_id: str | None = None
+        self.where = ""
+        self._shown = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def _error(self, message: str) -> None:
+        self.bar.bar_style = "danger"
+        self.status.value = f'<span style="color:#b00">{html.escape(message)}</span>'
+
+    def start(self, ids: Sequence[int] | None = None) -> threading.Thread | None:
+        """Analyse ``ids`` again (None: every file lacking a current analysis); returns the thread that runs or
+        follows it (None when one is already running)."""
+        if self.running:
+            self.status.value = "<i>an analysis is already running</i>"
+            return None
+        chosen = [int(i) for i in ids] if ids is not None else None
+        with self.bar.hold_sync():
+            self.bar.value, self.bar.bar_style, self.bar.layout.display = 0.0, "", None
+        if self._wb.tasks.available:
+            self.where = "worker"
+            self.task_id = self._wb.tasks.submit("weights", ids=chosen)
+            self.status.value = "queued on the shared worker…"
+            target: Callable[[], None] = self._follow
+        else:
+            self.where = "kernel"
+            self.task_id = None
+            self.status.value = "reading tensors…"
+
+            def target() -> None:
+                self._analyse_here(chosen)
+
+        self.thread = threading.Thread(
+            target=guarded(notify=self._error)(target), daemon=True, name="workbench-weights"
+        )
+        self.thread.start()
+        return self.thread
+
+    def _progress(self, done: int, total: int) -> None:
+        if time.monotonic() - self._shown < 0.2 and done < total:
+            return  # at most 5 updates a second reach the page
+        self._shown = time.monotonic()
+        self.bar.value = done / total if total else 0.0
+        self.status.value = f"reading tensors: {_bytes(done)} of {_bytes(total)}"
+
+    def _analyse_here(self, ids: list[int] | None) -> None:
+        done = self._wb.weights.analyze(ids, force=ids is not None, progress=False, on_progress=self._progress)
+        failed = int((~done["ok"].astype(bool)).sum()) if len(done) else 0
+        self._finish(f"{len(done):,} file(s) analysed" + (f", {failed:,} could not be read" if failed else ""))
+
+    def _follow(self) -> None:
+        assert self.task_id is not None
+        while True:
+            task = self._wb.tasks.get(self.task_id)
+            state = task["state"]
+            if state == "finished":
+                self._finish(str(task.get("summary") or "done"))
+                return
+            if state in ("failed", "canceled", "stopped"):
+                # the worker's exception stays in its log (Maintenance lists the task); per-file errors are
+                # stored with each analysis and shown by the panel
+                self._error(f"the analysis {state} on the shared worker (see the worker's log)")
+                return
+            if state == "started" and task.get("total"):
+                self._progress(int(task["done"]), int(task["total"]))
+            elif state != "started":
+                self.status.value = f"{html.escape(state)} on the shared worker…"
+            time.sleep(self._poll)
+
+    def _finish(self, summary: str) -> None:
+        with self.bar.hold_sync():
+            self.bar.value, self.bar.bar_style = 1.0, "success"
+        self.status.value = html.escape(summary)
+        self._on_done(summary)
+
+
 def _block_rank(block: str) -> tuple[int, str]:
     prefixes = ("TE", "IN", "MID", "OUT", "D", "S", "J", "BASE", "?")
     for position, prefix in enumerate(prefixes):
@@ -130,23 +243,42 @@ def similar_html(frame: Any) -> str:
 
 
 class WeightsPanel(w.VBox):
-    """One LoRA's weight-space analysis: summary, block heatmap, similar by weights; an Analyse button."""
+    """One LoRA's weight-space analysis: summary, block heatmap, similar by weights; an Analyse button.
 
-    def __init__(self, wb: Any, lora_id: int | None = None, **kwargs: Any) -> None:
+    ``read_only`` (a viewer's page): no Analyse button, and :meth:`analyse` refuses; ``title``: a heading.
+    ``background_similar``:
+    "similar by weights" (which may read files for exact cosines) is found on a thread after the rest is shown,
+    as the Library's detail column does so that opening a card stays quick.
+    """
+
+    def __init__(
+        self,
+        wb: Any,
+        lora_id: int | None = None,
+        read_only: bool = False,
+        background_similar: bool = False,
+        title: str = "",
+        **kwargs: Any,
+    ) -> None:
         self._wb = wb
+        self._read_only = bool(read_only)
+        self._background_similar = bool(background_similar)
         self.lora_id: int | None = None
         self.summary = w.HTML()
         self.analyse_button = w.Button(description="Analyse weights", icon="cogs")
+        self.run = WeightsRun(wb, self._analysed)
         # A plain figure shown through plotly's mime renderer: plotly's FigureWidget does not start in Voilà.
         self.figure = w.Output()
         self.heatmap: Any = None
         self.similar = w.HTML()
-        self.status = w.HTML()
-        self._thread: threading.Thread | None = None
+        self.status = self.run.status
+        self.similar_thread: threading.Thread | None = None
         self.analyse_button.on_click(self._on_analyse)
-        super().__init__(
-            [self.summary, w.HBox([self.analyse_button, self.status]), self.figure, self.similar], **kwargs
-        )
+        controls = w.HBox([self.analyse_button, self.run.bar, self.status])
+        if self._read_only:
+            self.analyse_button.layout.display = "none"
+        heading = [w.HTML(f"<h4>{html.escape(title)}</h4>")] if title else []
+        super().__init__([*heading, self.summary, controls, self.figure, self.similar], **kwargs)
         self.add_class("wb-weights")
         if lora_id is not None:
             self.show(lora_id)
@@ -154,42 +286,66 @@ class WeightsPanel(w.VBox):
     def notify_error(self, message: str) -> None:
         self.status.value = f'<span style="color:#b00">{html.escape(message)}</span>'
 
+    def _analysable(self, lora_id: int) -> str | None:
+        """Why this LoRA's weights cannot be read (None: they can)."""
+        frame = self._wb.catalog.query(ids=[lora_id])
+        if not len(frame):
+            return f"no LoRA with id {lora_id}"
+        row = frame.iloc[0]
+        path = str(row.get("path") or "")
+        if not path or bool(row.get("missing")):
+            return "the file is not on disk"
+        if not path.lower().endswith(".safetensors"):
+            return "weights are read from .safetensors files only"
+        return None
+
     @guarded
-    def show(self, lora_id: int) -> None:
-        """Show the stored analysis of one LoRA (nothing is read from the file here)."""
+    def show(self, lora_id: int | None) -> None:
+        """Show the stored analysis of one LoRA (nothing is read from the file here); None empties the panel."""
+        if lora_id is None:
+            self.lora_id, self.heatmap = None, None
+            self.summary.value = self.similar.value = ""
+            show_figure(self.figure, None)
+            return
         self.lora_id = int(lora_id)
         record = self._wb.weights.get(self.lora_id)
-        self.summary.value = summary_html(record)
+        reason = self._analysable(self.lora_id) if record is None else None
+        self.summary.value = summary_html(record) if reason is None else f"<i>Not analysed: {html.escape(reason)}.</i>"
         self.analyse_button.description = "Analyse weights" if record is None else "Analyse again"
-        self.heatmap = block_heatmap(record) if record is not None and record.get("ok") else None
-        self.figure.clear_output()
-        if self.heatmap is not None:
-            with self.figure:
-                display(self.heatmap)
-        if record is not None and record.get("ok"):
-            self.similar.value = "<b>Similar by weights</b>" + similar_html(
-                self._wb.weights.similar(self.lora_id, k=MAX_SIMILAR)
-            )
-        else:
+        self.analyse_button.disabled = reason is not None
+        ok = record is not None and record.get("ok")
+        self.heatmap = block_heatmap(record, "Where it acts: ‖ΔW‖ per block and layer kind") if ok else None
+        show_figure(self.figure, self.heatmap)
+        if record is None or not record.get("ok"):
             self.similar.value = ""
+        elif self._background_similar:
+            self.similar.value = "<i>finding LoRAs similar by weights…</i>"
+            self.similar_thread = threading.Thread(
+                target=self._show_similar, args=(self.lora_id,), daemon=True, name="workbench-weights-similar"
+            )
+            self.similar_thread.start()
+        else:
+            self._show_similar(self.lora_id)
+
+    @guarded
+    def _show_similar(self, lora_id: int) -> None:
+        text = "<b>Similar by weights</b>" + similar_html(self._wb.weights.similar(lora_id, k=MAX_SIMILAR))
+        if self.lora_id == lora_id:  # another card may have opened meanwhile
+            self.similar.value = text
 
     def analyse(self) -> threading.Thread | None:
-        """Read this LoRA's tensors on a background thread, then redraw (the thread is returned for tests)."""
-        if self.lora_id is None or (self._thread is not None and self._thread.is_alive()):
+        """Read this LoRA's tensors (on the shared worker when there is one, else a kernel thread), then redraw;
+        the thread running or following it is returned (for tests). Refused on a read-only page."""
+        if self._read_only:
+            self.notify_error(READ_ONLY_MESSAGE)
             return None
-        lora_id = self.lora_id
-        self.status.value = "reading tensors…"
+        if self.lora_id is None:
+            return None
+        return self.run.start([self.lora_id])
 
-        @guarded(notify=self.notify_error)
-        def work() -> None:
-            self._wb.weights.analyze([lora_id], force=True, progress=False)
-            self.status.value = ""
-            if self.lora_id == lora_id:
-                self.show(lora_id)
-
-        self._thread = threading.Thread(target=work, daemon=True, name="workbench-weights")
-        self._thread.start()
-        return self._thread
+    def _analysed(self, _summary: str) -> None:
+        if self.lora_id is not None:
+            self.show(self.lora_id)
 
     @guarded
     def _on_analyse(self, _button: Any) -> None:
@@ -279,20 +435,20 @@ class WeightsTab(w.VBox):
         self._wb = wb
         self.picker = w.Dropdown(description="LoRA", options=[], layout=w.Layout(width="520px"))
         self.analyse_all = w.Button(description="Analyse new files", icon="cogs")
-        self.status = w.HTML()
+        self.run = WeightsRun(wb, self._analysed)
+        self.status = self.run.status
         self.panel = WeightsPanel(wb)
         self.duplicates = WeightDuplicatesView(wb)
         self.compare_pick = w.SelectMultiple(description="compare", options=[], rows=5, layout=w.Layout(width="520px"))
         self.compare_button = w.Button(description="Block norms side by side", icon="th")
         self.compare_status = w.HTML()
         self.compare_figure = w.Output()
-        self._thread: threading.Thread | None = None
         self.picker.observe(self._picked, names=["value"])
-        self.analyse_all.on_click(lambda _b: self.analyse())
+        self.analyse_all.on_click(self._on_analyse)
         self.compare_button.on_click(lambda _b: self.compare())
         super().__init__(
             [
-                w.HBox([self.picker, self.analyse_all, self.status]),
+                w.HBox([self.picker, self.analyse_all, self.run.bar, self.status]),
                 self.panel,
                 w.HTML("<hr>"),
                 w.HBox([self.compare_pick, w.VBox([self.compare_button, self.compare_status])]),
@@ -328,12 +484,8 @@ class WeightsTab(w.VBox):
                 names.append(labels.get(lora_id, str(lora_id)))
         skipped = len(ids) - len(records)
         self.compare_status.value = f"{skipped} not analysed yet" if skipped else ""
-        self.compare_figure.clear_output()
-        if not records:
-            return None
-        figure = block_norms_grid(records, names)
-        with self.compare_figure:
-            display(figure)
+        figure = block_norms_grid(records, names) if records else None
+        show_figure(self.compare_figure, figure)
         return figure
 
     @guarded
@@ -342,22 +494,17 @@ class WeightsTab(w.VBox):
             self.panel.show(int(change["new"]))
 
     def analyse(self) -> threading.Thread | None:
-        """Analyse every file without a current analysis on a background thread."""
-        if self._thread is not None and self._thread.is_alive():
-            return None
-        self.status.value = "reading tensors…"
+        """Analyse every file without a current analysis (on the shared worker when there is one, else a kernel
+        thread); returns the thread running or following it."""
+        return self.run.start(None)
 
-        @guarded(notify=self.notify_error)
-        def work() -> None:
-            done = self._wb.weights.analyze(progress=False)
-            bad = int((~done["ok"]).sum()) if len(done) else 0
-            self.status.value = f"analysed {len(done)} files ({bad} could not be read)"
-            if self.panel.lora_id is not None:
-                self.panel.show(self.panel.lora_id)
+    def _analysed(self, _summary: str) -> None:
+        if self.panel.lora_id is not None:
+            self.panel.show(self.panel.lora_id)
 
-        self._thread = threading.Thread(target=work, daemon=True, name="workbench-weights-all")
-        self._thread.start()
-        return self._thread
+    @guarded
+    def _on_analyse(self, _button: Any) -> None:
+        self.analyse()
 
 
 def weights_tab(wb: Any) -> WeightsTab:
