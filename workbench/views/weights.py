@@ -372,7 +372,8 @@ class WeightDuplicatesView(w.VBox):
                 w.HTML(
                     "Groups of LoRAs whose weight changes are nearly the same (every pair's cosine ≥ the "
                     "threshold): fp16/fp32 copies, re-saved with another alpha, converted between layouts, "
-                    "close retrains. Run <code>workbench weights</code> first."
+                    "close retrains. Only analysed LoRAs take part: analyse them first "
+                    "(<b>Analyse new files</b> above, or <code>workbench weights</code>)."
                 ),
                 w.HBox([self.threshold, self.find_button, self.undo_button]),
                 self.status,
