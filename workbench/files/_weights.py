@@ -776,7 +776,8 @@ def weights_cosine(path_a: Path | str, path_b: Path | str) -> WeightSimilarity:
     Reads one module of each file at a time. Raises :class:`WeightsError` for a bad file, for LoRAs of two
     base-model families, and when no module is shared or either side is all-zero there.
     """
-    with LoraWeights(path_a) as a, LoraWeights(path_b) as b:
+    with single_threaded_blas(), LoraWeights(path_a) as a, LoraWeights(path_b) as b:
+        a._reuse = b._reuse = True  # each pair of modules is used up before the next pair is read
         if a.family and b.family and a.family != b.family:
             raise WeightsError(f"different base-model families ({a.family} and {b.family}) are not compared")
         common = sorted(set(a.modules) & set(b.modules))
