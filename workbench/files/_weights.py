@@ -1,7 +1,9 @@
 """What a LoRA's tensors change: effective deltas in low-rank form, block norms, effective rank, similarity.
 
 Opt-in reading of tensor data, safetensors only (never a pickle), memory-mapped and converted one tensor at a
-time, so memory stays bounded by the largest module whatever the file size. Pure numpy; no torch.
+time, so memory stays bounded by the largest module whatever the file size. Pure numpy; no torch. The analysis
+converts each factor into a buffer reused for every module (aligned float32 is used in place) and holds numpy's
+OpenBLAS to one thread (:mod:`._blas`): its products are small, and threading them only burns CPU.
 
 Every module's effective change of the base weight is kept as ``ΔW = U · V`` (``U`` out × k with the scale
 folded in, ``V`` k × in, conv kernels flattened to in·kh·kw), never as a dense matrix larger than the base
