@@ -30,6 +30,7 @@ def _find_openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     candidates = [
         *sorted((root.parent / "numpy.libs").glob("*openblas*")),  # manylinux / Windows wheels
         *sorted((root / ".dylibs").glob("*openblas*")),  # macOS wheels
+        *_mapped_openblas(),  # a distribution's numpy linked to the system OpenBLAS (Linux)
     ]
     for path in candidates:
         try:
@@ -49,6 +50,16 @@ def _find_openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
                 put.restype, put.argtypes = None, [ctypes.c_int]
                 return get, put
     return None
+
+
+def _mapped_openblas() -> list[Path]:
+    """OpenBLAS libraries this process has mapped, from /proc/self/maps (empty elsewhere)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    found = {line.split(maxsplit=5)[-1] for line in lines if "openblas" in line and ".so" in line}
+    return sorted(Path(name) for name in found if name.startswith("/"))
 
 
 def _api() -> tuple[Callable[[], int], Callable[[int], None]] | None:
