@@ -1,8 +1,8 @@
 """Hold numpy's OpenBLAS to one thread while the weight analysis runs.
 
 The analysis is a long stream of small products (k × k outputs from tall factors). OpenBLAS threads each of
-them across all cores; on a busy machine the threads spin and wait for each other, and one analysis was
-measured 5–20× slower in CPU time than single-threaded (``OPENBLAS_NUM_THREADS=1``). Parallelism comes from
+them across all cores; on a busy machine the threads spin and wait for each other: an analysis was measured
+to cost 4–6× the CPU time of a single-threaded one (17× with two analyses in threads). Parallelism comes from
 analysing files in threads instead. OpenBLAS's thread count is process-wide (its ``_local`` setter too), so the
 limit is reference-counted: it is restored when the last analysis running in the process ends.
 
