@@ -6,7 +6,8 @@ to cost 4–6× the CPU time of a single-threaded one (17× with two analyses in
 analysing files in threads instead. OpenBLAS's thread count is process-wide (its ``_local`` setter too), so the
 limit is reference-counted: it is restored when the last analysis running in the process ends.
 
-Only numpy's own OpenBLAS (the one its wheels bundle) is handled; with any other BLAS this does nothing.
+Only OpenBLAS is handled (the one numpy's wheels bundle, or a system one it links on Linux); with any other
+BLAS this does nothing.
 """
 
 from __future__ import annotations
