@@ -1,7 +1,9 @@
 """What a LoRA's tensors change: effective deltas in low-rank form, block norms, effective rank, similarity.
 
 Opt-in reading of tensor data, safetensors only (never a pickle), memory-mapped and converted one tensor at a
-time, so memory stays bounded by the largest module whatever the file size. Pure numpy; no torch.
+time, so memory stays bounded by the largest module whatever the file size. Pure numpy; no torch. The analysis
+converts each factor into a buffer reused for every module (aligned float32 is used in place) and holds numpy's
+OpenBLAS to one thread (:mod:`._blas`): its products are small, and threading them only burns CPU.
 
 Every module's effective change of the base weight is kept as ``ΔW = U · V`` (``U`` out × k with the scale
 folded in, ``V`` k × in, conv kernels flattened to in·kh·kw), never as a dense matrix larger than the base
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from workbench.files._analysis import analyse_tensors, base_model_family, base_model_from_metadata, key_facts
+from workbench.files._blas import single_threaded_blas
 from workbench.files._header import HeaderError, open_regular_file, read_header
 from workbench.files._module_keys import block_of, block_sort_key, canonical_module, fused_parts
 
@@ -171,6 +174,10 @@ class LoraWeights:
             os.close(fd)
         self._alphas_present = len({plan.source for plan in self.modules.values() if "alpha" in plan.params})
         self._fused: tuple[str, Any] = ("", None)
+        # analyze_weights sets _reuse: module factors are then views of per-parameter scratch buffers (or of the
+        # mapping), valid only until the next module is read
+        self._reuse = False
+        self._buffers: dict[str, np.ndarray] = {}
 
     def _plan(self, keys: list[str]) -> None:
         by_source: dict[str, _Plan] = {}
@@ -208,29 +215,57 @@ class LoraWeights:
         self.close()
 
     def close(self) -> None:
-        """Unmap the file."""
-        self._map.close()
+        """Unmap the file (once no array still views it: float32 factors of the analysis can be such views)."""
+        self._buffers.clear()
+        try:
+            self._map.close()
+        except BufferError:  # a view is still alive (e.g. in a traceback): the mapping goes when it does
+            pass
 
     @property
     def metadata(self) -> dict[str, str]:
         """The header's ``__metadata__``."""
         return self._header.metadata
 
-    def tensor(self, key: str) -> np.ndarray:
-        """One tensor as float32 (a copy: the mapping can be closed afterwards)."""
+    def _raw(self, key: str) -> tuple[np.ndarray, str, tuple[int, ...]]:
+        """The tensor's bytes as a flat array of its stored dtype (a view of the mapping), dtype name, shape."""
         info = self._header.tensors[key]
         dtype = _FLOAT_DTYPES.get(info["dtype"])
         if dtype is None:
             raise WeightsError(f"tensor {key!r}: dtype {info['dtype']} is not a floating-point weight")
         begin, _ = info["data_offsets"]
         shape = tuple(info["shape"])
-        count = math.prod(shape)
-        raw = np.frombuffer(self._map, dtype=dtype, count=count, offset=self._data_start + begin)
-        if info["dtype"] == "BF16":
+        raw = np.frombuffer(self._map, dtype=dtype, count=math.prod(shape), offset=self._data_start + begin)
+        return raw, info["dtype"], shape
+
+    def tensor(self, key: str) -> np.ndarray:
+        """One tensor as float32 (a copy: the mapping can be closed afterwards)."""
+        raw, kind, shape = self._raw(key)
+        if kind == "BF16":
             array = (raw.astype(np.uint32) << 16).view(np.float32)
         else:
             array = raw.astype(np.float32)
         return array.reshape(shape)
+
+    def _scratch_tensor(self, key: str, slot: str) -> np.ndarray:
+        """One tensor as float32 in a buffer reused for every tensor of this ``slot`` (the analysis' fast path).
+
+        Valid until the next read into the same slot. Aligned float32 data is not copied at all (a read-only
+        view of the mapping); float16/bfloat16/float64 are converted once into the slot's grow-only buffer, so
+        no memory is allocated per tensor and the buffer stays in cache for the products that follow.
+        """
+        raw, kind, shape = self._raw(key)
+        if kind == "F32" and raw.flags.aligned:
+            return raw.reshape(shape)
+        buffer = self._buffers.get(slot)
+        if buffer is None or buffer.size < raw.size:
+            buffer = self._buffers[slot] = np.empty(raw.size, dtype=np.float32)
+        out = buffer[: raw.size]
+        if kind == "BF16":
+            np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
+        else:
+            np.copyto(out, raw, casting="unsafe")
+        return out.reshape(shape)
 
     def _scalar(self, key: str) -> float:
         value = self.tensor(key)
@@ -254,6 +289,8 @@ class LoraWeights:
         return 1.0 if alpha == 0 or rank == 0 else alpha / rank
 
     def _load(self, plan: _Plan, param: str) -> np.ndarray:
+        if self._reuse and plan.rows is None:  # fused parts are cached across calls: they get their own copies
+            return self._scratch_tensor(plan.params[param], param)
         return self.tensor(plan.params[param])
 
     def check_finite(self, delta: ModuleDelta) -> None:
@@ -574,23 +611,40 @@ _BATCH_RANK_MAX = 64  # modules with k ≤ this get their k × k eigen-problems 
 
 def _energy_ranks(squares: np.ndarray) -> tuple[int, int]:
     """How many singular directions hold 90 % and 99 % of the energy (0, 0 for an all-zero module)."""
-    energy = np.sort(np.clip(squares, 0, None))[::-1]
-    total = float(energy.sum())
-    if total <= 0:
-        return 0, 0
-    cumulative = np.cumsum(energy)
-    return (
-        int(np.searchsorted(cumulative, 0.90 * total * (1 - 1e-9)) + 1),
-        int(np.searchsorted(cumulative, 0.99 * total * (1 - 1e-9)) + 1),
-    )
+    r90, r99 = _energy_ranks_stack(squares[None, :])
+    return int(r90[0]), int(r99[0])
+
+
+def _energy_ranks_stack(squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_energy_ranks` of every row of an n × k stack at once (one numpy call per step, not per module)."""
+    energy = -np.sort(-np.clip(squares, 0, None), axis=1)  # descending
+    total = energy.sum(axis=1)
+    cumulative = np.cumsum(energy, axis=1)
+    live = total > 0
+    # searchsorted(cumulative, x) on a non-decreasing row = how many entries are below x
+    r90 = np.where(live, (cumulative < (0.90 * total * (1 - 1e-9))[:, None]).sum(axis=1) + 1, 0)
+    r99 = np.where(live, (cumulative < (0.99 * total * (1 - 1e-9))[:, None]).sum(axis=1) + 1, 0)
+    return r90, r99
 
 
 def _batched_squares(stack: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
-    """σ² of many modules of one rank at once: with UᵀU = S Sᵀ, σ² = eig(Sᵀ VVᵀ S), as stacked LAPACK calls."""
+    """σ² of many modules of one rank at once: with UᵀU = S Sᵀ, σ² = eig(Sᵀ VVᵀ S), as stacked LAPACK calls.
+
+    S is the Cholesky factor (a twentieth of the cost of an eigen-decomposition); a singular UᵀU (an all-zero
+    or rank-deficient ``up``) gets S = Q·√Λ from ``eigh`` instead, which any PSD matrix has.
+    """
     gram_up = np.stack([g for _, g, _ in stack])
     gram_down = np.stack([g for _, _, g in stack])
-    lam, vectors = np.linalg.eigh(gram_up)
-    root = vectors * np.sqrt(np.clip(lam, 0, None))[:, None, :]
+    try:
+        root = np.linalg.cholesky(gram_up)
+    except np.linalg.LinAlgError:
+        root = np.empty_like(gram_up)
+        for i, gram in enumerate(gram_up):
+            try:
+                root[i] = np.linalg.cholesky(gram)
+            except np.linalg.LinAlgError:
+                lam, vectors = np.linalg.eigh(gram)
+                root[i] = vectors * np.sqrt(np.clip(lam, 0, None))
     return np.linalg.eigvalsh(np.swapaxes(root, 1, 2) @ gram_down @ root)
 
 
@@ -602,14 +656,16 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
     """
     result = WeightAnalysis(path=str(path))
     try:
-        with LoraWeights(path) as lora:
+        with single_threaded_blas(), LoraWeights(path) as lora:
+            lora._reuse = True  # each module's factors are used up before the next one is read
             result.key_layout, result.network_type = lora.key_layout, lora.network_type
             result.base_model, result.family = lora.base_model, lora.family
             result.warnings = list(lora.warnings)
-            signature = np.zeros(SIGNATURE_DIM, dtype=np.float64)
             total = 0.0
             nominal: dict[int, int] = {}
             batches: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+            sketches: list[np.ndarray] = []
+            sketch_slots: list[np.ndarray] = []
             for item in lora.iter_modules():
                 if isinstance(item, _Skip):
                     block = block_of(item.key, result.family)
@@ -634,10 +690,15 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
                 nominal[item.nominal_rank] = nominal.get(item.nominal_rank, 0) + 1
                 total += norm2
                 sketch, slots, signs = _sketch(item)
-                np.add.at(signature, slots, signs * sketch)
+                sketches.append(signs * sketch)
+                sketch_slots.append(slots)
             for stack in batches.values():
-                for (index, _, _), squares in zip(stack, _batched_squares(stack)):
-                    result.modules[index]["rank90"], result.modules[index]["rank99"] = _energy_ranks(squares)
+                r90, r99 = _energy_ranks_stack(_batched_squares(stack))
+                for (index, _, _), rank90, rank99 in zip(stack, r90.tolist(), r99.tolist()):
+                    result.modules[index]["rank90"], result.modules[index]["rank99"] = rank90, rank99
+            signature = np.zeros(SIGNATURE_DIM, dtype=np.float64)
+            if sketches:
+                np.add.at(signature, np.concatenate(sketch_slots), np.concatenate(sketches).astype(np.float64))
             if lora.network_type == "DoRA":
                 result.warnings.append(
                     "DoRA: the norms and similarity use the low-rank direction update (alpha/rank)·up·down; "
@@ -717,7 +778,8 @@ def weights_cosine(path_a: Path | str, path_b: Path | str) -> WeightSimilarity:
     Reads one module of each file at a time. Raises :class:`WeightsError` for a bad file, for LoRAs of two
     base-model families, and when no module is shared or either side is all-zero there.
     """
-    with LoraWeights(path_a) as a, LoraWeights(path_b) as b:
+    with single_threaded_blas(), LoraWeights(path_a) as a, LoraWeights(path_b) as b:
+        a._reuse = b._reuse = True  # each pair of modules is used up before the next pair is read
         if a.family and b.family and a.family != b.family:
             raise WeightsError(f"different base-model families ({a.family} and {b.family}) are not compared")
         common = sorted(set(a.modules) & set(b.modules))
