@@ -137,6 +137,7 @@ class _Postings:
         np.cumsum(lengths, out=self.indptr[1:])
         self.doc = np.empty(int(self.indptr[-1]), dtype=np.int32)
         self.weight = np.empty(int(self.indptr[-1]), dtype=np.float32)
+        self._pow: dict[float, np.ndarray] = {}
         for i, d in enumerate(rows.values()):
             s = self.indptr[i]
             self.doc[s : s + len(d)] = np.fromiter(d.keys(), dtype=np.int32, count=len(d))
@@ -149,11 +150,24 @@ class _Postings:
         if not ids:
             return np.zeros(self.n_docs, dtype=np.float32), []
         docs = np.concatenate([self.doc[self.indptr[i] : self.indptr[i + 1]] for i in ids])
-        ws = np.concatenate([self.weight[self.indptr[i] : self.indptr[i + 1]] for i in ids])
+        weight = self.weight if p == 1.0 else self._powered(p)
+        ws = np.concatenate([weight[self.indptr[i] : self.indptr[i + 1]] for i in ids])
         if p == 1.0:
             return np.bincount(docs, weights=ws, minlength=self.n_docs).astype(np.float32), found
-        summed = np.bincount(docs, weights=np.power(ws, p, dtype=np.float64), minlength=self.n_docs)
-        return np.power(summed, 1.0 / p).astype(np.float32), found
+        summed = np.bincount(docs, weights=ws, minlength=self.n_docs)
+        # the root only where a term matched (`pow` costs ~12 ns a value; cbrt is 10x cheaper)
+        hit = np.flatnonzero(summed > 0)
+        out = np.zeros(self.n_docs, dtype=np.float32)
+        out[hit] = np.cbrt(summed[hit]) if p == 3.0 else np.power(summed[hit], 1.0 / p)
+        return out, found
+
+    def _powered(self, p: float) -> np.ndarray:
+        """Every posting's weight to the power `p`, computed once per `p` (common terms have tens of
+        thousands of postings; raising them per query was most of a query's cost)."""
+        cached = self._pow.get(p)
+        if cached is None:
+            cached = self._pow[p] = np.power(self.weight, p, dtype=np.float64)
+        return cached
 
     def terms_of(self, doc_id: int, terms: Iterable[str]) -> list[str]:
         """Which of ``terms`` have a posting for ``doc_id`` (used to explain a score)."""
