@@ -89,6 +89,34 @@ def prompt_ngrams(prompt: str, max_n: int = MAX_PHRASE_TOKENS) -> set[str]:
     return grams
 
 
+def phrases_in(text: str, phrases: set[str], starts: dict[str, tuple[int, ...]]) -> set[str]:
+    """Which of `phrases` occur in `text` as a token run inside one chunk: ``prompt_ngrams(text) &
+    phrases``, but only the runs that begin with a phrase's first word and have one of its lengths
+    (`starts`: first word -> lengths) are joined, not every run up to eight tokens of a long description."""
+    found: set[str] = set()
+    for chunk in _PROMPT_CHUNKS.split(_WEIGHT.sub(" ", text or "")):
+        toks = tokens(chunk)
+        for i, tok in enumerate(toks):
+            lengths = starts.get(tok)
+            if lengths is None:
+                continue
+            for n in lengths:
+                if i + n <= len(toks):
+                    gram = tok if n == 1 else " ".join(toks[i : i + n])
+                    if gram in phrases:
+                        found.add(gram)
+    return found
+
+
+def phrase_starts(phrases: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """First word -> the token lengths of the phrases that begin with it (for `phrases_in`)."""
+    out: dict[str, set[int]] = {}
+    for phrase in phrases:
+        words = phrase.split(" ")
+        out.setdefault(words[0], set()).add(len(words))
+    return {word: tuple(sorted(lengths)) for word, lengths in out.items()}
+
+
 @dataclass
 class LexDoc:
     """The text of one LoRA that lexical matching looks at."""
@@ -190,9 +218,10 @@ class LexicalIndex:
         doc_phrases = [trigger_phrases(d.trigger_words) for d in docs]
         all_phrases = {p for ps in doc_phrases for p in ps}
         phrase_df: dict[str, int] = dict.fromkeys(all_phrases, 0)
+        starts = phrase_starts(all_phrases)
         for d, own in zip(docs, doc_phrases):
             text = " ".join([d.name or "", *(d.file_names or ()), *(d.tags or ()), (d.description or "")])
-            present = (prompt_ngrams(text) & all_phrases) | set(own)
+            present = phrases_in(text, all_phrases, starts) | set(own)
             for p in present:
                 phrase_df[p] += 1
         rows: dict[str, dict[int, float]] = {}
