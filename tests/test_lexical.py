@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.search._lexical import (
+from workbench.search import (
     LexDoc,
     LexicalIndex,
     phrase_starts,
