@@ -252,12 +252,12 @@ class LexicalIndex:
             for t in bag:
                 token_df[t] = token_df.get(t, 0) + 1
         avg = float(lengths.mean()) if n else 1.0
-        idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in token_df.items()}  # once per token
+        token_idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in token_df.items()}  # once per token
         rows = {t: {} for t in token_df}
         for i, bag in enumerate(bags):
             norm = w.k1 * (1 - w.b + w.b * float(lengths[i]) / (avg or 1.0))
             for t, tf in bag.items():
-                rows[t][i] = idf[t] * tf * (w.k1 + 1) / (tf + norm)
+                rows[t][i] = token_idf[t] * tf * (w.k1 + 1) / (tf + norm)
         self.tokens = _Postings(n, rows)
         self._fuzzy_keys: list[str] | None = None
         self._fuzzy_targets: list[list[int]] = []
