@@ -74,3 +74,27 @@ def test_changed_on_disk_detects_other_writers(tmp_path: Path) -> None:
     a.apply(np.array([9]), _unit(1, seed=9), {**{i: "h" for i in range(5)}, 9: "h"}, [])
     a.save()
     assert b.changed_on_disk()
+
+
+def test_matrix_returns_every_vector_by_id_and_search_keeps_the_thread_setting(tmp_path: Path) -> None:
+    import faiss
+
+    vecs = _unit(40)
+    ids = np.arange(500, 540, dtype=np.int64)
+    for threshold in (1000, 10):  # flat, then HNSW
+        idx = VectorIndex(tmp_path / str(threshold), "m", hnsw_threshold=threshold)
+        idx.rebuild(ids, vecs, {int(i): "h" for i in ids})
+        expect = 40
+        if threshold == 1000:  # a flat index can drop an id: the matrix follows, the version moves
+            before = idx.version
+            idx.apply(np.zeros(0, np.int64), None, {int(i): "h" for i in ids[:39]}, [int(ids[39])])
+            assert idx.version > before
+            expect = 39
+        got_ids, got = idx.matrix()
+        assert sorted(got_ids.tolist()) == ids[:expect].tolist()
+        assert np.allclose(got[np.argsort(got_ids)], vecs[:expect], atol=1e-6)
+        threads = faiss.omp_get_max_threads()
+        found, _ = idx.search(vecs[3], 3)
+        assert found[0] == ids[3]
+        assert faiss.omp_get_max_threads() == threads
+    assert VectorIndex(tmp_path / "empty", "m").matrix()[1].shape == (0, 0)

@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import workbench
@@ -472,3 +473,35 @@ def test_recommend_notebook_on_an_empty_home_says_what_to_set(tmp_path: Path, mo
         client.execute()
     message = str(failed.value)
     assert "holds no LoRAs yet" in message and "make demo" in message and "IndexError" not in message
+
+
+def test_result_rows_are_the_catalogs_rows_and_follow_edits(wb: workbench.Workbench) -> None:
+    """Rows come from a per-snapshot copy of the catalog: same columns and values as
+    `catalog.query`, and an edit from any process shows in the next result."""
+    ink = _id(wb, 900001)
+    df = wb.recommend.similar(ink, k=5)
+    catalog = wb.catalog.query(ids=list(df["id"])).set_index("id")
+    assert list(df.columns[: len(catalog.columns) + 1]) == ["id", *catalog.columns]
+    for col in ("name", "path", "base_model", "sha256", "description", "usage_count"):
+        assert [catalog.at[int(i), col] for i in df["id"]] == list(df[col]), col
+    first = int(df.iloc[0]["id"])
+    other = workbench.open(wb.home)  # another process edits behind our back
+    other.catalog.update(first, rating=4, notes="<b>kept</b>")
+    again = wb.recommend.similar(ink, k=5).set_index("id")
+    assert again.at[first, "rating"] == 4 and again.at[first, "notes"] == "<b>kept</b>"
+    other.catalog.remove([first])  # gone from the catalog: gone from the results
+    assert first not in set(wb.recommend.similar(ink, k=5)["id"])
+
+
+def test_shared_members_match_set_intersections(wb: workbench.Workbench) -> None:
+    """The vectorised shared-tag/trigger counts `similar` scores with equal plain set intersections."""
+    rec = wb.recommend
+    rec.refresh()
+    n = len(rec._ids)
+    cand = np.arange(n, dtype=np.int64)
+    for src in range(n):
+        tags = rec._tag_members.shared(src, cand)
+        trig = rec._trig_members.shared(src, cand)
+        assert list(tags) == [len(rec._tagsets[src] & rec._tagsets[p]) for p in range(n)]
+        assert list(trig) == [len(rec._trigsets[src] & rec._trigsets[p]) for p in range(n)]
+    assert len(rec._tag_members.shared(0, cand[:0])) == 0

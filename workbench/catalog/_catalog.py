@@ -227,6 +227,16 @@ class Catalog:
             self._words_ready = False
             self._snapshot_stamp = stamp
 
+    def snapshot_table(self) -> Any:
+        """The Arrow table of `lora_view` that queries cut rows from, reloaded first if stale.
+
+        Read-only and shared: a reload makes a new table object, so callers (recommendations)
+        can keep derived data for as long as the same object comes back.
+        """
+        self.refresh()
+        with self._mem_lock:
+            return self._table
+
     def _ensure_word_index(self) -> None:
         """Distinct words of names/triggers/tags, built on the first fuzzy query after a refresh:
         fuzzy search compares query words with these instead of with every row (caller holds _mem_lock)."""

@@ -11,6 +11,7 @@ from workbench.search._embeddings import (
     embed_query,
     load_vectors,
 )
+from workbench.search._lexical import LexDoc, LexicalIndex, phrase_starts, phrases_in, prompt_ngrams
 from workbench.search._recommend import Recommender, strip_lora_tags
 from workbench.search._vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
 
@@ -21,7 +22,12 @@ __all__ = [
     "embed_query",
     "load_vectors",
     "Embedder",
+    "LexDoc",
+    "LexicalIndex",
     "MAX_SEQ_LENGTH",
+    "phrase_starts",
+    "phrases_in",
+    "prompt_ngrams",
     "Recommender",
     "strip_lora_tags",
     "VectorIndex",

@@ -89,6 +89,34 @@ def prompt_ngrams(prompt: str, max_n: int = MAX_PHRASE_TOKENS) -> set[str]:
     return grams
 
 
+def phrases_in(text: str, phrases: set[str], starts: dict[str, tuple[int, ...]]) -> set[str]:
+    """Which of `phrases` occur in `text` as a token run inside one chunk: ``prompt_ngrams(text) &
+    phrases``, but only the runs that begin with a phrase's first word and have one of its lengths
+    (`starts`: first word -> lengths) are joined, not every run up to eight tokens of a long description."""
+    found: set[str] = set()
+    for chunk in _PROMPT_CHUNKS.split(_WEIGHT.sub(" ", text or "")):
+        toks = tokens(chunk)
+        for i, tok in enumerate(toks):
+            lengths = starts.get(tok)
+            if lengths is None:
+                continue
+            for n in lengths:
+                if i + n <= len(toks):
+                    gram = tok if n == 1 else " ".join(toks[i : i + n])
+                    if gram in phrases:
+                        found.add(gram)
+    return found
+
+
+def phrase_starts(phrases: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """First word -> the token lengths of the phrases that begin with it (for `phrases_in`)."""
+    out: dict[str, set[int]] = {}
+    for phrase in phrases:
+        words = phrase.split(" ")
+        out.setdefault(words[0], set()).add(len(words))
+    return {word: tuple(sorted(lengths)) for word, lengths in out.items()}
+
+
 @dataclass
 class LexDoc:
     """The text of one LoRA that lexical matching looks at."""
@@ -137,6 +165,7 @@ class _Postings:
         np.cumsum(lengths, out=self.indptr[1:])
         self.doc = np.empty(int(self.indptr[-1]), dtype=np.int32)
         self.weight = np.empty(int(self.indptr[-1]), dtype=np.float32)
+        self._pow: dict[float, np.ndarray] = {}
         for i, d in enumerate(rows.values()):
             s = self.indptr[i]
             self.doc[s : s + len(d)] = np.fromiter(d.keys(), dtype=np.int32, count=len(d))
@@ -149,11 +178,24 @@ class _Postings:
         if not ids:
             return np.zeros(self.n_docs, dtype=np.float32), []
         docs = np.concatenate([self.doc[self.indptr[i] : self.indptr[i + 1]] for i in ids])
-        ws = np.concatenate([self.weight[self.indptr[i] : self.indptr[i + 1]] for i in ids])
+        weight = self.weight if p == 1.0 else self._powered(p)
+        ws = np.concatenate([weight[self.indptr[i] : self.indptr[i + 1]] for i in ids])
         if p == 1.0:
             return np.bincount(docs, weights=ws, minlength=self.n_docs).astype(np.float32), found
-        summed = np.bincount(docs, weights=np.power(ws, p, dtype=np.float64), minlength=self.n_docs)
-        return np.power(summed, 1.0 / p).astype(np.float32), found
+        summed = np.bincount(docs, weights=ws, minlength=self.n_docs)
+        # the root only where a term matched (`pow` costs ~12 ns a value; cbrt is 10x cheaper)
+        hit = np.flatnonzero(summed > 0)
+        out = np.zeros(self.n_docs, dtype=np.float32)
+        out[hit] = np.cbrt(summed[hit]) if p == 3.0 else np.power(summed[hit], 1.0 / p)
+        return out, found
+
+    def _powered(self, p: float) -> np.ndarray:
+        """Every posting's weight to the power `p`, computed once per `p` (common terms have tens of
+        thousands of postings; raising them per query was most of a query's cost)."""
+        cached = self._pow.get(p)
+        if cached is None:
+            cached = self._pow[p] = np.power(self.weight, p, dtype=np.float64)
+        return cached
 
     def terms_of(self, doc_id: int, terms: Iterable[str]) -> list[str]:
         """Which of ``terms`` have a posting for ``doc_id`` (used to explain a score)."""
@@ -176,9 +218,10 @@ class LexicalIndex:
         doc_phrases = [trigger_phrases(d.trigger_words) for d in docs]
         all_phrases = {p for ps in doc_phrases for p in ps}
         phrase_df: dict[str, int] = dict.fromkeys(all_phrases, 0)
+        starts = phrase_starts(all_phrases)
         for d, own in zip(docs, doc_phrases):
             text = " ".join([d.name or "", *(d.file_names or ()), *(d.tags or ()), (d.description or "")])
-            present = (prompt_ngrams(text) & all_phrases) | set(own)
+            present = phrases_in(text, all_phrases, starts) | set(own)
             for p in present:
                 phrase_df[p] += 1
         rows: dict[str, dict[int, float]] = {}
@@ -209,12 +252,12 @@ class LexicalIndex:
             for t in bag:
                 token_df[t] = token_df.get(t, 0) + 1
         avg = float(lengths.mean()) if n else 1.0
-        rows = {}
+        token_idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in token_df.items()}  # once per token
+        rows = {t: {} for t in token_df}
         for i, bag in enumerate(bags):
-            norm = w.k1 * (1 - w.b + w.b * lengths[i] / (avg or 1.0))
+            norm = w.k1 * (1 - w.b + w.b * float(lengths[i]) / (avg or 1.0))
             for t, tf in bag.items():
-                idf = math.log(1 + (n - token_df[t] + 0.5) / (token_df[t] + 0.5))
-                rows.setdefault(t, {})[i] = idf * tf * (w.k1 + 1) / (tf + norm)
+                rows[t][i] = token_idf[t] * tf * (w.k1 + 1) / (tf + norm)
         self.tokens = _Postings(n, rows)
         self._fuzzy_keys: list[str] | None = None
         self._fuzzy_targets: list[list[int]] = []

@@ -88,6 +88,16 @@ def strip_lora_tags(prompt: str) -> str:
     return _EXTRA_TAGS.sub(" ", prompt or "")
 
 
+def _python_strings(arrow_type: Any) -> Any:
+    """Text columns as pandas' ``str`` dtype held in Python objects rather than Arrow: cutting ten rows
+    then costs a numpy take per column instead of an Arrow compute call (half the time at ~25 columns)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype("python", na_value=np.nan)
+    return None
+
+
 def _family(base_model: Any) -> str | None:
     from workbench.files import base_model_family
 
@@ -110,6 +120,41 @@ SELECT count(*), coalesce(bit_xor(hash(v.id, v.name, v.file_name, v.trigger_word
                                         v.description, v.sha256, v.missing, l.training_tags, l.stats, l.metadata)), 0)
 FROM lora_view v JOIN loras l ON l.id = v.id
 """
+
+
+class _Members:
+    """Sets of strings per document (tags, trigger phrases) as CSR arrays of ids, so "how many does
+    each candidate share with this LoRA" is a few numpy calls instead of a set intersection per candidate."""
+
+    def __init__(self, sets: Sequence[Iterable[str]]) -> None:
+        vocab: dict[str, int] = {}
+        flat: list[int] = []
+        self.indptr = np.zeros(len(sets) + 1, dtype=np.int64)
+        for i, members in enumerate(sets):
+            flat.extend(vocab.setdefault(m, len(vocab)) for m in members)
+            self.indptr[i + 1] = len(flat)
+        self.ids = np.asarray(flat, dtype=np.int32)
+        self.size = len(vocab)
+
+    def shared(self, src: int, cand: np.ndarray) -> np.ndarray:
+        """How many members each document in `cand` shares with document `src`."""
+        own = self.ids[self.indptr[src] : self.indptr[src + 1]]
+        out = np.zeros(len(cand), dtype=np.float32)
+        if len(own) == 0 or len(cand) == 0:
+            return out
+        mask = np.zeros(self.size, dtype=bool)
+        mask[own] = True
+        starts = self.indptr[cand]
+        lengths = self.indptr[cand + 1] - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return out
+        # positions of every candidate's members, laid end to end
+        offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        hits = mask[self.ids[np.arange(total) + offsets]]
+        owner = np.repeat(np.arange(len(cand)), lengths)
+        out += np.bincount(owner, weights=hits, minlength=len(cand)).astype(np.float32)
+        return out
 
 
 @dataclass
@@ -167,6 +212,15 @@ class Recommender:
         self._prior = np.zeros(0, dtype=np.float32)
         self._usage = np.zeros(0, dtype=np.float32)
         self._family: list[str | None] = []
+        self._family_code = np.zeros(0, dtype=np.int32)  # per position: index into _family_names, -1 unknown
+        self._family_names: dict[str, int] = {}
+        self._usage_count = np.zeros(0, dtype=np.int64)
+        # per position: the indexed vector (a zero row when not indexed), copied out of FAISS once per change
+        self._vecs = np.zeros((0, 0), dtype=np.float32)
+        self._has_vec = np.zeros(0, dtype=bool)
+        self._vecs_key: tuple[Any, int] | None = None
+        # the catalog snapshot as pandas, kept while the catalog hands out the same Arrow table
+        self._rows_cache: tuple[Any, pd.DataFrame, np.ndarray, np.ndarray] | None = None
         self._feedback: list[_Signal] = []
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._background: threading.Thread | None = None
@@ -187,6 +241,7 @@ class Recommender:
                 self._load_docs()
                 self._fingerprint = fingerprint
             self._sync_vectors()
+            self._load_matrix()
             self._load_signals()
             self._stamp = stamp
 
@@ -216,11 +271,19 @@ class Recommender:
         # per LoRA, what `similar` scores and explains (computed once, not per call)
         self._tagsets = [frozenset(t.lower() for t in d.tags) for d in docs]
         self._trigsets = [frozenset(trigger_phrases(d.trigger_words)) for d in docs]
+        self._tag_members = _Members(self._tagsets)
+        self._trig_members = _Members(self._trigsets)
         self._missing = frame["missing"].fillna(False).to_numpy(dtype=bool)
         self._sha = [s if isinstance(s, str) and s else None for s in frame["sha256"]]
         downloads = frame["downloads"].fillna(0).to_numpy(dtype=np.float64)
         self._prior = np.clip(np.log1p(downloads) / math.log1p(1e6), 0, 1.5).astype(np.float32)
         self._family = [_family(b) for b in frame["base_model"]]
+        names: dict[str, int] = {}
+        self._family_code = np.array(
+            [-1 if f is None else names.setdefault(f, len(names)) for f in self._family], dtype=np.int32
+        )
+        self._family_names = names
+        self._usage_count = np.zeros(len(frame), dtype=np.int64)
         columns = ["id", "name", "file_name", "trigger_words", "tags", "base_model", "training_tags"]
         self._payloads = {
             int(r["id"]): emb.payload(r, description_text=text)
@@ -261,6 +324,23 @@ class Recommender:
             else:
                 self.index.apply(np.zeros(0, np.int64), None, wanted, drop)
         self.index.save()
+
+    def _load_matrix(self) -> None:
+        """Copy the indexed vectors into a matrix by document position (once per change of the
+        documents or the index), so ranking reads candidates' vectors with one fancy index."""
+        key = (self._ids, self.index.version)
+        if self._vecs_key is not None and self._vecs_key[0] is key[0] and self._vecs_key[1] == key[1]:
+            return
+        ids, vectors = self.index.matrix()
+        n = len(self._ids)
+        vecs = np.zeros((n, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
+        has = np.zeros(n, dtype=bool)
+        if len(ids) and n:
+            at = np.minimum(np.searchsorted(self._ids, ids), n - 1)
+            ok = self._ids[at] == ids
+            vecs[at[ok]] = vectors[ok]
+            has[at[ok]] = True
+        self._vecs, self._has_vec, self._vecs_key = vecs, has, key
 
     @property
     def embedding(self) -> bool:
@@ -315,7 +395,8 @@ class Recommender:
         for lora_id, n in counts.itertuples(index=False):
             if int(lora_id) in self._pos:
                 usage[self._pos[int(lora_id)]] = n
-        self._docs["usage_count"] = usage.astype(np.int64)  # type: ignore[index]
+        self._usage_count = usage.astype(np.int64)
+        self._docs["usage_count"] = self._usage_count  # type: ignore[index]
         self._usage = np.minimum(np.log1p(usage) / math.log1p(20), 1.0).astype(np.float32)
         seen: set[tuple[str, int]] = set()
         for prompt, lora_id in used.itertuples(index=False):
@@ -418,24 +499,18 @@ class Recommender:
         src = self._pos[lora_id]
         if base_model == "auto":
             base_model = self._docs["base_model"].iat[src]  # type: ignore[index]
-        qvec = self.index.vector(lora_id)
+        qvec = self._vecs[src] if self._has_vec[src] else self.index.vector(lora_id)
         w = self.weights
         n = len(self._pos)
         ids, sims = self.index.search(qvec, min(n, max(w.candidates, 4 * k) + 1))
-        pos = self._pos
-        known = [j for j, i in enumerate(ids) if int(i) in pos]
-        cand = np.fromiter((pos[int(ids[j])] for j in known), dtype=np.int64, count=len(known))
+        at = np.minimum(np.searchsorted(self._ids, ids), n - 1)
+        known = self._ids[at] == ids  # ids the documents know (the index may lag a catalog change)
+        cand = at[known].astype(np.int64)
         sem = np.asarray(sims, dtype=np.float32)[known]
         # shared trigger phrases / tags as a lexical component (so explanations match the score)
-        src_tags, src_trig = self._tagsets[src], self._trigsets[src]
-        lex = np.fromiter(
-            (
-                0.15 * len(src_tags & self._tagsets[p]) + 0.5 * min(len(src_trig & self._trigsets[p]), 3)
-                for p in cand.tolist()
-            ),
-            dtype=np.float32,
-            count=len(cand),
-        )
+        shared_tags = self._tag_members.shared(src, cand)
+        shared_trig = self._trig_members.shared(src, cand)
+        lex = (0.15 * shared_tags + 0.5 * np.minimum(shared_trig, 3)).astype(np.float32)
         parts = {
             "score_semantic": sem,
             "score_trigger": np.zeros_like(sem),
@@ -522,7 +597,7 @@ class Recommender:
             ids, _ = self.index.search(qvec, c)
             sem_top = [self._pos[int(i)] for i in ids if int(i) in self._pos]
             cand = np.unique(np.concatenate([lex_top, np.asarray(sem_top, dtype=np.int64)]))
-            sem = self.index.vectors(self._ids[cand].tolist()) @ qvec
+            sem = self._vecs[cand] @ qvec
         else:
             cand = np.asarray(lex_top, dtype=np.int64)
             sem = np.zeros(len(cand), dtype=np.float32)
@@ -594,10 +669,11 @@ class Recommender:
                     out.liked_same[j] += strength
                 else:
                     out.liked_similar[j] += strength
-            if not sig.implicit and sig.value > 0 and sig.lora_id in self.index:
+            liked = self._pos.get(sig.lora_id)
+            if not sig.implicit and sig.value > 0 and liked is not None and self._has_vec[liked]:
                 if cand_vecs is None:
-                    cand_vecs = self.index.vectors(cand_ids)
-                near = np.clip(cand_vecs @ self.index.vector(sig.lora_id), 0, 1) ** 2
+                    cand_vecs = self._vecs[cand]
+                near = np.clip(cand_vecs @ self._vecs[liked], 0, 1) ** 2
                 if j is not None:
                     near[j] = 0
                 lift = (strength * w.neighbour_share * near).astype(np.float32)
@@ -608,9 +684,10 @@ class Recommender:
     def _feedback_vector(self, kind: str, query: str) -> np.ndarray | None:
         if kind == "similar":
             try:
-                return self.index.vector(int(query))
-            except (KeyError, ValueError):
+                p = self._pos.get(int(query))
+            except ValueError:
                 return None
+            return self._vecs[p] if p is not None and self._has_vec[p] else None
         return self._query_vector(query)
 
     def _finish(
@@ -638,25 +715,26 @@ class Recommender:
         total = relevance + popularity + usage + feedback
         parts = {**parts, "score_usage": usage, "score_feedback": feedback}
         ids = self._ids[cand]
-        keep = np.array([int(i) not in excluded for i in ids], dtype=bool)
+        keep = np.ones(len(cand), dtype=bool)
+        if excluded:
+            keep &= ~np.isin(ids, np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
         family = _family(base_model) if base_model else None
         if family:
-            keep &= np.array([self._family[p] in (None, family) for p in cand.tolist()], dtype=bool)
+            codes = self._family_code[cand]
+            keep &= (codes < 0) | (codes == self._family_names.get(family, -2))
         if not include_missing:
             keep &= ~self._missing[cand]
         order = np.flatnonzero(keep)
         order = order[np.argsort(-total[order], kind="stable")]
-        order = self._one_per_file(cand, order)
+        # only the head can be shown: k results, or the pool MMR picks from
+        order = self._one_per_file(cand, order, max(5 * k, 50) if diversity > 0 else k)
         if diversity > 0 and len(order) > k:
             order = self._mmr(cand, total, order, k, diversity)
         order = order[:k]
         if len(order) == 0:
             return self._empty()
-        chosen = [int(i) for i in ids[order]]
-        rows = self.wb.catalog.query(ids=chosen, limit=len(chosen))  # cut from the catalog's snapshot
-        rank = {i: r for r, i in enumerate(chosen)}
-        rows = rows.take(np.argsort([rank[int(i)] for i in rows["id"]], kind="stable")).reset_index(drop=True)
-        at = order[[rank[int(i)] for i in rows["id"]]]
+        rows, found = self._catalog_rows(ids[order])
+        at = order[found]
         scores = {
             "score": total[at].astype(float),
             **{name: values[at].astype(float) for name, values in parts.items()},
@@ -673,8 +751,9 @@ class Recommender:
             rows.attrs["embedding"] = {"done": done, "total": todo}
         return rows
 
-    def _one_per_file(self, cand: np.ndarray, order: np.ndarray) -> np.ndarray:
-        """Keep the best-ranked entry of each file (same SHA256 in two folders, or a file and its Civitai entry)."""
+    def _one_per_file(self, cand: np.ndarray, order: np.ndarray, limit: int) -> np.ndarray:
+        """The first `limit` of `order`, keeping the best-ranked entry of each file (same SHA256 in two
+        folders, or a file and its Civitai entry)."""
         seen: set[str] = set()
         keep = []
         for j in order.tolist():
@@ -684,7 +763,28 @@ class Recommender:
                     continue
                 seen.add(sha)
             keep.append(j)
+            if len(keep) >= limit:
+                break
         return np.asarray(keep, dtype=np.int64)
+
+    def _catalog_rows(self, ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """Catalog rows (every column `catalog.query` gives) of `ids` in that order, and which of `ids`
+        were found.  Cut from a pandas copy of the catalog snapshot made once per snapshot: converting
+        ~50 Arrow columns and sorting them on every call cost more than the whole ranking."""
+        table = self.wb.catalog.snapshot_table()
+        cache = self._rows_cache
+        if cache is None or cache[0] is not table:
+            frame = table.to_pandas(types_mapper=_python_strings)
+            frame_ids = frame["id"].to_numpy(dtype=np.int64)
+            by_id = np.argsort(frame_ids, kind="stable")
+            cache = (table, frame, frame_ids[by_id], by_id)
+            self._rows_cache = cache  # one tuple, so a concurrent query never sees half of it
+        _, frame, sorted_ids, by_id = cache
+        if len(sorted_ids) == 0:
+            return frame.iloc[0:0], np.zeros(len(ids), dtype=bool)
+        at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        found = sorted_ids[at] == ids  # a LoRA removed since the documents were loaded is left out
+        return frame.take(by_id[at[found]]).reset_index(drop=True), found
 
     @staticmethod
     def _reason(evidence: str, fb: _FeedbackParts, j: int, usage: float) -> str:
@@ -705,7 +805,7 @@ class Recommender:
     def _mmr(self, cand: np.ndarray, total: np.ndarray, order: np.ndarray, k: int, diversity: float) -> np.ndarray:
         """Maximal marginal relevance: trade relevance for dissimilarity to what is already picked."""
         pool = order[: max(5 * k, 50)]
-        vecs = self.index.vectors(self._ids[cand[pool]].tolist())
+        vecs = self._vecs[cand[pool]]
         rel = total[pool]
         rel = (rel - rel.min()) / (np.ptp(rel) or 1.0)
         picked: list[int] = []
@@ -769,8 +869,7 @@ class Recommender:
         return "; ".join(bits) if bits else "similar description"
 
     def _explain_common(self, p: int, bits: list[str], base: bool = True) -> None:
-        docs = self._docs
-        uses = int(docs["usage_count"].iat[p] or 0)  # type: ignore[index]
+        uses = int(self._usage_count[p])
         if uses:
             bits.append(f"used in {uses} generation{'s' if uses != 1 else ''}")
         if base and self._family[p]:
