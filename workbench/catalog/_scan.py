@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 
 from workbench.catalog._db import Database
 from workbench.files import (
@@ -643,6 +642,8 @@ def _existing_rows(db: Database) -> dict[str, dict[str, Any]]:
 def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
     if not records:
         return
+    import pandas as pd  # only when something changed: a no-change rescan never loads it
+
     frame = pd.DataFrame.from_records(records, columns=list(_COLUMNS))
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     frame["scanned_at"] = now
