@@ -7,6 +7,7 @@ enough of it to pay for them. Rows are written in short batches so other kernels
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -525,6 +526,10 @@ def _worker_start(parent_pid: int, lock_paths: tuple[str, ...]) -> None:
     stay open), and the worker asks the kernel for SIGKILL when its parent dies (Linux), with a
     parent-pid watchdog thread as a fallback elsewhere.
     """
+    # What the worker inherited from the scanning process (pandas, DuckDB, the catalog's rows) is never
+    # garbage here: keep the collector from walking it on every full collection (and from writing to,
+    # so copying, those shared pages).
+    gc.freeze()
     _close_inherited(lock_paths)
     if sys.platform.startswith("linux"):
         try:
@@ -788,14 +793,22 @@ def _scan_locked(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     root_strs = [str(r) for r in resolved]
+    # One short read for all the diff needs (each connection costs ~25 ms of CPU): the rows are read
+    # before the walk, which is safe because only a scan changes what the diff compares, and scans
+    # are serialised by the task lock held here.
+    with db.read() as con:
+        known_roots = {
+            fs_path(path): bool(follow)
+            for path, follow in con.execute("SELECT path, coalesce(follow_outside, false) FROM roots").fetchall()
+        }
+        existing = _existing_rows(db)
     if follow_outside is None:
-        follow = remembered_follow_outside(db) & set(root_strs)
+        follow = {r for r, on in known_roots.items() if on} & set(root_strs)
     else:
         follow = set(root_strs) if follow_outside else set()
     forget_model_json_cache()
     found = walk_roots(resolved, report.skipped_dirs, follow)
     report.seen = len(found)
-    existing = _existing_rows(db)
 
     to_inspect: list[_Found] = []
     ids_for: dict[str, Any] = {}
@@ -845,6 +858,23 @@ def _scan_locked(
     ]
     report.missing = len(newly_missing)
 
+    roots_current = all(
+        root in known_roots and (follow_outside is None or known_roots[root] == bool(follow_outside))
+        for root in root_strs
+    )
+    # Nothing to record means no write: other kernels' snapshots stay valid (the change stamp is not bumped).
+    if not (roots_current and not newly_missing and not returned_ids):
+        _record_roots_and_presence(db, root_strs, follow_outside, newly_missing, returned_ids)
+    _write_inspected(db, to_inspect, workers, progress, on_progress, ids_for, added_for, report)
+
+
+def _record_roots_and_presence(
+    db: Database,
+    root_strs: list[str],
+    follow_outside: bool | None,
+    newly_missing: list[int],
+    returned_ids: list[int],
+) -> None:
     with db.write() as con:
         for root in root_strs:
             con.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", [catalog_path(root)])
@@ -857,6 +887,17 @@ def _scan_locked(
         if returned_ids:
             con.execute("UPDATE loras SET missing = false WHERE list_contains(?, id)", [returned_ids])
 
+
+def _write_inspected(
+    db: Database,
+    to_inspect: list[_Found],
+    workers: int,
+    progress: bool,
+    on_progress: Callable[[int, int], None] | None,
+    ids_for: dict[str, Any],
+    added_for: dict[str, Any],
+    report: ScanReport,
+) -> None:
     batch: list[dict[str, Any]] = []
     flushed = time.monotonic()
     for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db), on_progress):
