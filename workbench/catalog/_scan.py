@@ -898,21 +898,75 @@ def _write_inspected(
     added_for: dict[str, Any],
     report: ScanReport,
 ) -> None:
+    if not to_inspect:
+        return
     batch: list[dict[str, Any]] = []
     flushed = time.monotonic()
-    for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db), on_progress):
-        path = fs_path(record["path"])
-        record["id"] = ids_for.get(path)
-        record["added_at"] = added_for.get(path)
-        if record["error"]:
-            report.errors += 1
-            report.error_files.append((record["path"], str(record["error"])))
-        batch.append(record)
-        if len(batch) >= _BATCH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
-            _write_contained(db, batch)
-            batch, flushed = [], time.monotonic()
+    writer = _BatchWriter(db)
+    try:
+        for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db), on_progress):
+            path = fs_path(record["path"])
+            record["id"] = ids_for.get(path)
+            record["added_at"] = added_for.get(path)
+            if record["error"]:
+                report.errors += 1
+                report.error_files.append((record["path"], str(record["error"])))
+            batch.append(record)
+            if len(batch) >= _BATCH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
+                writer.put(batch)
+                batch, flushed = [], time.monotonic()
+        writer.put(batch)
+    finally:
+        writer.close()  # waits for the batches handed over (a stopped scan keeps them), re-raises its error
+
+
+class _BatchWriter:
+    """Writes batches in a thread of its own, in order, so the workers never wait on a commit.
+
+    A commit ends in an fsync that can take seconds on a busy disk; written inline, it left the pool
+    without work for that long (most of a 50,000-file scan's time on a loaded machine). At most
+    two batches wait, so memory stays bounded; an error in the writer stops the scan at the next
+    hand-over and is raised there.
+    """
+
+    def __init__(self, db: Database) -> None:
+        import queue
+
+        self._db = db
+        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="scan-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._failed:
+                continue  # drain: the scan is stopping
+            try:
+                _write_contained(self._db, batch)
+            except BaseException as exc:  # handed to the scanning thread
+                self._error, self._failed = exc, True
+            del batch
             _trim_heap()  # the batch's frames and DuckDB's buffers are gone: give the pages back
-    _write_contained(db, batch)
+
+    def put(self, batch: list[dict[str, Any]]) -> None:
+        self._raise_error()
+        if batch:
+            self._queue.put(batch)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _write_contained(db: Database, records: list[dict[str, Any]]) -> None:
