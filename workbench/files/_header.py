@@ -23,6 +23,8 @@ import operator
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,23 +243,31 @@ def _json_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def parse_header(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
-    """Parse the header JSON into ``(metadata, tensor entries)``; entries are not yet validated.
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a header's thousands of containers are built and read.
 
-    The cyclic garbage collector is paused while orjson builds the ~3,000 containers of a header: it
-    would otherwise run every few hundred of them and walk every live object (half the parse time in
-    a scan worker), and parsed JSON cannot hold a reference cycle for it to find.
+    It would otherwise run every few hundred new containers and walk every live object (about half
+    the parse time in a scan worker); parsed JSON and the tensor analysis hold no reference cycles
+    for it to find, and it runs as usual afterwards.
     """
     paused = gc.isenabled()
     if paused:
         gc.disable()
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise _json_error(raw, err) from None
+        yield
     finally:
         if paused:
             gc.enable()
+
+
+def parse_header(raw: bytes) -> tuple[dict[str, str], dict[str, Any]]:
+    """Parse the header JSON into ``(metadata, tensor entries)``; entries are not yet validated."""
+    try:
+        with gc_paused():
+            obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise _json_error(raw, err) from None
     if type(obj) is not dict:
         raise HeaderError(f"header JSON is {_json_type(obj)}, not an object")
     meta = _check_metadata(obj.pop("__metadata__", None))
