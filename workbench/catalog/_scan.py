@@ -39,7 +39,10 @@ from workbench.files import (
 
 #: Below this many files to inspect, worker processes cost more than they save.
 _POOL_THRESHOLD = 400
-_BATCH_ROWS = 2000
+#: Rows per write. A kohya file's metadata is ~20 KB, so a batch is ~20 MB of text before pandas and
+#: DuckDB copy it; with one batch being built, one waiting and one being written (see _BatchWriter),
+#: 1,000 keeps the scan's peak near what one 2,000-row batch written inline used to cost.
+_BATCH_ROWS = 1000
 #: A slow scan (hostile or cold files) still commits at least this often, so a killed scan keeps its progress.
 _FLUSH_SECONDS = 2.0
 _CHUNK = 64
@@ -924,8 +927,8 @@ class _BatchWriter:
     """Writes batches in a thread of its own, in order, so the workers never wait on a commit.
 
     A commit ends in an fsync that can take seconds on a busy disk; written inline, it left the pool
-    without work for that long (most of a 50,000-file scan's time on a loaded machine). At most
-    two batches wait, so memory stays bounded; an error in the writer stops the scan at the next
+    without work for that long (most of a 50,000-file scan's time on a loaded machine). One batch
+    waits while one is written, so memory stays bounded; an error in the writer stops the scan at the next
     hand-over and is raised there.
     """
 
@@ -933,7 +936,7 @@ class _BatchWriter:
         import queue
 
         self._db = db
-        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._failed = False
         self._thread = threading.Thread(target=self._run, name="scan-writer", daemon=True)
