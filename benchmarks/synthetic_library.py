@@ -42,6 +42,7 @@ __all__ = [
     "write_lora",
     "random_spec",
     "write_library",
+    "PROFILES",
     "LibraryStats",
     "tiny_png",
 ]
@@ -992,6 +993,10 @@ def _folder(family: str, facts: dict, counts: dict[str, int]) -> str:
     return folder if seen < 200 else f"{folder}/part_{seen // 200:02d}"
 
 
+#: Header profiles of :func:`write_library`.
+PROFILES = ("mixed", "sd15-kohya")
+
+
 def write_library(
     root: Path | str,
     n: int,
@@ -1000,10 +1005,14 @@ def write_library(
     mix: dict[str, float] | None = None,
     sidecar_fraction: float = 0.2,
     progress: bool = False,
+    profile: str = "mixed",
 ) -> LibraryStats:
     """Write ``n`` LoRA files under nested folders of ``root``; deterministic for ``seed``.
 
     ``mix``: family -> weight (default :data:`DEFAULT_MIX`: kohya SD1.5, PEFT SDXL, FLUX, ...).
+    ``profile``: ``"mixed"`` (that mix, ~990 tensors / ~157 KB headers on average) or ``"sd15-kohya"``
+    (every file a kohya SD1.5 LoRA with text encoder: the real 792-tensor key set, ~111 KB headers,
+    the most common file in real libraries); see :data:`PROFILES`.
     ``sidecar_fraction`` of the files also get a Civitai Helper ``.civitai.info`` and, separately,
     a ``.preview.png`` (as in a library managed by Civitai Helper / LoRA Manager).
     """
@@ -1013,11 +1022,36 @@ def write_library(
     t0 = time.perf_counter()
     png_cache: dict[int, bytes] = {}
     counts: dict[str, int] = {}
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if profile == "sd15-kohya":
+        mix = {"kohya_sd1": 1.0}
     for i in range(n):
         spec, facts = random_spec(rng, mix=mix)
+        if profile == "sd15-kohya":  # plain kohya LoRA over U-Net and text encoder: 264 modules x 3 tensors
+            spec = LoraSpec(
+                family="kohya_sd1",
+                rank=spec.rank,
+                alpha=spec.alpha,
+                dtype=spec.dtype,
+                metadata=kohya_metadata(
+                    rng,
+                    name=facts["name"],
+                    base_model="SD1",
+                    network_type="LoRA",
+                    rank=spec.rank,
+                    alpha=spec.alpha,
+                    tags={t: rng.randint(1, 150) for t in facts["tags"]},
+                    dataset_dir=f"10_{facts['name']}",
+                    author=facts["author"],
+                    trigger=facts["trigger"],
+                ),
+            )
         folder = root / _folder(spec.family, facts, counts)
         path = folder / f"{facts['name']}_{i:05d}.safetensors"
         size = write_lora(path, spec, sparse=sparse, data_seed=seed * 1_000_003 + i)
+        with open(path, "rb") as f:  # the page is still cached: what the scan will read, besides tensor data
+            stats.header_bytes += 8 + int.from_bytes(f.read(8), "little")
         stats.files += 1
         stats.apparent_bytes += size
         stats.by_family[spec.family] = stats.by_family.get(spec.family, 0) + 1

@@ -183,3 +183,36 @@ def test_a_50mb_metadata_value_is_never_read_whole(tmp_path):
     assert row["error"] is None and row["header_len"] > 20_000_000
     assert any("over the 8 MiB cap for one value" in note for note in row["sidecar_errors"])
     assert "not read" in row["metadata"]["ss_tag_frequency"]
+
+
+def test_structure_key_with_a_fixed_hash_seed_does_not_use_the_known_key(tmp_path):
+    """The structure key uses Python's keyed bytes hash only while its secret is random; a fixed
+    PYTHONHASHSEED makes the secret known (collisions could be crafted), so the key is then SHA-256
+    and the same whatever the seed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tensors, data_len = header_entries(kohya_sd15_entries(4, text_encoder=False))
+    raws = [_header_bytes({"a": "b"}, tensors), _header_bytes({"c": "d"}, tensors)]
+    other, _ = header_entries(kohya_sd15_entries(8, text_encoder=False))
+    raws.append(_header_bytes({"a": "b"}, other))
+    for i, raw in enumerate(raws):
+        (tmp_path / f"{i}.json").write_bytes(raw)
+    code = (
+        "import sys, pathlib\n"
+        "from workbench.files import split_metadata\n"
+        f"keys = [split_metadata(pathlib.Path(sys.argv[1], f'{{i}}.json').read_bytes(), {data_len})[1] for i in range(3)]\n"
+        "print(keys[0] == keys[1], keys[0] != keys[2], keys[0].hex())\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    outs = []
+    for seed in ("1", "2", "random", "random"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(repo))
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+        same, differs, key = out.stdout.split()
+        assert (same, differs) == ("True", "True"), out.stderr
+        outs.append(key)
+    assert outs[0] == outs[1], "a fixed seed must not change the key (SHA-256, not the seeded hash)"
+    assert outs[2] != outs[3], "with a random secret the faster keyed hash is used"

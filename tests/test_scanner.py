@@ -171,3 +171,27 @@ def test_two_processes_scanning_at_once_make_no_duplicates(home: Path, tmp_path:
     assert all(p.wait(timeout=300) == 0 for p in procs)
     frame = workbench.open(home).catalog.query()
     assert len(frame) == 30 and frame["path"].is_unique
+
+
+def test_a_rescan_with_nothing_to_do_writes_nothing(home: Path, tmp_path: Path) -> None:
+    """No change → no write transaction: the change stamp stays, so no kernel reloads its snapshot.
+
+    A removed file, a new root and a changed follow-outside choice are still recorded.
+    """
+    lib = tmp_path / "lib"
+    for i in range(3):
+        write_kohya_lora(lib / f"l{i}.safetensors", seed=i)
+    wb = workbench.open(home)
+    wb.scan([lib], progress=False)
+    stamp = wb.db.stamp()
+    again = wb.scan([lib], progress=False)
+    assert again.unchanged == 3 and wb.db.stamp() == stamp
+    assert wb.scan(progress=False).unchanged == 3 and wb.db.stamp() == stamp  # the remembered roots
+    wb.scan([lib], progress=False, follow_outside=True)
+    assert wb.db.stamp() != stamp
+    stamp = wb.db.stamp()
+    wb.scan([lib], progress=False, follow_outside=True)
+    assert wb.db.stamp() == stamp
+    (lib / "l0.safetensors").unlink()
+    assert wb.scan([lib], progress=False).missing == 1 and wb.db.stamp() != stamp
+    assert wb.catalog.count(missing=True) == 1

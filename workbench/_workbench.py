@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import html
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench._home import resolve_home
-from workbench.catalog import Catalog, Database
+from workbench.catalog import Database
 
 if TYPE_CHECKING:
-    import threading
-
-    from workbench.catalog import CivitaiImportReport, CivitaiOnline, ImportReport, ScanReport, Weights
+    from workbench.catalog import Catalog, CivitaiImportReport, CivitaiOnline, ImportReport, ScanReport, Weights
     from workbench.generate import History, JobQueue, Recipes
     from workbench.search import Recommender
 
@@ -25,7 +24,9 @@ class Workbench:
     def __init__(self, home: str | os.PathLike[str] | None = None, *, lock_timeout: float = 120.0) -> None:
         self.home: Path = resolve_home(home)
         self.db = Database(self.home / "catalog.duckdb", timeout=lock_timeout)
-        self.catalog = Catalog(self.db)
+        self.db.ensure_schema()  # a broken or locked catalog fails here, at open, as before
+        self._catalog: Catalog | None = None
+        self._catalog_lock = threading.Lock()
         self._recommend: Recommender | None = None
         self._queue: JobQueue | None = None
         self._history: History | None = None
@@ -33,13 +34,27 @@ class Workbench:
         self._weights: Weights | None = None
         self._civitai: CivitaiOnline | None = None
 
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog's query and edit API, built on first use: it loads pandas, which a scan does not need."""
+        if self._catalog is None:
+            with self._catalog_lock:
+                if self._catalog is None:
+                    from workbench.catalog import Catalog
+
+                    self._catalog = Catalog(self.db)
+        return self._catalog
+
     # -- library -----------------------------------------------------------------------
     @property
     def roots(self) -> list[Path]:
         """Library roots scanned into this catalog (the only folders besides home that may be served)."""
         from workbench.files import fs_path
 
-        return [Path(fs_path(p)) for p in self.catalog.roots()]
+        # Read directly (as Catalog.roots does), so `workbench scan` with no roots stays free of pandas.
+        with self.db.read() as con:
+            paths = [r[0] for r in con.execute("SELECT path FROM roots ORDER BY path").fetchall()]
+        return [Path(fs_path(p)) for p in paths]
 
     def scan(
         self,

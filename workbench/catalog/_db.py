@@ -23,10 +23,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is loaded by read_df only: a no-change scan and the CLI's light commands never pay for it
+    import pandas as pd
 
 
 class CatalogBusyError(RuntimeError):
@@ -194,6 +196,20 @@ class Database:
             finally:
                 self._held.con, self._held.writable = None, False
                 con.close()
+
+    def ensure_schema(self) -> None:
+        """Create or migrate the catalog's tables if needed (cheap when they are current: one short read).
+
+        Here rather than only in :class:`Catalog` so a scan can run without loading the query stack.
+        """
+        from workbench.catalog._schema import migrate, needs_migration
+
+        if self.path.exists():
+            with self.read() as con:
+                if not needs_migration(con):
+                    return
+        with self.write() as con:
+            migrate(con)
 
     @contextmanager
     def task_lock(self, name: str, timeout: float = 3600.0) -> Iterator[None]:

@@ -7,6 +7,7 @@ enough of it to pay for them. Rows are written in short batches so other kernels
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 
 from workbench.catalog._db import Database
 from workbench.files import (
@@ -39,7 +39,10 @@ from workbench.files import (
 
 #: Below this many files to inspect, worker processes cost more than they save.
 _POOL_THRESHOLD = 400
-_BATCH_ROWS = 2000
+#: Rows per write. A kohya file's metadata is ~20 KB, so a batch is ~20 MB of text before pandas and
+#: DuckDB copy it; with one batch being built, one waiting and one being written (see _BatchWriter),
+#: 1,000 keeps the scan's peak near what one 2,000-row batch written inline used to cost.
+_BATCH_ROWS = 1000
 #: A slow scan (hostile or cold files) still commits at least this often, so a killed scan keeps its progress.
 _FLUSH_SECONDS = 2.0
 _CHUNK = 64
@@ -526,6 +529,10 @@ def _worker_start(parent_pid: int, lock_paths: tuple[str, ...]) -> None:
     stay open), and the worker asks the kernel for SIGKILL when its parent dies (Linux), with a
     parent-pid watchdog thread as a fallback elsewhere.
     """
+    # What the worker inherited from the scanning process (pandas, DuckDB, the catalog's rows) is never
+    # garbage here: keep the collector from walking it on every full collection (and from writing to,
+    # so copying, those shared pages).
+    gc.freeze()
     _close_inherited(lock_paths)
     if sys.platform.startswith("linux"):
         try:
@@ -643,6 +650,8 @@ def _existing_rows(db: Database) -> dict[str, dict[str, Any]]:
 def _write_records(db: Database, records: list[dict[str, Any]]) -> None:
     if not records:
         return
+    import pandas as pd  # only when something changed: a no-change rescan never loads it
+
     frame = pd.DataFrame.from_records(records, columns=list(_COLUMNS))
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     frame["scanned_at"] = now
@@ -787,14 +796,22 @@ def _scan_locked(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
     root_strs = [str(r) for r in resolved]
+    # One short read for all the diff needs (each connection costs ~25 ms of CPU): the rows are read
+    # before the walk, which is safe because only a scan changes what the diff compares, and scans
+    # are serialised by the task lock held here.
+    with db.read() as con:
+        known_roots = {
+            fs_path(path): bool(follow)
+            for path, follow in con.execute("SELECT path, coalesce(follow_outside, false) FROM roots").fetchall()
+        }
+        existing = _existing_rows(db)
     if follow_outside is None:
-        follow = remembered_follow_outside(db) & set(root_strs)
+        follow = {r for r, on in known_roots.items() if on} & set(root_strs)
     else:
         follow = set(root_strs) if follow_outside else set()
     forget_model_json_cache()
     found = walk_roots(resolved, report.skipped_dirs, follow)
     report.seen = len(found)
-    existing = _existing_rows(db)
 
     to_inspect: list[_Found] = []
     ids_for: dict[str, Any] = {}
@@ -844,6 +861,23 @@ def _scan_locked(
     ]
     report.missing = len(newly_missing)
 
+    roots_current = all(
+        root in known_roots and (follow_outside is None or known_roots[root] == bool(follow_outside))
+        for root in root_strs
+    )
+    # Nothing to record means no write: other kernels' snapshots stay valid (the change stamp is not bumped).
+    if not (roots_current and not newly_missing and not returned_ids):
+        _record_roots_and_presence(db, root_strs, follow_outside, newly_missing, returned_ids)
+    _write_inspected(db, to_inspect, workers, progress, on_progress, ids_for, added_for, report)
+
+
+def _record_roots_and_presence(
+    db: Database,
+    root_strs: list[str],
+    follow_outside: bool | None,
+    newly_missing: list[int],
+    returned_ids: list[int],
+) -> None:
     with db.write() as con:
         for root in root_strs:
             con.execute("INSERT OR IGNORE INTO roots (path) VALUES (?)", [catalog_path(root)])
@@ -856,21 +890,86 @@ def _scan_locked(
         if returned_ids:
             con.execute("UPDATE loras SET missing = false WHERE list_contains(?, id)", [returned_ids])
 
+
+def _write_inspected(
+    db: Database,
+    to_inspect: list[_Found],
+    workers: int,
+    progress: bool,
+    on_progress: Callable[[int, int], None] | None,
+    ids_for: dict[str, Any],
+    added_for: dict[str, Any],
+    report: ScanReport,
+) -> None:
+    if not to_inspect:
+        return
     batch: list[dict[str, Any]] = []
     flushed = time.monotonic()
-    for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db), on_progress):
-        path = fs_path(record["path"])
-        record["id"] = ids_for.get(path)
-        record["added_at"] = added_for.get(path)
-        if record["error"]:
-            report.errors += 1
-            report.error_files.append((record["path"], str(record["error"])))
-        batch.append(record)
-        if len(batch) >= _BATCH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
-            _write_contained(db, batch)
-            batch, flushed = [], time.monotonic()
+    writer = _BatchWriter(db)
+    try:
+        for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db), on_progress):
+            path = fs_path(record["path"])
+            record["id"] = ids_for.get(path)
+            record["added_at"] = added_for.get(path)
+            if record["error"]:
+                report.errors += 1
+                report.error_files.append((record["path"], str(record["error"])))
+            batch.append(record)
+            if len(batch) >= _BATCH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
+                writer.put(batch)
+                batch, flushed = [], time.monotonic()
+        writer.put(batch)
+    finally:
+        writer.close()  # waits for the batches handed over (a stopped scan keeps them), re-raises its error
+
+
+class _BatchWriter:
+    """Writes batches in a thread of its own, in order, so the workers never wait on a commit.
+
+    A commit ends in an fsync that can take seconds on a busy disk; written inline, it left the pool
+    without work for that long (most of a 50,000-file scan's time on a loaded machine). One batch
+    waits while one is written, so memory stays bounded; an error in the writer stops the scan at the next
+    hand-over and is raised there.
+    """
+
+    def __init__(self, db: Database) -> None:
+        import queue
+
+        self._db = db
+        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="scan-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._failed:
+                continue  # drain: the scan is stopping
+            try:
+                _write_contained(self._db, batch)
+            except BaseException as exc:  # handed to the scanning thread
+                self._error, self._failed = exc, True
+            del batch
             _trim_heap()  # the batch's frames and DuckDB's buffers are gone: give the pages back
-    _write_contained(db, batch)
+
+    def put(self, batch: list[dict[str, Any]]) -> None:
+        self._raise_error()
+        if batch:
+            self._queue.put(batch)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _write_contained(db: Database, records: list[dict[str, Any]]) -> None:

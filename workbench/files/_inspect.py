@@ -19,6 +19,7 @@ from workbench.files import _sidecars as sidecars
 from workbench.files import _training as training_metadata
 from workbench.files._header import (
     HeaderError,
+    gc_paused,
     parse_header,
     read_raw_header,
     read_scalar,
@@ -187,8 +188,9 @@ def _read_safetensors(path: Path, row: dict[str, Any]) -> tuple[dict[str, Any] |
             row["error"] = str(err)
             return None, {}
         try:
-            validate_tensors(tensors, head.data_len)
-            structure = lora_analysis.analyse_tensors(tensors)
+            with gc_paused():  # thousands of short-lived containers, no cycles (see gc_paused)
+                validate_tensors(tensors, head.data_len)
+                structure = lora_analysis.analyse_tensors(tensors)
             if structure["alpha_tensor"] is not None:
                 structure["alpha_info"] = dict(tensors[structure["alpha_tensor"]])
         except HeaderError as err:
