@@ -306,7 +306,7 @@ def test_guarded_callbacks_log_and_show_only_a_generic_message(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret path /home/me/private")
 
-    monkeypatch.setattr(wb.catalog, "page", broken)
+    monkeypatch.setattr(wb.catalog, "page_columns", broken)
     with caplog.at_level(logging.ERROR, logger="workbench.views"):
         gallery.handle_message({"action": "filter", "filters": {"text": "x"}})
     assert gallery.notice == {"seq": gallery.notice["seq"], "text": GENERIC_ERROR, "level": "error"}
