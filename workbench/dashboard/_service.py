@@ -161,11 +161,11 @@ class SharedWorker:
         return self.redis_url
 
     def start(self) -> SharedWorker:
-        self.start_redis()
+        url = self.start_redis()
         import redis
 
         try:
-            redis.Redis.from_url(self.redis_url, socket_timeout=5).ping()
+            redis.Redis.from_url(url, socket_timeout=5).ping()
         except redis.RedisError as exc:
             self.stop()
             raise RuntimeError(f"Redis at {_safe(self.redis_url)} does not answer: {exc}") from exc

@@ -175,6 +175,8 @@ class DashboardTabs(ipywidgets.Tab):
     placeholder. :meth:`build_all` builds every tab now (scripts and tests).
     """
 
+    children: Any  # the Tab's trait (a bare annotation: no class attribute shadows it)
+
     def __init__(self, wb: Any, first: list[tuple[str, ipywidgets.Widget]], later: list[Any]) -> None:
         self._wb = wb
         self._pending: dict[int, tuple[tuple[str, ...], TabBuilder]] = {}  # placeholder model id -> group
