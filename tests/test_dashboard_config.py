@@ -42,3 +42,10 @@ def test_template_has_no_cdn_and_is_on_the_jupyter_path() -> None:
 
 def test_dashboard_notebook_title() -> None:
     assert json.loads(dashboard_notebook().read_text())["metadata"]["title"] == "LoRA Workbench"
+
+
+def test_kernels_get_two_malloc_arenas_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert dashboard_env(None)["MALLOC_ARENA_MAX"] == "2"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert dashboard_env(None)["MALLOC_ARENA_MAX"] == "4"
