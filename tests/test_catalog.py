@@ -219,6 +219,8 @@ def test_snapshot_replaces_only_changed_rows_and_matches_a_fresh_load(
 
 
 def test_page_columns_is_page_with_fewer_columns(wb: workbench.Workbench) -> None:
+    import pandas as pd
+
     frame, total = wb.catalog.page(limit=2, offset=1, sort="size", descending=True)
     narrow, narrow_total = wb.catalog.page_columns(
         ["name", "size_bytes"], limit=2, offset=1, sort="size", descending=True
@@ -227,6 +229,12 @@ def test_page_columns_is_page_with_fewer_columns(wb: workbench.Workbench) -> Non
     assert narrow["id"].tolist() == frame["id"].tolist() and narrow["name"].tolist() == frame["name"].tolist()
     some = [int(i) for i in frame["id"]][::-1]
     assert wb.catalog.page_columns(["path"], ids=some)[0]["id"].tolist() == wb.catalog.query(ids=some)["id"].tolist()
+    cards, _ = wb.catalog.page_columns(["name", "rating"], limit=10)  # kept as an Arrow copy until a change
+    first = int(cards["id"][0])
+    workbench.open(wb.home).catalog.update(first, rating=3)
+    again, _ = wb.catalog.page_columns(["name", "rating"], limit=10)
+    assert int(again.set_index("id").loc[first, "rating"]) == 3
+    pd.testing.assert_frame_equal(again, wb.catalog.query(limit=10)[["id", "name", "rating"]])
     with pytest.raises(CatalogError, match="unknown column"):
         wb.catalog.page_columns(["name", "_haystack"])
     with pytest.raises(CatalogError, match="list of column names"):
