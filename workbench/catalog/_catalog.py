@@ -179,9 +179,6 @@ class Catalog:
         self._mem_lock = threading.Lock()
         self._snapshot_stamp: str | None = None
         self._words_ready = False
-        # Arrow copies of a few narrow column sets (a gallery's card fields, ~8 MB at 50,000 rows): a page is
-        # cut from them by position in ~3 ms, where fetching 100 rows from the compressed table takes ~15 ms
-        self._column_cache: dict[tuple[str, ...], tuple[pd.Index, Any]] = {}
         self._my_edits: list[int] = []
 
     def _ensure_schema(self) -> None:
@@ -211,7 +208,6 @@ class Catalog:
             if force or self._snapshot_stamp is None or not self._update_changed_rows(con):
                 self._load_all(con, attach=not nested)
             self._words_ready = False
-            self._column_cache.clear()
             self._snapshot_stamp = stamp
 
     def _load_all(self, con: duckdb.DuckDBPyConnection, attach: bool) -> None:
@@ -292,24 +288,15 @@ class Catalog:
         self._mem.execute("CREATE OR REPLACE TABLE _words AS SELECT DISTINCT word FROM _word_index")
         self._words_ready = True
 
-    def _rows(self, ids: Sequence[int], columns: Sequence[str] | None = None, cache: bool = False) -> pd.DataFrame:
+    def _rows(self, ids: Sequence[int], columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows for ids, in that order (unknown ids left out), with every `lora_view` column or only
-        ``columns``; with ``cache``, cut from an Arrow copy of those columns kept until the next change
-        (caller holds _mem_lock)."""
+        ``columns`` (caller holds _mem_lock).
+
+        No Arrow copy of the card columns is kept to cut pages from (3 ms instead of ~15 ms a page):
+        at 50,000 rows it cost a kernel ~14 MB, more than the compressed snapshot itself.
+        """
         wanted = [int(i) for i in ids]
         select = ", ".join(columns) if columns else f"* EXCLUDE ({', '.join(_SNAPSHOT_ONLY)})"
-        if columns and cache:
-            key = tuple(columns)
-            entry = self._column_cache.get(key)
-            if entry is None:
-                whole = self._mem.sql(f"SELECT {select} FROM lora_view ORDER BY id").to_arrow_table()
-                entry = (pd.Index(whole.column("id").to_numpy()), whole)
-                while len(self._column_cache) >= _COLUMN_CACHE_SETS:
-                    del self._column_cache[next(iter(self._column_cache))]
-                self._column_cache[key] = entry
-            index, whole = entry
-            positions = index.get_indexer(wanted)
-            return whole.take(positions[positions >= 0]).to_pandas()
         table = self._mem.sql(
             f"SELECT {select} FROM lora_view WHERE id IN (SELECT unnest(?::BIGINT[]))", params=[wanted]
         ).to_arrow_table()
@@ -459,7 +446,7 @@ class Catalog:
         with self._mem_lock:
             self._prepare_fuzzy(text if fuzzy else None)
             ordered = self._mem.execute(id_sql, id_params).fetchall()
-            frame = self._rows([row[0] for row in ordered], columns, cache=ids is None)
+            frame = self._rows([row[0] for row in ordered], columns)
         if sort == "relevance":
             frame["relevance"] = [row[1] for row in ordered]
         frame.attrs["total"] = int(ordered[0][2]) if ordered else (0 if not offset else None)
@@ -811,8 +798,6 @@ _USER_COLUMNS = (*USER_FIELDS, "removed")
 
 #: snapshot columns that are not `lora_view`'s: the row hash and what search and sorting read
 _SNAPSHOT_ONLY = ("_h", "_haystack", "_short", "_tags_lower", "_name_lower")
-#: narrow column sets kept as Arrow copies at once (see Catalog._rows)
-_COLUMN_CACHE_SETS = 2
 #: at most this many changed rows (or a fifth of the catalog) are replaced in place; more: a full load
 _INCREMENTAL_MAX_ROWS = 5_000
 

@@ -157,10 +157,10 @@ def _short_list(value: Any, count: int, item_limit: int = 60) -> list[str]:
     return [str(v)[:item_limit] for v in list(value)[:count] if v is not None]
 
 
+#: (no ``file_name``: the catalog's ``name`` already falls back to it)
 _CARD_COLUMNS = (
     "id",
     "name",
-    "file_name",
     "base_model",
     "rank",
     "network_type",
