@@ -48,6 +48,10 @@ DEFAULT_HOST = "127.0.0.1"
 THEMES = ("auto", "light", "dark")
 TEMPLATE = "workbench"
 DEFAULT_POOL_SIZE = 1
+#: seconds between a visitor taking the preheated kernel and the next one starting. Voilà's 1 s made the
+#: new kernel import pandas/DuckDB and load the catalog while the visitor's page was still opening, on
+#: the same cores; a page shows its first cards in ~3 s, so the refill waits until then
+DEFAULT_POOL_FILL_DELAY_S = 5.0
 #: a visitor's kernel ends this long after its page went away (plus up to one cull interval)
 DEFAULT_DEPARTED_AFTER_S = 20.0
 CULL_INTERVAL_S = 5
@@ -182,6 +186,7 @@ def voila_command(
     departed_after_s: float = DEFAULT_DEPARTED_AFTER_S,
     base_url: str = "/",
     theme: str = "auto",
+    pool_fill_delay_s: float = DEFAULT_POOL_FILL_DELAY_S,
 ) -> list[str]:
     """The ``voila`` command line that serves ``notebook`` for publishing (the token travels in the environment)."""
     if theme not in THEMES:
@@ -217,6 +222,7 @@ def voila_command(
         command.append("--no-browser")
     if pool_size > 0:
         command += ["--preheat_kernel=True", f"--pool_size={int(pool_size)}"]
+        command.append(f"--VoilaKernelManager.fill_delay={max(0.0, float(pool_fill_delay_s))}")
     return command
 
 
