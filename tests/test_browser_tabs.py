@@ -77,6 +77,10 @@ def wait_count(page: Any, expected: int) -> None:
 
 def open_tab(page: Any, name: str) -> None:
     page.get_by_role("tab", name=name).click()
+    # a tab's view is built in the kernel when it is first shown: wait until it replaced the placeholder
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('.wb-tab-pending')].some(e => e.getClientRects().length > 0)"
+    )
     page.wait_for_timeout(800)
 
 
@@ -208,6 +212,7 @@ def test_generate_queue_history_round_trip(session: Any) -> None:
     page = session.page
     open_tab(page, "Generate")
     combo = page.locator(".wb-generate input[list]").first
+    combo.wait_for()
     options = page.evaluate(
         "() => [...document.querySelectorAll('datalist option')].map(o => o.value).filter(v => v.startsWith('tiny') || v.startsWith('✕'))"
     )

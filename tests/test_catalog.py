@@ -183,3 +183,59 @@ def test_opening_does_not_import_torch(home: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     ).stdout
     assert out.strip() == "False"
+
+
+def test_snapshot_replaces_only_changed_rows_and_matches_a_fresh_load(
+    wb: workbench.Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    from workbench.catalog import Catalog
+
+    catalog = wb.catalog
+    catalog.count()  # first load: the whole view
+    ids = [int(i) for i in catalog.query()["id"]]
+    elsewhere = workbench.open(wb.home).catalog  # another process, as far as the snapshot can tell
+    full_loads: list[bool] = []
+    real_load_all = catalog._load_all
+    monkeypatch.setattr(
+        catalog, "_load_all", lambda con, attach: full_loads.append(attach) or real_load_all(con, attach)
+    )
+    elsewhere.update(ids[0], rating=4, tags=["changed"])
+    elsewhere.remove([ids[1]])
+    frame = catalog.query()
+    assert full_loads == []  # two rows replaced in place, no reload
+    assert ids[1] not in set(frame["id"]) and catalog.count(tags_all=["changed"]) == 1
+    fresh = Catalog(wb.db)
+    pd.testing.assert_frame_equal(frame, fresh.query())
+    assert catalog.facets() == fresh.facets()
+    elsewhere.undo()  # the removed row comes back
+    pd.testing.assert_frame_equal(
+        catalog.query(sort="rating", descending=True), fresh.query(sort="rating", descending=True)
+    )
+    assert full_loads == [] and len(catalog.query()) == len(ids)
+    catalog.refresh(force=True)
+    assert full_loads == [True]
+
+
+def test_page_columns_is_page_with_fewer_columns(wb: workbench.Workbench) -> None:
+    import pandas as pd
+
+    frame, total = wb.catalog.page(limit=2, offset=1, sort="size", descending=True)
+    narrow, narrow_total = wb.catalog.page_columns(
+        ["name", "size_bytes"], limit=2, offset=1, sort="size", descending=True
+    )
+    assert list(narrow.columns) == ["id", "name", "size_bytes"] and narrow_total == total
+    assert narrow["id"].tolist() == frame["id"].tolist() and narrow["name"].tolist() == frame["name"].tolist()
+    some = [int(i) for i in frame["id"]][::-1]
+    assert wb.catalog.page_columns(["path"], ids=some)[0]["id"].tolist() == wb.catalog.query(ids=some)["id"].tolist()
+    cards, _ = wb.catalog.page_columns(["name", "rating"], limit=10)  # kept as an Arrow copy until a change
+    first = int(cards["id"][0])
+    workbench.open(wb.home).catalog.update(first, rating=3)
+    again, _ = wb.catalog.page_columns(["name", "rating"], limit=10)
+    assert int(again.set_index("id").loc[first, "rating"]) == 3
+    pd.testing.assert_frame_equal(again, wb.catalog.query(limit=10)[["id", "name", "rating"]])
+    with pytest.raises(CatalogError, match="unknown column"):
+        wb.catalog.page_columns(["name", "_haystack"])
+    with pytest.raises(CatalogError, match="list of column names"):
+        wb.catalog.page_columns("name")  # type: ignore[arg-type]

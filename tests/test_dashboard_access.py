@@ -231,6 +231,16 @@ def test_kernels_end_when_nobody_is_connected_whatever_their_activity() -> None:
     asyncio.run(cull_all())
     assert shut == ["left"], "a visitor who just left gets the grace period"
 
+    # a page that came and went between two culler runs still counts as connected
+    manager.departed_after_s = 0.0
+    manager._kernels["brief"] = SimpleNamespace(execution_state="idle")
+    manager._kernel_connections["brief"] = 0
+    manager.notify_connect("brief")
+    manager.notify_disconnect("brief")
+    asyncio.run(manager.cull_kernel_if_idle("brief"))
+    asyncio.run(manager.cull_kernel_if_idle("brief"))
+    assert shut == ["left", "brief"], "ended after departed_after_s, not after unconnected_after_s (an hour here)"
+
 
 # -- the real server: login behind a proxy prefix ------------------------------------------------
 

@@ -42,3 +42,17 @@ def test_template_has_no_cdn_and_is_on_the_jupyter_path() -> None:
 
 def test_dashboard_notebook_title() -> None:
     assert json.loads(dashboard_notebook().read_text())["metadata"]["title"] == "LoRA Workbench"
+
+
+def test_kernels_get_two_malloc_arenas_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert dashboard_env(None)["MALLOC_ARENA_MAX"] == "2"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert dashboard_env(None)["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_the_pool_refills_after_the_visitors_page_opened() -> None:
+    command = voila_command("x.ipynb", pool_size=2)
+    assert "--pool_size=2" in command and "--VoilaKernelManager.fill_delay=5.0" in command
+    assert "--VoilaKernelManager.fill_delay=0.5" in voila_command("x.ipynb", pool_fill_delay_s=0.5)
+    assert not any("fill_delay" in part for part in voila_command("x.ipynb", pool_size=0))

@@ -306,7 +306,7 @@ def test_guarded_callbacks_log_and_show_only_a_generic_message(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret path /home/me/private")
 
-    monkeypatch.setattr(wb.catalog, "page", broken)
+    monkeypatch.setattr(wb.catalog, "page_columns", broken)
     with caplog.at_level(logging.ERROR, logger="workbench.views"):
         gallery.handle_message({"action": "filter", "filters": {"text": "x"}})
     assert gallery.notice == {"seq": gallery.notice["seq"], "text": GENERIC_ERROR, "level": "error"}
@@ -333,8 +333,20 @@ def test_a_tab_that_fails_to_build_is_left_out(wb: workbench.Workbench, monkeypa
         lambda wb: [("Generate", ipywidgets.Label("g")), ("History", ipywidgets.Label("h"))],
     )
     tabs = dashboard_tabs(wb)
+    assert tabs.pending == ["Recommend", "Generate", "Queue", "History", "Compare", "Weights"] + [
+        "Analytics",
+        "Status",
+        "Maintenance",
+    ]  # built when first shown
+    tabs.selected_index = 1  # Recommend fails to build: its tab goes, the Library shows
+    assert tabs.selected_index == 0 and "Recommend" not in tabs.titles
+    tabs.selected_index = tabs.titles.index("History")  # builds the generation group, History stays shown
+    assert tabs.get_title(tabs.selected_index) == "History"
+    assert tabs.children[tabs.selected_index].value == "h" and "Generate" not in tabs.pending
+    tabs.build_all()
     titles = [tabs.get_title(i) for i in range(len(tabs.children))]
     assert titles == ["Library", "Generate", "History", "Weights", "Analytics", "Status", "Maintenance"]
+    assert tabs.pending == []
     assert isinstance(tabs.children[0], LibraryView)
 
 

@@ -48,6 +48,10 @@ DEFAULT_HOST = "127.0.0.1"
 THEMES = ("auto", "light", "dark")
 TEMPLATE = "workbench"
 DEFAULT_POOL_SIZE = 1
+#: seconds between a visitor taking the preheated kernel and the next one starting. Voilà's 1 s made the
+#: new kernel import pandas/DuckDB and load the catalog while the visitor's page was still opening, on
+#: the same cores; a page shows its first cards in ~3 s, so the refill waits until then
+DEFAULT_POOL_FILL_DELAY_S = 5.0
 #: a visitor's kernel ends this long after its page went away (plus up to one cull interval)
 DEFAULT_DEPARTED_AFTER_S = 20.0
 CULL_INTERVAL_S = 5
@@ -126,9 +130,15 @@ def scan_if_needed(wb: Any, roots: Sequence[str | os.PathLike]) -> Any:
     wanted = [Path(r).expanduser().resolve() for r in roots]
     known = {Path(r).resolve() for r in wb.roots}
     new = [r for r in wanted if r not in known]
-    if new or (wanted and wb.catalog.count() == 0):
+    if new or (wanted and _catalog_empty(wb)):
         return wb.scan(new or wanted, progress=False)
     return None
+
+
+def _catalog_empty(wb: Any) -> bool:
+    """One count in the file: the server process never needs the catalog's in-memory snapshot."""
+    with wb.db.read() as con:
+        return int(con.execute("SELECT count(*) FROM lora_view").fetchall()[0][0]) == 0
 
 
 def dashboard_env(
@@ -158,6 +168,10 @@ def dashboard_env(
     if package_parent not in paths:
         env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    # glibc gives each thread that allocates its own arena and rarely hands their pages back: a kernel's
+    # DuckDB threads then kept up to ~100 MB after loading the catalog snapshot, in some kernels and not
+    # others (50,000 LoRAs: 104-108 MB USS, one in five 211 MB); two arenas keep every kernel near 105 MB
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     data_paths = [p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p]
     env["JUPYTER_PATH"] = os.pathsep.join([str(template_dir()), *data_paths])  # finds the workbench template
     return env
@@ -172,6 +186,7 @@ def voila_command(
     departed_after_s: float = DEFAULT_DEPARTED_AFTER_S,
     base_url: str = "/",
     theme: str = "auto",
+    pool_fill_delay_s: float = DEFAULT_POOL_FILL_DELAY_S,
 ) -> list[str]:
     """The ``voila`` command line that serves ``notebook`` for publishing (the token travels in the environment)."""
     if theme not in THEMES:
@@ -207,6 +222,7 @@ def voila_command(
         command.append("--no-browser")
     if pool_size > 0:
         command += ["--preheat_kernel=True", f"--pool_size={int(pool_size)}"]
+        command.append(f"--VoilaKernelManager.fill_delay={max(0.0, float(pool_fill_delay_s))}")
     return command
 
 
@@ -272,7 +288,7 @@ def serve_dashboard(
     Voilà, on the Redis at ``redis_url`` or on a private one started here (see workbench.dashboard._service).
     """
     token, generated = resolve_token(token, host)
-    worker = start_shared_worker(home, library_roots, redis_url) if shared_worker else None
+    worker = shared_worker_for(home, library_roots, redis_url) if shared_worker else None
     try:
         process = start_dashboard(
             home,
@@ -285,8 +301,11 @@ def serve_dashboard(
             read_only=read_only,
             base_url=base_url,
             theme=theme,
-            redis_url=worker.redis_url if worker else redis_url,
+            redis_url=worker.start_redis() if worker else redis_url,
         )
+        if worker is not None:  # after Voilà: the first page does not wait for torch and the pipeline
+            print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
+            worker.start()
         prefix = f"/{base_url.strip('/')}/" if base_url.strip("/") else "/"
         url = f"http://{host}:{port}{prefix}" + (f"?token={token}" if token else "")
         role = "read-only (viewers)" if read_only else "editors"
@@ -302,10 +321,10 @@ def serve_dashboard(
             worker.stop()
 
 
-def start_shared_worker(
+def shared_worker_for(
     home: str | os.PathLike | None, library_roots: Sequence[str | os.PathLike] = (), redis_url: str | None = None
 ) -> Any:
-    """Start the dashboard's shared worker (and a private Redis unless ``redis_url``); stop it with ``stop()``."""
+    """The dashboard's shared worker, not started yet (``start_redis()``, then ``start()``; ``stop()``)."""
     import workbench
     from workbench.dashboard._service import SharedWorker
     from workbench.generate import configured_backends
@@ -313,8 +332,15 @@ def start_shared_worker(
     resolved_home = workbench.open(home).home
     # preload the model the dashboard generates with, so the first visitor's first image does not wait for it
     models = [str(c.options.get("model", "tiny")) for c in configured_backends(resolved_home) if c.kind == "diffusers"]
+    return SharedWorker(resolved_home, library_roots, redis_url=redis_url, model=(models or ["tiny"])[0])
+
+
+def start_shared_worker(
+    home: str | os.PathLike | None, library_roots: Sequence[str | os.PathLike] = (), redis_url: str | None = None
+) -> Any:
+    """Start the dashboard's shared worker (and a private Redis unless ``redis_url``); stop it with ``stop()``."""
     print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
-    return SharedWorker(resolved_home, library_roots, redis_url=redis_url, model=(models or ["tiny"])[0]).start()
+    return shared_worker_for(home, library_roots, redis_url).start()
 
 
 def stop_dashboard(process: subprocess.Popen, timeout: float = 20.0) -> int:
@@ -390,6 +416,7 @@ __all__ = [
     "resolve_token",
     "scan_if_needed",
     "serve_dashboard",
+    "shared_worker_for",
     "start_dashboard",
     "start_shared_worker",
     "stop_dashboard",

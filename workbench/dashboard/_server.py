@@ -58,6 +58,16 @@ class VisitorKernelManager(AsyncMappingKernelManager):
         self._alone_since: dict[str, float] = {}
         self._was_connected: set[str] = set()
 
+    def notify_connect(self, kernel_id: str) -> None:
+        """A page connected: from now on this kernel ends ``departed_after_s`` after its last connection.
+
+        Recorded here, when it happens: noticed only by the culler (every few seconds), a page that
+        stayed less than one cull interval counted as never connected and its kernel lived 90 s.
+        """
+        super().notify_connect(kernel_id)
+        if kernel_id in self._kernel_connections:
+            self._was_connected.add(kernel_id)
+
     def pooled_kernel_ids(self) -> set[str]:
         """Kernels preheated in Voilà's pool, not yet handed to a visitor."""
         ids: set[str] = set()

@@ -15,6 +15,7 @@ _EXPORTS = {
     "LibraryView": "workbench.views.library",
     "library_view": "workbench.views.library",
     "dashboard_tabs": "workbench.views.library",
+    "DashboardTabs": "workbench.views.library",
     "StatusView": "workbench.views.status",
     "guarded": "workbench.views._feedback",
     "GENERIC_ERROR": "workbench.views._feedback",

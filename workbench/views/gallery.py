@@ -157,10 +157,10 @@ def _short_list(value: Any, count: int, item_limit: int = 60) -> list[str]:
     return [str(v)[:item_limit] for v in list(value)[:count] if v is not None]
 
 
+#: (no ``file_name``: the catalog's ``name`` already falls back to it)
 _CARD_COLUMNS = (
     "id",
     "name",
-    "file_name",
     "base_model",
     "rank",
     "network_type",
@@ -173,6 +173,8 @@ _CARD_COLUMNS = (
     "error",
     "has_preview",
 )
+#: what finds a card's thumbnail (see ``workbench.files.preview_source``)
+_PREVIEW_COLUMNS = ("preview_path", "preview_embedded", "path")
 
 
 def _plain(value: Any) -> Any:
@@ -322,7 +324,8 @@ class GalleryWidget(NoticeWidget):
 
     def refresh(self, reset_scroll: bool = False) -> None:
         """Re-run the current query (after filters or data changed) and repaint the grid."""
-        frame, total = self.catalog.page(
+        frame, total = self.catalog.page_columns(
+            _CARD_COLUMNS,
             limit=self.page_size,
             offset=0,
             **query_arguments(self.filters),
@@ -419,14 +422,22 @@ class GalleryWidget(NoticeWidget):
         offset = clean_int(content.get("offset"), 0, max(self.total, 0))
         if generation != self.generation:
             return  # the browser will ask again for the current generation
-        rows = self._mark_updates(card_rows(self.query_frame(limit=self.page_size, offset=offset)))
+        frame, _ = self.catalog.page_columns(
+            _CARD_COLUMNS,
+            limit=self.page_size,
+            offset=offset,
+            **query_arguments(self.filters),
+            **self._update_arguments(self.filters),
+            **self._sort_arguments(self.filters),
+        )
+        rows = self._mark_updates(card_rows(frame))
         self.send({"kind": "rows", "generation": generation, "offset": offset, "rows": rows})
 
     def _act_thumbs(self, content: dict[str, Any]) -> None:
         ids = clean_ids(content.get("ids"), limit=MAX_THUMBS_PER_REQUEST)
         if not ids:
             return
-        frame = self.catalog.query(ids=ids)
+        frame, _ = self.catalog.page_columns(_PREVIEW_COLUMNS, limit=len(ids), ids=ids)
         previews = {int(r["id"]): preview_source(r) for r in frame.to_dict("records")}
         images = self._thumbnails.get_many(previews, self._thumbnail_size)
         found = [i for i in ids if i in images]
@@ -445,7 +456,7 @@ class GalleryWidget(NoticeWidget):
         self.selected = clean_ids(content.get("ids"))
 
     def _act_select_all(self, content: dict[str, Any]) -> None:
-        frame = self.catalog.query(**query_arguments(self.filters), limit=MAX_SELECTION)
+        frame, _ = self.catalog.page_columns(["id"], limit=MAX_SELECTION, **query_arguments(self.filters))
         self.selected = [int(i) for i in frame["id"].tolist()]
 
     def _act_favorite(self, content: dict[str, Any]) -> None:
@@ -604,7 +615,7 @@ class GalleryWidget(NoticeWidget):
         wanted = list(ids)
         if not wanted:
             return []
-        frame = self.catalog.query(ids=wanted)
+        frame, _ = self.catalog.page_columns(["id"], limit=len(wanted), ids=wanted)
         present = {int(i) for i in frame["id"].tolist()}
         return [i for i in wanted if i in present]
 

@@ -9,13 +9,10 @@ from typing import Any
 import ipywidgets
 
 from workbench.views._feedback import guarded
-from workbench.views.analytics import analytics_tab
 from workbench.views.detail import DetailWidget
 from workbench.views.examples import ExamplesView
 from workbench.views.gallery import PAGE_SIZE, GalleryWidget
-from workbench.views.maintenance import maintenance_tab
 from workbench.views.status import StatusView
-from workbench.views.system import status_tab
 from workbench.views.weights import WeightsPanel
 
 log = logging.getLogger("workbench.views")
@@ -106,62 +103,171 @@ def library_view(wb: Any, page_size: int = PAGE_SIZE, read_only: bool = False) -
     return LibraryView(wb, page_size=page_size, read_only=read_only)
 
 
-def viewer_tabs(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
-    """A viewer's tabs: Library, Queue and History, with no editing or generating control."""
-    from workbench.views.history import HistoryView
+#: builds one or more tabs (title, view) from a workbench
+TabBuilder = Callable[[Any], list[tuple[str, ipywidgets.Widget]]]
+
+
+def _queue_tab(wb: Any, read_only: bool = False) -> list[tuple[str, ipywidgets.Widget]]:
     from workbench.views.queue import QueueView
 
+    return [("Queue", QueueView(wb, read_only=read_only))]
+
+
+def _history_tab(wb: Any, read_only: bool = False) -> list[tuple[str, ipywidgets.Widget]]:
+    from workbench.views.history import HistoryView
+
+    return [("History", HistoryView(wb, read_only=read_only))]
+
+
+def _viewer_builders() -> list[tuple[tuple[str, ...], TabBuilder]]:
     return [
-        ("Library", library_view(wb, read_only=True)),
-        ("Queue", QueueView(wb, read_only=True)),
-        ("History", HistoryView(wb, read_only=True)),
+        (("Queue",), lambda wb: _queue_tab(wb, read_only=True)),
+        (("History",), lambda wb: _history_tab(wb, read_only=True)),
     ]
 
 
-def dashboard_tabs(wb: Any, read_only: bool | None = None) -> ipywidgets.Tab:
-    """The dashboard: Library, Recommend, the generation tabs (Generate, Queue, History, Compare) and Weights.
+def _editor_builders() -> list[tuple[tuple[str, ...], TabBuilder]]:
+    """The tabs after the Library, in order: (their titles, what builds them). Imports happen on first use."""
+
+    def recommend(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+        from workbench.views.recommend import recommend_tab
+
+        return [("Recommend", recommend_tab(wb))]
+
+    def generation(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+        from workbench.views.generate import generation_tabs
+
+        return generation_tabs(wb)
+
+    def weights(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+        from workbench.views.weights import weights_tab
+
+        return [("Weights", weights_tab(wb))]
+
+    def analytics(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+        from workbench.views.analytics import analytics_tab
+
+        return [("Analytics", analytics_tab(wb))]
+
+    def status(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+        from workbench.views.system import status_tab
+
+        return [("Status", status_tab(wb))]
+
+    def maintenance(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+        from workbench.views.maintenance import maintenance_tab
+
+        return [("Maintenance", maintenance_tab(wb))]
+
+    return [
+        (("Recommend",), recommend),
+        (("Generate", "Queue", "History", "Compare"), generation),
+        (("Weights",), weights),
+        (("Analytics",), analytics),
+        (("Status",), status),
+        (("Maintenance",), maintenance),
+    ]
+
+
+def viewer_tabs(wb: Any) -> list[tuple[str, ipywidgets.Widget]]:
+    """A viewer's tabs: Library, Queue and History, with no editing or generating control."""
+    tabs: list[tuple[str, ipywidgets.Widget]] = [("Library", library_view(wb, read_only=True))]
+    for _, build in _viewer_builders():
+        tabs.extend(build(wb))
+    return tabs
+
+
+class DashboardTabs(ipywidgets.Tab):
+    """The dashboard's tabs; each view but the Library is built the first time its tab is shown.
+
+    A visitor's page opens on the Library, so only its widgets exist then: the kernel runs the
+    notebook in a fraction of the time, holds less memory, and the page has ~50 widget models to
+    create before the first cards instead of ~400. Until built, a tab holds an empty placeholder.
+    A view that fails to build is logged on the server and its tab removed, never left as a
+    placeholder. :meth:`build_all` builds every tab now (scripts and tests).
+    """
+
+    children: Any  # the Tab's trait (a bare annotation: no class attribute shadows it)
+
+    def __init__(self, wb: Any, first: list[tuple[str, ipywidgets.Widget]], later: list[Any]) -> None:
+        self._wb = wb
+        self._pending: dict[int, tuple[tuple[str, ...], TabBuilder]] = {}  # placeholder model id -> group
+        entries = list(first)
+        for titles, build in later:
+            for title in titles:
+                holder = ipywidgets.Box(layout=ipywidgets.Layout(min_height="200px"))
+                holder.add_class("wb-tab-pending")
+                self._pending[id(holder)] = (titles, build)
+                entries.append((title, holder))
+        super().__init__(children=[widget for _, widget in entries], titles=[title for title, _ in entries])
+        self.add_class("wb-dashboard")
+        for _, widget in first:
+            self._wire(widget)
+        self.observe(self._selected, names=["selected_index"])
+
+    def _wire(self, widget: ipywidgets.Widget) -> None:
+        if hasattr(widget, "on_reveal"):  # e.g. History's Reuse shows the Generate tab
+            widget.on_reveal(lambda: setattr(self, "selected_index", self.children.index(widget)))
+
+    @property
+    def pending(self) -> list[str]:
+        """Titles of the tabs not built yet."""
+        return [self.get_title(i) for i, child in enumerate(self.children) if id(child) in self._pending]
+
+    def build_all(self) -> DashboardTabs:
+        """Build every tab not built yet (in order); returns the tabs."""
+        while True:
+            waiting = [i for i, child in enumerate(self.children) if id(child) in self._pending]
+            if not waiting:
+                return self
+            self._build(waiting[0])
+
+    def _selected(self, change: Any) -> None:
+        index = change["new"]
+        if index is not None and 0 <= index < len(self.children) and id(self.children[index]) in self._pending:
+            self._build(index)
+
+    def _build(self, index: int) -> None:
+        clicked = self.get_title(index)
+        titles, build = self._pending[id(self.children[index])]
+        group = {key for key, (_, other) in self._pending.items() if other is build}
+        try:
+            built = dict(build(self._wb))
+        except Exception:
+            log.exception("dashboard: the %s tab failed to build; left out", "/".join(titles))
+            built = {}
+        entries = []
+        for i, child in enumerate(self.children):
+            title = self.get_title(i)
+            if id(child) not in group:
+                entries.append((title, child))
+            elif title in built:
+                entries.append((title, built[title]))
+        for key in group:
+            del self._pending[key]
+        with self.hold_sync():
+            self.children = [widget for _, widget in entries]
+            self.titles = [title for title, _ in entries]
+            shown = [title for title, _ in entries]
+            self.selected_index = shown.index(clicked) if clicked in built else 0
+        for widget in built.values():
+            self._wire(widget)
+
+
+def dashboard_tabs(wb: Any, read_only: bool | None = None) -> DashboardTabs:
+    """The dashboard: Library, Recommend, the generation tabs (Generate, Queue, History, Compare), Weights,
+    Analytics, Status and Maintenance; each but the Library built when first shown (see :class:`DashboardTabs`).
 
     A tab whose view fails to build (say, a backend misconfigured) is left out and logged on the
     server, never shown as a placeholder; the Library always comes first. ``read_only`` (default: the
-    role ``workbench dashboard --read-only`` gave this kernel) builds :func:`viewer_tabs` instead.
+    role ``workbench dashboard --read-only`` gave this kernel) gives a viewer's tabs: Library, Queue, History.
     """
-    from workbench.views.generate import generation_tabs
-    from workbench.views.recommend import recommend_tab
-    from workbench.views.weights import weights_tab
-
     if read_only is None:
         from workbench.dashboard import dashboard_read_only
 
         read_only = dashboard_read_only()
     if read_only:
-        tab = _tab_widget(viewer_tabs(wb))
+        tab = DashboardTabs(wb, [("Library", library_view(wb, read_only=True))], _viewer_builders())
         tab.add_class("wb-read-only")
         return tab
-    tabs: list[tuple[str, ipywidgets.Widget]] = [("Library", library_view(wb))]
-    builders: list[tuple[str, Callable[[Any], list[tuple[str, ipywidgets.Widget]]]]] = [
-        ("Recommend", lambda wb: [("Recommend", recommend_tab(wb))]),
-        ("Generate", generation_tabs),
-        ("Weights", lambda wb: [("Weights", weights_tab(wb))]),
-    ]
-    for title, builder in builders:
-        try:
-            tabs.extend(builder(wb))
-        except Exception:
-            log.exception("dashboard: the %s tab failed to build; left out", title)
-    for title, build in (("Analytics", analytics_tab), ("Status", status_tab), ("Maintenance", maintenance_tab)):
-        try:
-            tabs.append((title, build(wb)))
-        except Exception:
-            log.exception("dashboard: the %s tab failed to build; left out", title)
-    return _tab_widget(tabs)
-
-
-def _tab_widget(tabs: list[tuple[str, ipywidgets.Widget]]) -> ipywidgets.Tab:
-    tab = ipywidgets.Tab(children=[widget for _, widget in tabs])
-    for index, (title, _) in enumerate(tabs):
-        tab.set_title(index, title)
-    tab.add_class("wb-dashboard")
-    for index, (_, widget) in enumerate(tabs):  # e.g. History's Reuse shows the Generate tab
-        if hasattr(widget, "on_reveal"):
-            widget.on_reveal(lambda index=index: setattr(tab, "selected_index", index))
-    return tab
+    return DashboardTabs(wb, [("Library", library_view(wb))], _editor_builders())
