@@ -218,6 +218,34 @@ def test_snapshot_replaces_only_changed_rows_and_matches_a_fresh_load(
     assert full_loads == [True]
 
 
+def test_snapshot_table_follows_row_changes_only(wb: workbench.Workbench) -> None:
+    catalog = wb.catalog
+    table = catalog.snapshot_table()
+    assert table.num_rows == len(catalog.query()) and "_h" not in table.column_names
+    with wb.db.write() as con:  # a write that touches no LoRA row (the stamp moves, the rows do not)
+        con.execute("INSERT INTO jobs (id, state, created_at) VALUES ('j1', 'queued', now())")
+    assert catalog.snapshot_table() is table  # derived caches (recommendations) stay valid
+    first = int(table.column("id")[0].as_py())
+    workbench.open(wb.home).catalog.update(first, rating=5)
+    changed = catalog.snapshot_table()
+    assert changed is not table
+    assert changed.to_pandas().set_index("id").loc[first, "rating"] == 5
+    catalog.refresh(force=True)
+    assert catalog.snapshot_table() is not changed  # a forced reload is new content too
+
+
+def test_snapshot_survives_a_view_changed_by_another_process(wb: workbench.Workbench) -> None:
+    catalog = wb.catalog
+    before = catalog.query()
+    with wb.db.write() as con:  # as a newer version's migration might: the view gains a column
+        sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'lora_view'").fetchone()[0]
+        body = sql[sql.upper().index(" AS ") + 4 :].rstrip().rstrip(";")
+        con.execute(f"CREATE OR REPLACE VIEW lora_view AS SELECT *, 42 AS added_later FROM ({body})")
+    after = catalog.query()  # a row-by-row update would put columns in the wrong place: a full load instead
+    assert list(after.columns) == [*before.columns, "added_later"] and set(after["added_later"]) == {42}
+    assert after["name"].tolist() == before["name"].tolist()
+
+
 def test_page_columns_is_page_with_fewer_columns(wb: workbench.Workbench) -> None:
     import pandas as pd
 
@@ -229,7 +257,7 @@ def test_page_columns_is_page_with_fewer_columns(wb: workbench.Workbench) -> Non
     assert narrow["id"].tolist() == frame["id"].tolist() and narrow["name"].tolist() == frame["name"].tolist()
     some = [int(i) for i in frame["id"]][::-1]
     assert wb.catalog.page_columns(["path"], ids=some)[0]["id"].tolist() == wb.catalog.query(ids=some)["id"].tolist()
-    cards, _ = wb.catalog.page_columns(["name", "rating"], limit=10)  # kept as an Arrow copy until a change
+    cards, _ = wb.catalog.page_columns(["name", "rating"], limit=10)  # then a change elsewhere
     first = int(cards["id"][0])
     workbench.open(wb.home).catalog.update(first, rating=3)
     again, _ = wb.catalog.page_columns(["name", "rating"], limit=10)

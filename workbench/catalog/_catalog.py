@@ -8,18 +8,23 @@ holds the file lock. Writes go through `Database.write()`: one short transaction
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import duckdb
 import pandas as pd
 from typing_extensions import Unpack
 
 from workbench.catalog._db import Database
-from workbench.catalog._schema import migrate, needs_migration
 from workbench.files import USER_FIELD_TYPES, USER_FIELDS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("workbench.catalog")
 
 #: Fields a person may edit. A rescan never writes them.
 
@@ -174,21 +179,14 @@ class Catalog:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._ensure_schema()
+        db.ensure_schema()
         self._mem = _snapshot_connection()
         self._mem_lock = threading.Lock()
         self._snapshot_stamp: str | None = None
         self._words_ready = False
-        self._arrow: tuple[str | None, Any] | None = None  # (stamp, table) of snapshot_table()
+        self._content_version = 0  # bumped whenever the snapshot's rows change (not on every stamp)
+        self._snapshot_arrow: tuple[int, pa.Table] | None = None  # (content version, table) of snapshot_table()
         self._my_edits: list[int] = []
-
-    def _ensure_schema(self) -> None:
-        if self.db.path.exists():
-            with self.db.read() as con:
-                if not needs_migration(con):
-                    return
-        with self.db.write() as con:
-            migrate(con)
 
     # -- snapshot ------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -204,11 +202,19 @@ class Catalog:
         stamp = self.db.stamp()
         if not force and stamp == self._snapshot_stamp:
             return
-        nested = getattr(self.db._held, "con", None) is not None or not self.db.path.exists()
+        can_attach = getattr(self.db._held, "con", None) is None and self.db.path.exists()
         with self.db.read() as con, self._mem_lock:
-            if force or self._snapshot_stamp is None or not self._update_changed_rows(con):
-                self._load_all(con, attach=not nested)
-            self._words_ready = False
+            replaced: int | None = None  # rows replaced in place; None: load everything
+            if not force and self._snapshot_stamp is not None:
+                try:
+                    replaced = self._update_changed_rows(con)
+                except duckdb.Error:  # e.g. another process migrated the view: start over
+                    log.warning("catalog snapshot: row-by-row update failed; reloading it whole", exc_info=True)
+            if replaced is None:
+                self._load_all(con, attach=can_attach)
+            if replaced != 0:  # a write elsewhere (jobs, feedback, pairs) that left every row alone keeps them
+                self._content_version += 1
+                self._words_ready = False
             self._snapshot_stamp = stamp
 
     def _load_all(self, con: duckdb.DuckDBPyConnection, attach: bool) -> None:
@@ -229,12 +235,17 @@ class Catalog:
         finally:
             self._mem.unregister("_fresh")
 
-    def _update_changed_rows(self, con: duckdb.DuckDBPyConnection) -> bool:
+    def _update_changed_rows(self, con: duckdb.DuckDBPyConnection) -> int | None:
         """Replace the snapshot rows whose hash differs from the file's (and drop gone ones, add new ones).
 
-        Returns False, having changed nothing, when so much changed that a full load is cheaper
+        Returns how many rows were replaced or dropped, or None, having changed nothing, when a full
+        load is needed: the view's columns changed, or so much changed that a full load is cheaper
         (caller holds _mem_lock and a catalog read).
         """
+        file_columns = con.sql("SELECT * FROM lora_view LIMIT 0").columns
+        held_columns = [c for c in self._mem.sql("SELECT * FROM lora_view LIMIT 0").columns if c not in _SNAPSHOT_ONLY]
+        if file_columns != held_columns:
+            return None
         hashes = con.sql("SELECT id, hash(v) AS _h FROM lora_view v").to_arrow_table()
         self._mem.register("_now", hashes)
         try:
@@ -251,7 +262,7 @@ class Catalog:
         finally:
             self._mem.unregister("_now")
         if len(changed) > max(_INCREMENTAL_MAX_ROWS, hashes.num_rows // 5):
-            return False
+            return None
         fresh = None
         if changed:
             fresh = con.sql(
@@ -264,29 +275,30 @@ class Catalog:
             if fresh is not None:
                 self._mem.register("_fresh", fresh)
                 try:
-                    self._mem.execute(f"INSERT INTO lora_view {_snapshot_select('_fresh', hashed=True)}")
+                    self._mem.execute(f"INSERT INTO lora_view BY NAME {_snapshot_select('_fresh', hashed=True)}")
                 finally:
                     self._mem.unregister("_fresh")
             self._mem.execute("COMMIT")
         except BaseException:
             self._mem.execute("ROLLBACK")
             raise
-        return True
+        return len(changed) + len(gone)
 
-    def snapshot_table(self) -> Any:
-        """An Arrow table of the snapshot's `lora_view` columns (the ones `query` gives), current first.
+    def snapshot_table(self) -> pa.Table:
+        """An Arrow table of the snapshot's `lora_view` columns (the ones `query` gives), brought up to date.
 
-        Made on the first call after a change and kept until the next one (same object back), so a
+        Made on the first call after the rows changed and kept until they change again (the same object
+        comes back, also across writes that touch no LoRA row), so a
         caller (recommendations) can keep data derived from it; kernels that never ask never pay the
         copy (~40 MB at 50,000 LoRAs), which is why the snapshot itself stays a compressed table.
         """
         self.refresh()
         with self._mem_lock:
-            if self._arrow is None or self._arrow[0] != self._snapshot_stamp:
+            if self._snapshot_arrow is None or self._snapshot_arrow[0] != self._content_version:
                 only = ", ".join(_SNAPSHOT_ONLY)
                 table = self._mem.sql(f"SELECT * EXCLUDE ({only}) FROM lora_view ORDER BY id").to_arrow_table()
-                self._arrow = (self._snapshot_stamp, table)
-            return self._arrow[1]
+                self._snapshot_arrow = (self._content_version, table)
+            return self._snapshot_arrow[1]
 
     def _ensure_word_index(self) -> None:
         """Distinct words of names/triggers/tags, built on the first fuzzy query after a refresh:
