@@ -305,7 +305,11 @@ def serve_dashboard(
         )
         if worker is not None:  # after Voilà: the first page does not wait for torch and the pipeline
             print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
-            worker.start()
+            try:
+                worker.start()
+            except BaseException:  # no dashboard left holding the port without its worker
+                stop_dashboard(process, timeout=15)
+                raise
         prefix = f"/{base_url.strip('/')}/" if base_url.strip("/") else "/"
         url = f"http://{host}:{port}{prefix}" + (f"?token={token}" if token else "")
         role = "read-only (viewers)" if read_only else "editors"
