@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,31 @@ def test_a_rescan_with_nothing_to_do_writes_nothing(home: Path, tmp_path: Path) 
     (lib / "l0.safetensors").unlink()
     assert wb.scan([lib], progress=False).missing == 1 and wb.db.stamp() != stamp
     assert wb.catalog.count(missing=True) == 1
+
+
+def test_a_failing_catalog_write_stops_the_scan_with_its_error_and_frees_the_lock(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = tmp_path / "lib"
+    for i in range(7):
+        write_kohya_lora(lib / f"l{i}.safetensors", seed=i)
+    wb = workbench.open(home)
+    monkeypatch.setattr("workbench.catalog._scan._BATCH_ROWS", 2)
+    real_write = sys.modules["workbench.catalog._scan"]._write_contained  # white-box: the writer thread's write
+    calls: list[int] = []
+
+    def write_then_fail(db: object, records: list) -> None:
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise OSError("disk full (injected)")
+        real_write(db, records)
+
+    monkeypatch.setattr("workbench.catalog._scan._write_contained", write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        wb.scan([lib], progress=False, workers=1)
+    assert 1 <= len(calls) <= 3  # the batches after the failure are not written
+    written = len(wb.catalog.query())
+    assert written == calls[0]  # what was written before the failure is kept, nothing else
+    monkeypatch.setattr("workbench.catalog._scan._write_contained", real_write)
+    report = wb.scan(progress=False, workers=1)  # the scan lock was released: the next scan runs and completes
+    assert len(wb.catalog.query()) == 7 and report.new == 7 - written

@@ -951,19 +951,47 @@ class _BatchWriter:
                 continue  # drain: the scan is stopping
             try:
                 _write_contained(self._db, batch)
+                del batch
+                _trim_heap()  # the batch's frames and DuckDB's buffers are gone: give the pages back
             except BaseException as exc:  # handed to the scanning thread
                 self._error, self._failed = exc, True
-            del batch
-            _trim_heap()  # the batch's frames and DuckDB's buffers are gone: give the pages back
 
     def put(self, batch: list[dict[str, Any]]) -> None:
+        import queue
+
         self._raise_error()
-        if batch:
-            self._queue.put(batch)
+        while batch:
+            try:
+                self._queue.put(batch, timeout=1.0)
+                return
+            except queue.Full:  # never block for good on a writer that is gone
+                self._raise_error()
+                if not self._thread.is_alive():
+                    raise RuntimeError("the scan's catalog writer stopped unexpectedly") from None
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        """Wait until every handed batch is written, then raise the writer's error if it had one.
+
+        An interrupt (Ctrl+C) meanwhile stops the batches still waiting but not the one being written,
+        and is raised only once the writer has ended: the scan lock, released after this, must outlive
+        every write, or a second scan could insert the same files again.
+        """
+        import queue
+
+        interrupt: BaseException | None = None
+        ended_queue = False
+        while self._thread.is_alive():
+            try:
+                if not ended_queue:
+                    self._queue.put(None, timeout=1.0)
+                    ended_queue = True
+                self._thread.join(timeout=1.0)
+            except queue.Full:
+                continue
+            except KeyboardInterrupt as exc:
+                interrupt, self._failed = exc, True
+        if interrupt is not None:
+            raise interrupt
         self._raise_error()
 
     def _raise_error(self) -> None:
