@@ -156,3 +156,29 @@ def test_a_failed_worker_task_is_reported_without_its_exception_text() -> None:
     assert run.where == "worker" and run.task_id == "task-weights-x" and finished == []
     assert "failed on the shared worker" in run.status.value and "secret" not in run.status.value
     assert run.bar.bar_style == "danger"
+
+
+def test_a_worker_task_nobody_takes_is_reported_and_can_be_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from workbench.views.weights import WeightsRun
+
+    class IdleQueue:  # the shared worker is down: the task stays queued
+        available = True
+        polls = 0
+
+        def submit(self, kind: str, ids: list[int] | None = None) -> str:
+            return "task-weights-q"
+
+        def get(self, task_id: str) -> dict:
+            IdleQueue.polls += 1
+            return {"id": task_id, "state": "queued", "done": 0, "total": 0}
+
+    monkeypatch.setattr("workbench.views.weights.QUEUED_LIMIT_S", 0.2)
+    run = WeightsRun(SimpleNamespace(tasks=IdleQueue()), lambda _s: None, poll=0.01)
+    thread = run.start([7])
+    assert thread is not None
+    thread.join(30)
+    assert not thread.is_alive() and IdleQueue.polls > 1
+    assert "no shared worker started the analysis" in run.status.value and run.bar.bar_style == "danger"
+    assert run.start([7]) is not None  # not stuck as "already running"

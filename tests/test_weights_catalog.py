@@ -108,6 +108,18 @@ def test_similar_by_weights(library: tuple[Path, Path]) -> None:
     assert not {"xl_kohya", "xl_peft"} & set(stems)  # other base-model family
     with pytest.raises(LookupError, match="could not be analysed"):
         wb.weights.similar(ids["nan"])
+    kernels = [workbench.open(home).weights for _ in range(2)]  # two kernels race on the same new pair
+    frame = kernels[0]._signatures()
+    with wb.db.write() as con:
+        con.execute("DELETE FROM weight_pairs")
+    computed = [kernel._pairs(frame) for kernel in kernels]  # both read the (empty) pair cache first
+    values = [exact(0, 1) for exact in computed]
+    assert values[0] == pytest.approx(values[1])
+    for kernel, exact in zip(kernels, computed):
+        kernel._save_pairs(exact)
+    with wb.db.read() as con:
+        pairs = con.execute("SELECT count(*), count(DISTINCT (key_a, key_b)) FROM weight_pairs").fetchone()
+    assert pairs == (1, 1)  # the pair is stored once, whoever computed it
 
 
 def test_cli_weights_and_duplicates_jsonl(library: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:

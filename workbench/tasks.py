@@ -117,16 +117,17 @@ def encode_texts(home: str, model_name: str, texts: list[str], max_seq_length: i
 def weights_task(home: str, ids: Sequence[int] | None = None) -> dict[str, Any]:
     """Analyse LoRA weights: every file without a current analysis, or exactly ``ids`` again (a page's
     "Analyse weights" on one LoRA). Progress is in bytes read."""
+    from workbench.catalog import analysis_summary
+
     wb = _workbench(home)
     chosen = [int(i) for i in ids] if ids else None
     done = wb.weights.analyze(
         chosen, force=chosen is not None, progress=False, on_progress=_reporter("reading tensors")
     )
-    failed = int((~done["ok"].astype(bool)).sum()) if len(done) else 0
     return {
-        "summary": f"{len(done):,} file(s) analysed" + (f", {failed:,} could not be read" if failed else ""),
+        "summary": analysis_summary(done),
         "analysed": len(done),
-        "failed": failed,
+        "failed": int((~done["ok"].astype(bool)).sum()) if len(done) else 0,
     }
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         scan,
     )
     from workbench.catalog._schema import MIGRATIONS
-    from workbench.catalog._weights import DEFAULT_THRESHOLD, Weights, group_by_signatures
+    from workbench.catalog._weights import DEFAULT_THRESHOLD, Weights, analysis_summary, group_by_signatures
 
 #: public name -> the private module that defines it
 _HOME: dict[str, str] = {
@@ -83,6 +83,7 @@ _HOME: dict[str, str] = {
     "scan": "_scan",
     "MIGRATIONS": "_schema",
     "DEFAULT_THRESHOLD": "_weights",
+    "analysis_summary": "_weights",
     "Weights": "_weights",
     "group_by_signatures": "_weights",
 }
@@ -102,6 +103,7 @@ __all__ = [
     "CONTRACT_COLUMNS",
     "Database",
     "DEFAULT_THRESHOLD",
+    "analysis_summary",
     "DownloadResult",
     "export_archive",
     "FetchReport",

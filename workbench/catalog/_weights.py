@@ -164,6 +164,12 @@ def group_by_signatures(
     return groups
 
 
+def analysis_summary(done: pd.DataFrame) -> str:
+    """One line for what an `Weights.analyze` run did (the worker task and a view's kernel thread say the same)."""
+    failed = int((~done["ok"].astype(bool)).sum()) if len(done) else 0
+    return f"{len(done):,} file(s) analysed" + (f", {failed:,} could not be read" if failed else "")
+
+
 class Weights:
     """Weight-space analysis of the catalogued files (``wb.weights``): analyse, look up, similar, duplicates."""
 
@@ -364,9 +370,11 @@ class Weights:
         fresh = getattr(exact, "fresh", [])
         if not fresh:
             return
-        with self.db.write() as con:
+        with self.db.write() as con:  # another kernel may have stored the same pair meanwhile: keep one row
             con.executemany(
-                "INSERT INTO weight_pairs (key_a, key_b, cosine, common_modules, error) VALUES (?, ?, ?, ?, ?)", fresh
+                "INSERT INTO weight_pairs (key_a, key_b, cosine, common_modules, error) SELECT ?, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM weight_pairs WHERE key_a = ? AND key_b = ?)",
+                [(*pair, pair[0], pair[1]) for pair in fresh],
             )
         fresh.clear()
 

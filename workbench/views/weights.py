@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,9 +22,13 @@ import ipywidgets as w
 
 from workbench.views._feedback import READ_ONLY_MESSAGE, guarded
 
+log = logging.getLogger("workbench.views")
+
 MAX_SIMILAR = 10
 MAX_GROUPS = 200
 POLL_S = 0.3
+#: a worker task still waiting (queued, deferred, …) after this long is reported as not taken
+QUEUED_LIMIT_S = 600.0
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 _KIND_ORDER = ("self-attention", "attention", "cross-attention", "feed-forward", "projection", "conv", "other")
@@ -167,14 +172,24 @@ class WeightsRun:
 
     def _analyse_here(self, ids: list[int] | None) -> None:
         done = self._wb.weights.analyze(ids, force=ids is not None, progress=False, on_progress=self._progress)
-        failed = int((~done["ok"].astype(bool)).sum()) if len(done) else 0
-        self._finish(f"{len(done):,} file(s) analysed" + (f", {failed:,} could not be read" if failed else ""))
+        from workbench.catalog import analysis_summary
+
+        self._finish(analysis_summary(done))
 
     def _follow(self) -> None:
         assert self.task_id is not None
+        waiting_since = time.monotonic()
         while True:
             task = self._wb.tasks.get(self.task_id)
             state = task["state"]
+            if state == "started":
+                waiting_since = time.monotonic()
+            elif time.monotonic() - waiting_since > QUEUED_LIMIT_S:  # no worker took it: say so, allow a retry
+                self._error(
+                    f"no shared worker started the analysis within {QUEUED_LIMIT_S / 60:.0f} minutes "
+                    "(the Status tab shows whether one is alive)"
+                )
+                return
             if state == "finished":
                 self._finish(str(task.get("summary") or "done"))
                 return
@@ -273,6 +288,8 @@ class WeightsPanel(w.VBox):
         self.similar = w.HTML()
         self.status = self.run.status
         self.similar_thread: threading.Thread | None = None
+        self._similar_wanted: int | None = None
+        self._similar_lock = threading.Lock()
         self.analyse_button.on_click(self._on_analyse)
         controls = w.HBox([self.analyse_button, self.run.bar, self.status])
         if self._read_only:
@@ -320,16 +337,32 @@ class WeightsPanel(w.VBox):
             self.similar.value = ""
         elif self._background_similar:
             self.similar.value = "<i>finding LoRAs similar by weights…</i>"
-            self.similar_thread = threading.Thread(
-                target=self._show_similar, args=(self.lora_id,), daemon=True, name="workbench-weights-similar"
-            )
-            self.similar_thread.start()
+            with self._similar_lock:  # one search thread per panel; the card opened last is the one searched
+                self._similar_wanted = self.lora_id
+                if self.similar_thread is None or not self.similar_thread.is_alive():
+                    self.similar_thread = threading.Thread(
+                        target=self._similar_loop, daemon=True, name="workbench-weights-similar"
+                    )
+                    self.similar_thread.start()
         else:
             self._show_similar(self.lora_id)
 
-    @guarded
+    def _similar_loop(self) -> None:
+        """Search for the card wanted now until no newer card is waiting (clicking through cards quickly
+        starts no pile of threads each reading files)."""
+        while True:
+            with self._similar_lock:
+                lora_id, self._similar_wanted = self._similar_wanted, None
+            if lora_id is None:
+                return
+            self._show_similar(lora_id)
+
     def _show_similar(self, lora_id: int) -> None:
-        text = "<b>Similar by weights</b>" + similar_html(self._wb.weights.similar(lora_id, k=MAX_SIMILAR))
+        try:
+            text = "<b>Similar by weights</b>" + similar_html(self._wb.weights.similar(lora_id, k=MAX_SIMILAR))
+        except Exception:
+            log.exception("similar by weights failed for LoRA %s", lora_id)
+            text = "<i>Similar by weights could not be found (see the kernel log).</i>"
         if self.lora_id == lora_id:  # another card may have opened meanwhile
             self.similar.value = text
 
