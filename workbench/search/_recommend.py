@@ -490,8 +490,19 @@ class Recommender:
             if by != "weights":
                 raise ValueError(f"similar by {by!r}? one of: description, weights")
             return similar_by_weights(self.wb, lora_id, k=k, exclude=exclude, include_missing=include_missing)
+        with self._lock:  # one consistent state: a refresh in another thread swaps documents, vectors, index
+            return self._similar(int(lora_id), k, base_model, exclude, diversity, include_missing)
+
+    def _similar(
+        self,
+        lora_id: int,
+        k: int,
+        base_model: str | None,
+        exclude: Iterable[int],
+        diversity: float,
+        include_missing: bool,
+    ) -> pd.DataFrame:
         self.refresh()
-        lora_id = int(lora_id)
         if lora_id not in self._pos:
             raise KeyError(f"no LoRA with id {lora_id} in the catalog")
         if lora_id not in self.index:
@@ -559,6 +570,19 @@ class Recommender:
 
     # -- ranking internals ----------------------------------------------------------------
     def _rank_text(
+        self,
+        text: str,
+        kind: str,
+        k: int,
+        base_model: str | None,
+        exclude: Iterable[int],
+        diversity: float,
+        include_missing: bool,
+    ) -> pd.DataFrame:
+        with self._lock:  # see similar(): ranking reads state a concurrent refresh replaces
+            return self._rank_text_locked(text, kind, k, base_model, exclude, diversity, include_missing)
+
+    def _rank_text_locked(
         self,
         text: str,
         kind: str,
