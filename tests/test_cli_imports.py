@@ -75,7 +75,7 @@ def test_catalog_package_names_resolve_lazily() -> None:
         "import sys, workbench.catalog as c\n"
         "assert 'pandas' not in sys.modules, 'importing the package loaded pandas'\n"
         "missing = [n for n in c.__all__ if getattr(c, n, None) is None]\n"
-        "print(sorted(c._HOME) == sorted(c.__all__), missing)\n"
+        "print(sorted(c._DEFINED_IN) == sorted(c.__all__), missing)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "True []", out.stderr

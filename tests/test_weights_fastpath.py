@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -170,4 +171,9 @@ def test_blas_thread_count_is_restored_after_concurrent_analyses(tmp_path: Path)
         with ThreadPoolExecutor(max_workers=3) as pool:
             results = list(pool.map(analyze_weights, paths * 2))
         assert all(r.ok for r in results)
+        assert blas_threads() == before
+        blas = sys.modules["workbench.files._blas"]  # white-box: the limit is really applied meanwhile
+        assert blas._api() is not None, "OpenBLAS not found: the analysis would run BLAS on every core"
+        with blas.single_threaded_blas():
+            assert blas_threads() == [1] * len(before)
         assert blas_threads() == before

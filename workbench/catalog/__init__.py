@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from workbench.catalog._weights import DEFAULT_THRESHOLD, Weights, analysis_summary, group_by_signatures
 
 #: public name -> the private module that defines it
-_HOME: dict[str, str] = {
+_DEFINED_IN: dict[str, str] = {
     "ArchiveError": "_archive",
     "ImportReport": "_archive",
     "export_archive": "_archive",
@@ -139,7 +139,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import the module behind a public name on first use and cache the name in this package."""
-    module = _HOME.get(name)
+    module = _DEFINED_IN.get(name)
     if module is None:
         raise AttributeError(f"module 'workbench.catalog' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"workbench.catalog.{module}"), name)

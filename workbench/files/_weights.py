@@ -143,9 +143,11 @@ class LoraWeights:
     """An open LoRA file: module plans from the header, tensors memory-mapped and read one at a time.
 
     Use as a context manager. ``modules`` maps canonical module names to plans; :meth:`module` reads one.
+    ``reuse_buffers``: a module's factors are views of per-parameter scratch buffers (or of the mapping),
+    valid only until the next module is read — for callers that use each module up first (no copies).
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, reuse_buffers: bool = False) -> None:
         self.path = Path(path)
         try:
             header = read_header(self.path)
@@ -174,9 +176,7 @@ class LoraWeights:
             os.close(fd)
         self._alphas_present = len({plan.source for plan in self.modules.values() if "alpha" in plan.params})
         self._fused: tuple[str, Any] = ("", None)
-        # analyze_weights sets _reuse: module factors are then views of per-parameter scratch buffers (or of the
-        # mapping), valid only until the next module is read
-        self._reuse = False
+        self._reuse = bool(reuse_buffers)
         self._buffers: dict[str, np.ndarray] = {}
 
     def _plan(self, keys: list[str]) -> None:
@@ -656,8 +656,7 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
     """
     result = WeightAnalysis(path=str(path))
     try:
-        with single_threaded_blas(), LoraWeights(path) as lora:
-            lora._reuse = True  # each module's factors are used up before the next one is read
+        with single_threaded_blas(), LoraWeights(path, reuse_buffers=True) as lora:  # modules used up one by one
             result.key_layout, result.network_type = lora.key_layout, lora.network_type
             result.base_model, result.family = lora.base_model, lora.family
             result.warnings = list(lora.warnings)
@@ -778,8 +777,11 @@ def weights_cosine(path_a: Path | str, path_b: Path | str) -> WeightSimilarity:
     Reads one module of each file at a time. Raises :class:`WeightsError` for a bad file, for LoRAs of two
     base-model families, and when no module is shared or either side is all-zero there.
     """
-    with single_threaded_blas(), LoraWeights(path_a) as a, LoraWeights(path_b) as b:
-        a._reuse = b._reuse = True  # each pair of modules is used up before the next pair is read
+    with (
+        single_threaded_blas(),
+        LoraWeights(path_a, reuse_buffers=True) as a,  # each pair of modules is used up before the next is read
+        LoraWeights(path_b, reuse_buffers=True) as b,
+    ):
         if a.family and b.family and a.family != b.family:
             raise WeightsError(f"different base-model families ({a.family} and {b.family}) are not compared")
         common = sorted(set(a.modules) & set(b.modules))

@@ -224,8 +224,11 @@ class DashboardTabs(ipywidgets.Tab):
 
     def _selected(self, change: Any) -> None:
         index = change["new"]
-        if index is not None and 0 <= index < len(self.children) and id(self.children[index]) in self._pending:
-            self._build(index)
+        try:  # a widget callback: an error here would vanish in the comm layer
+            if index is not None and 0 <= index < len(self.children) and id(self.children[index]) in self._pending:
+                self._build(index)
+        except Exception:
+            log.exception("dashboard: opening tab %s failed", index)
 
     def _build(self, index: int) -> None:
         clicked = self.get_title(index)
