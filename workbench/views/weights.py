@@ -24,6 +24,12 @@ from workbench.views._feedback import READ_ONLY_MESSAGE, guarded
 
 log = logging.getLogger("workbench.views")
 
+
+def _fit() -> w.Layout:
+    """A button as wide as its label (ipywidgets cuts labels at 148 px); one Layout per widget."""
+    return w.Layout(width="auto")
+
+
 MAX_SIMILAR = 10
 MAX_GROUPS = 200
 POLL_S = 0.3
@@ -280,7 +286,7 @@ class WeightsPanel(w.VBox):
         self._background_similar = bool(background_similar)
         self.lora_id: int | None = None
         self.summary = w.HTML()
-        self.analyse_button = w.Button(description="Analyse weights", icon="cogs")
+        self.analyse_button = w.Button(description="Analyse weights", icon="cogs", layout=_fit())
         self.run = WeightsRun(wb, self._analysed)
         # A plain figure shown through plotly's mime renderer: plotly's FigureWidget does not start in Voilà.
         self.figure = w.Output()
@@ -392,8 +398,8 @@ class WeightDuplicatesView(w.VBox):
     def __init__(self, wb: Any, threshold: float = 0.9, **kwargs: Any) -> None:
         self._wb = wb
         self.threshold = w.FloatSlider(value=threshold, min=0.5, max=1.0, step=0.005, description="cosine ≥")
-        self.find_button = w.Button(description="Find duplicates", icon="search", button_style="primary")
-        self.undo_button = w.Button(description="Undo last removal", icon="undo", disabled=True)
+        self.find_button = w.Button(description="Find duplicates", icon="search", button_style="primary", layout=_fit())
+        self.undo_button = w.Button(description="Undo last removal", icon="undo", disabled=True, layout=_fit())
         self.status = w.HTML()
         self.groups_box = w.VBox()
         self.groups: list[dict[str, Any]] = []
@@ -432,7 +438,9 @@ class WeightDuplicatesView(w.VBox):
             for lora_id, name, path in zip(group["ids"], group["names"], group["paths"])
         ]
         keep = w.RadioButtons(options=options, value=options[0][1], layout=w.Layout(width="auto"))
-        remove = w.Button(description="Keep this one, remove the rest", icon="trash", button_style="warning")
+        remove = w.Button(
+            description="Keep this one, remove the rest", icon="trash", button_style="warning", layout=_fit()
+        )
         remove.on_click(lambda _b, n=number: self.keep_one(n, int(keep.value)))
         header = w.HTML(
             f"<b>Group {number + 1}</b> ({html.escape(str(group['family']))}), lowest cosine {group['similarity']:.4f}"
@@ -468,13 +476,13 @@ class WeightsTab(w.VBox):
     def __init__(self, wb: Any, **kwargs: Any) -> None:
         self._wb = wb
         self.picker = w.Dropdown(description="LoRA", options=[], layout=w.Layout(width="520px"))
-        self.analyse_all = w.Button(description="Analyse new files", icon="cogs")
+        self.analyse_all = w.Button(description="Analyse new files", icon="cogs", layout=_fit())
         self.run = WeightsRun(wb, self._analysed)
         self.status = self.run.status
         self.panel = WeightsPanel(wb)
         self.duplicates = WeightDuplicatesView(wb)
         self.compare_pick = w.SelectMultiple(description="compare", options=[], rows=5, layout=w.Layout(width="520px"))
-        self.compare_button = w.Button(description="Block norms side by side", icon="th")
+        self.compare_button = w.Button(description="Block norms side by side", icon="th", layout=_fit())
         self.compare_status = w.HTML()
         self.compare_figure = w.Output()
         self.picker.observe(self._picked, names=["value"])
