@@ -56,3 +56,40 @@ def test_the_pool_refills_after_the_visitors_page_opened() -> None:
     assert "--pool_size=2" in command and "--VoilaKernelManager.fill_delay=5.0" in command
     assert "--VoilaKernelManager.fill_delay=0.5" in voila_command("x.ipynb", pool_fill_delay_s=0.5)
     assert not any("fill_delay" in part for part in voila_command("x.ipynb", pool_size=0))
+
+
+def test_a_killed_dashboard_command_takes_voila_and_its_kernels_along(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from workbench.dashboard import DEFAULT_HOST, free_port, port_in_use, wait_for_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "workbench.cli", "dashboard", "--home", str(tmp_path / "home")]
+    command += ["--port", str(port), "--no-browser", "--no-worker", "--pool-size", "1"]
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    family: list[psutil.Process] = []
+    try:
+        wait_for_port(DEFAULT_HOST, port, timeout=180, process=launcher)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            "ipykernel" in " ".join(child.cmdline()) for child in psutil.Process(launcher.pid).children(recursive=True)
+        ):
+            time.sleep(0.5)  # the preheated kernel
+        family = psutil.Process(launcher.pid).children(recursive=True)
+        assert any("ipykernel" in " ".join(p.cmdline()) for p in family)
+        launcher.send_signal(signal.SIGTERM)  # as a service manager or `kill` stops it: no Ctrl+C, no cleanup code
+        launcher.wait(30)
+        gone, alive = psutil.wait_procs(family, timeout=60)
+        assert alive == [], [p.cmdline()[:4] for p in alive]
+        assert not port_in_use(DEFAULT_HOST, port)
+    finally:  # whatever survived (orphans included) goes
+        for process in [*family, psutil.Process(launcher.pid)] if launcher.poll() is None else family:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass

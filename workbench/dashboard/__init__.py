@@ -287,6 +287,8 @@ def serve_dashboard(
     With ``shared_worker`` (the default) one worker owning the pipeline and the heavy jobs runs beside
     Voilà, on the Redis at ``redis_url`` or on a private one started here (see workbench.dashboard._service).
     """
+    from workbench.dashboard._service import _die_with_parent
+
     token, generated = resolve_token(token, host)
     worker = shared_worker_for(home, library_roots, redis_url) if shared_worker else None
     try:
@@ -302,6 +304,7 @@ def serve_dashboard(
             base_url=base_url,
             theme=theme,
             redis_url=worker.start_redis() if worker else redis_url,
+            preexec_fn=_die_with_parent,  # a killed launcher (SIGTERM, SIGKILL) takes Voilà and its kernels along
         )
         if worker is not None:  # after Voilà: the first page does not wait for torch and the pipeline
             print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
