@@ -12,9 +12,9 @@ one-token sentence), and each token is weighted ``sif / (sif + p(token))`` with 
 Zipf's law on the vocabulary rank, so frequent words ("the", "of") count little.  Unlike
 model2vec's default, the table is neither centred nor PCA-reduced (recipe ``s2``): a text's
 vector stays in MiniLM's own 384-dimensional output space, an approximation of the vector
-MiniLM itself would give, and on the Civitai dev prompts this ranked better than the
-256-dimension PCA of ``s1`` at every SIF coefficient and semantic weight tried.  Only the
-first distillation imports torch; afterwards the table is read from the cache
+MiniLM itself would give (exactly it for a one-token text); on the Civitai dev prompts this
+ranked better than the centred 256-dimension PCA of ``s1`` at every SIF coefficient tried.
+Only the first distillation imports torch; afterwards the table is read from the cache
 (``WORKBENCH_MODEL_CACHE`` or the user cache directory).
 """
 
