@@ -311,28 +311,25 @@ class GalleryWidget(NoticeWidget):
         """Call ``callback(ids)`` after the gallery changed LoRAs (ids None: unknown/all)."""
         self._change_callbacks.append(callback)
 
+    def _query_arguments(self) -> dict[str, Any]:
+        """The catalog query the grid shows: its filters, its update marks' window and its sort."""
+        filters = self.filters
+        return {**query_arguments(filters), **self._update_arguments(filters), **self._sort_arguments(filters)}
+
     def query_frame(self, limit: int | None = None, offset: int = 0) -> Any:
         """The catalog rows behind the grid, as a pandas DataFrame."""
-        filters = self.filters
-        return self.catalog.query(
-            **query_arguments(filters),
-            **self._update_arguments(filters),
-            **self._sort_arguments(filters),
-            limit=limit,
-            offset=offset,
+        return self.catalog.query(**self._query_arguments(), limit=limit, offset=offset)
+
+    def _card_page(self, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of cards from ``offset`` (only the columns a card shows) and the grid's total."""
+        frame, total = self.catalog.page_columns(
+            _CARD_COLUMNS, limit=self.page_size, offset=offset, **self._query_arguments()
         )
+        return self._mark_updates(card_rows(frame)), total
 
     def refresh(self, reset_scroll: bool = False) -> None:
         """Re-run the current query (after filters or data changed) and repaint the grid."""
-        frame, total = self.catalog.page_columns(
-            _CARD_COLUMNS,
-            limit=self.page_size,
-            offset=0,
-            **query_arguments(self.filters),
-            **self._update_arguments(self.filters),
-            **self._sort_arguments(self.filters),
-        )
-        first = self._mark_updates(card_rows(frame))
+        first, total = self._card_page(0)
         with self.hold_sync():
             self.total = total
             self.first_rows = first
@@ -422,15 +419,7 @@ class GalleryWidget(NoticeWidget):
         offset = clean_int(content.get("offset"), 0, max(self.total, 0))
         if generation != self.generation:
             return  # the browser will ask again for the current generation
-        frame, _ = self.catalog.page_columns(
-            _CARD_COLUMNS,
-            limit=self.page_size,
-            offset=offset,
-            **query_arguments(self.filters),
-            **self._update_arguments(self.filters),
-            **self._sort_arguments(self.filters),
-        )
-        rows = self._mark_updates(card_rows(frame))
+        rows, _ = self._card_page(offset)
         self.send({"kind": "rows", "generation": generation, "offset": offset, "rows": rows})
 
     def _act_thumbs(self, content: dict[str, Any]) -> None:
