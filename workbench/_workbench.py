@@ -51,10 +51,7 @@ class Workbench:
         """Library roots scanned into this catalog (the only folders besides home that may be served)."""
         from workbench.files import fs_path
 
-        # Read directly (as Catalog.roots does), so `workbench scan` with no roots stays free of pandas.
-        with self.db.read() as con:
-            paths = [r[0] for r in con.execute("SELECT path FROM roots ORDER BY path").fetchall()]
-        return [Path(fs_path(p)) for p in paths]
+        return [Path(fs_path(p)) for p in self.db.library_roots()]
 
     def scan(
         self,

@@ -670,8 +670,7 @@ class Catalog:
 
     def roots(self) -> list[str]:
         """Library roots that were scanned into this catalog."""
-        with self.db.read() as con:
-            return [r[0] for r in con.execute("SELECT path FROM roots ORDER BY path").fetchall()]
+        return self.db.library_roots()
 
     # -- edits ---------------------------------------------------------------------------
     def _check_id(self, lora_id: Any) -> int:

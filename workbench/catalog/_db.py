@@ -222,6 +222,14 @@ class Database:
         with self.read() as con:
             return con.execute(sql, params or []).df()
 
+    def library_roots(self) -> list[str]:
+        """Library roots scanned into this catalog, as stored (catalog paths), sorted.
+
+        Here rather than only on `Catalog`, so `workbench scan` with no roots given stays free of pandas.
+        """
+        with self.read() as con:
+            return [r[0] for r in con.execute("SELECT path FROM roots ORDER BY path").fetchall()]
+
     def stamp(self) -> str:
         """The change stamp: differs after every committed write from any process."""
         try:
