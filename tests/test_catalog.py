@@ -218,20 +218,21 @@ def test_snapshot_replaces_only_changed_rows_and_matches_a_fresh_load(
     assert full_loads == [True]
 
 
-def test_snapshot_table_follows_row_changes_only(wb: workbench.Workbench) -> None:
+def test_snapshot_version_follows_row_changes_only(wb: workbench.Workbench) -> None:
     catalog = wb.catalog
-    table = catalog.snapshot_table()
+    version, table = catalog.snapshot_table()
     assert table.num_rows == len(catalog.query()) and "_h" not in table.column_names
+    assert catalog.snapshot_version() == version
     with wb.db.write() as con:  # a write that touches no LoRA row (the stamp moves, the rows do not)
         con.execute("INSERT INTO jobs (id, state, created_at) VALUES ('j1', 'queued', now())")
-    assert catalog.snapshot_table() is table  # derived caches (recommendations) stay valid
+    assert catalog.snapshot_version() == version  # derived caches (recommendations) stay valid
     first = int(table.column("id")[0].as_py())
     workbench.open(wb.home).catalog.update(first, rating=5)
-    changed = catalog.snapshot_table()
-    assert changed is not table
-    assert changed.to_pandas().set_index("id").loc[first, "rating"] == 5
+    changed, fresh = catalog.snapshot_table()
+    assert changed != version
+    assert fresh.to_pandas().set_index("id").loc[first, "rating"] == 5
     catalog.refresh(force=True)
-    assert catalog.snapshot_table() is not changed  # a forced reload is new content too
+    assert catalog.snapshot_version() != changed  # a forced reload is new content too
 
 
 def test_snapshot_survives_a_view_changed_by_another_process(wb: workbench.Workbench) -> None:

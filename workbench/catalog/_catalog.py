@@ -185,7 +185,6 @@ class Catalog:
         self._snapshot_stamp: str | None = None
         self._words_ready = False
         self._content_version = 0  # bumped whenever the snapshot's rows change (not on every stamp)
-        self._snapshot_arrow: tuple[int, pa.Table] | None = None  # (content version, table) of snapshot_table()
         self._my_edits: list[int] = []
 
     # -- snapshot ------------------------------------------------------------------------
@@ -284,21 +283,26 @@ class Catalog:
             raise
         return len(changed) + len(gone)
 
-    def snapshot_table(self) -> pa.Table:
-        """An Arrow table of the snapshot's `lora_view` columns (the ones `query` gives), brought up to date.
+    def snapshot_version(self) -> int:
+        """A number that changes whenever the snapshot's rows change, brought up to date first.
 
-        Made on the first call after the rows changed and kept until they change again (the same object
-        comes back, also across writes that touch no LoRA row), so a
-        caller (recommendations) can keep data derived from it; kernels that never ask never pay the
-        copy (~40 MB at 50,000 LoRAs), which is why the snapshot itself stays a compressed table.
+        Writes that touch no LoRA row (jobs, feedback, weight pairs) leave it alone, so data derived
+        from the rows (recommendations' result table) can be kept while it stays the same.
+        """
+        self.refresh()
+        return self._content_version
+
+    def snapshot_table(self) -> tuple[int, pa.Table]:
+        """The snapshot's `lora_view` columns (the ones `query` gives) as Arrow, with their `snapshot_version`.
+
+        A fresh copy each call (~40 MB at 50,000 LoRAs), kept by nobody here: a caller converts it and
+        keys what it made on the version (the snapshot itself stays a compressed table).
         """
         self.refresh()
         with self._mem_lock:
-            if self._snapshot_arrow is None or self._snapshot_arrow[0] != self._content_version:
-                only = ", ".join(_SNAPSHOT_ONLY)
-                table = self._mem.sql(f"SELECT * EXCLUDE ({only}) FROM lora_view ORDER BY id").to_arrow_table()
-                self._snapshot_arrow = (self._content_version, table)
-            return self._snapshot_arrow[1]
+            only = ", ".join(_SNAPSHOT_ONLY)
+            table = self._mem.sql(f"SELECT * EXCLUDE ({only}) FROM lora_view ORDER BY id").to_arrow_table()
+            return self._content_version, table
 
     def _ensure_word_index(self) -> None:
         """Distinct words of names/triggers/tags, built on the first fuzzy query after a refresh:

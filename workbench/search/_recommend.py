@@ -795,13 +795,15 @@ class Recommender:
         """Catalog rows (every column `catalog.query` gives) of `ids` in that order, and which of `ids`
         were found.  Cut from a pandas copy of the catalog snapshot made once per snapshot: converting
         ~50 Arrow columns and sorting them on every call cost more than the whole ranking."""
-        table = self.wb.catalog.snapshot_table()
+        catalog = self.wb.catalog
         cache = self._rows_cache
-        if cache is None or cache[0] is not table:
+        if cache is None or cache[0] != catalog.snapshot_version():
+            version, table = catalog.snapshot_table()
             frame = table.to_pandas(types_mapper=_python_strings)
+            del table  # the Arrow copy is not kept: only the frame (and its sort) is
             frame_ids = frame["id"].to_numpy(dtype=np.int64)
             by_id = np.argsort(frame_ids, kind="stable")
-            cache = (table, frame, frame_ids[by_id], by_id)
+            cache = (version, frame, frame_ids[by_id], by_id)
             self._rows_cache = cache  # one tuple, so a concurrent query never sees half of it
         _, frame, sorted_ids, by_id = cache
         if len(sorted_ids) == 0:
