@@ -26,6 +26,7 @@ only embedding a new prompt or payload does.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -34,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -178,6 +179,21 @@ class _FeedbackParts:
     disliked: np.ndarray  # explicit -1 on this or a similar query
     used_similar: np.ndarray  # used in a generation for a genuinely similar prompt
     neighbour: np.ndarray  # close to a LoRA liked for this or a similar query
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _under_lock(method: _Method) -> _Method:
+    """Rank under the recommender's lock: a refresh in another thread swaps documents, vectors and index
+    together, and a query must never read half of the old state and half of the new."""
+
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, locked)
 
 
 class Recommender:
@@ -490,9 +506,9 @@ class Recommender:
             if by != "weights":
                 raise ValueError(f"similar by {by!r}? one of: description, weights")
             return similar_by_weights(self.wb, lora_id, k=k, exclude=exclude, include_missing=include_missing)
-        with self._lock:  # one consistent state: a refresh in another thread swaps documents, vectors, index
-            return self._similar(int(lora_id), k, base_model, exclude, diversity, include_missing)
+        return self._similar(int(lora_id), k, base_model, exclude, diversity, include_missing)
 
+    @_under_lock
     def _similar(
         self,
         lora_id: int,
@@ -569,20 +585,8 @@ class Recommender:
         return self.db.read_df("SELECT * FROM feedback ORDER BY id DESC")
 
     # -- ranking internals ----------------------------------------------------------------
+    @_under_lock
     def _rank_text(
-        self,
-        text: str,
-        kind: str,
-        k: int,
-        base_model: str | None,
-        exclude: Iterable[int],
-        diversity: float,
-        include_missing: bool,
-    ) -> pd.DataFrame:
-        with self._lock:  # see similar(): ranking reads state a concurrent refresh replaces
-            return self._rank_text_locked(text, kind, k, base_model, exclude, diversity, include_missing)
-
-    def _rank_text_locked(
         self,
         text: str,
         kind: str,
