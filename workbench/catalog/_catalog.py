@@ -512,9 +512,7 @@ class Catalog:
         **filters: Unpack[LoraFilters],
     ) -> tuple[pd.DataFrame, int]:
         """One page of `query` plus how many rows match in all, computed in the same pass."""
-        frame = self.query(limit=limit, offset=offset, sort=sort, descending=descending, seed=seed, **filters)
-        total = frame.attrs.get("total")
-        return frame, int(total) if total is not None else self.count(**filters)
+        return self._page(None, limit, offset, sort=sort, descending=descending, seed=seed, **filters)
 
     def page_columns(
         self,
@@ -529,8 +527,20 @@ class Catalog:
     ) -> tuple[pd.DataFrame, int]:
         """Like :meth:`page` but with only ``columns`` of each row (``id`` always): what a gallery card
         shows costs a fraction of a page of every column at 50,000 LoRAs."""
-        wanted = self._columns(columns)
-        frame = self._query(wanted, limit=limit, offset=offset, sort=sort, descending=descending, seed=seed, **filters)
+        return self._page(self._columns(columns), limit, offset, sort=sort, descending=descending, seed=seed, **filters)
+
+    def _page(
+        self,
+        columns: list[str] | None,
+        limit: int,
+        offset: int,
+        *,
+        sort: str,
+        descending: bool,
+        seed: int,
+        **filters: Unpack[LoraFilters],
+    ) -> tuple[pd.DataFrame, int]:
+        frame = self._query(columns, limit=limit, offset=offset, sort=sort, descending=descending, seed=seed, **filters)
         total = frame.attrs.get("total")
         return frame, int(total) if total is not None else self.count(**filters)
 
