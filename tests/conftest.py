@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +28,14 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def wb(tmp_path: Path, library: Path) -> Any:
+    """A fresh home with the module's ``library`` fixture scanned into it (modules define ``library``;
+    a module that needs another workbench defines its own ``wb``)."""
+    import workbench
+
+    bench = workbench.open(tmp_path / "home")
+    bench.scan([library], progress=False)
+    return bench

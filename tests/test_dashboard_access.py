@@ -33,13 +33,6 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lib
 
 
-@pytest.fixture
-def wb(tmp_path: Path, library: Path) -> workbench.Workbench:
-    bench = workbench.open(tmp_path / "home")
-    bench.scan([library], progress=False)
-    return bench
-
-
 def snapshot(wb: workbench.Workbench) -> list[tuple]:
     frame = workbench.open(wb.home).catalog.query(sort="name")
     return [(r["id"], r["rating"], bool(r["favorite"]), tuple(r["tags"])) for r in frame.to_dict("records")]

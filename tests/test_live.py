@@ -30,13 +30,6 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lib
 
 
-@pytest.fixture
-def wb(tmp_path: Path, library: Path) -> workbench.Workbench:
-    bench = workbench.open(tmp_path / "home")
-    bench.scan([library], progress=False)
-    return bench
-
-
 def test_unchanged_stamp_calls_nobody_and_each_write_calls_everyone_once(wb: workbench.Workbench) -> None:
     watcher = CatalogWatcher(wb.db.stamp_path)
     calls: list[str] = []

@@ -51,13 +51,6 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lib
 
 
-@pytest.fixture
-def wb(tmp_path: Path, library: Path) -> workbench.Workbench:
-    bench = workbench.open(tmp_path / "home")
-    bench.scan([library], progress=False)
-    return bench
-
-
 class Recorder:
     """Stands in for the comm: keeps what the widget sends to the browser."""
 
