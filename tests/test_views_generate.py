@@ -249,7 +249,7 @@ def test_history_large_view_preview_and_reuse_reveals_the_generate_tab(wb):
     titles = [tab.get_title(i) for i in range(len(tab.children))]
     tab.selected_index = titles.index("History")  # built when first shown, with the Generate tab it fills
     assert titles == [tab.get_title(i) for i in range(len(tab.children))]
-    form, history = tab.children[titles.index("Generate")], tab.children[titles.index("History")].grid
+    form, history = tab.view("Generate"), tab.view("History").grid
     job = wb.queue.submit(tiny_request(prompt="a red fox", seed=21, steps=5, loras=[LoraSpec("tiny_pixelart", 0.45)]))
     wb.queue.wait(job, 120)
     history.refresh()

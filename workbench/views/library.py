@@ -192,6 +192,7 @@ class DashboardTabs(ipywidgets.Tab):
     def __init__(self, wb: Any, first: list[tuple[str, ipywidgets.Widget]], later: list[Any]) -> None:
         self._wb = wb
         self._pending: dict[int, tuple[tuple[str, ...], TabBuilder]] = {}  # placeholder model id -> group
+        self._views: dict[int, ipywidgets.Widget] = {}  # placeholder model id -> the view built into it
         entries = list(first)
         for titles, build in later:
             for title in titles:
@@ -205,9 +206,11 @@ class DashboardTabs(ipywidgets.Tab):
             self._wire(widget)
         self.observe(self._selected, names=["selected_index"])
 
-    def _wire(self, widget: ipywidgets.Widget) -> None:
+    def _wire(self, widget: ipywidgets.Widget, tab: ipywidgets.Widget | None = None) -> None:
+        """``tab``: the child of the tab bar that shows ``widget`` (itself, or its placeholder)."""
+        shown = widget if tab is None else tab
         if hasattr(widget, "on_reveal"):  # e.g. History's Reuse shows the Generate tab
-            widget.on_reveal(lambda: setattr(self, "selected_index", self.children.index(widget)))
+            widget.on_reveal(lambda: setattr(self, "selected_index", self.children.index(shown)))
 
     @property
     def pending(self) -> list[str]:
@@ -231,7 +234,11 @@ class DashboardTabs(ipywidgets.Tab):
             log.exception("dashboard: opening tab %s failed", index)
 
     def _build(self, index: int) -> None:
-        clicked = self.get_title(index)
+        """Build the group of views the tab at ``index`` belongs to, each into its placeholder.
+
+        The tab list itself is left alone (the browser's tab bar moves its selection when its children
+        are replaced); only a view that failed to build takes its tab out.
+        """
         titles, build = self._pending[id(self.children[index])]
         group = {key for key, (_, other) in self._pending.items() if other is build}
         try:
@@ -239,22 +246,38 @@ class DashboardTabs(ipywidgets.Tab):
         except Exception:
             log.exception("dashboard: the %s tab failed to build; left out", "/".join(titles))
             built = {}
-        entries = []
-        for i, child in enumerate(self.children):
-            title = self.get_title(i)
-            if id(child) not in group:
-                entries.append((title, child))
-            elif title in built:
-                entries.append((title, built[title]))
         for key in group:
             del self._pending[key]
-        with self.hold_sync():
-            self.children = [widget for _, widget in entries]
-            self.titles = [title for title, _ in entries]
-            shown = [title for title, _ in entries]
-            self.selected_index = shown.index(clicked) if clicked in built else 0
-        for widget in built.values():
-            self._wire(widget)
+        failed = []
+        for i, holder in enumerate(self.children):
+            if id(holder) not in group:
+                continue
+            view = built.get(self.get_title(i))
+            if view is None:
+                failed.append(i)
+                continue
+            holder.children = (view,)
+            holder.layout.min_height = None
+            holder.remove_class("wb-tab-pending")
+            self._views[id(holder)] = view
+            self._wire(view, holder)
+        if failed:
+            keep = [i for i in range(len(self.children)) if i not in failed]
+            clicked = self.children[index]
+            with self.hold_sync():
+                titles_now = [self.get_title(i) for i in keep]
+                self.children = [self.children[i] for i in keep]
+                self.titles = titles_now
+                self.selected_index = self.children.index(clicked) if clicked in self.children else 0
+
+    def view(self, title: str) -> ipywidgets.Widget:
+        """The view shown under tab ``title`` (built first if it was not yet)."""
+        index = list(self.titles).index(title)
+        if id(self.children[index]) in self._pending:
+            self._build(index)
+            index = list(self.titles).index(title)
+        holder = self.children[index]
+        return self._views.get(id(holder), holder)
 
 
 def dashboard_tabs(wb: Any, read_only: bool | None = None) -> DashboardTabs:

@@ -365,7 +365,7 @@ class WeightsPanel(w.VBox):
 
     def _show_similar(self, lora_id: int) -> None:
         try:
-            text = "<b>Similar by weights</b>" + similar_html(self._wb.weights.similar(lora_id, k=MAX_SIMILAR))
+            text = "<b>Similar by weights</b><br>" + similar_html(self._wb.weights.similar(lora_id, k=MAX_SIMILAR))
         except Exception:
             log.exception("similar by weights failed for LoRA %s", lora_id)
             text = "<i>Similar by weights could not be found (see the kernel log).</i>"
