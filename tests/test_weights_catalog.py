@@ -164,3 +164,43 @@ def test_grouping_splits_a_chain_by_complete_linkage() -> None:
     assert len(groups) == 1
     members, lowest = groups[0]
     assert len(members) == 2 and lowest >= 0.9
+
+
+def test_worker_processes_match_one_process_and_a_dying_worker_costs_only_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are analysed in worker processes; a worker killed while reading one file (a native crash, the OOM
+    killer) loses nothing else: the other files are stored, the killer file is recorded as bad."""
+    import os
+    import signal
+
+    lib = tmp_path / "lib"
+    for seed in range(6):
+        write_kohya(lib / f"l{seed}.safetensors", random_lora(seed + 10))
+    wb = workbench.open(tmp_path / "home")
+    wb.scan(lib, workers=1, progress=False)
+    one = wb.weights.analyze(progress=False, workers=1).set_index("path")
+    stored_one = wb.weights.table().set_index("path")[["total_norm", "rank90", "rank99", "nominal_rank"]]
+    two = wb.weights.analyze(progress=False, workers=2, force=True).set_index("path")
+    assert sorted(one.index) == sorted(two.index) and two["ok"].all()
+    stored_two = wb.weights.table().set_index("path")[["total_norm", "rank90", "rank99", "nominal_rank"]]
+    assert np.allclose(stored_one.loc[stored_two.index].to_numpy(float), stored_two.to_numpy(float))
+
+    import workbench.files as files
+
+    real = files.analyze_weights
+    killer = str((lib / "l3.safetensors").resolve())
+
+    def dies_on_l3(path: Path | str) -> files.WeightAnalysis:
+        if str(path) == killer:
+            os.kill(os.getpid(), signal.SIGKILL)  # only ever called in a forked worker here
+        return real(path)
+
+    monkeypatch.setattr("workbench.catalog._weights.analyze_weights", dies_on_l3)
+    parent = os.getpid()
+    done = wb.weights.analyze(progress=False, workers=2, force=True).set_index("path")
+    assert os.getpid() == parent
+    assert sorted(done.index) == sorted(one.index)
+    assert not done.loc[killer, "ok"] and "process died" in done.loc[killer, "error"]
+    assert done.drop(index=killer)["ok"].all()
+    assert wb.weights.get(_ids(wb)["l0"])["ok"]

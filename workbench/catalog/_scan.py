@@ -7,17 +7,12 @@ enough of it to pay for them. Rows are written in short batches so other kernels
 
 from __future__ import annotations
 
-import gc
 import hashlib
-import multiprocessing
 import os
-import signal
-import sys
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +21,7 @@ from typing import Any
 import orjson
 
 from workbench.catalog._db import Database
+from workbench.catalog._pool import lock_paths, worker_pool
 from workbench.files import (
     LORA_SUFFIXES,
     catalog_path,
@@ -520,62 +516,11 @@ def _inspect_chunk(items: list[_Found]) -> list[dict[str, Any]]:
     return [_inspect_record(item) for item in items]
 
 
-def _worker_start(parent_pid: int, lock_paths: tuple[str, ...]) -> None:
-    """Pool-worker initializer: die with the scanning process and hold none of its locks.
-
-    A forked worker inherits every open descriptor, including the flock'd ``scan.lock``; a flock
-    lives as long as any descriptor of it, so a worker outliving a SIGKILLed scan would block the
-    next scan for its whole timeout. The inherited lock descriptors are closed here (the parent's
-    stay open), and the worker asks the kernel for SIGKILL when its parent dies (Linux), with a
-    parent-pid watchdog thread as a fallback elsewhere.
-    """
-    # What the worker inherited from the scanning process (pandas, DuckDB, the catalog's rows) is never
-    # garbage here: keep the collector from walking it on every full collection (and from writing to,
-    # so copying, those shared pages).
-    gc.freeze()
-    _close_inherited(lock_paths)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="scan-parent-watch").start()
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _close_inherited(paths: tuple[str, ...]) -> None:
-    """Close this process's descriptors that point at ``paths`` (Linux: found through /proc/self/fd)."""
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return
-    for name in fds:
-        try:
-            if os.readlink(f"/proc/self/fd/{name}") in paths:
-                os.close(int(name))
-        except (OSError, ValueError):
-            continue
-
-
-def _lock_paths(db: Database) -> tuple[str, ...]:
-    return tuple(os.path.realpath(p) for p in (db.path.with_name("scan.lock"), db.lock_path))
-
-
 def _inspect_all(
     items: list[_Found],
     workers: int,
     progress: bool,
-    lock_paths: tuple[str, ...] = (),
+    held_locks: tuple[str, ...] = (),
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Inspect files, in the pool when there are enough; at most a few chunks in flight (bounded memory)."""
@@ -601,14 +546,7 @@ def _inspect_all(
             return
         chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
         chunks.reverse()  # pop() from the end takes them in walk order
-        # fork: children only parse files, start instantly and need no importable __main__
-        # (scripts without a main guard and notebooks both work); no catalog connection is open here.
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_worker_start,
-            initargs=(os.getpid(), lock_paths),
-        ) as pool:
+        with worker_pool(workers, held_locks) as pool:
             pending: set[Any] = set()
             while chunks or pending:
                 while chunks and len(pending) < 4 * workers:
@@ -907,7 +845,7 @@ def _write_inspected(
     flushed = time.monotonic()
     writer = _BatchWriter(db)
     try:
-        for record in _inspect_all(to_inspect, workers, progress, _lock_paths(db), on_progress):
+        for record in _inspect_all(to_inspect, workers, progress, lock_paths(db), on_progress):
             path = fs_path(record["path"])
             record["id"] = ids_for.get(path)
             record["added_at"] = added_for.get(path)

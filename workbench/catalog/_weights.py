@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from workbench.catalog._db import Database
+from workbench.catalog._pool import lock_paths, worker_pool
 from workbench.files import (
     ANALYSIS_VERSION,
     SIGNATURE_DIM,
@@ -204,39 +206,28 @@ class Weights:
         *,
         force: bool = False,
         progress: bool = True,
-        workers: int = 1,
+        workers: int | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> pd.DataFrame:
         """Analyse the tensors of files lacking a current analysis (all, or ``ids``); returns one row per file
         analysed now (id, path, ok, error). A bad file gets its error recorded and the run goes on.
-        ``on_progress(bytes_done, bytes_total)`` follows each file (the shared worker reports it to pages)."""
+        ``workers`` processes (default: up to 2, one per core) analyse files side by side; a single file is
+        analysed in this process. ``on_progress(bytes_done, bytes_total)`` follows each file (the shared
+        worker reports it to pages)."""
         from tqdm.auto import tqdm
 
         if ids is not None:
             ids = [self.catalog._check_id(i) for i in ids]
         pending = self._pending(ids, force)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 2)
         done: list[dict[str, Any]] = []
         buffer: list[tuple[str, int, int, WeightAnalysis]] = []
         total = sum(size for _, _, size, _ in pending)
         read = 0
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="Weights", disable=not progress or not pending)
-
-        def run(item: tuple[int, str, int, int]) -> WeightAnalysis | None:
-            _, path, size, mtime_ns = item
-            try:
-                st = os.stat(path)
-            except OSError:
-                return None
-            if st.st_size != size or st.st_mtime_ns != mtime_ns:
-                return None  # changed since the scan: the next scan picks it up
-            try:
-                return analyze_weights(path)
-            except Exception as err:  # a bug must not stop the run over a library; the file records it
-                log.exception("weight analysis of %s failed", path)
-                return WeightAnalysis(path=path, error=f"unexpected error: {type(err).__name__}: {err}")
-
-        with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for item, result in zip(pending, pool.map(run, pending)):
+        with bar:
+            for item, result in _analysed(pending, workers, lock_paths(self.db)):
                 bar.update(item[2])
                 read += item[2]
                 if on_progress is not None:
@@ -254,33 +245,37 @@ class Weights:
     def _store(self, rows: list[tuple[str, int, int, WeightAnalysis]]) -> None:
         if not rows:
             return
+        values = []
+        for path, size, mtime_ns, result in rows:
+            ranks = result.rank_summary() if result.ok else {}
+            values.append(
+                [
+                    path,
+                    size,
+                    mtime_ns,
+                    ANALYSIS_VERSION,
+                    result.ok,
+                    result.error,
+                    result.family,
+                    result.network_type,
+                    result.key_layout,
+                    result.nominal_rank,
+                    ranks.get("rank90_median"),
+                    ranks.get("rank99_median"),
+                    result.total_norm if result.ok else None,
+                    len(result.modules),
+                    json.dumps(result.summary()) if result.ok else None,
+                    result.signature.tolist() if result.ok and result.signature is not None else None,
+                ]
+            )
         with self.db.write() as con:
-            for path, size, mtime_ns, result in rows:
-                ranks = result.rank_summary() if result.ok else {}
-                con.execute("DELETE FROM weight_analyses WHERE path = ?", [path])
-                con.execute(
-                    "INSERT INTO weight_analyses (path, size_bytes, mtime_ns, version, ok, error, family, network_type,"
-                    " key_layout, nominal_rank, rank90, rank99, total_norm, module_count, summary, signature)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        path,
-                        size,
-                        mtime_ns,
-                        ANALYSIS_VERSION,
-                        result.ok,
-                        result.error,
-                        result.family,
-                        result.network_type,
-                        result.key_layout,
-                        result.nominal_rank,
-                        ranks.get("rank90_median"),
-                        ranks.get("rank99_median"),
-                        result.total_norm if result.ok else None,
-                        len(result.modules),
-                        json.dumps(result.summary()) if result.ok else None,
-                        result.signature.tolist() if result.ok and result.signature is not None else None,
-                    ],
-                )
+            con.execute("DELETE FROM weight_analyses WHERE list_contains(?, path)", [[row[0] for row in values]])
+            con.executemany(
+                "INSERT INTO weight_analyses (path, size_bytes, mtime_ns, version, ok, error, family, network_type,"
+                " key_layout, nominal_rank, rank90, rank99, total_norm, module_count, summary, signature)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
 
     # -- reading -----------------------------------------------------------------------------------
     _CURRENT = (
@@ -483,3 +478,66 @@ class Weights:
         table = self.table()
         ok = int(table["ok"].sum()) if len(table) else 0
         return f"<b>Weight-space analysis</b>: {ok} LoRAs analysed, {len(table) - ok} with errors"
+
+
+_Pending = tuple[int, str, int, int]  # id, path, size, mtime_ns
+
+
+def _analyze_pending(item: _Pending) -> WeightAnalysis | None:
+    """One file's analysis (None: the file changed since the scan; the next scan picks it up). Never raises."""
+    _, path, size, mtime_ns = item
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_size != size or st.st_mtime_ns != mtime_ns:
+        return None
+    try:
+        return analyze_weights(path)
+    except Exception as err:  # a bug must not stop the run over a library; the file records it
+        log.exception("weight analysis of %s failed", path)
+        return WeightAnalysis(path=path, error=f"unexpected error: {type(err).__name__}: {err}")
+
+
+def _analysed(
+    pending: list[_Pending], workers: int, held_locks: tuple[str, ...]
+) -> Iterator[tuple[_Pending, WeightAnalysis | None]]:
+    """(item, analysis) for every pending file, in completion order: in worker processes when there are two
+    or more files, a few files in flight per worker (bounded memory). A worker process that dies (a crash in
+    native code, the OOM killer) costs only its own file: the files it may have been reading are analysed again
+    one at a time, and the one that kills its process again is recorded as bad."""
+    if workers <= 1 or len(pending) < 2:
+        for item in pending:
+            yield item, _analyze_pending(item)
+        return
+    queue = list(reversed(pending))  # pop() from the end: smallest files first, as _pending orders them
+    while queue:
+        suspects: list[_Pending] = []
+        with worker_pool(min(workers, len(queue)), held_locks) as pool:
+            in_flight: dict[Future[WeightAnalysis | None], _Pending] = {}
+            while (queue or in_flight) and not suspects:
+                while queue and len(in_flight) < 2 * workers:
+                    item = queue.pop()
+                    in_flight[pool.submit(_analyze_pending, item)] = item
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    item = in_flight.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        suspects = [item, *in_flight.values()]
+                        break
+                    yield item, result
+        for item in suspects:
+            yield item, _alone(item, held_locks)
+
+
+def _alone(item: _Pending, held_locks: tuple[str, ...]) -> WeightAnalysis | None:
+    """Analyse one file in a process of its own: if that process dies too, the file is what killed it."""
+    with worker_pool(1, held_locks) as pool:
+        try:
+            return pool.submit(_analyze_pending, item).result()
+        except BrokenProcessPool:
+            return WeightAnalysis(
+                path=item[1], error="the analysis process died reading this file (crash or out of memory)"
+            )

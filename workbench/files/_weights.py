@@ -32,6 +32,7 @@ import hashlib
 import math
 import mmap
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ _FLOAT_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "BF16"
 _DOWN = frozenset({"lora_down.weight", "lora_A.weight", "lora.down.weight", "lora_linear_layer.down.weight", "down"})
 _UP = frozenset({"lora_up.weight", "lora_B.weight", "lora.up.weight", "lora_linear_layer.up.weight", "up"})
 _LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+_MADV_POPULATE_READ = 22  # Linux; not in Python's mmap module before 3.14
+_POPULATE = [sys.platform.startswith("linux")]
+_POPULATE_MIN = 256 * 1024
+_READ_AHEAD = 32 * 1024 * 1024  # bytes of the file asked ahead of the tensor being read
 _IGNORED = frozenset({"diff_b", "bias", "alpha", "dora_scale", "lora_magnitude_vector"})
 
 
@@ -178,6 +183,7 @@ class LoraWeights:
         self._fused: tuple[str, Any] = ("", None)
         self._reuse = bool(reuse_buffers)
         self._buffers: dict[str, np.ndarray] = {}
+        self._read_ahead_to = 0
 
     def _plan(self, keys: list[str]) -> None:
         by_source: dict[str, _Plan] = {}
@@ -233,10 +239,38 @@ class LoraWeights:
         dtype = _FLOAT_DTYPES.get(info["dtype"])
         if dtype is None:
             raise WeightsError(f"tensor {key!r}: dtype {info['dtype']} is not a floating-point weight")
-        begin, _ = info["data_offsets"]
+        begin, end = info["data_offsets"]
+        self._read_ahead(self._data_start + end)
+        self._populate(self._data_start + begin, end - begin)
         shape = tuple(info["shape"])
         raw = np.frombuffer(self._map, dtype=dtype, count=math.prod(shape), offset=self._data_start + begin)
         return raw, info["dtype"], shape
+
+    def _read_ahead(self, needed_to: int) -> None:
+        """Ask the kernel to read the next :data:`_READ_AHEAD` bytes of the file in the background, so a file on
+        disk is read while the tensors before are being computed on (a page fault per 128 KiB otherwise waits
+        for the disk each time). The page cache holds them, not this process."""
+        if needed_to <= self._read_ahead_to - _READ_AHEAD // 2:
+            return
+        start = max(self._read_ahead_to, needed_to - _READ_AHEAD // 2) & ~(mmap.PAGESIZE - 1)
+        length = min(len(self._map), start + _READ_AHEAD) - start
+        if length > 0 and hasattr(mmap, "MADV_WILLNEED"):
+            try:
+                self._map.madvise(mmap.MADV_WILLNEED, start, length)
+            except (OSError, ValueError):  # advice only
+                pass
+        self._read_ahead_to = start + max(length, 0)
+
+    def _populate(self, offset: int, length: int) -> None:
+        """Map a tensor's pages in one call (``MADV_POPULATE_READ``, Linux ≥ 5.14) instead of one page fault per
+        4 KiB as the conversion walks it: that trap was a quarter of the analysis' CPU time."""
+        if length < _POPULATE_MIN or not _POPULATE[0]:
+            return
+        start = offset & ~(mmap.PAGESIZE - 1)
+        try:
+            self._map.madvise(_MADV_POPULATE_READ, start, offset + length - start)
+        except OSError:  # older kernel (EINVAL) or an I/O error, which the read itself will report
+            _POPULATE[0] = False
 
     def tensor(self, key: str) -> np.ndarray:
         """One tensor as float32 (a copy: the mapping can be closed afterwards)."""
@@ -628,13 +662,16 @@ def _energy_ranks_stack(squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _batched_squares(stack: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndarray:
-    """σ² of many modules of one rank at once: with UᵀU = S Sᵀ, σ² = eig(Sᵀ VVᵀ S), as stacked LAPACK calls.
+    """σ² of many modules of one rank at once, each up to a positive factor of its own (what energy ranks need):
+    with UᵀU = S Sᵀ, σ² = eig(Sᵀ VVᵀ S), as stacked LAPACK calls.
 
     S is the Cholesky factor (a twentieth of the cost of an eigen-decomposition); a singular UᵀU (an all-zero
     or rank-deficient ``up``) gets S = Q·√Λ from ``eigh`` instead, which any PSD matrix has.
     """
-    gram_up = np.stack([g for _, g, _ in stack])
-    gram_down = np.stack([g for _, _, g in stack])
+    # Single precision is plenty for where 90 % / 99 % of the energy lies, and LAPACK's is faster; each Gram is
+    # divided by its trace first, so no LoRA's scale can underflow it.
+    gram_up = np.array([_unit_trace(g) for _, g, _ in stack], dtype=np.float32)
+    gram_down = np.array([_unit_trace(g) for _, _, g in stack], dtype=np.float32)
     try:
         root = np.linalg.cholesky(gram_up)
     except np.linalg.LinAlgError:
@@ -643,9 +680,14 @@ def _batched_squares(stack: list[tuple[int, np.ndarray, np.ndarray]]) -> np.ndar
             try:
                 root[i] = np.linalg.cholesky(gram)
             except np.linalg.LinAlgError:
-                lam, vectors = np.linalg.eigh(gram)
+                lam, vectors = np.linalg.eigh(gram.astype(np.float64))
                 root[i] = vectors * np.sqrt(np.clip(lam, 0, None))
     return np.linalg.eigvalsh(np.swapaxes(root, 1, 2) @ gram_down @ root)
+
+
+def _unit_trace(gram: np.ndarray) -> np.ndarray:
+    trace = float(np.trace(gram))
+    return gram / trace if trace > 0 else gram
 
 
 def analyze_weights(path: Path | str) -> WeightAnalysis:
