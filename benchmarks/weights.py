@@ -1,19 +1,20 @@
 """Weight-space benchmark: analysis throughput against reading the same bytes, and grouping 10,000 LoRAs.
 
-    PYTHONPATH=. python benchmarks/weights.py [--files 3] [--modules 240] [--rank 32] [--n 10000]
+    PYTHONPATH=. python benchmarks/weights.py [--files 8] [--modules 240] [--rank 32] [--n 10000]
 
 1. **Analysis throughput.** Writes ``--files`` kohya-layout SDXL-shaped LoRAs (fp16, ``--modules`` modules of
-   real SDXL attention / feed-forward widths, rank ``--rank``) to a temporary folder. Raw baseline: read every
-   byte of each file (``readinto`` in 1 MiB blocks, page cache warm: the files were just written and are read
-   once before timing). Ours: ``workbench.files.analyze_weights`` on each file (every tensor mapped, converted
-   to float32, checked for NaN/Inf, norms, effective rank by QR + small SVD, signature). The ratio printed is
-   ours-throughput / read-throughput (goal ≥ 0.5: the maths costs no more than the I/O). A cold disk is slower
-   than the warm page cache, so the warm ratio is the conservative one; the cold pair (every file evicted from
-   the page cache with ``posix_fadvise(DONTNEED)`` before each run; the raw read, and the analysis two files at a
-   time as ``wb.weights.analyze`` runs it) is what analysing a library on disk costs against reading it. CPU time (``time.process_time``) is
+   real SDXL attention / feed-forward widths, rank ``--rank``) into a library folder and scans it into a fresh
+   workbench home (not timed). Raw baseline: read every byte of each file (``readinto`` in 1 MiB blocks).
+   Ours: ``wb.weights.analyze(force=True)`` — what the CLI, the views and the shared worker run: pending files
+   looked up, analysed in worker processes (one per core), stored (every tensor mapped, converted to float32,
+   checked for NaN/Inf, norms, effective ranks, signature). The ratio printed is ours-throughput /
+   read-throughput (goal ≥ 0.5: the maths costs no more than the I/O), twice: with the page cache warm (the read
+   is then a memory copy) and cold (every file evicted with ``posix_fadvise(DONTNEED)`` before each run, so both
+   sides read the disk), which is what analysing a library on disk costs against reading it. One file at a time
+   in this process (``analyze_weights``) is printed too. CPU time (this process's plus its joined workers') is
    printed beside wall time, and the load average with them: on a shared machine wall time is inflated by the
    others. Two floors say where the time goes: numpy's float16→float32 conversion of every tensor alone, and
-   that plus the two k × k Gram matrices per module (BLAS ``ssyrk``) that the exact norms and ranks need.
+   that plus the two k × k Gram matrices per module that the exact norms and ranks need.
 2. **Grouping.** ``--n`` LoRAs as vectors in a 4,096-dimensional delta space: 70 % unrelated, the rest in
    near-duplicate families of 2–5 (cosine ≥ 0.98 inside a family) plus 50/50 merges of two unrelated LoRAs.
    Signatures are seeded Gaussian projections to 256 dimensions (what the per-module sketches amount to).
