@@ -196,7 +196,7 @@ def bench_analysis(args: argparse.Namespace) -> None:
         with _one_blas_thread():
             conv_wall, conv_cpu, _ = _timed(lambda: _floors(paths, grams=False), 2)
             gram_wall, gram_cpu, _ = _timed(lambda: _floors(paths, grams=True), 2)
-        workers = min(os.cpu_count() or 1, 2)
+        workers = min(os.cpu_count() or 1, 8)
         print(f"analysis: {len(paths)} files, {size:.1f} MiB, {args.modules} modules of rank {args.rank} each (fp16)")
 
         def line(label: str, wall: float, cpu: float) -> None:

@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(p)
     p.add_argument("ids", nargs="*", type=int, metavar="ID", help="catalog ids (default: every file not analysed)")
     p.add_argument("--force", action="store_true", help="analyse again even when a current analysis exists")
+    p.add_argument("--workers", type=int, default=None, help="analysis processes (default: one per core, up to 8)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_weights)
     # [/weights helper]
@@ -323,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_weights(args: argparse.Namespace) -> int:
     """Analyse tensors of files lacking a current analysis; print the table of analyses (errors included)."""
     wb = _open(args)
-    done = wb.weights.analyze(args.ids or None, force=args.force, progress=not args.quiet)
+    done = wb.weights.analyze(args.ids or None, force=args.force, progress=not args.quiet, workers=args.workers)
     table = wb.weights.table(args.ids or None)
     print(f"analysed {len(done)} files now ({int((~done['ok']).sum()) if len(done) else 0} with errors)")
     if table.empty:

@@ -211,7 +211,7 @@ class Weights:
     ) -> pd.DataFrame:
         """Analyse the tensors of files lacking a current analysis (all, or ``ids``); returns one row per file
         analysed now (id, path, ok, error). A bad file gets its error recorded and the run goes on.
-        ``workers`` processes (default: up to 2, one per core) analyse files side by side; a single file is
+        ``workers`` processes (default: one per core, up to 8) analyse files side by side; a single file is
         analysed in this process. ``on_progress(bytes_done, bytes_total)`` follows each file (the shared
         worker reports it to pages)."""
         from tqdm.auto import tqdm
@@ -220,7 +220,7 @@ class Weights:
             ids = [self.catalog._check_id(i) for i in ids]
         pending = self._pending(ids, force)
         if workers is None:
-            workers = min(os.cpu_count() or 1, 2)
+            workers = min(os.cpu_count() or 1, 8)
         done: list[dict[str, Any]] = []
         buffer: list[tuple[str, int, int, WeightAnalysis]] = []
         total = sum(size for _, _, size, _ in pending)
