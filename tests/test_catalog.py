@@ -221,7 +221,7 @@ def test_snapshot_replaces_only_changed_rows_and_matches_a_fresh_load(
 def test_snapshot_version_follows_row_changes_only(wb: workbench.Workbench) -> None:
     catalog = wb.catalog
     version, table = catalog.snapshot_table()
-    assert table.num_rows == len(catalog.query()) and "_h" not in table.column_names
+    assert table.num_rows == len(catalog.query()) and "_row_hash" not in table.column_names
     assert catalog.snapshot_version() == version
     with wb.db.write() as con:  # a write that touches no LoRA row (the stamp moves, the rows do not)
         con.execute("INSERT INTO jobs (id, state, created_at) VALUES ('j1', 'queued', now())")

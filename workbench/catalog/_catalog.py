@@ -227,7 +227,7 @@ class Catalog:
                 self._mem.execute("DETACH _cat")
             return
         # inside a write transaction of this process: read through its connection
-        table = con.sql("SELECT v.*, hash(v) AS _h FROM lora_view v").to_arrow_table()
+        table = con.sql("SELECT v.*, hash(v) AS _row_hash FROM lora_view v").to_arrow_table()
         self._mem.register("_fresh", table)
         try:
             self._mem.execute(f"CREATE OR REPLACE TABLE lora_view AS {_snapshot_select('_fresh', hashed=True)}")
@@ -245,13 +245,13 @@ class Catalog:
         held_columns = [c for c in self._mem.sql("SELECT * FROM lora_view LIMIT 0").columns if c not in _SNAPSHOT_ONLY]
         if file_columns != held_columns:
             return None
-        hashes = con.sql("SELECT id, hash(v) AS _h FROM lora_view v").to_arrow_table()
+        hashes = con.sql("SELECT id, hash(v) AS _row_hash FROM lora_view v").to_arrow_table()
         self._mem.register("_now", hashes)
         try:
             changed = [
                 int(r[0])
                 for r in self._mem.execute(
-                    "SELECT n.id FROM _now n LEFT JOIN lora_view s ON s.id = n.id WHERE s._h IS DISTINCT FROM n._h"
+                    "SELECT n.id FROM _now n LEFT JOIN lora_view s ON s.id = n.id WHERE s._row_hash IS DISTINCT FROM n._row_hash"
                 ).fetchall()
             ]
             gone = [
@@ -265,7 +265,8 @@ class Catalog:
         fresh = None
         if changed:
             fresh = con.sql(
-                "SELECT v.*, hash(v) AS _h FROM lora_view v WHERE id IN (SELECT unnest(?::BIGINT[]))", params=[changed]
+                "SELECT v.*, hash(v) AS _row_hash FROM lora_view v WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                params=[changed],
             ).to_arrow_table()
         self._mem.execute("BEGIN TRANSACTION")
         try:
@@ -838,14 +839,14 @@ class Catalog:
 _USER_COLUMNS = (*USER_FIELDS, "removed")
 
 #: snapshot columns that are not `lora_view`'s: the row hash and what search and sorting read
-_SNAPSHOT_ONLY = ("_h", "_haystack", "_short", "_tags_lower", "_name_lower")
+_SNAPSHOT_ONLY = ("_row_hash", "_haystack", "_short", "_tags_lower", "_name_lower")
 #: at most this many changed rows (or a fifth of the catalog) are replaced in place; more: a full load
 _INCREMENTAL_MAX_ROWS = 5_000
 
 
 def _snapshot_select(source: str, hashed: bool = False) -> str:
-    """The snapshot's rows from ``source`` (the view, or an Arrow table of its rows with ``_h`` already)."""
-    row_hash = "" if hashed else "hash(v) AS _h, "
+    """The snapshot's rows from ``source`` (the view, or an Arrow table of its rows with ``_row_hash`` already)."""
+    row_hash = "" if hashed else "hash(v) AS _row_hash, "
     return f"""
         SELECT v.*, {row_hash}
             lower(concat_ws(' ', name, file_name, array_to_string(trigger_words, ' '),
