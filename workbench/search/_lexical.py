@@ -26,7 +26,11 @@ import numpy as np
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-_PROMPT_CHUNKS = re.compile(r"[,()\[\]{}|;\n.:]+|\bBREAK\b")
+# What separates concepts in a prompt: commas, semicolons, newlines, BREAK, `|` (alternation) and `:` (prompt
+# editing), and a period unless it is a decimal point ("v1.0").  Brackets are not boundaries: A1111 drops emphasis
+# brackets before the text encoder reads the prompt, and a Danbooru name keeps its qualifier in them
+# ("hu tao (genshin impact)", "1990s \\(style\\)"), as do the trigger words of LoRAs trained on such tags.
+_PROMPT_CHUNKS = re.compile(r"(?:[,;|\n:]|(?<!\d)\.|\.(?!\d))+|\bBREAK\b")
 _WEIGHT = re.compile(r":\s*-?[0-9.]+")
 _PHRASE_SPLIT = re.compile(r"[,;\n|]+")
 _VERSIONISH = re.compile(
