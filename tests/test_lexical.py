@@ -74,3 +74,13 @@ def test_bracketed_and_dotted_trigger_words_match_as_prompts_write_them() -> Non
     # the boundaries that do separate concepts still do
     assert index.match("hu tao, genshin impact").phrase[0] == 0
     assert index.match("chinese girl. v1 0").phrase[2] == 0
+
+
+def test_full_width_punctuation_separates_like_its_ascii_form() -> None:
+    """A CJK keyboard's comma in trigger words or a prompt is a comma: "1girl， roujinzhi" holds two phrases."""
+    index = LexicalIndex(
+        [LexDoc("Roujinzhi", [], ["1girl， roujinzhi"], [], ""), LexDoc("Plain", [], ["plain"], [], "")]
+    )
+    assert "roujinzhi" in index.phrases.vocab
+    for prompt in ("best quality, 1girl, roujinzhi, zen style", "1girl，roujinzhi（zen style：1.2）"):
+        assert index.match(prompt).phrase[0] > 0, prompt
