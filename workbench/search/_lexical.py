@@ -90,6 +90,21 @@ def _trigger_phrases(trigger_words: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def distinct_trigger_parts(trigger_words: Iterable[str]) -> list[str]:
+    """The trigger words' parts (split like `trigger_phrases`) as written, each phrase once: trained-word
+    lists often repeat a whole sample prompt per version or outfit, and an embedded payload should not
+    weigh "(masterpiece:1.331)" once per repeat."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for word in trigger_words:
+        for part in _PHRASE_SPLIT.split(fold(str(word))):
+            key = normalize_phrase(part)
+            if key and key not in seen:
+                seen.add(key)
+                out.append(part.strip())
+    return out
+
+
 def prompt_ngrams(prompt: str, max_n: int = MAX_PHRASE_TOKENS) -> set[str]:
     """Every contiguous token run (up to ``max_n`` tokens) inside each comma/paren chunk of a prompt."""
     grams: set[str] = set()
