@@ -505,3 +505,19 @@ def test_shared_members_match_set_intersections(wb: workbench.Workbench) -> None
         assert list(tags) == [len(rec._tagsets[src] & rec._tagsets[p]) for p in range(n)]
         assert list(trig) == [len(rec._trigsets[src] & rec._trigsets[p]) for p in range(n)]
     assert len(rec._tag_members.shared(0, cand[:0])) == 0
+
+
+def test_payload_names_each_trigger_phrase_once(tmp_path: Path) -> None:
+    """A trained-word list that repeats its phrases (one sample prompt per version) embeds as the list
+    written once: the repeats must not weigh in the LoRA's vector again."""
+    wb = workbench.open(tmp_path / "home")
+    desc = "Brush landscapes."
+    repeated = ["sumi brush, ink", "sumi brush, ink", "(sumi brush:1.2), ink"]
+    import_items(
+        wb.db,
+        [_item(910001, "Sumi", repeated, ["ink"], desc), _item(910002, "Sumi", ["sumi brush, ink"], ["ink"], desc)],
+    )
+    assert wb.recommend.embed(progress=False) == 2
+    twin = wb.recommend.similar(_id(wb, 910001), k=1)
+    assert int(twin.iloc[0]["civitai_model_id"]) == 910002
+    assert twin.iloc[0]["score_semantic"] == pytest.approx(1.0, abs=1e-5)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from workbench.search._lexical import distinct_trigger_parts
+
 if TYPE_CHECKING:
     from workbench.catalog import Database
 
@@ -124,7 +126,7 @@ def payload(row: Mapping[str, Any], description_text: str | None = None) -> str:
     stem = _stem(row.get("file_name"))
     if stem and stem.lower() != name.lower():
         parts.append(stem.replace("_", " "))
-    triggers = _as_list(row.get("trigger_words"))
+    triggers = distinct_trigger_parts(_as_list(row.get("trigger_words")))
     if triggers:
         parts.append("Triggers: " + ", ".join(triggers))
     tags = _as_list(row.get("tags"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,7 +27,11 @@ import numpy as np
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-_PROMPT_CHUNKS = re.compile(r"[,()\[\]{}|;\n.:]+|\bBREAK\b")
+# What separates concepts in a prompt: commas, semicolons, newlines, BREAK, `|` (alternation) and `:` (prompt
+# editing), and a period unless it is a decimal point ("v1.0").  Brackets are not boundaries: A1111 drops emphasis
+# brackets before the text encoder reads the prompt, and a Danbooru name keeps its qualifier in them
+# ("hu tao (genshin impact)", "1990s \\(style\\)"), as do the trigger words of LoRAs trained on such tags.
+_PROMPT_CHUNKS = re.compile(r"(?:[,;|\n:]|(?<!\d)\.|\.(?!\d))+|\bBREAK\b")
 _WEIGHT = re.compile(r":\s*-?[0-9.]+")
 _PHRASE_SPLIT = re.compile(r"[,;\n|]+")
 _VERSIONISH = re.compile(
@@ -41,10 +46,17 @@ STOPWORDS = frozenset(
 )
 
 
+def fold(text: str) -> str:
+    """NFKC: full-width letters and punctuation as their plain forms, so "1girl， roujinzhi" (a CJK
+    keyboard's comma) splits where "1girl, roujinzhi" does and "ｓｔｙｌｅ" is the word "style"."""
+    return unicodedata.normalize("NFKC", text) if not text.isascii() else text
+
+
 def tokens(text: str, split_camel: bool = False) -> list[str]:
     """Lower-case word tokens; underscores and punctuation separate words."""
     if not text:
         return []
+    text = fold(text)
     if split_camel:
         text = _CAMEL.sub(" ", text)
     return _TOKEN.findall(text.lower())
@@ -70,7 +82,7 @@ def _trigger_phrases(trigger_words: tuple[str, ...]) -> tuple[str, ...]:
     # Recommendations explain hundreds of candidates per call: normalise each LoRA's words once.
     out: list[str] = []
     for word in trigger_words:
-        for part in _PHRASE_SPLIT.split(str(word)):
+        for part in _PHRASE_SPLIT.split(fold(str(word))):
             phrase = normalize_phrase(part)
             n = phrase.count(" ") + 1
             if phrase and n <= MAX_PHRASE_TOKENS and phrase not in out:
@@ -78,10 +90,25 @@ def _trigger_phrases(trigger_words: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def distinct_trigger_parts(trigger_words: Iterable[str]) -> list[str]:
+    """The trigger words' parts (split like `trigger_phrases`) as written, each phrase once: trained-word
+    lists often repeat a whole sample prompt per version or outfit, and an embedded payload should not
+    weigh "(masterpiece:1.331)" once per repeat."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for word in trigger_words:
+        for part in _PHRASE_SPLIT.split(fold(str(word))):
+            key = normalize_phrase(part)
+            if key and key not in seen:
+                seen.add(key)
+                out.append(part.strip())
+    return out
+
+
 def prompt_ngrams(prompt: str, max_n: int = MAX_PHRASE_TOKENS) -> set[str]:
     """Every contiguous token run (up to ``max_n`` tokens) inside each comma/paren chunk of a prompt."""
     grams: set[str] = set()
-    for chunk in _PROMPT_CHUNKS.split(_WEIGHT.sub(" ", prompt or "")):
+    for chunk in _PROMPT_CHUNKS.split(_WEIGHT.sub(" ", fold(prompt or ""))):
         toks = tokens(chunk)
         for i in range(len(toks)):
             for j in range(i + 1, min(len(toks), i + max_n) + 1):
@@ -94,7 +121,7 @@ def phrases_in(text: str, phrases: set[str], starts: dict[str, tuple[int, ...]])
     phrases``, but only the runs that begin with a phrase's first word and have one of its lengths
     (`starts`: first word -> lengths) are joined, not every run up to eight tokens of a long description."""
     found: set[str] = set()
-    for chunk in _PROMPT_CHUNKS.split(_WEIGHT.sub(" ", text or "")):
+    for chunk in _PROMPT_CHUNKS.split(_WEIGHT.sub(" ", fold(text or ""))):
         toks = tokens(chunk)
         for i, tok in enumerate(toks):
             lengths = starts.get(tok)
@@ -281,7 +308,7 @@ class LexicalIndex:
             self._fuzzy_keys = list(targets)
             self._fuzzy_targets = list(targets.values())
         phrase_of = list(self.phrases.vocab)
-        for chunk in _PHRASE_SPLIT.split(query or ""):
+        for chunk in _PHRASE_SPLIT.split(fold(query or "")):
             wanted = normalize_phrase(chunk)
             if len(wanted) < 3 or wanted in self.phrases.vocab:
                 continue
