@@ -180,3 +180,27 @@ def test_blas_thread_count_is_restored_after_concurrent_analyses(tmp_path: Path)
         with blas.single_threaded_blas():
             assert get_threads() == 1 and 1 in blas_threads()  # numpy's BLAS (others loaded may differ)
         assert get_threads() == 2 and blas_threads() == before
+
+
+def test_a_forked_analysis_worker_does_not_inherit_a_held_blas_lock() -> None:
+    """Analysis workers are forked, maybe while another thread of the kernel holds the BLAS-limit lock for a
+    moment: the child must not wait forever for a lock no thread of its own will release."""
+    import multiprocessing
+
+    import workbench.files  # noqa: F401  (loads the module looked up below)
+
+    blas = sys.modules["workbench.files._blas"]  # white-box: hold the very lock the analysis takes
+
+    def child() -> None:
+        with blas.single_threaded_blas():
+            pass
+
+    with blas._LOCK:
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        process.join(timeout=30)
+    alive = process.is_alive()
+    if alive:
+        process.kill()
+        process.join()
+    assert not alive and process.exitcode == 0

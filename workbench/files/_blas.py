@@ -13,6 +13,7 @@ BLAS this does nothing.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,3 +94,15 @@ def single_threaded_blas() -> Iterator[None]:
             _STATE["users"] -= 1
             if _STATE["users"] == 0 and _STATE["saved"] != 1:
                 put(_STATE["saved"])
+
+
+def _fresh_lock_in_child() -> None:
+    """A forked worker (``wb.weights.analyze`` forks its analysis processes, possibly from a kernel thread) gets
+    a lock of its own: another thread of the parent may have held this one at the fork, and nothing in the
+    child would ever release it."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
