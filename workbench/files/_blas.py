@@ -3,8 +3,9 @@
 The analysis is a long stream of small products (k × k outputs from tall factors). OpenBLAS threads each of
 them across all cores; on a busy machine the threads spin and wait for each other: an analysis was measured
 to cost 4–6× the CPU time of a single-threaded one (17× with two analyses in threads). Parallelism comes from
-analysing files side by side instead (``wb.weights.analyze`` runs one worker process per core). OpenBLAS's thread count is process-wide (its ``_local`` setter too), so the
-limit is reference-counted: it is restored when the last analysis running in the process ends.
+analysing files side by side instead (``wb.weights.analyze`` runs one worker process per core). OpenBLAS's
+thread count is process-wide (its ``_local`` setter too), so the limit is reference-counted: it is restored
+when the last analysis running in the process ends.
 
 Only OpenBLAS is handled (the one numpy's wheels bundle, or a system one it links on Linux); with any other
 BLAS this does nothing.

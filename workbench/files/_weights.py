@@ -32,7 +32,6 @@ import hashlib
 import math
 import mmap
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +55,6 @@ _FLOAT_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "BF16"
 _DOWN = frozenset({"lora_down.weight", "lora_A.weight", "lora.down.weight", "lora_linear_layer.down.weight", "down"})
 _UP = frozenset({"lora_up.weight", "lora_B.weight", "lora.up.weight", "lora_linear_layer.up.weight", "up"})
 _LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
-_MADV_POPULATE_READ = 22  # Linux; not in Python's mmap module before 3.14
-_POPULATE = [sys.platform.startswith("linux")]
-_POPULATE_MIN = 256 * 1024
 _READ_AHEAD = 32 * 1024 * 1024  # bytes of the file asked ahead of the tensor being read
 _IGNORED = frozenset({"diff_b", "bias", "alpha", "dora_scale", "lora_magnitude_vector"})
 
@@ -241,7 +237,6 @@ class LoraWeights:
             raise WeightsError(f"tensor {key!r}: dtype {info['dtype']} is not a floating-point weight")
         begin, end = info["data_offsets"]
         self._read_ahead(self._data_start + end)
-        self._populate(self._data_start + begin, end - begin)
         shape = tuple(info["shape"])
         raw = np.frombuffer(self._map, dtype=dtype, count=math.prod(shape), offset=self._data_start + begin)
         return raw, info["dtype"], shape
@@ -260,17 +255,6 @@ class LoraWeights:
             except (OSError, ValueError):  # advice only
                 pass
         self._read_ahead_to = start + max(length, 0)
-
-    def _populate(self, offset: int, length: int) -> None:
-        """Map a tensor's pages in one call (``MADV_POPULATE_READ``, Linux ≥ 5.14) instead of one page fault per
-        4 KiB as the conversion walks it: that trap was a quarter of the analysis' CPU time."""
-        if length < _POPULATE_MIN or not _POPULATE[0]:
-            return
-        start = offset & ~(mmap.PAGESIZE - 1)
-        try:
-            self._map.madvise(_MADV_POPULATE_READ, start, offset + length - start)
-        except OSError:  # older kernel (EINVAL) or an I/O error, which the read itself will report
-            _POPULATE[0] = False
 
     def tensor(self, key: str) -> np.ndarray:
         """One tensor as float32 (a copy: the mapping can be closed afterwards)."""
