@@ -20,7 +20,7 @@ import functools
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,29 +80,26 @@ def trigger_phrases(trigger_words: Iterable[str]) -> list[str]:
 @functools.lru_cache(maxsize=65536)
 def _trigger_phrases(trigger_words: tuple[str, ...]) -> tuple[str, ...]:
     # Recommendations explain hundreds of candidates per call: normalise each LoRA's words once.
-    out: list[str] = []
-    for word in trigger_words:
-        for part in _PHRASE_SPLIT.split(fold(str(word))):
-            phrase = normalize_phrase(part)
-            n = phrase.count(" ") + 1
-            if phrase and n <= MAX_PHRASE_TOKENS and phrase not in out:
-                out.append(phrase)
-    return tuple(out)
+    return tuple(phrase for phrase, _ in _distinct_parts(trigger_words) if phrase.count(" ") + 1 <= MAX_PHRASE_TOKENS)
 
 
 def distinct_trigger_parts(trigger_words: Iterable[str]) -> list[str]:
     """The trigger words' parts (split like `trigger_phrases`) as written, each phrase once: trained-word
     lists often repeat a whole sample prompt per version or outfit, and an embedded payload should not
     weigh "(masterpiece:1.331)" once per repeat."""
+    return [written for _, written in _distinct_parts(trigger_words)]
+
+
+def _distinct_parts(trigger_words: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(normalised phrase, part as written) for each comma-separated part of the trigger words, first
+    spelling of each phrase only."""
     seen: set[str] = set()
-    out: list[str] = []
     for word in trigger_words:
         for part in _PHRASE_SPLIT.split(fold(str(word))):
-            key = normalize_phrase(part)
-            if key and key not in seen:
-                seen.add(key)
-                out.append(part.strip())
-    return out
+            phrase = normalize_phrase(part)
+            if phrase and phrase not in seen:
+                seen.add(phrase)
+                yield phrase, part.strip()
 
 
 def prompt_ngrams(prompt: str, max_n: int = MAX_PHRASE_TOKENS) -> set[str]:
