@@ -14,7 +14,9 @@
    in this process (``analyze_weights``) is printed too. CPU time (this process's plus its joined workers') is
    printed beside wall time, and the load average with them: on a shared machine wall time is inflated by the
    others. Two floors say where the time goes: numpy's float16→float32 conversion of every tensor alone, and
-   that plus the two k × k Gram matrices per module that the exact norms and ranks need.
+   that plus the two k × k Gram matrices per module that the exact norms and ranks need; then the CPU of each
+   part of ``analyze_weights`` (conversion, Grams, sketch, eigen-solves, the rest), each measured by running the
+   analysis with that part replaced by a trivial stand-in.
 2. **Grouping.** ``--n`` LoRAs as vectors in a 4,096-dimensional delta space: 70 % unrelated, the rest in
    near-duplicate families of 2–5 (cosine ≥ 0.98 inside a family) plus 50/50 merges of two unrelated LoRAs.
    Signatures are seeded Gaussian projections to 256 dimensions (what the per-module sketches amount to).
@@ -27,6 +29,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import mmap
 import os
 import resource
@@ -36,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,9 +111,9 @@ def _cold(run: Callable[[], object], paths: list[Path], repeats: int) -> tuple[f
     walls, cpus = [], []
     for _ in range(repeats):
         drop_from_page_cache(paths)
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), _cpu()
         run()
-        cpus.append(time.process_time() - cpu)
+        cpus.append(_cpu() - cpu)
         walls.append(time.perf_counter() - wall)
     return min(walls), min(cpus)
 
@@ -119,9 +123,9 @@ def _timed(run: Callable[[], object], repeats: int) -> tuple[float, float, objec
     walls, cpus = [], []
     result: object = None
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), _cpu()
         result = run()
-        cpus.append(time.process_time() - cpu)
+        cpus.append(_cpu() - cpu)
         walls.append(time.perf_counter() - wall)
     return min(walls), min(cpus), result
 
@@ -147,20 +151,55 @@ def _floors(paths: list[Path], grams: bool) -> None:
                 del raw
 
 
-def _with_children(run: Callable[[], object]) -> Callable[[], object]:
-    """``run`` with its CPU seconds including the worker processes it started and joined."""
-
-    def timed() -> object:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        result = run()
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        _CHILD_CPU[0] += (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        return result
-
-    return timed
+def _cpu() -> float:
+    """CPU seconds of this process and of its worker processes that have ended (the pool's are joined)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
-_CHILD_CPU = [0.0]
+def _breakdown(paths: list[Path]) -> list[tuple[str, float]]:
+    """CPU seconds of each part of ``analyze_weights`` over ``paths`` in this process, each measured by running
+    the analysis with that part replaced by a trivial stand-in (the full run minus that run)."""
+    weights = sys.modules["workbench.files._weights"]  # white-box: the parts are swapped out one at a time
+    ones = np.ones(1 << 22, dtype=np.float32)
+
+    def unconverted(self: Any, key: str, slot: str) -> np.ndarray:
+        _, _, shape = self._raw(key)
+        return ones[: math.prod(shape)].reshape(shape)
+
+    def identity_grams(self: Any) -> tuple[np.ndarray, np.ndarray]:
+        return np.eye(self.up.shape[1]), np.eye(self.up.shape[1])
+
+    def fixed_sketch(delta: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.ones(16, np.float32), np.arange(16), np.ones(16, np.float32)
+
+    def flat_spectrum(stack: list[Any]) -> np.ndarray:
+        return np.ones((len(stack), len(stack[0][1])))
+
+    parts = {
+        "float16->float32 conversion (and its page faults)": [(weights.LoraWeights, "_scratch_tensor", unconverted)],
+        "k x k Gram matrices": [(weights.ModuleDelta, "grams", identity_grams)],
+        "signature sketch": [(weights, "_sketch", fixed_sketch)],
+        "batched eigen-solves": [(weights, "_batched_squares", flat_spectrum)],
+    }
+    parts["the rest (Python, header, plans, norms)"] = [swap for swaps in parts.values() for swap in swaps]
+
+    def run() -> float:
+        return _timed(lambda: [weights.analyze_weights(p) for p in paths], 2)[1]
+
+    full = run()
+    shares = []
+    for label, swaps in parts.items():
+        saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
+        try:
+            for owner, name, stand_in in swaps:
+                setattr(owner, name, stand_in)
+            without = run()
+        finally:
+            for owner, name, original in saved:
+                setattr(owner, name, original)
+        shares.append((label, without if label.startswith("the rest") else full - without))
+    return [("whole analysis", full), *shares]
 
 
 def bench_analysis(args: argparse.Namespace) -> None:
@@ -186,12 +225,8 @@ def bench_analysis(args: argparse.Namespace) -> None:
             assert len(done) == len(paths) and done["ok"].all(), done
             return done
 
-        _CHILD_CPU[0] = 0.0
-        pool_wall, pool_cpu, _ = _timed(_with_children(product), 2)
-        pool_cpu += _CHILD_CPU[0] / 2  # per run (children's CPU summed over the 2 runs)
-        _CHILD_CPU[0] = 0.0
-        cold_wall, cold_cpu = _cold(_with_children(product), paths, 2)
-        cold_cpu += _CHILD_CPU[0] / 2
+        pool_wall, pool_cpu, _ = _timed(product, 2)
+        cold_wall, cold_cpu = _cold(product, paths, 2)
         cold_raw_wall, _cold_raw_cpu = _cold(lambda: read_all(paths), paths, 2)
         with _one_blas_thread():
             conv_wall, conv_cpu, _ = _timed(lambda: _floors(paths, grams=False), 2)
@@ -225,6 +260,9 @@ def bench_analysis(args: argparse.Namespace) -> None:
         print("  floors (numpy, one BLAS thread, one process):")
         line("float16->float32 conversion alone", conv_wall, conv_cpu)
         line("conversion + k x k Gram per factor", gram_wall, gram_cpu)
+        print("  where the CPU goes (one process, each part left out in turn):")
+        for label, seconds in _breakdown(paths):
+            print(f"  {label:52s} CPU {seconds:.3f} s")
         rank99 = results[0].rank_summary()["rank99_median"]
         print(f"  effective rank check: rank99 median {rank99} of nominal {args.rank}")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
