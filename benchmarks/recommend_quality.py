@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     rank_s = time.perf_counter() - t
     ours_m = _score(ours, truth_ids, truth_stems)
+    hits10 = round(ours_m["hit@10"] * len(queries))
     print(
         f"query embedding {qenc_s:.1f} s for {len(queries)} prompts (batched); ranking {rank_s:.1f} s "
         f"({1000 * rank_s / max(len(queries), 1):.1f} ms per for_prompt call)"
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             f"hit@10 ratio ours/baseline: {ratio:.2f}x (target >= 2.5x)  "
             f"[baseline item embedding {base_s:.1f} s{' (cached)' if base_s < 5 else ''}]"
         )
+    lines.insert(2, f"{'':<28}hit@10 = {hits10:,} of {len(queries):,} prompts ({hits10 / max(len(queries), 1):.4f})")
     print("\n".join(lines))
     print(
         f"embedding the {len(items)} Civitai payloads took {embed_s:.1f} s "
