@@ -342,14 +342,6 @@ def shared_worker_for(
     return SharedWorker(resolved_home, library_roots, redis_url=redis_url, model=(models or ["tiny"])[0])
 
 
-def start_shared_worker(
-    home: str | os.PathLike | None, library_roots: Sequence[str | os.PathLike] = (), redis_url: str | None = None
-) -> Any:
-    """Start the dashboard's shared worker (and a private Redis unless ``redis_url``); stop it with ``stop()``."""
-    print("starting the shared worker (it loads the generation pipeline once for every visitor)...", flush=True)
-    return shared_worker_for(home, library_roots, redis_url).start()
-
-
 def stop_dashboard(process: subprocess.Popen, timeout: float = 20.0) -> int:
     """Stop a server from :func:`start_dashboard`: SIGTERM, then SIGKILL after ``timeout``; its exit status."""
     process.terminate()
@@ -425,7 +417,6 @@ __all__ = [
     "serve_dashboard",
     "shared_worker_for",
     "start_dashboard",
-    "start_shared_worker",
     "stop_dashboard",
     "voila_command",
     "wait_for_port",
