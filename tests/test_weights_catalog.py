@@ -204,3 +204,35 @@ def test_worker_processes_match_one_process_and_a_dying_worker_costs_only_its_fi
     assert not done.loc[killer, "ok"] and "process died" in done.loc[killer, "error"]
     assert done.drop(index=killer)["ok"].all()
     assert wb.weights.get(_ids(wb)["l0"])["ok"]
+
+
+def test_analysis_workers_start_no_blas_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers are forked while the parent holds OpenBLAS to one thread: a worker that lowered the limit itself
+    would start OpenBLAS's pool in the child, whose threads spin ~0.1 s of CPU beside the analysis."""
+    import os
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("thread list from /proc (Linux)")
+    lib = tmp_path / "lib"
+    for seed in range(4):
+        write_kohya(lib / f"l{seed}.safetensors", random_lora(seed + 30))
+    wb = workbench.open(tmp_path / "home")
+    wb.scan(lib, workers=1, progress=False)
+    np.ones((64, 64)) @ np.ones((64, 64))  # this process's OpenBLAS pool is up, as in a working kernel
+
+    import workbench.files as files
+
+    real = files.analyze_weights
+
+    def counting_threads(path: Path | str) -> files.WeightAnalysis:
+        before = len(os.listdir("/proc/self/task"))
+        result = real(path)
+        result.warnings.append(f"threads {before} -> {len(os.listdir('/proc/self/task'))}")
+        return result
+
+    monkeypatch.setattr("workbench.catalog._weights.analyze_weights", counting_threads)
+    done = wb.weights.analyze(progress=False, workers=2)
+    assert len(done) == 4 and done["ok"].all()
+    for lora_id in _ids(wb).values():
+        counts = [w for w in wb.weights.get(lora_id)["warnings"] if w.startswith("threads")]
+        assert counts and all(int(c.split()[1]) == int(c.split()[3]) for c in counts), counts

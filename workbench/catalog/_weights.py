@@ -31,6 +31,7 @@ from workbench.files import (
     WeightsError,
     analyze_weights,
     base_model_family,
+    single_threaded_blas,
     weights_cosine,
 )
 
@@ -513,7 +514,7 @@ def _analysed(
     queue = list(reversed(pending))  # pop() from the end: smallest files first, as _pending orders them
     while queue:
         suspects: list[_Pending] = []
-        with worker_pool(min(workers, len(queue)), held_locks) as pool:
+        with _one_blas_thread(), worker_pool(min(workers, len(queue)), held_locks) as pool:
             in_flight: dict[Future[WeightAnalysis | None], _Pending] = {}
             while (queue or in_flight) and not suspects:
                 while queue and len(in_flight) < 2 * workers:
@@ -532,9 +533,16 @@ def _analysed(
             yield item, _alone(item, held_locks)
 
 
+def _one_blas_thread() -> Any:
+    """Workers are forked while this process holds OpenBLAS to one thread: a worker that changed the limit
+    itself would start OpenBLAS's thread pool, whose threads spin ~0.1 s of CPU each (measured: a fifth of a
+    worker's first file), and its parallelism is the pool's anyway."""
+    return single_threaded_blas()
+
+
 def _alone(item: _Pending, held_locks: tuple[str, ...]) -> WeightAnalysis | None:
     """Analyse one file in a process of its own: if that process dies too, the file is what killed it."""
-    with worker_pool(1, held_locks) as pool:
+    with _one_blas_thread(), worker_pool(1, held_locks) as pool:
         try:
             return pool.submit(_analyze_pending, item).result()
         except BrokenProcessPool:

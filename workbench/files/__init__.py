@@ -7,6 +7,7 @@ previews, thumbnails and hashes. Pure: safe in a process pool, imports nothing e
 from __future__ import annotations
 
 from workbench.files._analysis import analyse_tensors, base_model_from_metadata
+from workbench.files._blas import single_threaded_blas
 from workbench.files._hashes import FileHashes, file_hashes
 from workbench.files._header import (
     HeaderError,
@@ -106,6 +107,7 @@ __all__ = [
     "refuse_system_root",
     "sibling_names",
     "SIGNATURE_DIM",
+    "single_threaded_blas",
     "split_metadata",
     "TENSOR_SUFFIXES",
     "ThumbnailCache",
