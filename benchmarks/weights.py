@@ -157,11 +157,24 @@ def _cpu() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+@contextmanager
+def _numpy_path() -> Iterator[None]:
+    """The analysis without the native kernels (forked workers inherit the switch)."""
+    weights = sys.modules["workbench.files._weights"]
+    saved = weights._NATIVE
+    weights._NATIVE = None
+    try:
+        yield
+    finally:
+        weights._NATIVE = saved
+
+
 def _breakdown(paths: list[Path]) -> list[tuple[str, float]]:
     """CPU seconds of each part of ``analyze_weights`` over ``paths`` in this process, each measured by running
     the analysis with that part replaced by a trivial stand-in (the full run minus that run)."""
     weights = sys.modules["workbench.files._weights"]  # white-box: the parts are swapped out one at a time
     ones = np.ones(1 << 22, dtype=np.float32)
+    sketch_size = weights._SKETCH_ROWS * weights._SKETCH_COLS
 
     def unconverted(self: Any, key: str, slot: str) -> np.ndarray:
         _, _, shape = self._raw(key)
@@ -170,18 +183,32 @@ def _breakdown(paths: list[Path]) -> list[tuple[str, float]]:
     def identity_grams(self: Any) -> tuple[np.ndarray, np.ndarray]:
         return np.eye(self.up.shape[1]), np.eye(self.up.shape[1])
 
-    def fixed_sketch(delta: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return np.ones(16, np.float32), np.arange(16), np.ones(16, np.float32)
+    def fixed_sketch(delta: Any, projection: Any) -> np.ndarray:
+        return np.ones(sketch_size, np.float32)
+
+    def identity_products(delta: Any) -> tuple[Any, np.ndarray, Any]:
+        if delta.stored is None:
+            return original_products(delta)
+        identity = np.eye(delta.up.shape[1])
+        return (identity, identity), np.ones(sketch_size, np.float32), weights._projection(delta.key, *delta.shape)
+
+    original_products = weights._products
 
     def flat_spectrum(stack: list[Any]) -> np.ndarray:
         return np.ones((len(stack), len(stack[0][1])))
 
-    parts = {
-        "float16->float32 conversion (and its page faults)": [(weights.LoraWeights, "_scratch_tensor", unconverted)],
-        "k x k Gram matrices": [(weights.ModuleDelta, "grams", identity_grams)],
-        "signature sketch": [(weights, "_sketch", fixed_sketch)],
-        "batched eigen-solves": [(weights, "_batched_squares", flat_spectrum)],
-    }
+    parts: dict[str, list[tuple[Any, str, Any]]]
+    if weights._NATIVE is not None:
+        parts = {"native kernels (conversion, Grams, sketch; page faults)": [(weights, "_products", identity_products)]}
+    else:
+        parts = {
+            "float16->float32 conversion (and its page faults)": [
+                (weights.LoraWeights, "_scratch_tensor", unconverted)
+            ],
+            "k x k Gram matrices": [(weights.ModuleDelta, "grams", identity_grams)],
+            "signature sketch": [(weights, "_sketch", fixed_sketch)],
+        }
+    parts["batched eigen-solves"] = [(weights, "_batched_squares", flat_spectrum)]
     parts["the rest (Python, header, plans, norms)"] = [swap for swaps in parts.values() for swap in swaps]
 
     def run() -> float:
@@ -228,11 +255,21 @@ def bench_analysis(args: argparse.Namespace) -> None:
         pool_wall, pool_cpu, _ = _timed(product, 2)
         cold_wall, cold_cpu = _cold(product, paths, 2)
         cold_raw_wall, _cold_raw_cpu = _cold(lambda: read_all(paths), paths, 2)
+        native = sys.modules["workbench.files._weights"]._NATIVE is not None
+        if native:  # the same run without the kernels, for the ratio they make
+            with _numpy_path():
+                numpy_wall, numpy_cpu, _ = _timed(lambda: [analyze_weights(p) for p in paths], 2)
+                numpy_cold_wall, numpy_cold_cpu = _cold(product, paths, 2)
         with _one_blas_thread():
             conv_wall, conv_cpu, _ = _timed(lambda: _floors(paths, grams=False), 2)
             gram_wall, gram_cpu, _ = _timed(lambda: _floors(paths, grams=True), 2)
         workers = min(os.cpu_count() or 1, 8)
         print(f"analysis: {len(paths)} files, {size:.1f} MiB, {args.modules} modules of rank {args.rank} each (fp16)")
+        print(
+            "  float16 factors through the native AVX-512 kernels (workbench/files/_halfgram.c)"
+            if native
+            else "  native kernels not built or CPU without AVX-512: numpy path"
+        )
 
         def line(label: str, wall: float, cpu: float) -> None:
             print(
@@ -257,6 +294,17 @@ def bench_analysis(args: argparse.Namespace) -> None:
             f"  ratio (ours from disk / reading from disk, wall): {cold_raw_wall / cold_wall:.3f}  "
             f"(goal >= {TARGET_RATIO})"
         )
+        if native:
+            print("  the same without the native kernels (numpy path):")
+            line("analyze_weights, one file at a time", numpy_wall, numpy_cpu)
+            print(
+                f"  {'wb.weights.analyze, cold':42s} wall {numpy_cold_wall:.3f} s = {size / numpy_cold_wall:>6,.0f} "
+                f"MiB/s (ratio {cold_raw_wall / numpy_cold_wall:.2f}); CPU {numpy_cold_cpu:.3f} s"
+            )
+            print(
+                f"  kernels' speed-up, one process CPU: {numpy_cpu / cpu:.2f}x; wb.weights.analyze from disk, "
+                f"wall: {numpy_cold_wall / cold_wall:.2f}x"
+            )
         print("  floors (numpy, one BLAS thread, one process):")
         line("float16->float32 conversion alone", conv_wall, conv_cpu)
         line("conversion + k x k Gram per factor", gram_wall, gram_cpu)

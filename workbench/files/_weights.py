@@ -1,9 +1,12 @@
 """What a LoRA's tensors change: effective deltas in low-rank form, block norms, effective rank, similarity.
 
 Opt-in reading of tensor data, safetensors only (never a pickle), memory-mapped and converted one tensor at a
-time, so memory stays bounded by the largest module whatever the file size. Pure numpy; no torch. The analysis
-converts each factor into a buffer reused for every module (aligned float32 is used in place) and holds numpy's
-OpenBLAS to one thread (:mod:`._blas`): its products are small, and threading them only burns CPU.
+time, so memory stays bounded by the largest module whatever the file size. numpy, no torch; float16/bfloat16
+LoRA factors go through the optional native kernels of ``_halfgram.c`` when they are built and the CPU has
+AVX-512 (they convert in registers: numpy's float16 conversion is a scalar loop, and that plus its Gram products
+cost more than reading the file). Otherwise the analysis converts each factor into a buffer reused for every
+module (aligned float32 is used in place) and holds numpy's OpenBLAS to one thread (:mod:`._blas`): its products
+are small, and threading them only burns CPU.
 
 Every module's effective change of the base weight is kept as ``ΔW = U · V`` (``U`` out × k with the scale
 folded in, ``V`` k × in, conv kernels flattened to in·kh·kw), never as a dense matrix larger than the base
@@ -35,7 +38,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +46,13 @@ from workbench.files._analysis import analyse_tensors, base_model_family, base_m
 from workbench.files._blas import single_threaded_blas
 from workbench.files._header import HeaderError, open_regular_file, read_header
 from workbench.files._module_keys import block_of, block_sort_key, canonical_module, fused_parts
+
+try:
+    from workbench.files import _halfgram  # type: ignore[attr-defined]  # optional C extension
+
+    _NATIVE: Any = _halfgram if _halfgram.supported() else None
+except ImportError:  # built without a C compiler: numpy does it all
+    _NATIVE = None
 
 #: Length of the per-LoRA signature vector (float32).
 SIGNATURE_DIM = 256
@@ -57,6 +67,8 @@ _UP = frozenset({"lora_up.weight", "lora_B.weight", "lora.up.weight", "lora_line
 _LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 _READ_AHEAD = 32 * 1024 * 1024  # bytes of the file asked ahead of the tensor being read
 _IGNORED = frozenset({"diff_b", "bias", "alpha", "dora_scale", "lora_magnitude_vector"})
+_NATIVE_KINDS = {"F16": 0, "BF16": 1}  # stored dtypes the native kernels convert themselves
+_NATIVE_MAX_RANK = 128
 
 
 class WeightsError(ValueError):
@@ -74,14 +86,32 @@ class ModuleDelta:
     down: np.ndarray | None
     nominal_rank: int
     scale: float = 1.0  # ΔW = scale · up · down (kept apart so the factors are never rescaled in memory)
+    stored: str | None = None  # "F16"/"BF16": up and down are the file's bits, unconverted (the native path)
 
     @property
     def shape(self) -> tuple[int, int]:
         """(out, in·kh·kw) of the flattened base weight."""
         return (self.up.shape[0], self.up.shape[1] if self.down is None else self.down.shape[1])
 
+    def converted(self) -> ModuleDelta:
+        """This delta with float32 factors (itself when they already are)."""
+        if self.stored is None:
+            return self
+        assert self.down is not None
+        return ModuleDelta(
+            self.key,
+            self.source,
+            self.network,
+            _as_float32(self.up, self.stored),
+            _as_float32(self.down, self.stored),
+            self.nominal_rank,
+            self.scale,
+        )
+
     def grams(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(UᵀU, VVᵀ) in float64 — k × k each; a dense ΔW gives its smaller Gram matrix and None."""
+        if self.stored is not None:
+            return self.converted().grams()
         square = self.scale * self.scale
         if self.down is None:
             d = self.up
@@ -111,13 +141,22 @@ class ModuleDelta:
 
     def dense(self) -> np.ndarray:
         """The dense ΔW (tests and small modules only)."""
+        if self.stored is not None:
+            return self.converted().dense()
         return self.scale * (self.up if self.down is None else self.up @ self.down)
+
+
+def _as_float32(bits: np.ndarray, stored: str) -> np.ndarray:
+    if stored == "BF16":
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    return bits.astype(np.float32)
 
 
 def delta_inner(a: ModuleDelta, b: ModuleDelta) -> float:
     """⟨ΔA, ΔB⟩_F without forming either matrix densely (shapes must agree)."""
     if a.shape != b.shape:
         raise ValueError(f"module {a.key}: shapes {a.shape} and {b.shape} differ")
+    a, b = a.converted(), b.converted()
     scale = a.scale * b.scale
     if a.down is None and b.down is None:
         return scale * float(np.vdot(a.up, b.up))
@@ -146,9 +185,11 @@ class LoraWeights:
     Use as a context manager. ``modules`` maps canonical module names to plans; :meth:`module` reads one.
     ``reuse_buffers``: a module's factors are views of per-parameter scratch buffers (or of the mapping),
     valid only until the next module is read — for callers that use each module up first (no copies).
+    ``stored_factors``: a plain LoRA module stored as float16/bfloat16 comes back unconverted (``stored`` set,
+    factors viewing the mapping) when the native kernels can take it — for the analysis only.
     """
 
-    def __init__(self, path: Path | str, reuse_buffers: bool = False) -> None:
+    def __init__(self, path: Path | str, reuse_buffers: bool = False, stored_factors: bool = False) -> None:
         self.path = Path(path)
         try:
             header = read_header(self.path)
@@ -178,6 +219,7 @@ class LoraWeights:
         self._alphas_present = len({plan.source for plan in self.modules.values() if "alpha" in plan.params})
         self._fused: tuple[str, Any] = ("", None)
         self._reuse = bool(reuse_buffers)
+        self._stored_factors = bool(stored_factors) and _NATIVE is not None
         self._buffers: dict[str, np.ndarray] = {}
         self._read_ahead_to = 0
 
@@ -356,6 +398,10 @@ class LoraWeights:
         if down_key is None or up_key is None:
             missing = "down" if down_key is None else "up"
             raise WeightsError(f"module {plan.source!r}: has no {missing} matrix ({sorted(params)})")
+        if self._stored_factors and plan.rows is None and "lora_mid.weight" not in params:
+            delta = self._stored_delta(canonical, plan, down_key, up_key)
+            if delta is not None:
+                return delta
         down, up = self._load(plan, down_key), self._load(plan, up_key)
         if down.ndim not in (2, 4) or up.ndim not in (2, 4) or (up.ndim == 4 and up.shape[2:] != (1, 1)):
             raise WeightsError(
@@ -380,8 +426,25 @@ class LoraWeights:
                 f"{list(down.shape)} has rank {rank}"
             )
         scale = self._scale(plan, rank)
-        network = "DoRA" if "dora_scale" in params or "lora_magnitude_vector" in params else "LoRA"
-        return _lowrank(canonical, plan.source, network, up2, factor, rank, scale)
+        return _lowrank(canonical, plan.source, _lora_kind(params), up2, factor, rank, scale)
+
+    def _stored_delta(self, canonical: str, plan: _Plan, down_key: str, up_key: str) -> ModuleDelta | None:
+        """The module with its float16/bfloat16 factors unconverted, or None when the native kernels cannot take
+        it (another dtype, a rank above theirs, an odd shape: the float32 path checks and reports those)."""
+        down, down_kind, down_shape = self._raw(plan.params[down_key])
+        up, up_kind, up_shape = self._raw(plan.params[up_key])
+        if up_kind != down_kind or up_kind not in _NATIVE_KINDS or len(down_shape) not in (2, 4):
+            return None
+        if len(up_shape) not in (2, 4) or (len(up_shape) == 4 and up_shape[2:] != (1, 1)):
+            return None
+        rank, out = down_shape[0], up_shape[0]
+        inp = math.prod(down_shape[1:])
+        if up_shape[1] != rank or not 0 < rank <= _NATIVE_MAX_RANK or rank >= min(out, inp):
+            return None
+        up, down = up.reshape(out, rank), down.reshape(rank, inp)
+        return ModuleDelta(
+            canonical, plan.source, _lora_kind(plan.params), up, down, rank, self._scale(plan, rank), up_kind
+        )
 
     def _loha(self, canonical: str, plan: _Plan) -> ModuleDelta:
         missing = [p for p in _LOHA if p not in plan.params]
@@ -470,6 +533,10 @@ class _Skip:
     reason: str
 
 
+def _lora_kind(params: dict[str, str]) -> str:
+    return "DoRA" if "dora_scale" in params or "lora_magnitude_vector" in params else "LoRA"
+
+
 def _flat(array: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape[0], -1) if array.ndim != 2 else array
 
@@ -492,13 +559,25 @@ def _lowrank(
 
 # --- signature -------------------------------------------------------------------------------------
 
-_PROJECTIONS: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+class _Projection(NamedTuple):
+    """Seeded Gaussian G (out × p) and H (in × q; ``ht`` its transpose, C order), and where each sketch entry
+    lands in the signature (± sign)."""
+
+    g: np.ndarray
+    h: np.ndarray
+    ht: np.ndarray
+    slots: np.ndarray
+    signs: np.ndarray
+
+
+_PROJECTIONS: dict[tuple[str, int, int], _Projection] = {}
 _PROJECTION_BYTES = [0]
 _PROJECTION_BUDGET = 256 * 1024 * 1024
 
 
-def _projection(key: str, out: int, inp: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded Gaussian G (out × p), H (in × q), and where each sketch entry lands in the signature (± sign)."""
+def _projection(key: str, out: int, inp: int) -> _Projection:
+    """The module's projections, seeded by its name and shape so that every file draws the same ones."""
     cache_key = (key, out, inp)
     found = _PROJECTIONS.get(cache_key)
     if found is not None:
@@ -509,23 +588,49 @@ def _projection(key: str, out: int, inp: int) -> tuple[np.ndarray, np.ndarray, n
     h = rng.standard_normal((inp, _SKETCH_COLS), dtype=np.float32) / np.float32(math.sqrt(_SKETCH_COLS))
     slots = rng.integers(0, SIGNATURE_DIM, _SKETCH_ROWS * _SKETCH_COLS)
     signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), _SKETCH_ROWS * _SKETCH_COLS)
-    size = g.nbytes + h.nbytes
+    size = g.nbytes + 2 * h.nbytes
     if _PROJECTION_BYTES[0] + size > _PROJECTION_BUDGET:
         _PROJECTIONS.clear()
         _PROJECTION_BYTES[0] = 0
-    _PROJECTIONS[cache_key] = found = (g, h, slots, signs)
+    _PROJECTIONS[cache_key] = found = _Projection(g, h, np.ascontiguousarray(h.T), slots, signs)
     _PROJECTION_BYTES[0] += size
     return found
 
 
-def _sketch(delta: ModuleDelta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    out, inp = delta.shape
-    g, h, slots, signs = _projection(delta.key, out, inp)
+def _finite(grams: tuple[np.ndarray, np.ndarray | None]) -> bool:
+    return bool(np.isfinite(grams[0]).all() and (grams[1] is None or np.isfinite(grams[1]).all()))
+
+
+def _sketch(delta: ModuleDelta, projection: _Projection) -> np.ndarray:
+    """Gᵀ ΔW H, flattened (float32 factors)."""
+    g, h = projection.g, projection.h
     if delta.down is None:
         sketch = g.T @ delta.up @ h
     else:
         sketch = (g.T @ delta.up) @ (delta.down @ h)
-    return sketch.ravel() * np.float32(delta.scale), slots, signs
+    return sketch.ravel() * np.float32(delta.scale)
+
+
+def _products(delta: ModuleDelta) -> tuple[tuple[np.ndarray, np.ndarray | None], np.ndarray, _Projection]:
+    """The module's Gram matrices (:meth:`ModuleDelta.grams`), its sketch and its projection: by the native
+    kernels for stored float16/bfloat16 factors (each read once), by numpy otherwise."""
+    projection = _projection(delta.key, *delta.shape)
+    if delta.stored is None:
+        grams = delta.grams()
+        if not _finite(grams):  # the caller finds the tensor that holds NaN/Inf; no sketch to compute
+            return grams, np.full(_SKETCH_ROWS * _SKETCH_COLS, np.nan, np.float32), projection
+        return grams, _sketch(delta, projection), projection
+    assert delta.down is not None
+    kind = _NATIVE_KINDS[delta.stored]
+    (out, rank), inp = delta.up.shape, delta.down.shape[1]
+    gram_up = np.empty((rank, rank), np.float32)
+    g_up = np.empty((_SKETCH_ROWS, rank), np.float32)
+    _NATIVE.col_products(delta.up, out, rank, kind, projection.g, _SKETCH_ROWS, gram_up, g_up)
+    gram_down = np.empty((rank, rank), np.float32)
+    down_h = np.empty((rank, _SKETCH_COLS), np.float32)
+    _NATIVE.row_products(delta.down, rank, inp, kind, projection.ht, _SKETCH_COLS, gram_down, down_h)
+    grams = (gram_up.astype(np.float64) * (delta.scale * delta.scale), gram_down.astype(np.float64))
+    return grams, (g_up @ down_h).ravel() * np.float32(delta.scale), projection
 
 
 # --- analysis --------------------------------------------------------------------------------------
@@ -682,7 +787,10 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
     """
     result = WeightAnalysis(path=str(path))
     try:
-        with single_threaded_blas(), LoraWeights(path, reuse_buffers=True) as lora:  # modules used up one by one
+        with (
+            single_threaded_blas(),
+            LoraWeights(path, reuse_buffers=True, stored_factors=True) as lora,  # modules used up one by one
+        ):
             result.key_layout, result.network_type = lora.key_layout, lora.network_type
             result.base_model, result.family = lora.base_model, lora.family
             result.warnings = list(lora.warnings)
@@ -697,8 +805,8 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
                     result.modules.append(_module_row(item.key, "", block, (0, 0), 0, 0.0, 0, 0, "skipped"))
                     result.warnings.append(item.reason)
                     continue
-                grams = item.grams()
-                if not (np.isfinite(grams[0]).all() and (grams[1] is None or np.isfinite(grams[1]).all())):
+                grams, sketch, projection = _products(item)
+                if not _finite(grams):
                     lora.check_finite(item)
                 norm2 = item.norm2(grams)
                 if grams[1] is not None and len(grams[0]) <= _BATCH_RANK_MAX:
@@ -714,9 +822,8 @@ def analyze_weights(path: Path | str) -> WeightAnalysis:
                 result.modules.append(row)
                 nominal[item.nominal_rank] = nominal.get(item.nominal_rank, 0) + 1
                 total += norm2
-                sketch, slots, signs = _sketch(item)
-                sketches.append(signs * sketch)
-                sketch_slots.append(slots)
+                sketches.append(projection.signs * sketch)
+                sketch_slots.append(projection.slots)
             for stack in batches.values():
                 r90, r99 = _energy_ranks_stack(_batched_squares(stack))
                 for (index, _, _), rank90, rank99 in zip(stack, r90.tolist(), r99.tolist()):
