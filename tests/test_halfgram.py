@@ -14,7 +14,7 @@ from lora_factory import write_safetensors
 
 from workbench.files import _weights, analyze_weights
 
-_NEEDED_FLAGS = {"avx512f", "avx512bw", "avx512vl", "f16c", "fma"}
+_NEEDED_FLAGS = {"avx2", "f16c", "fma"}  # the AVX2 kernels; AVX-512 ones are used when the CPU has them
 
 
 def _cpu_flags() -> set[str]:
@@ -26,15 +26,34 @@ def _cpu_flags() -> set[str]:
     return set(line.split(":", 1)[-1].split())
 
 
-native = pytest.mark.skipif(_weights._NATIVE is None, reason="native kernels not built or CPU without AVX-512")
+native = pytest.mark.skipif(_weights._NATIVE is None, reason="native kernels not built or CPU without F16C/AVX2")
+_LEVELS = _weights._NATIVE.levels() if _weights._NATIVE is not None else []
+
+
+@pytest.fixture(params=_LEVELS or ["none"])
+def level(request: pytest.FixtureRequest) -> object:
+    """Each instruction set this CPU runs, in turn (the kernels are one source built per set)."""
+    if _weights._NATIVE is None:
+        pytest.skip("native kernels not built or CPU without F16C/AVX2")
+    kernels = _weights._NATIVE
+    best = kernels.supported()
+    kernels.use(request.param)
+    yield request.param
+    kernels.use(best)
 
 
 def test_native_kernels_are_built_where_the_cpu_can_run_them() -> None:
-    """`make install` builds the extension; on a CPU with AVX-512 the analysis must use it (a silent fallback to
-    numpy would hide a broken build behind passing tests)."""
-    if not _NEEDED_FLAGS <= _cpu_flags():
-        pytest.skip(f"CPU lacks {sorted(_NEEDED_FLAGS - _cpu_flags())}")
+    """`make install` builds the extension; on a CPU with AVX2/F16C the analysis must use it (a silent fallback
+    to numpy would hide a broken build behind passing tests), with AVX-512 when the CPU has it."""
+    flags = _cpu_flags()
+    if not _NEEDED_FLAGS <= flags:
+        pytest.skip(f"CPU lacks {sorted(_NEEDED_FLAGS - flags)}")
     assert _weights._NATIVE is not None
+    best = "avx512" if {"avx512f", "avx512bw", "avx512vl"} <= flags else "avx2"
+    assert _weights._NATIVE.supported() == best
+    assert _weights._NATIVE.levels() == (["avx512", "avx2"] if best == "avx512" else ["avx2"])
+    with pytest.raises(ValueError, match="not one this CPU runs"):
+        _weights._NATIVE.use("sse9")
 
 
 def _bits(values: np.ndarray, kind: int) -> np.ndarray:
@@ -62,14 +81,13 @@ def _close(got: np.ndarray, want: np.ndarray, terms: int) -> None:
     assert float(np.abs(got - want).max()) <= 1e-6 * scale * max(1.0, np.sqrt(terms))
 
 
-@native
 @pytest.mark.parametrize("kind", [0, 1])
-@pytest.mark.parametrize("rank", [1, 3, 4, 8, 15, 16, 17, 32, 33, 64, 100, 128])
-def test_kernels_match_float64_maths(kind: int, rank: int) -> None:
+@pytest.mark.parametrize("rank", [1, 3, 4, 7, 8, 9, 15, 16, 17, 32, 33, 64, 100, 128])
+def test_kernels_match_float64_maths(level: str, kind: int, rank: int) -> None:
     rng = np.random.default_rng(rank * 2 + kind)
     kernels = _weights._NATIVE
-    for length in (1, 7, 63, 64, 65, 255, 256, 257, 1000):
-        for sketch in (1, 4):
+    for length in (1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 1000):
+        for sketch in (1, 3, 4):
             factor = _bits(rng.standard_normal((length, rank)) * 0.3, kind)
             if length % 2:
                 factor = _unaligned(factor)
@@ -90,8 +108,7 @@ def test_kernels_match_float64_maths(kind: int, rank: int) -> None:
             _close(proj, values.T @ g.astype(np.float64), length)
 
 
-@native
-def test_kernels_carry_nan_and_inf_into_the_grams() -> None:
+def test_kernels_carry_nan_and_inf_into_the_grams(level: str) -> None:
     kernels = _weights._NATIVE
     for bad in (np.inf, -np.inf, np.nan):
         factor = np.ones((70, 8), np.float16)
@@ -206,8 +223,9 @@ class _Counting:
         self.kernels.row_products(*args)  # type: ignore[attr-defined]
 
 
-@native
-def test_analysis_gives_the_numbers_of_the_numpy_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_analysis_gives_the_numbers_of_the_numpy_path(
+    level: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _mixed_file(tmp_path / "mixed.safetensors")
     counting = _Counting(_weights._NATIVE)
     monkeypatch.setattr(_weights, "_NATIVE", counting)

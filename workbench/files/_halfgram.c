@@ -3,8 +3,9 @@
  * numpy converts float16 with a scalar loop and its OpenBLAS is slow on k x k products of tall, thin factors;
  * together that made the weight analysis cost more than reading the file. Here each factor is read once:
  * a few rows (or columns) at a time are converted into a buffer that stays in L1, and the Gram matrix and the
- * sketch projection are accumulated from it with AVX-512 FMAs. Built as an optional extension: without it (no
- * compiler at install time) or on a CPU without AVX-512 the analysis uses numpy (``supported()`` is False).
+ * sketch projection are accumulated from it with FMAs (AVX-512, or AVX2 on CPUs without it; the kernels are
+ * written once, in _halfgram_kernels.h). Built as an optional extension: without it (no compiler at install
+ * time) or on a CPU without F16C/FMA the analysis uses numpy (``supported()`` is None).
  *
  *   col_products(a, m, r, kind, g, p, gram, proj):  a is m x r;  gram = a^T a (r x r),  proj = g^T a (p x r)
  *   row_products(a, r, n, kind, ht, q, gram, proj): a is r x n;  gram = a a^T (r x r),  proj = a ht^T (r x q)
@@ -22,185 +23,144 @@
 
 #define MAX_RANK 128
 #define MAX_SKETCH 4
-#define COL_BLOCK 8 /* rows of the Gram matrix accumulated together (by broadcasting) */
 #define COL_CHUNK 64  /* rows of a tall factor converted at a time: 64 x 128 floats = 32 KiB */
 #define ROW_CHUNK 256 /* columns of a wide factor converted at a time */
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(HALFGRAM_NO_KERNELS)
 #include <immintrin.h>
-#define HAVE_KERNELS 1
-#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
 #define INLINE __attribute__((always_inline)) inline
 
-static int cpu_supported(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+/* --- AVX-512 (with F16C): 16 lanes, masked loads for the tails --- */
+#define SUFFIX avx512
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
+#define VEC __m512
+#define LANES 16
+#define COL_X 8
+#define COL_JN 3
+#define ROW_B 4
+#define V_LOAD(p) _mm512_load_ps(p)
+#define V_STORE(p, v) _mm512_store_ps(p, v)
+#define V_ZERO() _mm512_setzero_ps()
+#define V_SET1(x) _mm512_set1_ps(x)
+#define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define V_REDUCE(v) _mm512_reduce_add_ps(v)
+#define V_HALF(src, kind, count) half16(src, kind, count)
+#define V_PART(src, count) _mm512_maskz_loadu_ps(lanes16(count), src)
+
+static __mmask16 lanes16(int64_t count) {
+    return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1u);
 }
 
-/* 16 values (masked lanes read nothing and come back 0) as float32. */
-TARGET static INLINE __m512 load16(const uint16_t *src, int kind, __mmask16 mask) {
-    __m256i raw = _mm256_maskz_loadu_epi16(mask, src);
+TARGET static INLINE __m512 half16(const uint16_t *src, int kind, int64_t count) {
+    __m256i raw = _mm256_maskz_loadu_epi16(lanes16(count), src);
     if (kind == 0)
         return _mm512_cvtph_ps(raw);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
 
-static __mmask16 lanes(int64_t count) { return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1u); }
+#include "_halfgram_kernels.h"
+#undef SUFFIX
+#undef TARGET
+#undef VEC
+#undef LANES
+#undef COL_X
+#undef COL_JN
+#undef ROW_B
+#undef V_LOAD
+#undef V_STORE
+#undef V_ZERO
+#undef V_SET1
+#undef V_FMA
+#undef V_REDUCE
+#undef V_HALF
+#undef V_PART
 
-/* acc[x][y] += sum over k of bcast[k * bstride + x] * buf[k * width + 16 * (jv + y)], x < X, y < JN. */
-TARGET static INLINE void col_tile(float *acc, int width, const float *bcast, int bstride, int bcount,
-                                   const float *buf, int rows, int jv, const int X, const int JN) {
-    __m512 c[COL_BLOCK][3];
-    for (int x = 0; x < X; x++)
-        for (int y = 0; y < JN; y++)
-            c[x][y] = _mm512_load_ps(acc + x * width + 16 * (jv + y));
-    for (int k = 0; k < rows; k++) {
-        const float *row = buf + (int64_t)k * width;
-        __m512 b[3];
-        for (int y = 0; y < JN; y++)
-            b[y] = _mm512_load_ps(row + 16 * (jv + y));
-        for (int x = 0; x < X; x++) {
-            __m512 s = x < bcount ? _mm512_set1_ps(bcast[(int64_t)k * bstride + x]) : _mm512_setzero_ps();
-            for (int y = 0; y < JN; y++)
-                c[x][y] = _mm512_fmadd_ps(s, b[y], c[x][y]);
-        }
-    }
-    for (int x = 0; x < X; x++)
-        for (int y = 0; y < JN; y++)
-            _mm512_store_ps(acc + x * width + 16 * (jv + y), c[x][y]);
+/* --- AVX2 (with F16C and FMA): 8 lanes, tails copied through a zeroed scratch vector --- */
+#define SUFFIX avx2
+#define TARGET __attribute__((target("avx2,f16c,fma")))
+#define VEC __m256
+#define LANES 8
+#define COL_X 4
+#define COL_JN 2
+#define ROW_B 3
+#define V_LOAD(p) _mm256_load_ps(p)
+#define V_STORE(p, v) _mm256_store_ps(p, v)
+#define V_ZERO() _mm256_setzero_ps()
+#define V_SET1(x) _mm256_set1_ps(x)
+#define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define V_REDUCE(v) reduce8(v)
+#define V_HALF(src, kind, count) half8(src, kind, count)
+#define V_PART(src, count) part8(src, count)
+
+TARGET static INLINE float reduce8(__m256 v) {
+    __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+    sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+    return _mm_cvtss_f32(sum);
 }
 
-/* Tiles of X accumulator rows (X = COL_BLOCK for the Gram matrix, MAX_SKETCH for the projection). */
-TARGET static INLINE void col_tiles(float *acc, int width, int nv, int jv0, const float *bcast, int bstride,
-                                    int bcount, const float *buf, int rows, const int X) {
-    for (int jv = jv0; jv < nv; jv += 3) {
-        switch (nv - jv) {
-        case 1: col_tile(acc, width, bcast, bstride, bcount, buf, rows, jv, X, 1); break;
-        case 2: col_tile(acc, width, bcast, bstride, bcount, buf, rows, jv, X, 2); break;
-        default: col_tile(acc, width, bcast, bstride, bcount, buf, rows, jv, X, 3); break;
-        }
+TARGET static INLINE __m256 half8(const uint16_t *src, int kind, int64_t count) {
+    __m128i raw;
+    if (count >= 8) {
+        raw = _mm_loadu_si128((const __m128i *)src);
+    } else {
+        uint16_t part[8] = {0};
+        memcpy(part, src, sizeof(uint16_t) * (size_t)count);
+        raw = _mm_loadu_si128((const __m128i *)part);
     }
+    if (kind == 0)
+        return _mm256_cvtph_ps(raw);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
 
-TARGET static int col_kernel(const uint16_t *a, int64_t m, int r, int kind, const float *g, int p, float *gram,
-                             float *proj) {
-    int nv = (r + 15) / 16, width = 16 * nv;
-    float *buf = aligned_alloc(64, sizeof(float) * COL_CHUNK * width);
-    float *acc = aligned_alloc(64, sizeof(float) * (width + COL_BLOCK) * width);
-    float *pacc = aligned_alloc(64, sizeof(float) * MAX_SKETCH * width);
-    if (!buf || !acc || !pacc) {
-        free(buf), free(acc), free(pacc);
-        return -1;
-    }
-    memset(acc, 0, sizeof(float) * (width + COL_BLOCK) * width);
-    memset(pacc, 0, sizeof(float) * MAX_SKETCH * width);
-    for (int64_t k0 = 0; k0 < m; k0 += COL_CHUNK) {
-        int rows = (int)(m - k0 < COL_CHUNK ? m - k0 : COL_CHUNK);
-        for (int k = 0; k < rows; k++) {
-            const uint16_t *src = a + (k0 + k) * r;
-            for (int v = 0; v < nv; v++)
-                _mm512_store_ps(buf + (int64_t)k * width + 16 * v, load16(src + 16 * v, kind, lanes(r - 16 * v)));
-        }
-        /* Upper triangle by blocks of 4 rows: row block i needs column vectors from the one holding i. */
-        for (int i = 0; i < r; i += COL_BLOCK)
-            col_tiles(acc + (int64_t)i * width, width, nv, i / 16, buf + i, width, COL_BLOCK, buf, rows, COL_BLOCK);
-        col_tiles(pacc, width, nv, 0, g + k0 * p, p, p, buf, rows, MAX_SKETCH);
-    }
-    for (int i = 0; i < r; i++)
-        for (int j = 0; j < r; j++)
-            gram[i * r + j] = i <= j ? acc[(int64_t)i * width + j] : acc[(int64_t)j * width + i];
-    for (int x = 0; x < p; x++)
-        memcpy(proj + x * r, pacc + x * width, sizeof(float) * r);
-    free(buf), free(acc), free(pacc);
-    return 0;
+TARGET static INLINE __m256 part8(const float *src, int64_t count) {
+    if (count >= 8)
+        return _mm256_loadu_ps(src);
+    float part[8] = {0};
+    memcpy(part, src, sizeof(float) * (size_t)count);
+    return _mm256_loadu_ps(part);
 }
 
-/* vacc[16 * (4x + y) ...] += lanes of the products of rows ib+x of abuf and rows y of bbuf over wv vectors. */
-TARGET static INLINE void row_tile(float *vacc, const float *abuf, const float *bbuf, int wv) {
-    __m512 c[4][4];
-    for (int x = 0; x < 4; x++)
-        for (int y = 0; y < 4; y++)
-            c[x][y] = _mm512_load_ps(vacc + 16 * (4 * x + y));
-    for (int v = 0; v < wv; v++) {
-        __m512 a0 = _mm512_load_ps(abuf + 16 * v), a1 = _mm512_load_ps(abuf + ROW_CHUNK + 16 * v);
-        __m512 a2 = _mm512_load_ps(abuf + 2 * ROW_CHUNK + 16 * v), a3 = _mm512_load_ps(abuf + 3 * ROW_CHUNK + 16 * v);
-        for (int y = 0; y < 4; y++) {
-            __m512 b = _mm512_load_ps(bbuf + y * ROW_CHUNK + 16 * v);
-            c[0][y] = _mm512_fmadd_ps(a0, b, c[0][y]);
-            c[1][y] = _mm512_fmadd_ps(a1, b, c[1][y]);
-            c[2][y] = _mm512_fmadd_ps(a2, b, c[2][y]);
-            c[3][y] = _mm512_fmadd_ps(a3, b, c[3][y]);
-        }
-    }
-    for (int x = 0; x < 4; x++)
-        for (int y = 0; y < 4; y++)
-            _mm512_store_ps(vacc + 16 * (4 * x + y), c[x][y]);
-}
+#include "_halfgram_kernels.h"
 
-TARGET static int row_kernel(const uint16_t *a, int r, int64_t n, int kind, const float *ht, int q, float *gram,
-                             float *proj) {
-    int blocks = (r + 3) / 4, rows = 4 * blocks, tiles = blocks * (blocks + 1) / 2;
-    float *buf = aligned_alloc(64, sizeof(float) * rows * ROW_CHUNK);
-    float *hbuf = aligned_alloc(64, sizeof(float) * 4 * ROW_CHUNK);
-    float *vacc = aligned_alloc(64, sizeof(float) * 256 * (tiles + blocks)); /* 16 pairs x 16 lanes a tile */
-    if (!buf || !hbuf || !vacc) {
-        free(buf), free(hbuf), free(vacc);
-        return -1;
-    }
-    memset(buf, 0, sizeof(float) * rows * ROW_CHUNK); /* rows past r stay 0 */
-    memset(hbuf, 0, sizeof(float) * 4 * ROW_CHUNK);
-    memset(vacc, 0, sizeof(float) * 256 * (tiles + blocks));
-    for (int64_t c0 = 0; c0 < n; c0 += ROW_CHUNK) {
-        int64_t w = n - c0 < ROW_CHUNK ? n - c0 : ROW_CHUNK;
-        int wv = (int)((w + 15) / 16);
-        for (int i = 0; i < r; i++)
-            for (int v = 0; v < wv; v++)
-                _mm512_store_ps(buf + i * ROW_CHUNK + 16 * v,
-                                load16(a + i * n + c0 + 16 * v, kind, lanes(w - 16 * v)));
-        for (int y = 0; y < q; y++)
-            for (int v = 0; v < wv; v++)
-                _mm512_store_ps(hbuf + y * ROW_CHUNK + 16 * v,
-                                _mm512_maskz_loadu_ps(lanes(w - 16 * v), ht + y * n + c0 + 16 * v));
-        float *tile = vacc;
-        for (int ib = 0; ib < blocks; ib++) {
-            for (int jb = ib; jb < blocks; jb++, tile += 256)
-                row_tile(tile, buf + 4 * ib * ROW_CHUNK, buf + 4 * jb * ROW_CHUNK, wv);
-            row_tile(vacc + 256 * (tiles + ib), buf + 4 * ib * ROW_CHUNK, hbuf, wv);
-        }
-    }
-    const float *tile = vacc;
-    for (int ib = 0; ib < blocks; ib++) {
-        for (int jb = ib; jb < blocks; jb++, tile += 256)
-            for (int x = 0; x < 4; x++)
-                for (int y = 0; y < 4; y++) {
-                    int i = 4 * ib + x, j = 4 * jb + y;
-                    if (i < r && j < r) {
-                        float sum = _mm512_reduce_add_ps(_mm512_load_ps(tile + 16 * (4 * x + y)));
-                        if (i <= j) {
-                            gram[i * r + j] = sum;
-                            gram[j * r + i] = sum;
-                        }
-                    }
-                }
-        for (int x = 0; x < 4 && 4 * ib + x < r; x++)
-            for (int y = 0; y < q; y++)
-                proj[(4 * ib + x) * q + y] =
-                    _mm512_reduce_add_ps(_mm512_load_ps(vacc + 256 * (tiles + ib) + 16 * (4 * x + y)));
-    }
-    free(buf), free(hbuf), free(vacc);
-    return 0;
+/* Instruction sets, best first; a CPU runs the first it supports (use() picks another, for tests). */
+typedef int (*col_fn)(const uint16_t *, int64_t, int, int, const float *, int, float *, float *);
+typedef int (*row_fn)(const uint16_t *, int, int64_t, int, const float *, int, float *, float *);
+static const struct {
+    const char *name;
+    col_fn col;
+    row_fn row;
+} LEVELS[] = {{"avx512", col_kernel_avx512, row_kernel_avx512}, {"avx2", col_kernel_avx2, row_kernel_avx2}};
+#define LEVEL_COUNT 2
+
+static int level_usable(int level) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("f16c") || !__builtin_cpu_supports("fma"))
+        return 0;
+    if (level == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+    return __builtin_cpu_supports("avx2");
 }
 #else
-#define HAVE_KERNELS 0
-static int cpu_supported(void) { return 0; }
+#define LEVEL_COUNT 0
+typedef int (*col_fn)(const uint16_t *, int64_t, int, int, const float *, int, float *, float *);
+typedef int (*row_fn)(const uint16_t *, int, int64_t, int, const float *, int, float *, float *);
+static const struct {
+    const char *name;
+    col_fn col;
+    row_fn row;
+} LEVELS[1] = {{"none", NULL, NULL}};
+static int level_usable(int level) { return level < 0; }
 #endif
+
+static int active = -1; /* index into LEVELS, -1: none usable */
 
 /* Arguments shared by both entry points, checked against the buffers' sizes. */
 static int check(Py_buffer *a, Py_ssize_t values, int r, int kind, Py_buffer *side, Py_ssize_t side_values, int k,
                  Py_buffer *gram, Py_buffer *proj, Py_ssize_t proj_values) {
-    if (!HAVE_KERNELS || !cpu_supported()) {
-        PyErr_SetString(PyExc_RuntimeError, "this CPU has no AVX-512/F16C: use the numpy path");
+    if (active < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "this CPU has neither AVX-512 nor AVX2 with F16C: use the numpy path");
         return -1;
     }
     if (r < 1 || r > MAX_RANK || k < 1 || k > MAX_SKETCH || (kind != 0 && kind != 1) || values < 0) {
@@ -227,12 +187,12 @@ static PyObject *run(PyObject *args, int columns) {
         return NULL;
     if (length >= 0 && length <= PY_SSIZE_T_MAX / MAX_RANK / 4 &&
         check(&a, length * r, r, kind, &side, length * k, k, &gram, &proj, (Py_ssize_t)r * k) == 0) {
-#if HAVE_KERNELS
+        col_fn col = LEVELS[active].col;
+        row_fn row = LEVELS[active].row;
         Py_BEGIN_ALLOW_THREADS;
-        status = columns ? col_kernel(a.buf, length, r, kind, side.buf, k, gram.buf, proj.buf)
-                         : row_kernel(a.buf, r, length, kind, side.buf, k, gram.buf, proj.buf);
+        status = columns ? col(a.buf, length, r, kind, side.buf, k, gram.buf, proj.buf)
+                         : row(a.buf, r, length, kind, side.buf, k, gram.buf, proj.buf);
         Py_END_ALLOW_THREADS;
-#endif
         if (status != 0)
             PyErr_NoMemory();
     } else if (!PyErr_Occurred())
@@ -244,16 +204,51 @@ static PyObject *run(PyObject *args, int columns) {
 static PyObject *col_products(PyObject *Py_UNUSED(self), PyObject *args) { return run(args, 1); }
 static PyObject *row_products(PyObject *Py_UNUSED(self), PyObject *args) { return run(args, 0); }
 static PyObject *supported(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
-    return PyBool_FromLong(HAVE_KERNELS && cpu_supported());
+    if (active < 0)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(LEVELS[active].name);
+}
+
+static PyObject *levels(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
+    PyObject *names = PyList_New(0);
+    for (int level = 0; names && level < LEVEL_COUNT; level++) {
+        if (!level_usable(level))
+            continue;
+        PyObject *name = PyUnicode_FromString(LEVELS[level].name);
+        if (!name || PyList_Append(names, name) < 0)
+            Py_CLEAR(names);
+        Py_XDECREF(name);
+    }
+    return names;
+}
+
+static PyObject *use(PyObject *Py_UNUSED(self), PyObject *arg) {
+    const char *wanted = PyUnicode_AsUTF8(arg);
+    if (!wanted)
+        return NULL;
+    for (int level = 0; level < LEVEL_COUNT; level++)
+        if (strcmp(wanted, LEVELS[level].name) == 0 && level_usable(level)) {
+            active = level;
+            Py_RETURN_NONE;
+        }
+    PyErr_Format(PyExc_ValueError, "instruction set %R is not one this CPU runs (see levels())", arg);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
     {"col_products", col_products, METH_VARARGS, "a (m x r): gram = a^T a, proj = g^T a"},
     {"row_products", row_products, METH_VARARGS, "a (r x n): gram = a a^T, proj = a ht^T"},
-    {"supported", supported, METH_NOARGS, "whether this CPU runs the kernels (AVX-512 + F16C)"},
+    {"supported", supported, METH_NOARGS, "the instruction set in use (avx512, avx2), None: numpy must be used"},
+    {"levels", levels, METH_NOARGS, "the instruction sets this CPU runs, best first"},
+    {"use", use, METH_O, "run the kernels with this instruction set (tests compare them)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_halfgram", NULL, 0, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__halfgram(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__halfgram(void) {
+    for (int level = LEVEL_COUNT - 1; level >= 0; level--)
+        if (level_usable(level))
+            active = level;
+    return PyModule_Create(&module);
+}
