@@ -250,5 +250,8 @@ PyMODINIT_FUNC PyInit__halfgram(void) {
     for (int level = LEVEL_COUNT - 1; level >= 0; level--)
         if (level_usable(level))
             active = level;
-    return PyModule_Create(&module);
+    PyObject *created = PyModule_Create(&module);
+    if (created && PyModule_AddIntConstant(created, "MAX_RANK", MAX_RANK) < 0)
+        Py_CLEAR(created);
+    return created;
 }

@@ -3,8 +3,8 @@
 Opt-in reading of tensor data, safetensors only (never a pickle), memory-mapped and converted one tensor at a
 time, so memory stays bounded by the largest module whatever the file size. numpy, no torch; float16/bfloat16
 LoRA factors go through the optional native kernels of ``_halfgram.c`` when they are built and the CPU has
-AVX-512 (they convert in registers: numpy's float16 conversion is a scalar loop, and that plus its Gram products
-cost more than reading the file). Otherwise the analysis converts each factor into a buffer reused for every
+AVX-512 or AVX2 with F16C (they convert in registers: numpy's float16 conversion is a scalar loop, and that plus
+its Gram products cost more than reading the file). Otherwise the analysis converts each factor into a buffer reused for every
 module (aligned float32 is used in place) and holds numpy's OpenBLAS to one thread (:mod:`._blas`): its products
 are small, and threading them only burns CPU.
 
@@ -51,8 +51,9 @@ try:
     from workbench.files import _halfgram  # type: ignore[attr-defined]  # optional C extension
 
     _NATIVE: Any = _halfgram if _halfgram.supported() else None
+    _NATIVE_MAX_RANK: int = _halfgram.MAX_RANK
 except ImportError:  # built without a C compiler: numpy does it all
-    _NATIVE = None
+    _NATIVE, _NATIVE_MAX_RANK = None, 0
 
 #: Length of the per-LoRA signature vector (float32).
 SIGNATURE_DIM = 256
@@ -67,8 +68,7 @@ _UP = frozenset({"lora_up.weight", "lora_B.weight", "lora.up.weight", "lora_line
 _LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
 _READ_AHEAD = 32 * 1024 * 1024  # bytes of the file asked ahead of the tensor being read
 _IGNORED = frozenset({"diff_b", "bias", "alpha", "dora_scale", "lora_magnitude_vector"})
-_NATIVE_KINDS = {"F16": 0, "BF16": 1}  # stored dtypes the native kernels convert themselves
-_NATIVE_MAX_RANK = 128
+_NATIVE_KINDS = {"F16": 0, "BF16": 1}  # stored dtypes the native kernels convert themselves (their `kind`)
 
 
 class WeightsError(ValueError):
