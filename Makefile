@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 install: $(VENV)/.installed
 
 # torch is installed explicitly as the 2.13.0 CPU build first, so nothing pulls a CUDA build.
-$(VENV)/.installed: pyproject.toml workbench/files/_halfgram.c workbench/files/_halfgram_kernels.h
+$(VENV)/.installed: pyproject.toml setup.py workbench/files/_halfgram.c workbench/files/_halfgram_kernels.h
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
