@@ -236,3 +236,26 @@ def test_analysis_workers_start_no_blas_threads(tmp_path: Path, monkeypatch: pyt
     for lora_id in _ids(wb).values():
         counts = [w for w in wb.weights.get(lora_id)["warnings"] if w.startswith("threads")]
         assert counts and all(int(c.split()[1]) == int(c.split()[3]) for c in counts), counts
+
+
+def test_an_interrupted_analysis_stops_its_workers_and_lifts_the_blas_limit(tmp_path: Path) -> None:
+    """Ctrl+C in a notebook (here: the progress callback raising) must not leave worker processes running or
+    numpy's BLAS held to one thread until the traceback is dropped."""
+    import multiprocessing
+    import sys
+
+    lib = tmp_path / "lib"
+    for seed in range(6):
+        write_kohya(lib / f"l{seed}.safetensors", random_lora(seed + 50))
+    wb = workbench.open(tmp_path / "home")
+    wb.scan(lib, workers=1, progress=False)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        wb.weights.analyze(progress=False, workers=2, on_progress=interrupt)
+    assert caught.traceback  # the traceback (and every frame in it) is still alive here
+    blas = sys.modules["workbench.files._blas"]  # white-box: the reference count of the limit
+    assert blas._STATE["users"] == 0
+    assert multiprocessing.active_children() == []

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -227,8 +228,10 @@ class Weights:
         total = sum(size for _, _, size, _ in pending)
         read = 0
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="Weights", disable=not progress or not pending)
-        with bar:
-            for item, result in _analysed(pending, workers, lock_paths(self.db)):
+        # closing(): an interrupted run shuts its workers down and lifts the BLAS limit now, not when a stored
+        # traceback lets the suspended generator go
+        with bar, closing(_analysed(pending, workers, lock_paths(self.db))) as analysed:
+            for item, result in analysed:
                 bar.update(item[2])
                 read += item[2]
                 if on_progress is not None:
@@ -502,7 +505,7 @@ def _analyze_pending(item: _Pending) -> WeightAnalysis | None:
 
 def _analysed(
     pending: list[_Pending], workers: int, held_locks: tuple[str, ...]
-) -> Iterator[tuple[_Pending, WeightAnalysis | None]]:
+) -> Generator[tuple[_Pending, WeightAnalysis | None], None, None]:
     """(item, analysis) for every pending file, in completion order: in worker processes when there are two
     or more files, a few files in flight per worker (bounded memory). A worker process that dies (a crash in
     native code, the OOM killer) costs only its own file: the files it may have been reading are analysed again

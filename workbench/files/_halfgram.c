@@ -30,6 +30,9 @@
 #include <immintrin.h>
 #define INLINE __attribute__((always_inline)) inline
 
+/* 64-byte aligned memory; C11 wants the size a multiple of the alignment (macOS returns NULL otherwise). */
+static void *alloc64(size_t size) { return aligned_alloc(64, (size + 63) & ~(size_t)63); }
+
 /* --- AVX-512 (with F16C): 16 lanes, masked loads for the tails --- */
 #define SUFFIX avx512
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
@@ -42,6 +45,7 @@
 #define V_STORE(p, v) _mm512_store_ps(p, v)
 #define V_ZERO() _mm512_setzero_ps()
 #define V_SET1(x) _mm512_set1_ps(x)
+#define V_ADD(a, b) _mm512_add_ps(a, b)
 #define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define V_REDUCE(v) _mm512_reduce_add_ps(v)
 #define V_HALF(src, kind, count) half16(src, kind, count)
@@ -70,6 +74,7 @@ TARGET static INLINE __m512 half16(const uint16_t *src, int kind, int64_t count)
 #undef V_STORE
 #undef V_ZERO
 #undef V_SET1
+#undef V_ADD
 #undef V_FMA
 #undef V_REDUCE
 #undef V_HALF
@@ -87,6 +92,7 @@ TARGET static INLINE __m512 half16(const uint16_t *src, int kind, int64_t count)
 #define V_STORE(p, v) _mm256_store_ps(p, v)
 #define V_ZERO() _mm256_setzero_ps()
 #define V_SET1(x) _mm256_set1_ps(x)
+#define V_ADD(a, b) _mm256_add_ps(a, b)
 #define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define V_REDUCE(v) reduce8(v)
 #define V_HALF(src, kind, count) half8(src, kind, count)
@@ -156,21 +162,27 @@ static int level_usable(int level) { return level < 0; }
 
 static int active = -1; /* index into LEVELS, -1: none usable */
 
-/* Arguments shared by both entry points, checked against the buffers' sizes. */
-static int check(Py_buffer *a, Py_ssize_t values, int r, int kind, Py_buffer *side, Py_ssize_t side_values, int k,
-                 Py_buffer *gram, Py_buffer *proj, Py_ssize_t proj_values) {
+/* Arguments shared by both entry points, checked against the buffers' sizes and alignment. */
+static int check(Py_buffer *a, Py_ssize_t length, int r, int kind, Py_buffer *side, int k, Py_buffer *gram,
+                 Py_buffer *proj) {
     if (active < 0) {
         PyErr_SetString(PyExc_RuntimeError, "this CPU has neither AVX-512 nor AVX2 with F16C: use the numpy path");
         return -1;
     }
-    if (r < 1 || r > MAX_RANK || k < 1 || k > MAX_SKETCH || (kind != 0 && kind != 1) || values < 0) {
-        PyErr_Format(PyExc_ValueError, "rank %d (1..%d), sketch size %d (1..%d), kind %d (0 or 1) out of range", r,
-                     MAX_RANK, k, MAX_SKETCH, kind);
+    if (r < 1 || r > MAX_RANK || k < 1 || k > MAX_SKETCH || (kind != 0 && kind != 1) || length < 0 ||
+        length > PY_SSIZE_T_MAX / MAX_RANK / 4) {
+        PyErr_Format(PyExc_ValueError,
+                     "rank %d (1..%d), sketch size %d (1..%d), kind %d (0 or 1) or length %zd out of range", r,
+                     MAX_RANK, k, MAX_SKETCH, kind, length);
         return -1;
     }
-    if (a->len < values * 2 || side->len < side_values * 4 || gram->len < (Py_ssize_t)r * r * 4 ||
-        proj->len < proj_values * 4) {
+    if (a->len < length * r * 2 || side->len < length * k * 4 || gram->len < (Py_ssize_t)r * r * 4 ||
+        proj->len < (Py_ssize_t)r * k * 4) {
         PyErr_SetString(PyExc_ValueError, "a buffer is smaller than the shapes given");
+        return -1;
+    }
+    if ((uintptr_t)side->buf % 4 || (uintptr_t)gram->buf % 4 || (uintptr_t)proj->buf % 4) {
+        PyErr_SetString(PyExc_ValueError, "float32 buffers must be 4-byte aligned");
         return -1;
     }
     return 0;
@@ -185,8 +197,7 @@ static PyObject *run(PyObject *args, int columns) {
             return NULL;
     } else if (!PyArg_ParseTuple(args, "y*iniy*iw*w*", &a, &r, &length, &kind, &side, &k, &gram, &proj))
         return NULL;
-    if (length >= 0 && length <= PY_SSIZE_T_MAX / MAX_RANK / 4 &&
-        check(&a, length * r, r, kind, &side, length * k, k, &gram, &proj, (Py_ssize_t)r * k) == 0) {
+    if (check(&a, length, r, kind, &side, k, &gram, &proj) == 0) {
         col_fn col = LEVELS[active].col;
         row_fn row = LEVELS[active].row;
         Py_BEGIN_ALLOW_THREADS;
@@ -195,8 +206,7 @@ static PyObject *run(PyObject *args, int columns) {
         Py_END_ALLOW_THREADS;
         if (status != 0)
             PyErr_NoMemory();
-    } else if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "length out of range");
+    }
     PyBuffer_Release(&a), PyBuffer_Release(&side), PyBuffer_Release(&gram), PyBuffer_Release(&proj);
     return status == 0 ? Py_NewRef(Py_None) : NULL;
 }
@@ -253,5 +263,9 @@ PyMODINIT_FUNC PyInit__halfgram(void) {
     PyObject *created = PyModule_Create(&module);
     if (created && PyModule_AddIntConstant(created, "MAX_RANK", MAX_RANK) < 0)
         Py_CLEAR(created);
+#ifdef Py_GIL_DISABLED
+    if (created)
+        PyUnstable_Module_SetGIL(created, Py_MOD_GIL_NOT_USED); /* kernels touch no Python state */
+#endif
     return created;
 }

@@ -4,7 +4,7 @@
  *   TARGET                    the function attribute enabling the set
  *   VEC, LANES                float vector type and its lane count
  *   V_LOAD/V_STORE(p[, v])    aligned float loads and stores
- *   V_ZERO(), V_SET1(x), V_FMA(a, b, c) = a * b + c, V_REDUCE(v) = sum of lanes
+ *   V_ZERO(), V_SET1(x), V_ADD(a, b), V_FMA(a, b, c) = a * b + c, V_REDUCE(v) = sum of lanes
  *   V_HALF(src, kind, count)  LANES float16/bfloat16 values as floats, lanes past count read nothing and are 0
  *   V_PART(src, count)        LANES floats, lanes past count read nothing and are 0
  *   COL_X, COL_JN             column kernel tile: COL_X Gram rows by up to COL_JN vectors (COL_X divides LANES)
@@ -16,13 +16,15 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUFFIX)
 
-/* acc[x][y] += sum over k of bcast[k * bstride + x] * buf[k * width + LANES * (jv + y)], x < X, y < JN. */
+/* acc[x][y] += sum over k of bcast[k * bstride + x] * buf[k * width + LANES * (jv + y)], x < X, y < JN.
+ * The chunk's rows are summed from zero, then added: a running float32 sum over every row of a 10,240-row
+ * factor loses a digit that numpy's blocked products keep. */
 TARGET static INLINE void FN(col_tile)(float *acc, int width, const float *bcast, int bstride, int bcount,
                                        const float *buf, int rows, int jv, const int X, const int JN) {
     VEC c[COL_X][COL_JN];
     for (int x = 0; x < X; x++)
         for (int y = 0; y < JN; y++)
-            c[x][y] = V_LOAD(acc + x * width + LANES * (jv + y));
+            c[x][y] = V_ZERO();
     for (int k = 0; k < rows; k++) {
         const float *row = buf + (int64_t)k * width;
         VEC b[COL_JN];
@@ -36,7 +38,7 @@ TARGET static INLINE void FN(col_tile)(float *acc, int width, const float *bcast
     }
     for (int x = 0; x < X; x++)
         for (int y = 0; y < JN; y++)
-            V_STORE(acc + x * width + LANES * (jv + y), c[x][y]);
+            V_STORE(acc + x * width + LANES * (jv + y), V_ADD(V_LOAD(acc + x * width + LANES * (jv + y)), c[x][y]));
 }
 
 /* Tiles of X accumulator rows (COL_X for the Gram matrix, MAX_SKETCH for the projection) over vectors jv0... */
@@ -58,9 +60,9 @@ TARGET static INLINE void FN(col_tiles)(float *acc, int width, int nv, int jv0, 
 TARGET static int FN(col_kernel)(const uint16_t *a, int64_t m, int r, int kind, const float *g, int p, float *gram,
                                  float *proj) {
     int nv = (r + LANES - 1) / LANES, width = LANES * nv;
-    float *buf = aligned_alloc(64, sizeof(float) * COL_CHUNK * width);
-    float *acc = aligned_alloc(64, sizeof(float) * width * width);
-    float *pacc = aligned_alloc(64, sizeof(float) * MAX_SKETCH * width);
+    float *buf = alloc64(sizeof(float) * COL_CHUNK * width);
+    float *acc = alloc64(sizeof(float) * width * width);
+    float *pacc = alloc64(sizeof(float) * MAX_SKETCH * width);
     if (!buf || !acc || !pacc) {
         free(buf), free(acc), free(pacc);
         return -1;
@@ -88,13 +90,14 @@ TARGET static int FN(col_kernel)(const uint16_t *a, int64_t m, int r, int kind, 
     return 0;
 }
 
-/* vacc[LANES * (YB * x + y) ...] += lane products of rows x of abuf and rows y of bbuf over wv vectors. */
+/* vacc[LANES * (YB * x + y) ...] += lane products of rows x of abuf and rows y of bbuf over wv vectors (summed
+ * from zero for this chunk, then added, as in col_tile). */
 TARGET static INLINE void FN(row_tile)(float *vacc, const float *abuf, const float *bbuf, int wv, const int XB,
                                        const int YB) {
     VEC c[ROW_B][MAX_SKETCH > ROW_B ? MAX_SKETCH : ROW_B];
     for (int x = 0; x < XB; x++)
         for (int y = 0; y < YB; y++)
-            c[x][y] = V_LOAD(vacc + LANES * (YB * x + y));
+            c[x][y] = V_ZERO();
     for (int v = 0; v < wv; v++) {
         VEC a[ROW_B];
         for (int x = 0; x < XB; x++)
@@ -107,7 +110,7 @@ TARGET static INLINE void FN(row_tile)(float *vacc, const float *abuf, const flo
     }
     for (int x = 0; x < XB; x++)
         for (int y = 0; y < YB; y++)
-            V_STORE(vacc + LANES * (YB * x + y), c[x][y]);
+            V_STORE(vacc + LANES * (YB * x + y), V_ADD(V_LOAD(vacc + LANES * (YB * x + y)), c[x][y]));
 }
 
 TARGET static int FN(row_kernel)(const uint16_t *a, int r, int64_t n, int kind, const float *ht, int q, float *gram,
@@ -115,9 +118,9 @@ TARGET static int FN(row_kernel)(const uint16_t *a, int r, int64_t n, int kind, 
     const int tile = ROW_B * ROW_B * LANES, sketch_tile = ROW_B * MAX_SKETCH * LANES;
     int blocks = (r + ROW_B - 1) / ROW_B, rows = ROW_B * blocks, tiles = blocks * (blocks + 1) / 2;
     size_t vacc_size = sizeof(float) * ((size_t)tile * tiles + (size_t)sketch_tile * blocks);
-    float *buf = aligned_alloc(64, sizeof(float) * rows * ROW_CHUNK);
-    float *hbuf = aligned_alloc(64, sizeof(float) * MAX_SKETCH * ROW_CHUNK);
-    float *vacc = aligned_alloc(64, vacc_size);
+    float *buf = alloc64(sizeof(float) * rows * ROW_CHUNK);
+    float *hbuf = alloc64(sizeof(float) * MAX_SKETCH * ROW_CHUNK);
+    float *vacc = alloc64(vacc_size);
     if (!buf || !hbuf || !vacc) {
         free(buf), free(hbuf), free(vacc);
         return -1;

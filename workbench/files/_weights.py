@@ -50,9 +50,9 @@ from workbench.files._module_keys import block_of, block_sort_key, canonical_mod
 try:
     from workbench.files import _halfgram  # type: ignore[attr-defined]  # optional C extension
 
-    _NATIVE: Any = _halfgram if _halfgram.supported() else None
     _NATIVE_MAX_RANK: int = _halfgram.MAX_RANK
-except ImportError:  # built without a C compiler: numpy does it all
+    _NATIVE: Any = _halfgram if _halfgram.supported() else None
+except (ImportError, AttributeError):  # built without a C compiler (or a stale build): numpy does it all
     _NATIVE, _NATIVE_MAX_RANK = None, 0
 
 #: Length of the per-LoRA signature vector (float32).
@@ -379,7 +379,14 @@ class LoraWeights:
             )
         part = slice(first * rows // denominator, end * rows // denominator)
         return ModuleDelta(
-            canonical, plan.source, delta.network, delta.up[part], delta.down, delta.nominal_rank, delta.scale
+            canonical,
+            plan.source,
+            delta.network,
+            delta.up[part],
+            delta.down,
+            delta.nominal_rank,
+            delta.scale,
+            delta.stored,
         )
 
     def _delta(self, canonical: str, plan: _Plan) -> ModuleDelta:
@@ -588,11 +595,12 @@ def _projection(key: str, out: int, inp: int) -> _Projection:
     h = rng.standard_normal((inp, _SKETCH_COLS), dtype=np.float32) / np.float32(math.sqrt(_SKETCH_COLS))
     slots = rng.integers(0, SIGNATURE_DIM, _SKETCH_ROWS * _SKETCH_COLS)
     signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), _SKETCH_ROWS * _SKETCH_COLS)
-    size = g.nbytes + 2 * h.nbytes
+    ht = np.ascontiguousarray(h.T) if _NATIVE is not None else h.T  # the kernels read it in C order
+    size = g.nbytes + h.nbytes + (ht.nbytes if _NATIVE is not None else 0)
     if _PROJECTION_BYTES[0] + size > _PROJECTION_BUDGET:
         _PROJECTIONS.clear()
         _PROJECTION_BYTES[0] = 0
-    _PROJECTIONS[cache_key] = found = _Projection(g, h, np.ascontiguousarray(h.T), slots, signs)
+    _PROJECTIONS[cache_key] = found = _Projection(g, h, ht, slots, signs)
     _PROJECTION_BYTES[0] += size
     return found
 
