@@ -13,9 +13,9 @@
    sides read the disk), which is what analysing a library on disk costs against reading it. One file at a time
    in this process (``analyze_weights``) is printed too. float16 factors go through the native kernels
    (``workbench/files/_halfgram.c``; ``--isa avx2`` runs the ones CPUs without AVX-512 get) when they are
-   built; the same run then times the numpy path too (kernels switched off), for the ratio they make. CPU time (this process's plus its joined workers') is
-   printed beside wall time, and the load average with them: on a shared machine wall time is inflated by the
-   others. Two floors say what numpy alone would cost: its float16→float32 conversion of every tensor, and
+   built; the same run then times the numpy path too (kernels switched off), for the ratio they make. CPU
+   time (this process's plus its joined workers') is printed beside wall time, and the load average with
+   them: on a shared machine wall time is inflated by the others. Two floors say what numpy alone would cost: its float16→float32 conversion of every tensor, and
    that plus the two k × k Gram matrices per module that the exact norms and ranks need; then the CPU of each
    part of ``analyze_weights`` (native kernels or conversion, Grams and sketch; eigen-solves; the rest), each
    measured by running the analysis with that part replaced by a trivial stand-in.
@@ -188,13 +188,13 @@ def _breakdown(paths: list[Path]) -> list[tuple[str, float]]:
     def fixed_sketch(delta: Any, projection: Any) -> np.ndarray:
         return np.ones(sketch_size, np.float32)
 
+    original_products = weights._products
+
     def identity_products(delta: Any) -> tuple[Any, np.ndarray, Any]:
         if delta.stored is None:
             return original_products(delta)
         identity = np.eye(delta.up.shape[1])
         return (identity, identity), np.ones(sketch_size, np.float32), weights._projection(delta.key, *delta.shape)
-
-    original_products = weights._products
 
     def flat_spectrum(stack: list[Any]) -> np.ndarray:
         return np.ones((len(stack), len(stack[0][1])))
