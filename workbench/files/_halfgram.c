@@ -11,8 +11,8 @@
  *   row_products(a, r, n, kind, ht, q, gram, proj): a is r x n;  gram = a a^T (r x r),  proj = a ht^T (r x q)
  *
  * a: float16 (kind 0) or bfloat16 (kind 1) bits, C order; g (m x p) and ht (q x n): float32, C order, p, q <= 4;
- * gram and proj: writable float32 buffers of the output sizes. r <= 128. Accumulation is in float32, as
- * numpy's float32 products are.
+ * gram and proj: writable float32 buffers of the output sizes. r <= 128. Accumulation is in float32, each chunk
+ * summed from zero and then added (as accurate as numpy's blocked float32 products).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -25,6 +25,9 @@
 #define MAX_SKETCH 4
 #define COL_CHUNK 64  /* rows of a tall factor converted at a time: 64 x 128 floats = 32 KiB */
 #define ROW_CHUNK 256 /* columns of a wide factor converted at a time */
+
+typedef int (*col_fn)(const uint16_t *, int64_t, int, int, const float *, int, float *, float *);
+typedef int (*row_fn)(const uint16_t *, int, int64_t, int, const float *, int, float *, float *);
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(HALFGRAM_NO_KERNELS)
 #include <immintrin.h>
@@ -130,8 +133,6 @@ TARGET static INLINE __m256 part8(const float *src, int64_t count) {
 #include "_halfgram_kernels.h"
 
 /* Instruction sets, best first; a CPU runs the first it supports (use() picks another, for tests). */
-typedef int (*col_fn)(const uint16_t *, int64_t, int, int, const float *, int, float *, float *);
-typedef int (*row_fn)(const uint16_t *, int, int64_t, int, const float *, int, float *, float *);
 static const struct {
     const char *name;
     col_fn col;
@@ -150,8 +151,6 @@ static int level_usable(int level) {
 }
 #else
 #define LEVEL_COUNT 0
-typedef int (*col_fn)(const uint16_t *, int64_t, int, int, const float *, int, float *, float *);
-typedef int (*row_fn)(const uint16_t *, int, int64_t, int, const float *, int, float *, float *);
 static const struct {
     const char *name;
     col_fn col;
