@@ -52,6 +52,26 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     return path
 
 
+def write_stored(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> Path:
+    """A safetensors file with tensors stored as F16, BF16, F32 or F64, in this order and unpadded (so a float32
+    tensor after an odd number of float16 values lies at an offset that is not a multiple of 4)."""
+    header: dict[str, object] = {}
+    blobs = []
+    offset = 0
+    for key, (dtype, array) in tensors.items():
+        if dtype == "BF16":
+            data = (np.asarray(array, np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+        else:
+            data = np.asarray(array, {"F16": np.float16, "F32": np.float32, "F64": np.float64}[dtype]).tobytes()
+        header[key] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+    return path
+
+
 def write_kohya_lora(
     path: Path,
     base: str = "SD1",

@@ -4,14 +4,12 @@ numpy path (norms, effective ranks, signatures, errors)."""
 
 from __future__ import annotations
 
-import json
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from lora_factory import write_safetensors
+from lora_factory import write_safetensors, write_stored
 
 from workbench.files import analyze_weights
 
@@ -174,25 +172,6 @@ def test_kernels_refuse_arguments_that_do_not_fit_their_buffers() -> None:
         kernels.col_products(factor, 10, 8, 0, shifted, 4, gram, proj)
 
 
-def _write(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> Path:
-    """A safetensors file with tensors stored as F16, BF16 or F32, unpadded (odd offsets stay odd)."""
-    header: dict[str, object] = {}
-    blobs = []
-    offset = 0
-    for key, (dtype, array) in tensors.items():
-        if dtype == "BF16":
-            data = _bits(array, 1).tobytes()
-        else:
-            data = np.asarray(array, {"F16": np.float16, "F32": np.float32}[dtype]).tobytes()
-        header[key] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header).encode()
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
-    return path
-
-
 _NAME = "lora_unet_down_blocks_{}_attentions_0_transformer_blocks_{}_attn1_to_{}"
 
 
@@ -232,7 +211,7 @@ def _mixed_file(path: Path) -> Path:
         tensors[f"{name}.lora_up.weight"] = (up_dtype, up)
         if extra == "dora":
             tensors[f"{name}.dora_scale"] = ("F16", np.ones((1, inp)))
-    return _write(path, tensors)
+    return write_stored(path, tensors)
 
 
 class _Counting:
@@ -280,7 +259,7 @@ def test_nan_or_inf_in_a_stored_factor_is_named_as_on_the_numpy_path(
     name = _NAME.format(0, 0, "q")
     down = rng.standard_normal((8, 320))
     down[5, 300] = np.inf
-    path = _write(
+    path = write_stored(
         tmp_path / "bad.safetensors",
         {
             f"{name}.alpha": ("F16", np.array(4.0)),

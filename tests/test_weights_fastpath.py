@@ -12,31 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lora_factory import write_safetensors
+from lora_factory import write_safetensors, write_stored
 
 from workbench.files import LoraWeights, analyze_weights
 
 _NAME = "lora_unet_down_blocks_{}_attentions_0_transformer_blocks_{}_attn1_to_q"
-
-
-def _write(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> Path:
-    """A safetensors file with tensors stored as F16, BF16, F32 or F64, in this order and unpadded (so a float32
-    tensor after an odd number of float16 values lies at an offset that is not a multiple of 4)."""
-    header: dict[str, object] = {}
-    blobs = []
-    offset = 0
-    for key, (dtype, array) in tensors.items():
-        if dtype == "BF16":
-            data = (np.asarray(array, np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
-        else:
-            data = np.asarray(array, {"F16": np.float16, "F32": np.float32, "F64": np.float64}[dtype]).tobytes()
-        header[key] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header).encode()
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
-    return path
 
 
 def _stored(dtype: str, array: np.ndarray) -> np.ndarray:
@@ -89,7 +69,7 @@ def test_every_dtype_through_reused_buffers_matches_independent_maths(tmp_path: 
         same_in_f32[f"{name}.lora_down.weight"] = down_v.astype(np.float32)
         same_in_f32[f"{name}.lora_up.weight"] = up_v.astype(np.float32)
         same_in_f32[f"{name}.alpha"] = np.array(alpha, np.float32)
-    path = _write(tmp_path / "mixed.safetensors", tensors)
+    path = write_stored(tmp_path / "mixed.safetensors", tensors)
     data = path.read_bytes()
     (length,) = struct.unpack("<Q", data[:8])
     starts = [
